@@ -220,7 +220,8 @@ def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dic
                              spec=batch_spec(cfg, mcfg, "sft.batch_size",
                                              cfg.sft.max_target_tokens, partitioner),
                              workdir=stage_dir, seed=cfg.seed,
-                             partitioner=partitioner, skip_log=skip_log)
+                             partitioner=partitioner, skip_log=skip_log,
+                             num_workers=cfg.data.num_workers)
         elif stage == "grpo":
             # LoRA on a frozen base: the reference is the policy with adapters off, no copy.
             validate = None
@@ -238,7 +239,8 @@ def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dic
                               spec=batch_spec(cfg, mcfg, "rl.batch_size",
                                               cfg.rl.max_completion_length, partitioner),
                               workdir=stage_dir, seed=cfg.seed,
-                              partitioner=partitioner, skip_log=skip_log)
+                              partitioner=partitioner, skip_log=skip_log,
+                              num_workers=cfg.data.num_workers)
         elif stage == "eval":
             for name, stage_params in trained.items():
                 for split in cfg.eval.splits:

@@ -40,6 +40,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
              f"a non-empty sequence of {STAGES}", stages)
     require(cfg.data.on_bad_input in POLICIES, "data.on_bad_input", f"one of {POLICIES}",
             cfg.data.on_bad_input)
+    require(isinstance(cfg.data.num_workers, int) and cfg.data.num_workers >= 0,
+            "data.num_workers", "a non-negative integer", cfg.data.num_workers)
     buckets = tuple(cfg.data.audio_buckets_s)
     require(bool(buckets) and all(b > 0 for b in buckets) and list(buckets) == sorted(buckets),
              "data.audio_buckets_s", "increasing positive durations in seconds", buckets)

@@ -23,6 +23,7 @@ def test_presets_are_valid(name, preset):
     ("stages", ("sft", "rlhf"), "stages"),
     ("data.audio_buckets_s", (5.0, 3.0), "data.audio_buckets_s"),
     ("data.audio_buckets_s", (30.0,), "max_source_positions"),
+    ("data.num_workers", -1, "data.num_workers"),
     ("sft.steps", 0, "sft.steps"),
     ("rl.group_size", 1, "rl.group_size"),
     ("rl.loss_aggregation", "mean", "rl.loss_aggregation"),

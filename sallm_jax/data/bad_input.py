@@ -13,8 +13,18 @@ import json
 import logging
 import pathlib
 import threading
+from typing import NamedTuple
 
 POLICIES = ("error", "skip")
+
+
+class Skip(NamedTuple):
+    """One example that cannot be used, as found by an input worker (picklable)."""
+
+    example_id: str
+    source: str
+    reason: str
+    detail: str
 
 
 class BadInputError(ValueError):
@@ -48,6 +58,17 @@ class SkipLog:
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"id": example_id, "source": source, "reason": reason,
                                         "detail": detail}) + "\n")
+
+    def absorb(self, loaded: tuple[dict, tuple[Skip, ...]]) -> dict:
+        """Apply the policy to the skips a worker found while loading a batch; the batch.
+
+        Input workers (other processes) cannot raise or write on the run's behalf, so they hand
+        their findings over with each batch and the main process handles them here, in order.
+        """
+        batch, skips = loaded
+        for skip in skips:
+            self.handle(*skip)
+        return batch
 
     def summary(self) -> str:
         total = sum(self.counts.values())

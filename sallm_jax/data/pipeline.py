@@ -6,7 +6,13 @@ length (its audio-token count plus `max_prompt_text_tokens`). Targets (answer + 
 right-padded to `max_target_tokens`.
 
 The training stream is a `grain.MapDataset` over a precomputed plan of index batches (reshuffled
-every epoch from the seed), so its iterator state is one position and restores exactly.
+every epoch from the seed), so its iterator state is one position and restores exactly. Decoding,
+resampling and tokenisation run in prefetch threads, or with `num_workers` > 0 in that many worker
+processes (grain keeps the order, and the iterator state covers the workers). Log-mel features are
+not made here: they are part of the model's jitted step, on the accelerator
+(`SpeechLM.audio_features`). Workers report bad examples with each batch (`bad_input.Skip`); the
+main process applies the bad-input policy to them (`SkipLog.absorb`), so an error stops the run
+and every skip is written to the one `skipped.jsonl`.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from collections.abc import Callable, Sequence
 
 import grain
 import numpy as np
+from absl import flags
 
 from sallm_jax.audio.io import declared_frames, load_audio
 from sallm_jax.audio.log_mel import N_FFT, num_feature_frames
-from sallm_jax.data.bad_input import SkipLog
+from sallm_jax.data.bad_input import Skip, SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.prompts import chat_prompt, target_text, user_text
 from sallm_jax.models.config import audio_token_count
@@ -158,22 +165,27 @@ def plan_training(buckets: np.ndarray, batch_size: int, num_batches: int, seed: 
 
 
 class BatchLoader:
-    """Turns a batch of row indices into padded numpy arrays (a grain map transform)."""
+    """Turns a batch of row indices into padded numpy arrays (a grain map transform).
+
+    It runs in input workers, so it applies no policy: it returns the batch together with the
+    examples it had to leave out (`Skip` records, for `SkipLog.absorb` in the main process).
+    """
 
     def __init__(self, rows: Sequence[ManifestRow], buckets: np.ndarray, tokenizer,
-                 spec: BatchSpec, skip_log: SkipLog | None = None):
+                 spec: BatchSpec):
         self.rows, self.buckets, self.tokenizer, self.spec = rows, buckets, tokenizer, spec
-        self.skip_log = skip_log or SkipLog("error")
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
 
-    def __call__(self, indices: np.ndarray, like: int | None = None) -> dict[str, np.ndarray]:
-        """Arrays for `indices`; an empty `indices` gives an all-invalid batch of the bucket of
-        row `like` (a process past the end of an evaluation split still joins each step)."""
+    def __call__(self, indices: np.ndarray,
+                 like: int | None = None) -> tuple[dict[str, np.ndarray], tuple[Skip, ...]]:
+        """Arrays for `indices` and the skips met; an empty `indices` gives an all-invalid batch
+        of the bucket of row `like` (a process past the end of an evaluation split still joins
+        each step)."""
         if not len(indices):
-            batch = self(np.array([like]))
+            batch, _ = self(np.array([like]))
             batch["valid"][:] = False
-            return batch
+            return batch, ()
         spec, size = self.spec, self.spec.batch_size
         bucket = int(self.buckets[indices[0]])
         width, prompt_len = spec.bucket_samples(bucket), spec.prompt_length(bucket)
@@ -189,32 +201,35 @@ class BatchLoader:
         }
         # A short final batch is filled by repeating its first example, marked invalid.
         slots = list(indices) + [indices[0]] * (size - len(indices))
+        skips = []
         for slot, i in enumerate(slots):
             out["index"][slot] = i
-            out["valid"][slot] = slot < len(indices) and self._fill(out, slot, self.rows[i],
-                                                                     width, prompt_len)
-        return out
+            if slot >= len(indices):
+                continue
+            skip = self._fill(out, slot, self.rows[i], width, prompt_len)
+            out["valid"][slot] = skip is None
+            if skip is not None:
+                skips.append(skip)
+        return out, tuple(skips)
 
-    def _fill(self, out, slot: int, row: ManifestRow, width: int, prompt_len: int) -> bool:
-        """Write one example into `slot`; False (slot left empty) when it was skipped."""
+    def _fill(self, out, slot: int, row: ManifestRow, width: int,
+              prompt_len: int) -> Skip | None:
+        """Write one example into `slot`; the reason it was left out, or None when written."""
         try:
             wave = load_audio(row.audio, SAMPLE_RATE, offset=row.offset, duration=row.duration)
         except ValueError as error:
-            self.skip_log.handle(row.id, row.audio, "unreadable audio", str(error))
-            return False
+            return Skip(row.id, row.audio, "unreadable audio", str(error))
         # libsndfile returns what is there when a file ends early: compare with the header.
         expected = clip_samples(row)
         if len(wave) < expected - TRUNCATION_TOLERANCE:
-            self.skip_log.handle(row.id, row.audio, "truncated audio",
-                                 f"decoded {len(wave)} samples, the header promises {expected}")
-            return False
+            return Skip(row.id, row.audio, "truncated audio",
+                        f"decoded {len(wave)} samples, the header promises {expected}")
         if len(wave) + N_FFT // 2 > width and self.spec.truncate_long_audio:
             wave = wave[: width - N_FFT // 2]  # counted and logged by screen_rows
         if len(wave) + N_FFT // 2 > width:
-            self.skip_log.handle(row.id, row.audio, "audio longer than its header says",
-                                 f"decoded {len(wave)} samples, more than its bucket's {width} "
-                                 f"less {N_FFT // 2} samples of padding")
-            return False
+            return Skip(row.id, row.audio, "audio longer than its header says",
+                        f"decoded {len(wave)} samples, more than its bucket's {width} "
+                        f"less {N_FFT // 2} samples of padding")
         out["waveforms"][slot, : len(wave)] = wave
         out["num_samples"][slot] = len(wave)
         n_audio = self.spec.num_audio_tokens(len(wave))
@@ -229,20 +244,27 @@ class BatchLoader:
         target = target[: self.spec.max_target_tokens]
         out["target_ids"][slot, : len(target)] = target
         out["target_mask"][slot, : len(target)] = 1
-        return True
+        return None
 
 
 def training_dataset(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, *,
                      num_batches: int, seed: int, process_index: int = 0,
-                     process_count: int = 1,
-                     skip_log: SkipLog | None = None) -> grain.IterDataset:
-    """Shuffled, bucketed training batches for `num_batches` steps, with prefetching threads."""
+                     process_count: int = 1, skip_log: SkipLog | None = None,
+                     num_workers: int = 0) -> grain.IterDataset:
+    """Shuffled, bucketed training batches for `num_batches` steps, loaded by prefetch threads or,
+    with `num_workers` > 0, by that many worker processes (same batches, same order)."""
+    skip_log = skip_log or SkipLog("error")
     buckets = screen_rows(rows, spec, skip_log)
     plan = plan_training(buckets, spec.batch_size, num_batches, seed, process_index,
                          process_count)
-    ds = grain.MapDataset.source(plan).map(BatchLoader(rows, buckets, tokenizer, spec,
-                                                       skip_log))
-    return ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    ds = grain.MapDataset.source(plan).map(BatchLoader(rows, buckets, tokenizer, spec))
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    if num_workers > 0:
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags: defaults outside main
+            flags.FLAGS.mark_as_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                         per_worker_buffer_size=2))
+    return ds.map(skip_log.absorb)
 
 
 def evaluation_batches(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, *,
@@ -250,8 +272,9 @@ def evaluation_batches(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, 
                        skip_log: SkipLog | None = None) -> grain.MapDataset:
     """Every usable row once, in bucket order, this process's slice of each global batch; short
     batches are padded and marked by "valid"."""
+    skip_log = skip_log or SkipLog("error")
     buckets = screen_rows(rows, spec, skip_log)
     plan = plan_epoch(buckets, spec.batch_size * process_count, None, drop_remainder=False)
     items = [(local_share(b, process_index, process_count), int(b[0])) for b in plan]
-    loader = BatchLoader(rows, buckets, tokenizer, spec, skip_log)
-    return grain.MapDataset.source(items).map(lambda item: loader(*item))
+    loader = BatchLoader(rows, buckets, tokenizer, spec)
+    return grain.MapDataset.source(items).map(lambda item: skip_log.absorb(loader(*item)))

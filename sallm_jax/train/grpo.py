@@ -200,7 +200,8 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
              tokenizer,
              spec: BatchSpec, workdir: pathlib.Path, seed: int,
              partitioner: Partitioner, skip_log: SkipLog | None = None,
-             validate: Callable[[nnx.State], float] | None = None) -> nnx.State:
+             validate: Callable[[nnx.State], float] | None = None,
+             num_workers: int = 0) -> nnx.State:
     """Run `cfg.steps` GRPO steps from `params`, resuming from the stage's latest checkpoint.
 
     `params` are what trains, `frozen` the rest of the model state. The reference policy
@@ -221,7 +222,8 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     state, state_shardings = partitioner.train_state(params, tx, copy=True)
     data_iter = iter(training_dataset(rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
                                       process_index=jax.process_index(),
-                                      process_count=jax.process_count(), skip_log=skip_log))
+                                      process_count=jax.process_count(), skip_log=skip_log,
+                                      num_workers=num_workers))
     ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state, data_iter)

@@ -61,7 +61,8 @@ def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
             frozen: nnx.State,
             rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, workdir: pathlib.Path,
-            seed: int, partitioner: Partitioner, skip_log: SkipLog | None = None) -> nnx.State:
+            seed: int, partitioner: Partitioner, skip_log: SkipLog | None = None,
+            num_workers: int = 0) -> nnx.State:
     """Train for `cfg.steps` steps, resuming from the stage's latest checkpoint; returns params.
 
     `params` are what trains (all parameters, or the LoRA adapters and what the config adds),
@@ -74,7 +75,8 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     state, state_shardings = partitioner.train_state(params, tx)
     data_iter = iter(training_dataset(rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
                                       process_index=jax.process_index(),
-                                      process_count=jax.process_count(), skip_log=skip_log))
+                                      process_count=jax.process_count(), skip_log=skip_log,
+                                      num_workers=num_workers))
     ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state, data_iter)

@@ -62,12 +62,14 @@ def test_manifest_errors_name_line_and_field(bad_set, line, message):
     ("missing.wav", "missing audio file"), ("empty.wav", "empty audio"),
     ("nan.wav", "NaN"), ("cut.wav", "truncated audio"), ("noise.wav", "unreadable audio"),
 ])
-def test_audio_errors_name_the_file(bad_set, small_sqa, audio, reason):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_audio_errors_name_the_file(bad_set, small_sqa, audio, reason, num_workers):
     _, tok = small_sqa
     rows = [r for r in read_manifest(bad_set, SkipLog("skip"))
             if r.audio.endswith(("good0.wav", "good1.wav", audio))]
     with pytest.raises(BadInputError, match=rf"{audio}: .*{reason}.*example 'r\d'"):
-        for _ in training_dataset(rows, tok, SPEC, num_batches=6, seed=0):
+        for _ in training_dataset(rows, tok, SPEC, num_batches=6, seed=0,
+                                  num_workers=num_workers):
             pass
 
 
@@ -83,13 +85,15 @@ def test_long_audio_is_truncated_when_configured(bad_set, small_sqa):
         training_dataset(rows, tok, BatchSpec(2, (1.0,), 40, 16), num_batches=1, seed=0)
 
 
-def test_skip_policy_records_every_bad_example(bad_set, small_sqa, tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skip_policy_records_every_bad_example(bad_set, small_sqa, tmp_path, num_workers):
     _, tok = small_sqa
     log = SkipLog("skip", tmp_path / "work" / "skipped.jsonl")
     rows = read_manifest(bad_set, log)
     assert [r.id for r in rows] == [f"r{i}" for i in range(9)]
     seen = set()
-    for batch in training_dataset(rows, tok, SPEC, num_batches=6, seed=0, skip_log=log):
+    for batch in training_dataset(rows, tok, SPEC, num_batches=6, seed=0, skip_log=log,
+                                  num_workers=num_workers):
         seen |= {rows[i].id for i in batch["index"][batch["valid"]]}
     assert seen == {"r0", "r4", "r7", "r8"}
     records = [json.loads(line) for line in log.path.read_text().splitlines()]

@@ -71,9 +71,11 @@ def test_plan_is_seeded_and_shards_disjoint():
     assert not seen0 & seen1 and len(seen0 | seen1) == 24
 
 
-def test_iterator_state_restores_exactly(small_sqa):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_iterator_state_restores_exactly(small_sqa, num_workers):
     rows, tok = small_sqa
-    ds = training_dataset(rows["train"], tok, SPEC, num_batches=8, seed=0)
+    ds = training_dataset(rows["train"], tok, SPEC, num_batches=8, seed=0,
+                          num_workers=num_workers)
     it = iter(ds)
     for _ in range(3):
         next(it)
@@ -84,6 +86,18 @@ def test_iterator_state_restores_exactly(small_sqa):
     got = [next(resumed)["index"] for _ in range(3)]
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_array_equal(e, g)
+
+
+def test_worker_processes_load_the_same_batches_as_threads(small_sqa):
+    rows, tok = small_sqa
+    threads = list(training_dataset(rows["train"], tok, SPEC, num_batches=6, seed=3))
+    workers = list(training_dataset(rows["train"], tok, SPEC, num_batches=6, seed=3,
+                                    num_workers=2))
+    assert len(threads) == len(workers) == 6
+    for a, b in zip(threads, workers, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @pytest.mark.parametrize("process_count", [1, 3])

@@ -37,7 +37,8 @@ def test_scored_groups_give_references_their_reward(small_sqa):
     spec = BatchSpec(2, (3.25, 5.0), 40, 16)
     buckets = screen_rows(rows["train"], spec)
     first = [i for i in range(len(buckets)) if buckets[i] == buckets[0]][:2]
-    host_batch = BatchLoader(rows["train"], buckets, tok, spec)(np.array(first))
+    host_batch, skips = BatchLoader(rows["train"], buckets, tok, spec)(np.array(first))
+    assert skips == ()
     junk = tok("zzz")["input_ids"] + [tok.eos_token_id]
     ids = np.zeros((4, 16), np.int32)
     ids[:, : len(junk)] = junk
