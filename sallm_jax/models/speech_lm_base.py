@@ -31,7 +31,16 @@ def scatter_audio(embeds: jax.Array, is_audio: jax.Array, audio_embeds: jax.Arra
 
 
 class SpeechLMForward:
-    """`forward_embeds` and the full forward `__call__`, shared by the model families."""
+    """`forward_embeds`, the full forward `__call__` and `encode_batch_audio`, shared by the
+    model families."""
+
+    def encode_batch_audio(self, batch: dict[str, jax.Array]) -> jax.Array | None:
+        """Audio embeddings [B, N, H] of a batch's zero-padded 16 kHz clips ("waveforms" [B, W],
+        "num_samples" [B]), or None for a batch of text-only prompts (no "waveforms")."""
+        if "waveforms" not in batch:
+            return None
+        return self.encode_audio(*self.audio_features(batch["waveforms"],
+                                                      batch["num_samples"]))
 
     def forward_embeds(
         self,

@@ -39,15 +39,16 @@ def completion_logprobs(
 
     Args:
       batch: "waveforms" [B, W], "num_samples" [B], "prompt_ids" [B, P] (left-padded),
-        "prompt_mask" [B, P].
+        "prompt_mask" [B, P]; without "waveforms" the prompts are text only.
       completion_ids: [B * group, C] int32 (right-padded).
       completion_mask: [B * group, C] 1 on real completion tokens.
       temperature: logits are divided by it, so the log-probs are those of the sampling policy.
     Returns:
       [B * group, C] float32 log-probabilities (padding positions hold arbitrary finite values).
     """
-    features, feature_lengths = model.audio_features(batch["waveforms"], batch["num_samples"])
-    audio_embeds = jnp.repeat(model.encode_audio(features, feature_lengths), group_size, axis=0)
+    audio_embeds = model.encode_batch_audio(batch)
+    if audio_embeds is not None:
+        audio_embeds = jnp.repeat(audio_embeds, group_size, axis=0)
     prompt_ids = jnp.repeat(batch["prompt_ids"], group_size, axis=0)
     prompt_mask = jnp.repeat(batch["prompt_mask"], group_size, axis=0)
     ids = jnp.concatenate([prompt_ids, completion_ids], axis=1)

@@ -54,7 +54,7 @@ def rollout(
 
     Args:
       batch: "waveforms" [B, W], "num_samples" [B], "prompt_ids" [B, P] (left-padded),
-        "prompt_mask" [B, P].
+        "prompt_mask" [B, P]; without "waveforms" the prompts are text only.
       rng: PRNG key.
     Returns:
       Rollout with C = sampling.max_new_tokens.
@@ -63,8 +63,7 @@ def rollout(
     b, p = prompt_ids.shape
     c = sampling.max_new_tokens
     n = b * group_size
-    features, feature_lengths = model.audio_features(batch["waveforms"], batch["num_samples"])
-    embeds = model.embed(prompt_ids, model.encode_audio(features, feature_lengths))
+    embeds = model.embed(prompt_ids, model.encode_batch_audio(batch))
     # Slots after the prompt are open: the causal rule keeps them unseen until written.
     key_mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((b, c), bool)], axis=1)
     cache = init_cache(model.config.text, b, p + c, embeds.dtype)

@@ -195,6 +195,63 @@ def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
     return scalars
 
 
+class GRPOStep:
+    """One GRPO step on a host batch: rollout -> decode and score on the host -> old log-probs
+    (num_iterations > 1) and reference log-probs (beta > 0) -> `num_iterations` updates.
+
+    The compiled programs are built once. `frozen` is the rest of the model state; the
+    reference is `ref_params` with any LoRA adapters off, or with `ref_params=None` the
+    policy's own parameters with adapters off. `rows` are the examples the batches' "index"
+    refers to (rewards read their answers). A batch without "waveforms" holds text-only
+    prompts.
+    """
+
+    def __init__(self, cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef,
+                 tx: optax.GradientTransformation, state_shardings: TrainState,
+                 frozen: nnx.State, ref_params: nnx.State | None,
+                 rows: Sequence[ManifestRow], tokenizer, partitioner: Partitioner):
+        self.cfg, self.rows, self.tokenizer, self.partitioner = cfg, rows, tokenizer, partitioner
+        self.reward_fns = get_reward_fns(cfg.reward_fns)
+        self.frozen = partitioner.shard_params(frozen)
+        frozen_shardings = partitioner.param_shardings(self.frozen)
+        self.ref_params = (partitioner.shard_params(ref_params)
+                           if ref_params is not None and cfg.beta != 0.0 else None)
+        sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length,
+                                  temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        self.sample = make_rollout_fn(graphdef, state_shardings.params, frozen_shardings,
+                                      partitioner, sampling=sampling,
+                                      group_size=cfg.group_size - cfg.num_off_policy,
+                                      eos_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id),
+                                      pad_id=tokenizer.pad_token_id)
+        self.logprobs, self.ref_logprobs = (
+            make_logprob_fn(graphdef, state_shardings.params, frozen_shardings, partitioner,
+                            group_size=cfg.group_size, temperature=cfg.temperature,
+                            adapters=adapters, micro_batch_size=cfg.micro_batch_size)
+            for adapters in (True, False))
+        self.update = make_grpo_update(graphdef, tx, cfg, partitioner, state_shardings,
+                                       frozen_shardings)
+
+    def __call__(self, state: TrainState, host_batch: dict[str, np.ndarray],
+                 rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array], ScoredGroups]:
+        """(new state, the last update's metrics, the scored rollout); `state` is donated."""
+        cfg, frozen = self.cfg, self.frozen
+        batch = device_batch(host_batch, self.partitioner)
+        out = self.sample(state.params, frozen, batch, rng)
+        groups = score_groups(out, host_batch, self.rows, self.tokenizer, self.reward_fns, cfg,
+                              self.partitioner)
+        group = groups.device_group(cfg, self.partitioner)
+        # Log-probs of the policy that sampled (needed only when it gets several updates) and
+        # of the reference (only when the KL term is on): no forward pass is spent otherwise.
+        old_logp = (self.logprobs(state.params, frozen, batch, group["ids"], group["mask"])
+                    if cfg.num_iterations > 1 else None)
+        ref = state.params if self.ref_params is None else self.ref_params
+        ref_logp = (self.ref_logprobs(ref, frozen, batch, group["ids"], group["mask"])
+                    if cfg.beta != 0.0 else None)
+        for _ in range(cfg.num_iterations):
+            state, metrics = self.update(state, frozen, batch, group, old_logp, ref_logp)
+        return state, metrics, groups
+
+
 def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
              frozen: nnx.State, ref_params: nnx.State | None, rows: Sequence[ManifestRow],
              tokenizer,
@@ -215,7 +272,6 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     parameters and those every `eval_every` steps are scored and the best are returned (the
     papers keep the best checkpoint on the validation split).
     """
-    reward_fns = get_reward_fns(cfg.reward_fns)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
@@ -228,25 +284,9 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state, data_iter)
         logging.info("[grpo] resumed from update %d", int(state.step))
-    sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length,
-                              temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-    frozen = partitioner.shard_params(frozen)
-    frozen_shardings = partitioner.param_shardings(frozen)
-    sample = make_rollout_fn(graphdef, state_shardings.params, frozen_shardings, partitioner,
-                             sampling=sampling,
-                             group_size=cfg.group_size - cfg.num_off_policy,
-                             eos_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id),
-                             pad_id=tokenizer.pad_token_id)
-    logprobs = make_logprob_fn(graphdef, state_shardings.params, frozen_shardings, partitioner,
-                               group_size=cfg.group_size, temperature=cfg.temperature,
-                               micro_batch_size=cfg.micro_batch_size)
-    ref_logprobs = make_logprob_fn(graphdef, state_shardings.params, frozen_shardings,
-                                   partitioner, group_size=cfg.group_size,
-                                   temperature=cfg.temperature, adapters=False,
-                                   micro_batch_size=cfg.micro_batch_size)
-    update = make_grpo_update(graphdef, tx, cfg, partitioner, state_shardings, frozen_shardings)
-    if ref_params is not None and cfg.beta != 0.0:
-        ref_params = partitioner.shard_params(ref_params)
+    grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=state_shardings,
+                         frozen=frozen, ref_params=ref_params, rows=rows, tokenizer=tokenizer,
+                         partitioner=partitioner)
     writer = MetricWriter(workdir, "grpo")
     keeper = (BestKeeper(workdir / "best", validate, partitioner)
               if validate is not None and cfg.eval_every else None)
@@ -255,20 +295,8 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     base_rng = jax.random.key(seed)
     while (step := int(state.step) // cfg.num_iterations) < cfg.steps:
         start = time.perf_counter()
-        host_batch = next(data_iter)
-        batch = device_batch(host_batch, partitioner)
-        out = sample(state.params, frozen, batch, jax.random.fold_in(base_rng, step))
-        groups = score_groups(out, host_batch, rows, tokenizer, reward_fns, cfg, partitioner)
-        group = groups.device_group(cfg, partitioner)
-        # Log-probs of the policy that sampled (needed only when it gets several updates) and
-        # of the reference (only when the KL term is on): no forward pass is spent otherwise.
-        old_logp = (logprobs(state.params, frozen, batch, group["ids"], group["mask"])
-                    if cfg.num_iterations > 1 else None)
-        ref_logp = (ref_logprobs(state.params if ref_params is None else ref_params, frozen,
-                                 batch, group["ids"], group["mask"])
-                    if cfg.beta != 0.0 else None)
-        for _ in range(cfg.num_iterations):
-            state, metrics = update(state, frozen, batch, group, old_logp, ref_logp)
+        state, metrics, groups = grpo_step(state, next(data_iter),
+                                           jax.random.fold_in(base_rng, step))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             seconds = time.perf_counter() - start
             scalars = {**jax.device_get(metrics), **rollout_scalars(groups, cfg, partitioner),

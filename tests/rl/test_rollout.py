@@ -74,6 +74,23 @@ def test_greedy_is_deterministic_and_matches_full_forward(model):
     np.testing.assert_allclose(np.asarray(logp)[m], expected[m], atol=1e-5)
 
 
+def test_text_only_prompts_match_the_full_forward(model):
+    # A batch without "waveforms" is text-only: no placeholder is replaced, no encoder runs.
+    rng = np.random.default_rng(3)
+    ids = np.full((2, 9), PAD_ID, np.int32)
+    ids[0, 2:], ids[1, :] = rng.integers(10, 50, 7), rng.integers(10, 50, 9)
+    batch = {"prompt_ids": jnp.asarray(ids), "prompt_mask": jnp.asarray((ids != PAD_ID) * 1)}
+    out = run(model, batch, group=2)
+    full = model(jnp.concatenate([jnp.repeat(batch["prompt_ids"], 2, 0), out.ids], 1),
+                 jnp.concatenate([jnp.repeat(batch["prompt_mask"], 2, 0), out.mask], 1))
+    full_logp = np.asarray(jax.nn.log_softmax(full[:, 8:-1]))
+    m = np.asarray(out.mask).astype(bool)
+    np.testing.assert_array_equal(np.asarray(out.ids)[m], full_logp.argmax(-1)[m])
+    logp = completion_logprobs(model, batch, out.ids, out.mask, group_size=2)
+    expected = np.take_along_axis(full_logp, np.asarray(out.ids)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(logp)[m], expected[m], atol=1e-5)
+
+
 def test_end_token_stops_each_sample(model):
     batch = make_batch()
     # Sampled (same key both times, so identical up to the stop) for a varied token sequence.
