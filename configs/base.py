@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.truncate_long_audio = False  # True: cut clips to the largest bucket (logged count)
     c.data.on_bad_input = "error"  # or "skip": leave bad examples out, listed in skipped.jsonl
     c.data.num_workers = 0  # > 0: decode audio in that many worker processes (else threads)
-    c.data.root = ""  # embedded set cache; default $SALLM_JAX_CACHE or ~/.cache/sallm_jax
+    c.data.root = ""  # embedded set folder; default <$SALLM_JAX_CACHE or ~/.cache/sallm_jax>/
+    # <name>/seed<seed>-<train>-<validation>-<test>
     c.data.seed = 0
     c.data.num_train = 1200
     c.data.num_validation = 100

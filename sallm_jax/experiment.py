@@ -71,10 +71,15 @@ EMBEDDED_SETS = {"embedded_sqa": build_embedded_sqa, "embedded_ast": build_embed
 
 def load_splits(cfg: ml_collections.ConfigDict,
                 skip_log: SkipLog | None = None) -> dict[str, list[ManifestRow]]:
-    """Rows of each split: the configured manifests, or an embedded set (built once, cached)."""
+    """Rows of each split: the configured manifests, or an embedded set (built once, cached).
+
+    The default cache folder of an embedded set is named by its seed and sizes, so runs that
+    ask for different builds never replace the files another run is reading.
+    """
     if cfg.name in EMBEDDED_SETS:
+        build = f"seed{cfg.seed}-{cfg.num_train}-{cfg.num_validation}-{cfg.num_test}"
         root = pathlib.Path(cfg.root).expanduser() if cfg.root else (
-            default_cache_dir() / cfg.name)
+            default_cache_dir() / cfg.name / build)
         manifests = first_process_then_rest("data", lambda: EMBEDDED_SETS[cfg.name](
             root, seed=cfg.seed, num_train=cfg.num_train, num_validation=cfg.num_validation,
             num_test=cfg.num_test))
