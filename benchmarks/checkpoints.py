@@ -33,30 +33,33 @@ SIZES: dict[str, dict] = {
 }
 
 
-def hf_config(size: str) -> transformers.Qwen2AudioConfig:
-    """transformers config of `size`; the audio placeholder is the last vocabulary id."""
+def hf_config(size: str, vocab_size: int | None = None) -> transformers.Qwen2AudioConfig:
+    """transformers config of `size` (its vocabulary, or `vocab_size` ids); the audio
+    placeholder is the last vocabulary id."""
     spec = SIZES[size]
-    vocab = spec["text"]["vocab_size"]
+    text = {**spec["text"], **({"vocab_size": vocab_size} if vocab_size else {})}
     return transformers.Qwen2AudioConfig(
         audio_config=dict(model_type="qwen2_audio_encoder",
                           max_source_positions=MAX_SOURCE_POSITIONS, **spec["audio"]),
         text_config=dict(model_type="qwen2", rms_norm_eps=1e-6, tie_word_embeddings=False,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                         **spec["text"]),
-        audio_token_index=vocab - 1,
+                         **text),
+        audio_token_index=text["vocab_size"] - 1,
     )
 
 
-def save_random_checkpoint(size: str, path: str | os.PathLike, seed: int = 0
+def save_random_checkpoint(size: str, path: str | os.PathLike, seed: int = 0,
+                           vocab_size: int | None = None
                            ) -> transformers.Qwen2AudioForConditionalGeneration:
-    """Writes a `size` model with N(0, 0.1) weights (norm scales 1 + N(0, 0.1)) via
-    `save_pretrained` and returns it in eval mode.
+    """Writes a `size` model (`vocab_size` overrides its vocabulary) with N(0, 0.1) weights
+    (norm scales 1 + N(0, 0.1)) via `save_pretrained` and returns it in eval mode.
 
     std 0.1 rather than the 0.02 init gives logits of order one, so greedy argmaxes are not
     near-ties that float rounding order could flip between the two implementations.
     """
     torch.manual_seed(seed)
-    model = transformers.Qwen2AudioForConditionalGeneration(hf_config(size)).eval()
+    model = transformers.Qwen2AudioForConditionalGeneration(
+        hf_config(size, vocab_size)).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name and name.endswith("weight"):

@@ -1,5 +1,7 @@
-"""Achieved FLOP/s of the jitted SFT step (`sallm_jax.train.sft.make_sft_step`) as a fraction
-of this machine's dense float32 matmul rate, measured in the same run.
+"""Achieved FLOP/s of the jitted training steps as a fraction of this machine's dense float32
+matmul rate, measured in the same run: the SFT step (`sallm_jax.train.sft.make_sft_step`,
+8 prompts with 32-token targets) and the GRPO update (`sallm_jax.train.grpo.make_grpo_update`,
+8 prompts x 8 completions of 32 tokens, the clipped-ratio loss with a KL term).
 
 FLOPs per step are XLA's own count (`jit(...).lower(...).compile().cost_analysis()["flops"]`)
 for forward, backward and the AdamW update; the peak is a 4096 x 4096 x 4096 `jnp.dot`. The two
@@ -17,12 +19,14 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.checkpoints import hf_config
-from benchmarks.rollout import COMPLETION, prompt_batch
+from benchmarks.rollout import COMPLETION, GROUP, prompt_batch
 from benchmarks.timing import Row, Stat, alternate, rates
+from configs.base import base_config
 from sallm_jax.models.hf_weights import speech_lm_config_from_hf
 from sallm_jax.models.speech_lm import SpeechLM, count_params
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.train.grpo import make_grpo_update
 from sallm_jax.train.sft import make_sft_step
 from sallm_jax.train.state import make_optimizer
 
@@ -58,8 +62,20 @@ def matmul_peak() -> tuple[Callable[[], jax.Array], float]:
     return (lambda: dot(a, b).block_until_ready()), 2.0 * MATMUL**3
 
 
-def run_size(size: str, reps: int) -> Row:
-    """FLOP/s of one SFT step of `size`, against the matmul rate."""
+def grpo_group(vocab: int) -> dict[str, np.ndarray]:
+    """[BATCH * GROUP, COMPLETION] sampled-like completions with rewards, as the update takes
+    them."""
+    rng = np.random.default_rng(2)
+    n = BATCH * GROUP
+    return {"ids": rng.integers(1, vocab - 1, (n, COMPLETION)).astype(np.int32),
+            "mask": np.ones((n, COMPLETION), np.int32),
+            "rewards": rng.random((BATCH, GROUP)).astype(np.float32),
+            "off_policy": np.zeros((n,), bool)}
+
+
+def run_size(size: str, stage: str, reps: int) -> Row:
+    """FLOP/s of one `stage` ("sft" or "grpo") training step of `size`, against the matmul
+    rate."""
     config = speech_lm_config_from_hf(hf_config(size).to_dict())
     # Full fine-tuning: every nnx.Param trains, the frozen rest is empty.
     graphdef, params, frozen = nnx.split(SpeechLM(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
@@ -68,25 +84,39 @@ def run_size(size: str, reps: int) -> Row:
                         weight_decay=0.0, max_grad_norm=1.0)
     state, shardings = partitioner.train_state(params, tx)
     frozen = partitioner.shard_params(frozen)
-    step_fn = make_sft_step(graphdef, tx, partitioner, shardings,
-                            partitioner.param_shardings(frozen))
-    batch = partitioner.to_global(sft_batch(config.text.vocab_size))
+    frozen_shardings = partitioner.param_shardings(frozen)
+    vocab = config.text.vocab_size
+    if stage == "sft":
+        step_fn = make_sft_step(graphdef, tx, partitioner, shardings, frozen_shardings)
+        inputs = (partitioner.to_global(sft_batch(vocab)),)
+        what = f"SFT step, batch {BATCH}"
+    else:
+        cfg = base_config().rl
+        cfg.group_size, cfg.beta = GROUP, 0.04
+        step_fn = make_grpo_update(graphdef, tx, cfg, partitioner, shardings, frozen_shardings)
+        ref_logp = np.full((BATCH * GROUP, COMPLETION), -5.0, np.float32)
+        arrays = partitioner.to_global({**prompt_batch(vocab, BATCH), **grpo_group(vocab),
+                                        "ref_logp": ref_logp})
+        batch = {k: arrays[k] for k in ("waveforms", "num_samples", "prompt_ids", "prompt_mask")}
+        group = {k: arrays[k] for k in ("ids", "mask", "rewards", "off_policy")}
+        inputs = (batch, group, None, arrays["ref_logp"])
+        what = f"GRPO update, {BATCH} x {GROUP} x {COMPLETION}"
     start = time.perf_counter()
-    compiled = step_fn.lower(state, frozen, batch).compile()
+    compiled = step_fn.lower(state, frozen, *inputs).compile()
     compile_s = time.perf_counter() - start
     step_flops = flops_of(compiled)
-    holder = [compiled(state, frozen, batch)[0]]  # first run: allocation, donation
+    holder = [compiled(state, frozen, *inputs)[0]]  # first run: allocation, donation
 
     def step():
-        holder[0], metrics = compiled(holder[0], frozen, batch)
+        holder[0], metrics = compiled(holder[0], frozen, *inputs)
         jax.block_until_ready(metrics)
 
     peak, peak_flops = matmul_peak()
     peak()
     times = alternate({"ours": step, "peer": peak}, reps)
     ours, matmul = rates(times["ours"], step_flops / 1e9), rates(times["peer"], peak_flops / 1e9)
-    return Row(benchmark="flops", case=f"{size} SFT step, batch {BATCH}, "
-               f"{count_params(config) / 1e6:.1f}M params", unit="GFLOP/s",
+    return Row(benchmark="flops", case=f"{size} {what}, {count_params(config) / 1e6:.1f}M "
+               "params", unit="GFLOP/s",
                ours=ours, peer=matmul, peer_name=f"jnp.dot {MATMUL}^3 float32",
                target=TARGETS.get(size),
                note=f"{step_flops / 1e9:.1f} GFLOP per step (XLA cost analysis); "
@@ -96,8 +126,6 @@ def run_size(size: str, reps: int) -> Row:
 
 
 def run(reps: dict[str, int] | None = None) -> list[Row]:
-    """Both sizes; `reps` per size (default tiny 5, 100m 3)."""
+    """Both sizes, SFT and GRPO; `reps` per size (default tiny 5, 100m 3)."""
     reps = reps or {"tiny": 5, "100m": 3}
-    return [run_size(size, n) for size, n in reps.items()]
-
-
+    return [run_size(size, stage, n) for size, n in reps.items() for stage in ("sft", "grpo")]

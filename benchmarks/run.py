@@ -1,9 +1,11 @@
 """Run the side-by-side benchmarks and write a markdown table.
 
-    python -m benchmarks.run [--only features,rollout,flops] [--out benchmarks/RESULTS.md] [--full]
+    python -m benchmarks.run [--only features,rollout,grpo_step,flops] [--out benchmarks/RESULTS.md]
+                             [--full]
 
-Needs the `benchmark` extra (torch, transformers). Each comparison times both sides in turns
-and reports medians with min-max; ratio = ours / peer of the medians (higher is better).
+Needs the `benchmark` extra (torch, trl; transformers is a core dependency). Each comparison
+times both sides in turns and reports medians with min-max; ratio = ours / peer of the medians
+(higher is better).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 from benchmarks.timing import Row
 
-BENCHMARKS = ("features", "rollout", "flops")
+BENCHMARKS = ("features", "rollout", "grpo_step", "flops")
 
 
 def machine() -> str:
@@ -37,9 +39,10 @@ def versions() -> str:
     import jax
     import torch
     import transformers
+    import trl
 
     return (f"jax {jax.__version__}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
+            f"transformers {transformers.__version__}, trl {trl.__version__}")
 
 
 def table(rows: Sequence[Row]) -> str:
