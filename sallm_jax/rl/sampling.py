@@ -42,9 +42,16 @@ def sample_token(
 ) -> jax.Array:
     """Draw one token per row from [batch, vocab] float32 logits; temperature 0 means greedy.
 
+    By inversion of the cumulative distribution: one uniform number per row rather than the
+    vocabulary-sized Gumbel noise of `jax.random.categorical` (the same distribution, drawn
+    several times faster in the decode loop). The token is the first whose cumulative mass
+    exceeds the uniform draw, so excluded (zero-probability) tokens are never drawn.
+
     Returns [batch] int32 token ids.
     """
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+    u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), cdf.dtype) * cdf[..., -1:]
+    return jnp.sum(cdf <= u, axis=-1).astype(jnp.int32)

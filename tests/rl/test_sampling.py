@@ -35,3 +35,16 @@ def test_sampling_frequencies_follow_filtered_distribution():
     counts = np.bincount(tokens, minlength=5) / len(tokens)
     expected = np.array([0, 0.4, 0, 0.3, 0.15]) / 0.85
     np.testing.assert_allclose(counts, expected, atol=0.015)
+
+
+def test_large_vocabulary_draws_follow_softmax_and_stay_in_top_k():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(0, 2, (1, 1000)), jnp.float32)
+    tokens = np.asarray(sample_token(jnp.tile(logits, (40000, 1)), jax.random.key(2),
+                                     temperature=0.7, top_k=20))
+    top = np.argsort(np.asarray(logits[0]))[-20:]
+    assert set(tokens) <= set(top)
+    expected = np.exp(np.asarray(logits[0, top]) / 0.7)
+    expected /= expected.sum()
+    counts = np.array([(tokens == t).mean() for t in top])
+    assert 0.5 * np.abs(counts - expected).sum() < 0.02  # total variation distance
