@@ -35,30 +35,7 @@ from flax import nnx
 
 from sallm_jax.models.attention import MASK_VALUE, normal_init
 from sallm_jax.models.granite_config import GraniteEncoderConfig
-
-
-def layer_norm(dim: int, eps: float, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    """torch-compatible LayerNorm [..., dim] (two-pass variance, as torch computes it)."""
-    return nnx.LayerNorm(
-        dim,
-        epsilon=eps,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        use_fast_variance=False,
-        rngs=rngs,
-    )
-
-
-def _linear(d_in: int, d_out: int, names, *, use_bias: bool, rngs, dtype, param_dtype):
-    return nnx.Linear(
-        d_in,
-        d_out,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=normal_init(names),
-        rngs=rngs,
-    )
+from sallm_jax.models.layers import layer_norm, linear
 
 
 def attention_dists(context_size: int, max_pos_emb: int) -> np.ndarray:
@@ -97,8 +74,8 @@ class ConformerFeedForward(nnx.Module):
         d, inner = config.hidden_dim, config.hidden_dim * config.feedforward_mult
         kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.pre_norm = layer_norm(d, config.layer_norm_eps, dtype, param_dtype, rngs)
-        self.up_proj = _linear(d, inner, ("audio_embed", "audio_mlp"), **kw)
-        self.down_proj = _linear(inner, d, ("audio_mlp", "audio_embed"), **kw)
+        self.up_proj = linear(d, inner, ("audio_embed", "audio_mlp"), **kw)
+        self.down_proj = linear(inner, d, ("audio_mlp", "audio_embed"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [batch, frames, D] -> [batch, frames, D]."""
@@ -116,9 +93,9 @@ class ConformerAttention(nnx.Module):
         inner = self.num_heads * self.dim_head
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.pre_norm = layer_norm(d, config.layer_norm_eps, dtype, param_dtype, rngs)
-        self.to_q = _linear(d, inner, ("audio_embed", "heads"), use_bias=False, **kw)
-        self.to_kv = _linear(d, 2 * inner, ("audio_embed", "heads"), use_bias=False, **kw)
-        self.to_out = _linear(inner, d, ("heads", "audio_embed"), use_bias=True, **kw)
+        self.to_q = linear(d, inner, ("audio_embed", "heads"), use_bias=False, **kw)
+        self.to_kv = linear(d, 2 * inner, ("audio_embed", "heads"), use_bias=False, **kw)
+        self.to_out = linear(inner, d, ("heads", "audio_embed"), use_bias=True, **kw)
         self.rel_pos_emb = nnx.Embed(
             2 * config.max_pos_emb + 1,
             self.dim_head,
@@ -231,7 +208,7 @@ class GraniteConformerEncoder(nnx.Module):
         self.dtype = dtype
         d = config.hidden_dim
         kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.input_linear = _linear(config.input_dim, d, ("mel", "audio_embed"), **kw)
+        self.input_linear = linear(config.input_dim, d, ("mel", "audio_embed"), **kw)
         self.layers = nnx.List(
             [
                 ConformerBlock(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -239,8 +216,8 @@ class GraniteConformerEncoder(nnx.Module):
             ]
         )
         # CTC head of the self-conditioning step (output_dim = CTC vocabulary) and its way back.
-        self.out = _linear(d, config.output_dim, ("audio_embed", None), **kw)
-        self.out_mid = _linear(config.output_dim, d, (None, "audio_embed"), **kw)
+        self.out = linear(d, config.output_dim, ("audio_embed", None), **kw)
+        self.out_mid = linear(config.output_dim, d, (None, "audio_embed"), **kw)
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Encodes features.

@@ -21,20 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sallm_jax.models.attention import dot_product_attention, normal_init
+from sallm_jax.models.attention import dot_product_attention
 from sallm_jax.models.granite_config import GraniteProjectorConfig, GraniteSpeechConfig
-from sallm_jax.models.granite_encoder import layer_norm
-
-
-def _linear(d_in: int, d_out: int, names, *, rngs, dtype, param_dtype) -> nnx.Linear:
-    return nnx.Linear(
-        d_in,
-        d_out,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=normal_init(names),
-        rngs=rngs,
-    )
+from sallm_jax.models.layers import layer_norm, linear
 
 
 class QFormerAttention(nnx.Module):
@@ -52,10 +41,10 @@ class QFormerAttention(nnx.Module):
                 f"projector_config.num_attention_heads={self.num_heads}"
             )
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.query = _linear(h, h, ("audio_embed", "heads"), **kw)
-        self.key = _linear(kv_dim, h, ("audio_embed", "heads"), **kw)
-        self.value = _linear(kv_dim, h, ("audio_embed", "heads"), **kw)
-        self.dense = _linear(h, h, ("heads", "audio_embed"), **kw)
+        self.query = linear(h, h, ("audio_embed", "heads"), **kw)
+        self.key = linear(kv_dim, h, ("audio_embed", "heads"), **kw)
+        self.value = linear(kv_dim, h, ("audio_embed", "heads"), **kw)
+        self.dense = linear(h, h, ("heads", "audio_embed"), **kw)
         self.norm = layer_norm(h, config.layer_norm_eps, dtype, param_dtype, rngs)
 
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
@@ -90,8 +79,8 @@ class QFormerLayer(nnx.Module):
             if has_cross_attention
             else None
         )
-        self.intermediate = _linear(h, config.intermediate_size, ("audio_embed", "audio_mlp"), **kw)
-        self.output = _linear(config.intermediate_size, h, ("audio_mlp", "audio_embed"), **kw)
+        self.intermediate = linear(h, config.intermediate_size, ("audio_embed", "audio_mlp"), **kw)
+        self.output = linear(config.intermediate_size, h, ("audio_mlp", "audio_embed"), **kw)
         self.output_norm = layer_norm(h, config.layer_norm_eps, dtype, param_dtype, rngs)
 
     def __call__(self, x: jax.Array, window: jax.Array) -> jax.Array:
@@ -132,7 +121,7 @@ class GraniteProjector(nnx.Module):
                 for i in range(pc.num_hidden_layers)
             ]
         )
-        self.linear = _linear(
+        self.linear = linear(
             pc.hidden_size, config.text.hidden_size, ("audio_embed", "embed"), **kw
         )
 

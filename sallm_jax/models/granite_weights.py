@@ -30,7 +30,14 @@ from sallm_jax.models.granite_config import (
     GraniteTextConfig,
 )
 from sallm_jax.models.granite_speech import GraniteSpeechLM
-from sallm_jax.models.hf_weights import ParamPath, SafetensorsDir, Transform, assign_tensors
+from sallm_jax.models.hf_weights import (
+    ParamPath,
+    ParamTable,
+    SafetensorsDir,
+    Transform,
+    assign_tensors,
+    hub_key,
+)
 
 # config.json may spell encoder fields by their transformers attribute_map aliases.
 _ENCODER_ALIASES = {
@@ -130,64 +137,37 @@ def load_granite_config(
         )
 
 
-def _hub_key(key: str) -> str:
-    """Renames 5.x in-memory state-dict keys to the Hub layout; Hub keys pass unchanged."""
-    if key.startswith("model.language_model."):
-        return "language_model.model." + key[len("model.language_model.") :]
-    if key.startswith("model."):
-        return key[len("model.") :]
-    if key == "lm_head.weight":
-        return _LM_HEAD
-    return key
-
-
 def granite_param_map(config: GraniteSpeechConfig) -> dict[str, tuple[ParamPath, Transform]]:
     """Hub key -> (path of the `GraniteSpeechLM` variable, layout conversion) for every tensor
     the model reads (BatchNorm running statistics included, `num_batches_tracked` excluded)."""
-    table: dict[str, tuple[ParamPath, Transform]] = {}
-
-    def linear(hub: str, path: ParamPath, bias: bool = True) -> None:
-        table[f"{hub}.weight"] = ((*path, "kernel"), "linear")
-        if bias:
-            table[f"{hub}.bias"] = ((*path, "bias"), "copy")
-
-    def conv(hub: str, path: ParamPath, bias: bool = True) -> None:
-        table[f"{hub}.weight"] = ((*path, "kernel"), "conv")
-        if bias:
-            table[f"{hub}.bias"] = ((*path, "bias"), "copy")
-
-    def norm(hub: str, path: ParamPath, bias: bool = True) -> None:
-        table[f"{hub}.weight"] = ((*path, "scale"), "copy")
-        if bias:
-            table[f"{hub}.bias"] = ((*path, "bias"), "copy")
-
-    linear("encoder.input_linear", ("encoder", "input_linear"))
+    table = ParamTable()
+    table.linear("encoder.input_linear", ("encoder", "input_linear"))
     for i in range(config.encoder.num_layers):
         hub, path = f"encoder.layers.{i}", ("encoder", "layers", i)
         for ff in ("ff1", "ff2"):
-            norm(f"{hub}.{ff}.pre_norm", (*path, ff, "pre_norm"))
-            linear(f"{hub}.{ff}.up_proj", (*path, ff, "up_proj"))
-            linear(f"{hub}.{ff}.down_proj", (*path, ff, "down_proj"))
+            table.norm(f"{hub}.{ff}.pre_norm", (*path, ff, "pre_norm"))
+            table.linear(f"{hub}.{ff}.up_proj", (*path, ff, "up_proj"))
+            table.linear(f"{hub}.{ff}.down_proj", (*path, ff, "down_proj"))
         attn = (*path, "attn")
-        norm(f"{hub}.attn.pre_norm", (*attn, "pre_norm"))
-        linear(f"{hub}.attn.to_q", (*attn, "to_q"), bias=False)
-        linear(f"{hub}.attn.to_kv", (*attn, "to_kv"), bias=False)
-        linear(f"{hub}.attn.to_out", (*attn, "to_out"))
+        table.norm(f"{hub}.attn.pre_norm", (*attn, "pre_norm"))
+        table.linear(f"{hub}.attn.to_q", (*attn, "to_q"), bias=False)
+        table.linear(f"{hub}.attn.to_kv", (*attn, "to_kv"), bias=False)
+        table.linear(f"{hub}.attn.to_out", (*attn, "to_out"))
         table[f"{hub}.attn.rel_pos_emb.weight"] = ((*attn, "rel_pos_emb", "embedding"), "copy")
         cm = (*path, "conv")
-        norm(f"{hub}.conv.norm", (*cm, "norm"))
-        conv(f"{hub}.conv.up_conv", (*cm, "up_conv"))
-        conv(f"{hub}.conv.depth_conv.conv", (*cm, "depth_conv"), bias=False)
-        norm(f"{hub}.conv.batch_norm", (*cm, "batch_norm"))
+        table.norm(f"{hub}.conv.norm", (*cm, "norm"))
+        table.conv(f"{hub}.conv.up_conv", (*cm, "up_conv"))
+        table.conv(f"{hub}.conv.depth_conv.conv", (*cm, "depth_conv"), bias=False)
+        table.norm(f"{hub}.conv.batch_norm", (*cm, "batch_norm"))
         table[f"{hub}.conv.batch_norm.running_mean"] = ((*cm, "batch_norm", "mean"), "copy")
         table[f"{hub}.conv.batch_norm.running_var"] = ((*cm, "batch_norm", "var"), "copy")
-        conv(f"{hub}.conv.down_conv", (*cm, "down_conv"))
-        norm(f"{hub}.post_norm", (*path, "post_norm"))
-    linear("encoder.out", ("encoder", "out"))
-    linear("encoder.out_mid", ("encoder", "out_mid"))
+        table.conv(f"{hub}.conv.down_conv", (*cm, "down_conv"))
+        table.norm(f"{hub}.post_norm", (*path, "post_norm"))
+    table.linear("encoder.out", ("encoder", "out"))
+    table.linear("encoder.out_mid", ("encoder", "out_mid"))
 
     table["projector.query"] = (("projector", "query"), "copy")
-    norm("projector.qformer.layernorm", ("projector", "layernorm"))
+    table.norm("projector.qformer.layernorm", ("projector", "layernorm"))
     pc = config.projector
     for i in range(pc.num_hidden_layers):
         hub, path = f"projector.qformer.encoder.layer.{i}", ("projector", "layers", i)
@@ -196,27 +176,14 @@ def granite_param_map(config: GraniteSpeechConfig) -> dict[str, tuple[ParamPath,
             blocks.append("crossattention")
         for block in blocks:
             for proj in ("query", "key", "value"):
-                linear(f"{hub}.{block}.attention.{proj}", (*path, block, proj))
-            linear(f"{hub}.{block}.output.dense", (*path, block, "dense"))
-            norm(f"{hub}.{block}.output.LayerNorm", (*path, block, "norm"))
-        linear(f"{hub}.intermediate_query.dense", (*path, "intermediate"))
-        linear(f"{hub}.output_query.dense", (*path, "output"))
-        norm(f"{hub}.output_query.LayerNorm", (*path, "output_norm"))
-    linear("projector.linear", ("projector", "linear"))
-
-    lm = "language_model.model"
-    table[_EMBED] = (("language_model", "embed_tokens", "embedding"), "copy")
-    for i in range(config.text.num_hidden_layers):
-        hub, path = f"{lm}.layers.{i}", ("language_model", "layers", i)
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            linear(f"{hub}.self_attn.{proj}", (*path, "self_attn", proj), bias=False)
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            linear(f"{hub}.mlp.{proj}", (*path, "mlp", proj), bias=False)
-        norm(f"{hub}.input_layernorm", (*path, "input_layernorm"), bias=False)
-        norm(f"{hub}.post_attention_layernorm", (*path, "post_attention_layernorm"), bias=False)
-    norm(f"{lm}.norm", ("language_model", "norm"), bias=False)
-    if not config.text.tie_word_embeddings:
-        table[_LM_HEAD] = (("language_model", "lm_head", "kernel"), "linear")
+                table.linear(f"{hub}.{block}.attention.{proj}", (*path, block, proj))
+            table.linear(f"{hub}.{block}.output.dense", (*path, block, "dense"))
+            table.norm(f"{hub}.{block}.output.LayerNorm", (*path, block, "norm"))
+        table.linear(f"{hub}.intermediate_query.dense", (*path, "intermediate"))
+        table.linear(f"{hub}.output_query.dense", (*path, "output"))
+        table.norm(f"{hub}.output_query.LayerNorm", (*path, "output_norm"))
+    table.linear("projector.linear", ("projector", "linear"))
+    table.decoder(config.text, qkv_bias=False)
     return table
 
 
@@ -235,7 +202,7 @@ def load_granite_state_dict(
       tied config meeting an lm_head that differs from the embeddings (set the top-level
       `tie_word_embeddings` of config.json to false for such a checkpoint).
     """
-    keys = {_hub_key(k): k for k in state_dict if not k.endswith(".num_batches_tracked")}
+    keys = {hub_key(k): k for k in state_dict if not k.endswith(".num_batches_tracked")}
     if model.config.text.tie_word_embeddings and _LM_HEAD in keys:
         head = np.asarray(state_dict[keys.pop(_LM_HEAD)])
         embed = np.asarray(state_dict[keys[_EMBED]]) if _EMBED in keys else None

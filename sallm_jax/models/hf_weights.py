@@ -195,8 +195,12 @@ def load_hf_config(path: str | os.PathLike) -> SpeechLMConfig:
         return speech_lm_config_from_hf(json.load(f))
 
 
-def _hub_key(key: str) -> str:
-    """Renames 5.x in-memory state-dict keys to the Hub layout; Hub keys pass unchanged."""
+def hub_key(key: str) -> str:
+    """Renames 5.x in-memory state-dict keys to the Hub layout; Hub keys pass unchanged.
+
+    The same renaming serves Qwen2-Audio and Granite Speech (`model.language_model.*`,
+    `model.<tower>.*`, `lm_head.weight`).
+    """
     if key.startswith("model.language_model."):
         return "language_model.model." + key[len("model.language_model.") :]
     if key.startswith("model."):
@@ -206,48 +210,68 @@ def _hub_key(key: str) -> str:
     return key
 
 
+class ParamTable(dict[str, tuple[ParamPath, Transform]]):
+    """Hub key -> (variable path, layout conversion), filled one torch module at a time."""
+
+    def _weight_and_bias(
+        self, hub: str, path: ParamPath, name: str, transform: Transform, bias: bool
+    ) -> None:
+        self[f"{hub}.weight"] = ((*path, name), transform)
+        if bias:
+            self[f"{hub}.bias"] = ((*path, "bias"), "copy")
+
+    def linear(self, hub: str, path: ParamPath, bias: bool = True) -> None:
+        """torch Linear `hub` -> the nnx.Linear at `path`."""
+        self._weight_and_bias(hub, path, "kernel", "linear", bias)
+
+    def conv(self, hub: str, path: ParamPath, bias: bool = True) -> None:
+        """torch Conv1d `hub` -> the nnx.Conv at `path`."""
+        self._weight_and_bias(hub, path, "kernel", "conv", bias)
+
+    def norm(self, hub: str, path: ParamPath, bias: bool = True) -> None:
+        """torch LayerNorm / RMSNorm / BatchNorm1d affine `hub` -> the norm at `path` (scale)."""
+        self._weight_and_bias(hub, path, "scale", "copy", bias)
+
+    def decoder(self, text: TextConfig, *, qkv_bias: bool) -> None:
+        """`language_model.*` of a Qwen2 / Granite decoder (a `Qwen2LM` at `language_model`);
+        q/k/v carry biases when `qkv_bias`, the LM head is read only when it is not tied."""
+        lm = "language_model.model"
+        embed = ("language_model", "embed_tokens", "embedding")
+        self[f"{lm}.embed_tokens.weight"] = (embed, "copy")
+        for i in range(text.num_hidden_layers):
+            hub, path = f"{lm}.layers.{i}", ("language_model", "layers", i)
+            for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                bias = qkv_bias and proj != "o_proj"
+                self.linear(f"{hub}.self_attn.{proj}", (*path, "self_attn", proj), bias=bias)
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                self.linear(f"{hub}.mlp.{proj}", (*path, "mlp", proj), bias=False)
+            self.norm(f"{hub}.input_layernorm", (*path, "input_layernorm"), bias=False)
+            self.norm(
+                f"{hub}.post_attention_layernorm", (*path, "post_attention_layernorm"), bias=False
+            )
+        self.norm(f"{lm}.norm", ("language_model", "norm"), bias=False)
+        if not text.tie_word_embeddings:
+            self.linear("language_model.lm_head", ("language_model", "lm_head"), bias=False)
+
+
 def hf_param_map(config: SpeechLMConfig) -> dict[str, tuple[ParamPath, Transform]]:
     """Hub key -> (path of the `SpeechLM` parameter, layout conversion) for every weight."""
-    table: dict[str, tuple[ParamPath, Transform]] = {}
-
-    def linear(hub: str, path: ParamPath, bias: bool = True) -> None:
-        table[f"{hub}.weight"] = ((*path, "kernel"), "linear")
-        if bias:
-            table[f"{hub}.bias"] = ((*path, "bias"), "copy")
-
-    def norm(hub: str, path: ParamPath, bias: bool = True) -> None:
-        table[f"{hub}.weight"] = ((*path, "scale"), "copy")
-        if bias:
-            table[f"{hub}.bias"] = ((*path, "bias"), "copy")
-
+    table = ParamTable()
     for conv in ("conv1", "conv2"):
-        table[f"audio_tower.{conv}.weight"] = (("audio_tower", conv, "kernel"), "conv")
-        table[f"audio_tower.{conv}.bias"] = (("audio_tower", conv, "bias"), "copy")
+        table.conv(f"audio_tower.{conv}", ("audio_tower", conv))
     table["audio_tower.embed_positions.weight"] = (("audio_tower", "embed_positions"), "copy")
     for i in range(config.audio.encoder_layers):
         hub, path = f"audio_tower.layers.{i}", ("audio_tower", "layers", i)
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            linear(f"{hub}.self_attn.{proj}", (*path, "self_attn", proj), bias=proj != "k_proj")
-        linear(f"{hub}.fc1", (*path, "fc1"))
-        linear(f"{hub}.fc2", (*path, "fc2"))
-        norm(f"{hub}.self_attn_layer_norm", (*path, "self_attn_layer_norm"))
-        norm(f"{hub}.final_layer_norm", (*path, "final_layer_norm"))
-    norm("audio_tower.layer_norm", ("audio_tower", "layer_norm"))
-    linear("multi_modal_projector.linear", ("multi_modal_projector",))
-
-    lm = "language_model.model"
-    table[f"{lm}.embed_tokens.weight"] = (("language_model", "embed_tokens", "embedding"), "copy")
-    for i in range(config.text.num_hidden_layers):
-        hub, path = f"{lm}.layers.{i}", ("language_model", "layers", i)
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            linear(f"{hub}.self_attn.{proj}", (*path, "self_attn", proj), bias=proj != "o_proj")
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            linear(f"{hub}.mlp.{proj}", (*path, "mlp", proj), bias=False)
-        norm(f"{hub}.input_layernorm", (*path, "input_layernorm"), bias=False)
-        norm(f"{hub}.post_attention_layernorm", (*path, "post_attention_layernorm"), bias=False)
-    norm(f"{lm}.norm", ("language_model", "norm"), bias=False)
-    if not config.text.tie_word_embeddings:
-        linear("language_model.lm_head", ("language_model", "lm_head"), bias=False)
+            bias = proj != "k_proj"
+            table.linear(f"{hub}.self_attn.{proj}", (*path, "self_attn", proj), bias=bias)
+        table.linear(f"{hub}.fc1", (*path, "fc1"))
+        table.linear(f"{hub}.fc2", (*path, "fc2"))
+        table.norm(f"{hub}.self_attn_layer_norm", (*path, "self_attn_layer_norm"))
+        table.norm(f"{hub}.final_layer_norm", (*path, "final_layer_norm"))
+    table.norm("audio_tower.layer_norm", ("audio_tower", "layer_norm"))
+    table.linear("multi_modal_projector.linear", ("multi_modal_projector",))
+    table.decoder(config.text, qkv_bias=True)
     return table
 
 
@@ -279,7 +303,7 @@ def load_hf_state_dict(
     Raises:
       ValueError naming every missing key, unexpected key and shape mismatch at once.
     """
-    keys = {_hub_key(k): k for k in state_dict}
+    keys = {hub_key(k): k for k in state_dict}
     if model.config.text.tie_word_embeddings:
         keys.pop("language_model.lm_head.weight", None)
     return assign_tensors(model, hf_param_map(model.config), state_dict, keys, source=source)
@@ -370,7 +394,6 @@ class ModelFamily:
         param_dtype)`).
       config_from_hf: config.json dict -> config dataclass.
       param_map: config -> {Hub key: (variable path, layout conversion)}.
-      hub_key: renames a transformers in-memory key to the Hub layout.
       load_state_dict: `(model, tensors, *, source)` -> model, filling it in place.
       audio_token: the processor's default audio placeholder string.
       sampling_rate: audio sample rate the feature extractor expects.
@@ -380,7 +403,6 @@ class ModelFamily:
     model_class: type
     config_from_hf: Callable[[Mapping], object]
     param_map: Callable[[object], dict[str, tuple[ParamPath, Transform]]]
-    hub_key: Callable[[str], str]
     load_state_dict: Callable[..., nnx.Module]
     audio_token: str
     sampling_rate: int = 16000
@@ -398,7 +420,6 @@ def model_families() -> dict[str, ModelFamily]:
             model_class=SpeechLM,
             config_from_hf=speech_lm_config_from_hf,
             param_map=hf_param_map,
-            hub_key=_hub_key,
             load_state_dict=load_hf_state_dict,
             audio_token="<|AUDIO|>",
         ),
@@ -407,7 +428,6 @@ def model_families() -> dict[str, ModelFamily]:
             model_class=GraniteSpeechLM,
             config_from_hf=granite_weights.granite_speech_config_from_hf,
             param_map=granite_weights.granite_param_map,
-            hub_key=granite_weights._hub_key,
             load_state_dict=granite_weights.load_granite_state_dict,
             audio_token="<|audio|>",
         ),
@@ -440,7 +460,7 @@ def module_path_fn(model: nnx.Module) -> Callable[[str], ParamPath | None]:
         for key, (path, transform) in family.param_map(model.config).items()
         if transform == "linear"
     }
-    return lambda name: linears.get(family.hub_key(name + suffix)[: -len(suffix)])
+    return lambda name: linears.get(hub_key(name + suffix)[: -len(suffix)])
 
 
 DType = Literal["float32", "bfloat16"]

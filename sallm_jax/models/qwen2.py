@@ -3,6 +3,9 @@
 Pre-RMSNorm layers with grouped-query attention (biases on q, k, v only), rotate-half RoPE and a
 SiLU-gated MLP; final RMSNorm and an lm_head that is `embed_tokens` transposed when
 `tie_word_embeddings`. RMSNorm and the attention softmax run in float32; logits are float32.
+
+The layers take the options Granite differs by (no q/k/v biases, its attention scale and residual
+multiplier), so `GraniteLM` (granite_lm.py) is a `Qwen2LM` built with them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from flax import nnx
 from sallm_jax.models.attention import dot_product_attention, normal_init
 from sallm_jax.models.config import TextConfig
 from sallm_jax.models.kv_cache import KVCache
+from sallm_jax.models.layers import linear
 from sallm_jax.models.remat import remat_layer
 
 
@@ -56,12 +60,26 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class Qwen2Attention(nnx.Module):
-    """Grouped-query self-attention; q/k/v with bias, o_proj without."""
+    """Grouped-query self-attention; o_proj without bias.
 
-    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
+    Qwen2 has biases on q/k/v and scales the logits by head_dim**-0.5 (the defaults); Granite
+    passes `qkv_bias=False` and `scale=attention_multiplier`.
+    """
+
+    def __init__(
+        self,
+        config: TextConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype,
+        param_dtype,
+        qkv_bias: bool = True,
+        scale: float | None = None,
+    ):
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
+        self.scale = self.head_dim**-0.5 if scale is None else float(scale)
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"text.num_attention_heads={self.num_heads} is not a multiple of "
@@ -70,22 +88,11 @@ class Qwen2Attention(nnx.Module):
         hidden = config.hidden_size
         q_dim = self.num_heads * self.head_dim
         kv_dim = self.num_kv_heads * self.head_dim
-
-        def linear(d_in, d_out, use_bias, names):
-            return nnx.Linear(
-                d_in,
-                d_out,
-                use_bias=use_bias,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=normal_init(names),
-                rngs=rngs,
-            )
-
-        self.q_proj = linear(hidden, q_dim, True, ("embed", "heads"))
-        self.k_proj = linear(hidden, kv_dim, True, ("embed", "kv_heads"))
-        self.v_proj = linear(hidden, kv_dim, True, ("embed", "kv_heads"))
-        self.o_proj = linear(q_dim, hidden, False, ("heads", "embed"))
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.q_proj = linear(hidden, q_dim, ("embed", "heads"), use_bias=qkv_bias, **kw)
+        self.k_proj = linear(hidden, kv_dim, ("embed", "kv_heads"), use_bias=qkv_bias, **kw)
+        self.v_proj = linear(hidden, kv_dim, ("embed", "kv_heads"), use_bias=qkv_bias, **kw)
+        self.o_proj = linear(q_dim, hidden, ("heads", "embed"), use_bias=False, **kw)
 
     def __call__(
         self,
@@ -123,9 +130,7 @@ class Qwen2Attention(nnx.Module):
                 v=jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start),
             )
             k, v = cache.k[layer_index], cache.v[layer_index]
-        out = dot_product_attention(
-            q, k.astype(q.dtype), v.astype(q.dtype), mask, scale=self.head_dim**-0.5
-        )
+        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, scale=self.scale)
         return self.o_proj(out), cache
 
 
@@ -133,21 +138,11 @@ class Qwen2MLP(nnx.Module):
     """down_proj(silu(gate_proj(x)) * up_proj(x)), no biases."""
 
     def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
-        def linear(d_in, d_out, names):
-            return nnx.Linear(
-                d_in,
-                d_out,
-                use_bias=False,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=normal_init(names),
-                rngs=rngs,
-            )
-
         hidden, inner = config.hidden_size, config.intermediate_size
-        self.gate_proj = linear(hidden, inner, ("embed", "mlp"))
-        self.up_proj = linear(hidden, inner, ("embed", "mlp"))
-        self.down_proj = linear(inner, hidden, ("mlp", "embed"))
+        kw = dict(use_bias=False, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.gate_proj = linear(hidden, inner, ("embed", "mlp"), **kw)
+        self.up_proj = linear(hidden, inner, ("embed", "mlp"), **kw)
+        self.down_proj = linear(inner, hidden, ("mlp", "embed"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [batch, seq, hidden] -> [batch, seq, hidden]."""
@@ -155,11 +150,28 @@ class Qwen2MLP(nnx.Module):
 
 
 class Qwen2DecoderLayer(nnx.Module):
-    """x + attn(RMSNorm(x)), then x + mlp(RMSNorm(x))."""
+    """x + attn(RMSNorm(x)) * r, then x + mlp(RMSNorm(x)) * r.
 
-    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
+    r = `residual_multiplier` (1 in Qwen2, an exact no-op); `qkv_bias` and `attention_scale` go
+    to `Qwen2Attention` (its `scale`).
+    """
+
+    def __init__(
+        self,
+        config: TextConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype,
+        param_dtype,
+        qkv_bias: bool = True,
+        attention_scale: float | None = None,
+        residual_multiplier: float = 1.0,
+    ):
         kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.self_attn = Qwen2Attention(config, rngs=rngs, **kw)
+        self.residual_multiplier = float(residual_multiplier)
+        self.self_attn = Qwen2Attention(
+            config, rngs=rngs, qkv_bias=qkv_bias, scale=attention_scale, **kw
+        )
         self.mlp = Qwen2MLP(config, rngs=rngs, **kw)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
@@ -178,8 +190,8 @@ class Qwen2DecoderLayer(nnx.Module):
         attn, cache = self.self_attn(
             self.input_layernorm(x), cos, sin, mask, cache, layer_index, cache_index
         )
-        x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), cache
+        x = x + attn * self.residual_multiplier
+        return x + self.mlp(self.post_attention_layernorm(x)) * self.residual_multiplier, cache
 
 
 def decoder_mask(key_mask: jax.Array, seq: int, cache_index: jax.Array | int = 0) -> jax.Array:
@@ -202,9 +214,9 @@ def run_layers(
     cache: KVCache | None,
     cache_index: jax.Array | int,
 ) -> tuple[jax.Array, KVCache | None]:
-    """The decoder layers of `lm` (Qwen2LM, GraniteLM: `.layers`, `.config`, `.dtype`,
-    `.remat`) on hidden states x [batch, seq, hidden], with RoPE, the causal/key mask and the
-    optional KV cache; layers are rematerialised in cache-free passes when `lm.remat`."""
+    """The decoder layers of `lm` (a Qwen2LM: `.layers`, `.config`, `.dtype`, `.remat`) on
+    hidden states x [batch, seq, hidden], with RoPE, the causal/key mask and the optional KV
+    cache; layers are rematerialised in cache-free passes when `lm.remat`."""
     seq = x.shape[1]
     if cache is None and key_mask.shape[1] != seq:
         raise ValueError(
@@ -227,7 +239,11 @@ def run_layers(
 
 
 class Qwen2LM(nnx.Module):
-    """Token embeddings, decoder layers, final norm and LM head."""
+    """Token embeddings, decoder layers, final norm and LM head (tied or not).
+
+    `qkv_bias`, `attention_scale` and `residual_multiplier` configure every `Qwen2DecoderLayer`;
+    the defaults are Qwen2's (`GraniteLM` passes its own).
+    """
 
     def __init__(
         self,
@@ -236,38 +252,43 @@ class Qwen2LM(nnx.Module):
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
+        qkv_bias: bool = True,
+        attention_scale: float | None = None,
+        residual_multiplier: float = 1.0,
     ):
         self.config = config
         self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = nnx.Embed(
             config.vocab_size,
             config.hidden_size,
-            dtype=dtype,
-            param_dtype=param_dtype,
             embedding_init=normal_init(("vocab", "embed")),
             rngs=rngs,
+            **kw,
         )
         self.remat = False  # see sallm_jax.models.remat
+        layer_options = dict(
+            qkv_bias=qkv_bias,
+            attention_scale=attention_scale,
+            residual_multiplier=residual_multiplier,
+        )
         self.layers = nnx.List(
             [
-                Qwen2DecoderLayer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+                Qwen2DecoderLayer(config, rngs=rngs, **layer_options, **kw)
                 for _ in range(config.num_hidden_layers)
             ]
         )
-        self.norm = RMSNorm(
-            config.hidden_size, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype
-        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         if config.tie_word_embeddings:
             self.lm_head = None
         else:
-            self.lm_head = nnx.Linear(
+            self.lm_head = linear(
                 config.hidden_size,
                 config.vocab_size,
+                ("embed", "vocab"),
                 use_bias=False,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=normal_init(("embed", "vocab")),
                 rngs=rngs,
+                **kw,
             )
 
     def embed(self, input_ids: jax.Array) -> jax.Array:

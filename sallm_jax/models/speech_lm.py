@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.audio.log_mel import log_mel_spectrogram, num_feature_frames
-from sallm_jax.models.attention import normal_init
 from sallm_jax.models.config import SpeechLMConfig
+from sallm_jax.models.layers import linear
 from sallm_jax.models.qwen2 import Qwen2LM
 from sallm_jax.models.speech_lm_base import SpeechLMForward, scatter_audio
 from sallm_jax.models.whisper_encoder import WhisperEncoder
@@ -49,13 +49,13 @@ class SpeechLM(SpeechLMForward, nnx.Module):
         self.audio_tower = WhisperEncoder(
             config.audio, rngs=rngs, dtype=dtype, param_dtype=param_dtype
         )
-        self.multi_modal_projector = nnx.Linear(
+        self.multi_modal_projector = linear(
             config.audio.d_model,
             config.text.hidden_size,
+            ("audio_embed", "embed"),
+            rngs=rngs,
             dtype=dtype,
             param_dtype=param_dtype,
-            kernel_init=normal_init(("audio_embed", "embed")),
-            rngs=rngs,
         )
         self.language_model = Qwen2LM(config.text, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 

@@ -16,6 +16,7 @@ from flax import nnx
 
 from sallm_jax.models.attention import dot_product_attention, normal_init
 from sallm_jax.models.config import AudioEncoderConfig
+from sallm_jax.models.layers import layer_norm, linear
 
 
 def conv_output_frames(mel_frames):
@@ -25,18 +26,6 @@ def conv_output_frames(mel_frames):
 
 def _gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
-
-
-def _layer_norm(dim: int, eps: float, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    # use_fast_variance=False: E[(x - mean)^2] as torch computes it, not E[x^2] - mean^2.
-    return nnx.LayerNorm(
-        dim,
-        epsilon=eps,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        use_fast_variance=False,
-        rngs=rngs,
-    )
 
 
 class EncoderAttention(nnx.Module):
@@ -51,22 +40,11 @@ class EncoderAttention(nnx.Module):
                 f"audio.d_model={d} is not divisible by "
                 f"audio.encoder_attention_heads={self.num_heads}"
             )
-
-        def linear(use_bias: bool, names: tuple[str, str]) -> nnx.Linear:
-            return nnx.Linear(
-                d,
-                d,
-                use_bias=use_bias,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=normal_init(names),
-                rngs=rngs,
-            )
-
-        self.q_proj = linear(True, ("audio_embed", "heads"))
-        self.k_proj = linear(False, ("audio_embed", "heads"))
-        self.v_proj = linear(True, ("audio_embed", "heads"))
-        self.out_proj = linear(True, ("heads", "audio_embed"))
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.q_proj = linear(d, d, ("audio_embed", "heads"), **kw)
+        self.k_proj = linear(d, d, ("audio_embed", "heads"), use_bias=False, **kw)
+        self.v_proj = linear(d, d, ("audio_embed", "heads"), **kw)
+        self.out_proj = linear(d, d, ("heads", "audio_embed"), **kw)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """x [batch, frames, d_model], mask [batch, frames, frames] bool -> like x."""
@@ -83,26 +61,13 @@ class EncoderLayer(nnx.Module):
     """Pre-LayerNorm transformer layer: x + attn(LN(x)), then x + fc2(GELU(fc1(LN(x))))."""
 
     def __init__(self, config: AudioEncoderConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
-        d, eps = config.d_model, config.layer_norm_eps
-        self.self_attn = EncoderAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.self_attn_layer_norm = _layer_norm(d, eps, dtype, param_dtype, rngs)
-        self.fc1 = nnx.Linear(
-            d,
-            config.encoder_ffn_dim,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            kernel_init=normal_init(("audio_embed", "audio_mlp")),
-            rngs=rngs,
-        )
-        self.fc2 = nnx.Linear(
-            config.encoder_ffn_dim,
-            d,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            kernel_init=normal_init(("audio_mlp", "audio_embed")),
-            rngs=rngs,
-        )
-        self.final_layer_norm = _layer_norm(d, eps, dtype, param_dtype, rngs)
+        d, eps, ffn = config.d_model, config.layer_norm_eps, config.encoder_ffn_dim
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.self_attn = EncoderAttention(config, **kw)
+        self.self_attn_layer_norm = layer_norm(d, eps, dtype, param_dtype, rngs)
+        self.fc1 = linear(d, ffn, ("audio_embed", "audio_mlp"), **kw)
+        self.fc2 = linear(ffn, d, ("audio_mlp", "audio_embed"), **kw)
+        self.final_layer_norm = layer_norm(d, eps, dtype, param_dtype, rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """x [batch, frames, d_model], mask [batch, frames, frames] bool -> same shape as x."""
@@ -156,7 +121,7 @@ class WhisperEncoder(nnx.Module):
                 for _ in range(config.encoder_layers)
             ]
         )
-        self.layer_norm = _layer_norm(d, config.layer_norm_eps, dtype, param_dtype, rngs)
+        self.layer_norm = layer_norm(d, config.layer_norm_eps, dtype, param_dtype, rngs)
 
     def __call__(self, features: jax.Array, feature_lengths: jax.Array) -> jax.Array:
         """Encodes log-mel features.
