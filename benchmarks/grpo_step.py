@@ -118,15 +118,14 @@ class Ours:
             group_size=1, eos_ids=(tokenizer.eos_token_id,), pad_id=tokenizer.pad_token_id)
         self.calls = 0
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> float:
-        """One step; returns the mean sampled reward."""
-        self.state, metrics, groups = self.step(self.state, batch,
-                                                jax.random.key(self.calls))
+    def __call__(self, batch: dict[str, np.ndarray]) -> None:
+        """One step, blocking until the new state is computed."""
+        self.state, _, _ = self.step(self.state, batch, jax.random.key(self.calls))
         jax.block_until_ready(self.state)
         self.calls += 1
-        return float(groups.rewards.mean())
 
-    def greedy_ids(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def greedy_ids(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy completion ids and mask [B, COMPLETION] from the current parameters."""
         out = self.greedy(self.state.params, self.step.frozen,
                           self.partitioner.to_global({k: batch[k] for k in
                                                       ("prompt_ids", "prompt_mask")}),
@@ -152,6 +151,7 @@ class Peer:
 
     def __init__(self, text_dir: str, rows: list[ManifestRow], tokenizer, out_dir: str):
         import datasets
+        import trl
         from trl import GRPOConfig, GRPOTrainer
 
         bleu = get_reward_fns(["bleu"])[0]
@@ -171,6 +171,7 @@ class Peer:
             disable_tqdm=True)
         data = datasets.Dataset.from_dict({"prompt": [r.question for r in rows],
                                            "answer": [r.answer for r in rows]})
+        self.name = f"trl {trl.__version__} GRPOTrainer"
         self.timer = StepTimer()
         self.trainer = GRPOTrainer(model=text_dir, reward_funcs=bleu_reward, args=args,
                                    train_dataset=data, processing_class=tokenizer,
@@ -222,10 +223,9 @@ def run(reps: int = 5, size: str = "tiny") -> list[Row]:
             ours(batch)
             times["ours"].append(time.perf_counter() - start)
             times["peer"].append(peer())
-    work = 1.0  # steps
     return [Row(benchmark="grpo_step",
                 case=f"{size} Qwen2 text, {BATCH} x {GROUP} x {COMPLETION}, beta {BETA}",
-                unit="steps/s", ours=rates(times["ours"], work), peer=rates(times["peer"], work),
-                peer_name=f"trl {__import__('trl').__version__} GRPOTrainer", target=TARGET,
+                unit="steps/s", ours=rates(times["ours"], 1.0), peer=rates(times["peer"], 1.0),
+                peer_name=peer.name, target=TARGET,
                 note=f"{note}; ours excludes its first step {compile_s:.1f} s (compile)",
                 paired=paired_ratios(times["ours"], times["peer"]))]

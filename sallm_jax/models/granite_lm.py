@@ -72,6 +72,7 @@ class GraniteLM(Qwen2LM):
         key_mask: jax.Array,
         cache: KVCache | None = None,
         cache_index: jax.Array | int = 0,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """`Qwen2LM.__call__` on inputs_embeds * embedding_multiplier.
 
@@ -79,4 +80,4 @@ class GraniteLM(Qwen2LM):
         in); the multiplier is applied here, as transformers' `GraniteModel` does.
         """
         x = inputs_embeds.astype(self.dtype) * self.config.embedding_multiplier
-        return super().__call__(x, positions, key_mask, cache, cache_index)
+        return super().__call__(x, positions, key_mask, cache, cache_index, last_only)

@@ -62,6 +62,27 @@ def _granite_speech(text: GraniteTextConfig) -> GraniteSpeechConfig:
     )
 
 
+def _granite_33_text(hidden_size: int, intermediate_size: int, attention_multiplier: float,
+                     logits_scaling: float) -> GraniteTextConfig:
+    """A granite-3.3 instruct decoder: 40 layers, 32 query / 8 KV heads, tied embeddings and
+    mu-P style multipliers; the sizes differ in width, attention multiplier and logit scale."""
+    return GraniteTextConfig(
+        vocab_size=49160,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=40,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        rope_theta=10_000_000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        embedding_multiplier=12.0,
+        attention_multiplier=attention_multiplier,
+        residual_multiplier=0.22,
+        logits_scaling=logits_scaling,
+    )
+
+
 PRESETS: dict[str, ModelConfig] = {
     # Qwen2-Audio-7B-Instruct: Whisper-large-v3-sized encoder, Qwen2-7B decoder with an extended
     # vocabulary and an untied lm_head (REFERENCE.md section 2).
@@ -87,42 +108,9 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         audio_token_id=151646,
     ),
-    # granite-3.3-2b-instruct decoder (tied embeddings, mu-P style multipliers).
-    "granite_speech_2b": _granite_speech(
-        GraniteTextConfig(
-            vocab_size=49160,
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_hidden_layers=40,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            rope_theta=10_000_000.0,
-            rms_norm_eps=1e-5,
-            tie_word_embeddings=True,
-            embedding_multiplier=12.0,
-            attention_multiplier=0.015625,
-            residual_multiplier=0.22,
-            logits_scaling=8.0,
-        )
-    ),
-    # granite-3.3-8b-instruct decoder.
-    "granite_speech_8b": _granite_speech(
-        GraniteTextConfig(
-            vocab_size=49160,
-            hidden_size=4096,
-            intermediate_size=12800,
-            num_hidden_layers=40,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            rope_theta=10_000_000.0,
-            rms_norm_eps=1e-5,
-            tie_word_embeddings=True,
-            embedding_multiplier=12.0,
-            attention_multiplier=0.0078125,
-            residual_multiplier=0.22,
-            logits_scaling=16.0,
-        )
-    ),
+    # granite-3.3-2b-instruct and -8b-instruct decoders.
+    "granite_speech_2b": _granite_speech(_granite_33_text(2048, 8192, 0.015625, 8.0)),
+    "granite_speech_8b": _granite_speech(_granite_33_text(4096, 12800, 0.0078125, 16.0)),
 }
 
 

@@ -313,6 +313,7 @@ class Qwen2LM(nnx.Module):
         key_mask: jax.Array,
         cache: KVCache | None = None,
         cache_index: jax.Array | int = 0,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Runs the decoder on embeddings; see `SpeechLM.forward_embeds` for the contract.
 
@@ -322,10 +323,15 @@ class Qwen2LM(nnx.Module):
           key_mask: [batch, keys] bool; keys = seq without a cache, cache.max_length with one.
           cache: KVCache or None.
           cache_index: int32 scalar, first cache slot written.
+          last_only: project only the last position onto the vocabulary (a prefill needs no
+            other logit).
 
         Returns:
-          logits [batch, seq, vocab] float32 and the updated cache (None without one).
+          logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
+          without one).
         """
         x, cache = run_layers(self, inputs_embeds.astype(self.dtype), positions, key_mask, cache,
                               cache_index)
+        if last_only:
+            x = x[:, -1:]
         return self.logits(self.norm(x)), cache

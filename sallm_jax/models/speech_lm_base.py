@@ -49,6 +49,7 @@ class SpeechLMForward:
         key_mask: jax.Array,
         cache: KVCache | None = None,
         cache_index: jax.Array | int = 0,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Decoder forward on embeddings, optionally through a KV cache.
 
@@ -61,11 +62,15 @@ class SpeechLMForward:
             [cache_index, cache_index + seq).
           cache_index: int32 scalar. Query i (slot cache_index + i) attends to slot j iff
             j <= cache_index + i and key_mask[b, j].
+          last_only: logits of the last position only (all a prefill needs from a prompt pass:
+          no vocabulary projection of the other positions).
 
         Returns:
-          logits [batch, seq, vocab] float32 and the updated cache (None without one).
+          logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
+          without one).
         """
-        return self.language_model(inputs_embeds, positions, key_mask, cache, cache_index)
+        return self.language_model(inputs_embeds, positions, key_mask, cache, cache_index,
+                                   last_only)
 
     def __call__(
         self,

@@ -60,7 +60,7 @@ def completion_logprobs(
     key_mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((b, c), bool)], axis=1)
     cache = init_cache(model.config.text, b, p + c, embeds.dtype)
     prompt_logits, cache = model.forward_embeds(embeds, positions_from_mask(prompt_mask),
-                                                key_mask, cache, jnp.int32(0))
+                                                key_mask, cache, jnp.int32(0), last_only=True)
     cache = KVCache(k=jnp.repeat(cache.k, group_size, axis=1),
                     v=jnp.repeat(cache.v, group_size, axis=1))
     mask = jnp.concatenate([jnp.repeat(prompt_mask, group_size, axis=0),
@@ -69,7 +69,7 @@ def completion_logprobs(
                                                 positions_from_mask(mask)[:, p:],
                                                 mask.astype(bool), cache, jnp.int32(p))
     # The prompt's last logit predicts completion token 0; completion token t predicts t + 1.
-    logits = jnp.concatenate([jnp.repeat(prompt_logits[:, -1:], group_size, axis=0),
+    logits = jnp.concatenate([jnp.repeat(prompt_logits, group_size, axis=0),
                               completion_logits[:, :-1]], axis=1) / temperature
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return jnp.take_along_axis(logp, completion_ids[..., None], axis=-1)[..., 0]

@@ -68,7 +68,7 @@ def rollout(
     key_mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((b, c), bool)], axis=1)
     cache = init_cache(model.config.text, b, p + c, embeds.dtype)
     logits, cache = model.forward_embeds(embeds, positions_from_mask(prompt_mask), key_mask,
-                                         cache, jnp.int32(0))
+                                         cache, jnp.int32(0), last_only=True)
     cache = KVCache(k=_tile(cache.k, group_size, 1), v=_tile(cache.v, group_size, 1))
     key_mask = _tile(key_mask, group_size)
     next_position = _tile(prompt_mask.astype(jnp.int32).sum(-1), group_size)
