@@ -50,3 +50,51 @@ def dot_product_attention(
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bhgsk,bkhd->bshgd", probs, v)
     return out.reshape(batch, q_len, num_heads * head_dim)
+
+
+def prefix_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    prefix_k: jax.Array,
+    prefix_v: jax.Array,
+    prefix_mask: jax.Array,
+    *,
+    scale: float,
+) -> jax.Array:
+    """`dot_product_attention` of rows that continue shared prompts: row n = b * G + g attends
+    to prompt b's keys (`prefix_k[b]` where `prefix_mask[b]`) and to its own (`k[n]` where
+    `mask[n]`), in one softmax over both.
+
+    Equal to `dot_product_attention` on each row's prompt keys concatenated with its own, but
+    the prompt is read once per group: its logits are one [G * q_len * groups, head_dim] x
+    [head_dim, prefix_len] matmul per prompt and key head rather than G small ones.
+
+    Args:
+      q: [batch * G, q_len, num_heads, head_dim].
+      k, v: [batch * G, kv_len, num_kv_heads, head_dim], the rows' own keys and values.
+      mask: [batch * G, q_len, kv_len] bool.
+      prefix_k, prefix_v: [batch, prefix_len, num_kv_heads, head_dim].
+      prefix_mask: [batch, prefix_len] bool.
+      scale: multiplies the logits.
+
+    Returns:
+      [batch * G, q_len, num_heads * head_dim] in the dtype of `v`.
+    """
+    rows, q_len, num_heads, head_dim = q.shape
+    batch, prefix_len, num_kv_heads, _ = prefix_k.shape
+    group, heads_per_kv = rows // batch, num_heads // num_kv_heads
+    q = q.reshape(batch, group, q_len, num_kv_heads, heads_per_kv, head_dim)
+    k = k.reshape(batch, group, -1, num_kv_heads, head_dim)
+    v = v.reshape(batch, group, -1, num_kv_heads, head_dim)
+    shared = jnp.einsum("bnshgd,bphd->bnhgsp", q, prefix_k, preferred_element_type=jnp.float32)
+    shared = jnp.where(prefix_mask[:, None, None, None, None, :], shared * scale, MASK_VALUE)
+    own = jnp.einsum("bnshgd,bnkhd->bnhgsk", q, k, preferred_element_type=jnp.float32)
+    own_mask = mask.reshape(batch, group, q_len, -1)[:, :, None, None]
+    own = jnp.where(own_mask, own * scale, MASK_VALUE)
+    probs = jax.nn.softmax(jnp.concatenate([shared, own], axis=-1), axis=-1).astype(v.dtype)
+    out = jnp.einsum("bnhgsp,bphd->bnshgd", probs[..., :prefix_len], prefix_v) + jnp.einsum(
+        "bnhgsk,bnkhd->bnshgd", probs[..., prefix_len:], v
+    )
+    return out.reshape(rows, q_len, num_heads * head_dim)

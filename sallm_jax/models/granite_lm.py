@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.granite_config import GraniteTextConfig
-from sallm_jax.models.kv_cache import KVCache
+from sallm_jax.models.kv_cache import KVCache, SharedPrefix
 from sallm_jax.models.qwen2 import Qwen2LM
 
 
@@ -73,6 +73,7 @@ class GraniteLM(Qwen2LM):
         cache: KVCache | None = None,
         cache_index: jax.Array | int = 0,
         last_only: bool = False,
+        prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """`Qwen2LM.__call__` on inputs_embeds * embedding_multiplier.
 
@@ -80,4 +81,4 @@ class GraniteLM(Qwen2LM):
         in); the multiplier is applied here, as transformers' `GraniteModel` does.
         """
         x = inputs_embeds.astype(self.dtype) * self.config.embedding_multiplier
-        return super().__call__(x, positions, key_mask, cache, cache_index, last_only)
+        return super().__call__(x, positions, key_mask, cache, cache_index, last_only, prefix)

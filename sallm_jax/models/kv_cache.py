@@ -1,4 +1,5 @@
-"""Key/value cache for incremental decoding with the Qwen2 decoder."""
+"""Key/value caches for incremental decoding with the Qwen2 decoder: each row's own slots
+(`KVCache`), and prompts whose keys and values a group of rows shares (`SharedPrefix`)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,24 @@ def init_cache(text_config: TextConfig, batch: int, max_length: int, dtype=jnp.f
         text_config.head_dim,
     )
     return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+
+
+class SharedPrefix(NamedTuple):
+    """Keys and values of B prompts, each continued by a group of G rows (row n continues
+    prompt n // G: the prompt-major layout of GRPO groups).
+
+    cache: KVCache [num_layers, B, prefix_length, num_key_value_heads, head_dim].
+    mask: [B, prefix_length] bool, True on the prompt's real (not padding) tokens.
+
+    Passed as `prefix` to `forward_embeds`, every query also attends to all unmasked keys of
+    its prompt, which come before any of its own keys; the prompt is stored and read once per
+    group instead of G times (a group's rows decode against one copy of, say, 750 audio
+    positions).
+    """
+
+    cache: KVCache
+    mask: jax.Array
+
+    def layer(self, index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(keys, values, mask) of decoder layer `index`."""
+        return self.cache.k[index], self.cache.v[index], self.mask

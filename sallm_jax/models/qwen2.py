@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sallm_jax.models.attention import dot_product_attention, normal_init
+from sallm_jax.models.attention import dot_product_attention, normal_init, prefix_attention
 from sallm_jax.models.config import TextConfig
-from sallm_jax.models.kv_cache import KVCache
+from sallm_jax.models.kv_cache import KVCache, SharedPrefix
 from sallm_jax.models.layers import linear
 from sallm_jax.models.remat import remat_layer
 
@@ -103,8 +103,10 @@ class Qwen2Attention(nnx.Module):
         cache: KVCache | None = None,
         layer_index: int = 0,
         cache_index: jax.Array | int = 0,
+        prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """Attends the new tokens to themselves, or to the cache once they are written into it.
+        """Attends the new tokens to themselves, or to the cache once they are written into it,
+        and, with a `prefix`, to their prompt's keys before those.
 
         Args:
           x: [batch, seq, hidden].
@@ -114,6 +116,8 @@ class Qwen2Attention(nnx.Module):
             alias the buffer when it is donated), or None.
           layer_index: this layer's row in the cache.
           cache_index: first cache slot the `seq` new keys/values go to.
+          prefix: prompts shared by groups of rows (`SharedPrefix`; batch = prompts x group),
+            or None.
 
         Returns:
           output [batch, seq, hidden] and the updated cache (None without one).
@@ -130,7 +134,13 @@ class Qwen2Attention(nnx.Module):
                 v=jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start),
             )
             k, v = cache.k[layer_index], cache.v[layer_index]
-        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, scale=self.scale)
+        k, v = k.astype(q.dtype), v.astype(q.dtype)
+        if prefix is None:
+            out = dot_product_attention(q, k, v, mask, scale=self.scale)
+        else:
+            prefix_k, prefix_v, prefix_mask = prefix.layer(layer_index)
+            out = prefix_attention(q, k, v, mask, prefix_k.astype(q.dtype),
+                                   prefix_v.astype(q.dtype), prefix_mask, scale=self.scale)
         return self.o_proj(out), cache
 
 
@@ -185,10 +195,11 @@ class Qwen2DecoderLayer(nnx.Module):
         cache: KVCache | None = None,
         layer_index: int = 0,
         cache_index: jax.Array | int = 0,
+        prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """See `Qwen2Attention.__call__`; returns ([batch, seq, hidden], cache)."""
         attn, cache = self.self_attn(
-            self.input_layernorm(x), cos, sin, mask, cache, layer_index, cache_index
+            self.input_layernorm(x), cos, sin, mask, cache, layer_index, cache_index, prefix
         )
         x = x + attn * self.residual_multiplier
         return x + self.mlp(self.post_attention_layernorm(x)) * self.residual_multiplier, cache
@@ -213,10 +224,12 @@ def run_layers(
     key_mask: jax.Array,
     cache: KVCache | None,
     cache_index: jax.Array | int,
+    prefix: SharedPrefix | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """The decoder layers of `lm` (a Qwen2LM: `.layers`, `.config`, `.dtype`, `.remat`) on
-    hidden states x [batch, seq, hidden], with RoPE, the causal/key mask and the optional KV
-    cache; layers are rematerialised in cache-free passes when `lm.remat`."""
+    hidden states x [batch, seq, hidden], with RoPE, the causal/key mask, the optional KV
+    cache and the optional shared prompt prefix; layers are rematerialised in cache-free
+    passes when `lm.remat`."""
     seq = x.shape[1]
     if cache is None and key_mask.shape[1] != seq:
         raise ValueError(
@@ -232,9 +245,9 @@ def run_layers(
     mask = decoder_mask(key_mask, seq, cache_index)
     for i, layer in enumerate(lm.layers):
         if lm.remat and cache is None:
-            x = remat_layer(layer, x, cos, sin, mask, i)
+            x = remat_layer(layer, x, cos, sin, mask, i, prefix)
         else:
-            x, cache = layer(x, cos, sin, mask, cache, i, cache_index)
+            x, cache = layer(x, cos, sin, mask, cache, i, cache_index, prefix)
     return x, cache
 
 
@@ -314,6 +327,7 @@ class Qwen2LM(nnx.Module):
         cache: KVCache | None = None,
         cache_index: jax.Array | int = 0,
         last_only: bool = False,
+        prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Runs the decoder on embeddings; see `SpeechLM.forward_embeds` for the contract.
 
@@ -325,13 +339,14 @@ class Qwen2LM(nnx.Module):
           cache_index: int32 scalar, first cache slot written.
           last_only: project only the last position onto the vocabulary (a prefill needs no
             other logit).
+          prefix: SharedPrefix the rows continue (batch = its prompts x a group), or None.
 
         Returns:
           logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
           without one).
         """
         x, cache = run_layers(self, inputs_embeds.astype(self.dtype), positions, key_mask, cache,
-                              cache_index)
+                              cache_index, prefix)
         if last_only:
             x = x[:, -1:]
         return self.logits(self.norm(x)), cache

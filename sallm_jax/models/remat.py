@@ -12,12 +12,15 @@ import functools
 import jax
 from flax import nnx
 
+from sallm_jax.models.kv_cache import SharedPrefix
+
 
 @functools.partial(nnx.remat, static_argnums=(5,))
 def remat_layer(layer: nnx.Module, x: jax.Array, cos: jax.Array, sin: jax.Array,
-                mask: jax.Array, index: int) -> jax.Array:
-    """layer(x) without a cache, its intermediates recomputed in the backward pass."""
-    return layer(x, cos, sin, mask, None, index, 0)[0]
+                mask: jax.Array, index: int, prefix: SharedPrefix | None = None) -> jax.Array:
+    """layer(x) without a cache (attending to `prefix` when given), its intermediates
+    recomputed in the backward pass."""
+    return layer(x, cos, sin, mask, None, index, 0, prefix)[0]
 
 
 def set_remat(model: nnx.Module, enabled: bool) -> nnx.Module:

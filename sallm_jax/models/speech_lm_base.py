@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.models.kv_cache import KVCache
+from sallm_jax.models.kv_cache import KVCache, SharedPrefix
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:
@@ -50,6 +50,7 @@ class SpeechLMForward:
         cache: KVCache | None = None,
         cache_index: jax.Array | int = 0,
         last_only: bool = False,
+        prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Decoder forward on embeddings, optionally through a KV cache.
 
@@ -64,13 +65,17 @@ class SpeechLMForward:
             j <= cache_index + i and key_mask[b, j].
           last_only: logits of the last position only (all a prefill needs from a prompt pass:
           no vocabulary projection of the other positions).
+          prefix: SharedPrefix (prompts continued by groups of rows; batch = its prompts x
+            G), or None. With one, every query also attends to the unmasked keys of its
+            prompt, which precede all of cache's (or, without a cache, the sequence's) keys;
+            positions must continue the prompt's.
 
         Returns:
           logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
           without one).
         """
         return self.language_model(inputs_embeds, positions, key_mask, cache, cache_index,
-                                   last_only)
+                                   last_only, prefix)
 
     def __call__(
         self,

@@ -1,9 +1,9 @@
 """Log-probabilities of completions under a speech-aware LM, for the GRPO and SFT losses.
 
 Rows are laid out prompt-major: completion row b * group + g belongs to prompt b. Audio is
-encoded and each prompt run through the decoder once; its keys and values are repeated `group`
-times along the batch axis, the same layout the sampler produces (a mismatch here silently pairs
-completions with the wrong audio).
+encoded and each prompt run through the decoder once; the group's completions all attend to
+that one copy of its keys and values, the same layout the sampler produces (a mismatch here
+silently pairs completions with the wrong audio).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sallm_jax.models.kv_cache import KVCache, init_cache
+from sallm_jax.models.kv_cache import SharedPrefix, init_cache
 from sallm_jax.models.lora import set_lora_enabled
 from sallm_jax.models.speech_lm import SpeechLM
 from sallm_jax.models.speech_lm_base import positions_from_mask
@@ -40,9 +40,10 @@ def completion_logprobs(
     """log pi(completion token | prompt, audio, earlier tokens).
 
     Each prompt (with its audio) goes through the decoder once and its keys and values are
-    shared by the group's completions (tiled along the batch, as in the rollout): a group
-    costs one prompt pass plus G completion passes, not G passes over prompt + completion.
-    Gradients reach the prompt pass through the shared keys and values.
+    shared by the group's completions (`SharedPrefix`, as in the rollout): a group costs one
+    prompt pass plus G completion passes, not G passes over prompt + completion, and holds
+    one copy of the prompt's keys and values, not G. Gradients reach the prompt pass through
+    the shared keys and values.
 
     Args:
       batch: "waveforms" [B, W], "num_samples" [B], "prompt_ids" [B, P] (left-padded),
@@ -53,21 +54,20 @@ def completion_logprobs(
     Returns:
       [B * group, C] float32 log-probabilities (padding positions hold arbitrary finite values).
     """
-    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
-    (b, p), c = prompt_ids.shape, completion_ids.shape[1]
+    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"].astype(bool)
+    b, p = prompt_ids.shape
     embeds = model.embed(prompt_ids, model.encode_batch_audio(batch))
-    # The prompt fills slots [0, P); the causal rule keeps the open slots after it unseen.
-    key_mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((b, c), bool)], axis=1)
-    cache = init_cache(model.config.text, b, p + c, embeds.dtype)
+    cache = init_cache(model.config.text, b, p, embeds.dtype)
     prompt_logits, cache = model.forward_embeds(embeds, positions_from_mask(prompt_mask),
-                                                key_mask, cache, jnp.int32(0), last_only=True)
-    cache = KVCache(k=jnp.repeat(cache.k, group_size, axis=1),
-                    v=jnp.repeat(cache.v, group_size, axis=1))
+                                                prompt_mask, cache, jnp.int32(0),
+                                                last_only=True)
+    # Completion positions continue each prompt's; their own keys follow its shared ones.
     mask = jnp.concatenate([jnp.repeat(prompt_mask, group_size, axis=0),
-                            completion_mask.astype(prompt_mask.dtype)], axis=1)
+                            completion_mask.astype(bool)], axis=1)
     completion_logits, _ = model.forward_embeds(model.embed(completion_ids),
                                                 positions_from_mask(mask)[:, p:],
-                                                mask.astype(bool), cache, jnp.int32(p))
+                                                completion_mask.astype(bool),
+                                                prefix=SharedPrefix(cache, prompt_mask))
     # The prompt's last logit predicts completion token 0; completion token t predicts t + 1.
     logits = jnp.concatenate([jnp.repeat(prompt_logits, group_size, axis=0),
                               completion_logits[:, :-1]], axis=1) / temperature

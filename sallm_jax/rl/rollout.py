@@ -1,7 +1,9 @@
 """Rollout: sample `group` completions per audio prompt in one compiled program.
 
-Audio is encoded and each prompt pre-filled once; the KV cache is then tiled `group` times and
-all samples decode together in a `lax.while_loop` that stops as soon as every sample has ended.
+Audio is encoded and each prompt pre-filled once; its keys and values stay one copy per prompt
+(`SharedPrefix`) that the group's samples all read, each sample writing only its own completion
+slots, and all samples decode together in a `lax.while_loop` that stops as soon as every sample
+has ended.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.models.kv_cache import KVCache, init_cache
+from sallm_jax.models.kv_cache import SharedPrefix, init_cache
 from sallm_jax.models.speech_lm import SpeechLM
 from sallm_jax.models.speech_lm_base import positions_from_mask
 from sallm_jax.rl.sampling import sample_token
@@ -64,13 +66,14 @@ def rollout(
     c = sampling.max_new_tokens
     n = b * group_size
     embeds = model.embed(prompt_ids, model.encode_batch_audio(batch))
-    # Slots after the prompt are open: the causal rule keeps them unseen until written.
-    key_mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((b, c), bool)], axis=1)
-    cache = init_cache(model.config.text, b, p + c, embeds.dtype)
-    logits, cache = model.forward_embeds(embeds, positions_from_mask(prompt_mask), key_mask,
+    cache = init_cache(model.config.text, b, p, embeds.dtype)
+    prompt_mask = prompt_mask.astype(bool)
+    logits, cache = model.forward_embeds(embeds, positions_from_mask(prompt_mask), prompt_mask,
                                          cache, jnp.int32(0), last_only=True)
-    cache = KVCache(k=_tile(cache.k, group_size, 1), v=_tile(cache.v, group_size, 1))
-    key_mask = _tile(key_mask, group_size)
+    prefix = SharedPrefix(cache, prompt_mask)
+    # Each row's own slots follow its prompt; the causal rule keeps the unwritten ones unseen.
+    cache = init_cache(model.config.text, n, c, embeds.dtype)
+    key_mask = jnp.ones((n, c), bool)
     next_position = _tile(prompt_mask.astype(jnp.int32).sum(-1), group_size)
     eos = jnp.asarray(eos_ids, jnp.int32)
 
@@ -88,7 +91,7 @@ def rollout(
         done = done | jnp.isin(token, eos)
         step_embeds = model.embed(token[:, None], None)
         step_logits, cache = model.forward_embeds(step_embeds, (next_position + t)[:, None],
-                                                  key_mask, cache, p + t)
+                                                  key_mask, cache, t, prefix=prefix)
         return t + 1, tokens, step_logits[:, -1], cache, done, rng
 
     init = (jnp.int32(0), jnp.full((n, c), pad_id, jnp.int32), _tile(logits[:, -1], group_size),
