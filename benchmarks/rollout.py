@@ -1,5 +1,6 @@
-"""Rollout: `make_rollout_fn` (one compiled program: log-mel, encode, prefill, tile the KV
-cache, decode in a while loop) against transformers'
+"""Rollout: `make_rollout_fn` (one compiled program: log-mel, encode, prefill each prompt
+once, decode its group against that one copy of its keys and values in a while loop) against
+transformers'
 `Qwen2AudioForConditionalGeneration.generate`, on the same random checkpoint loaded into both.
 
 Work per call: `BATCH[size]` prompts (3 s of audio = 75 audio tokens, plus 8 text tokens) x

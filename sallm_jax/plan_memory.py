@@ -11,23 +11,23 @@ Rows of the table, all in bytes per device:
   optimiser       AdamW: two float32 moments per trainable parameter, sharded like it.
   reference       the GRPO reference policy: a second copy of the parameters, except with LoRA
                   (the base weights with adapters off) or --beta 0 (no KL term, no reference).
-  kv cache        the rollout cache: layers x B x G x (prompt + completion) x kv_heads x head_dim
-                  x 2 (keys, values) in --dtype; rows split over data x fsdp, kv heads over tensor,
-                  each only when it divides.
-  activations     what the decoder keeps for the backward pass of the update, which runs on all
-                  B x G sequences of S = prompt + completion tokens at once (see
-                  `activation_bytes_per_token`), plus one layer's worth of their gradients
-                  while that layer's backward runs; with --remat full only each layer's input,
-                  plus one layer's recomputed set and its gradients.
-  logits          the float32 logits of every position [B x G, S, vocab] (`completion_logprobs`
-                  computes them for the whole sequence, then slices) and their gradient, plus
-                  the float32 log-softmax over the completion positions that its backward keeps.
+  kv cache        the rollout cache: one copy of each prompt's keys and values that its group
+                  shares (layers x B x prompt) and each sample's own (layers x B x G x
+                  completion), x kv_heads x head_dim x 2 (keys, values) in --dtype; rows split
+                  over data x fsdp, kv heads over tensor, each only when it divides.
+  activations     what the decoder keeps for the backward pass of the update, which runs each
+                  of the B prompts once and the B x G completions against them (see
+                  `activation_bytes_per_token`; a prompt token's attention sees the prompt, a
+                  completion token's the prompt and its completion), plus one layer's worth of
+                  their gradients while that layer's backward runs; with --remat full only each
+                  layer's input, plus one layer's recomputed set and its gradients.
+  logits          the float32 logits of the completion positions [B x G, completion, vocab]
+                  (`completion_logprobs` projects no other prompt position onto the
+                  vocabulary), their gradient, and the float32 log-softmax its backward keeps.
 
 Check against XLA's own figure (`compiled.memory_analysis().temp_size_in_bytes`) for the
-gradient of the completion log-probs, on CPU in float32: the activations + logits rows fell 5%
-short of it for a 4-layer decoder on 16 sequences of 128 tokens and 15% short for 8 layers on 8
-sequences of 256 tokens (tests/test_plan_memory.py keeps a small case within 25%). Read the
-rows as a slight underestimate.
+gradient of `completion_logprobs`, on CPU in float32: tests/test_plan_memory.py keeps the
+activations + logits rows of a small case within 25% of it.
 
 Not counted: the audio encoder's activations (it runs once per clip, B clips rather than B x G
 sequences), the reference and old-policy forward passes (no gradient, so only transient
@@ -139,21 +139,25 @@ def _split(size: int, ways: int) -> int:
 
 
 def kv_cache_bytes(text: TextConfig | GraniteTextConfig, *, batch_size: int, group_size: int,
-                   seq_len: int, dtype_bytes: int, axis_sizes: Mapping[str, int]) -> int:
+                   prompt_len: int, completion_len: int, dtype_bytes: int,
+                   axis_sizes: Mapping[str, int]) -> int:
     """Per-device bytes of the rollout KV cache.
 
-    [layers, batch x group, seq_len, kv_heads, head_dim] for keys and again for values; rows
-    split over data x fsdp and KV heads over tensor, each only when the split divides.
+    The prompts' [layers, batch, prompt_len, kv_heads, head_dim] (one copy per group, the
+    `SharedPrefix`) and the samples' own [layers, batch x group, completion_len, kv_heads,
+    head_dim], for keys and again for values; rows split over data x fsdp and KV heads over
+    tensor, each only when the split divides.
     """
-    rows = batch_size * group_size
-    total = (text.num_hidden_layers * rows * seq_len * text.num_key_value_heads * text.head_dim
-             * 2 * dtype_bytes)
-    row_split = _split(rows, math.prod(axis_sizes[a] for a in BATCH_AXES))
+    per_slot = text.num_hidden_layers * text.num_key_value_heads * text.head_dim * 2 * dtype_bytes
+    data_parallel = math.prod(axis_sizes[a] for a in BATCH_AXES)
     head_split = _split(text.num_key_value_heads, axis_sizes["tensor"])
-    return total // (row_split * head_split)
+    rows = batch_size * group_size
+    prompts = batch_size * prompt_len * per_slot // _split(batch_size, data_parallel)
+    samples = rows * completion_len * per_slot // _split(rows, data_parallel)
+    return (prompts + samples) // head_split
 
 
-def activation_bytes_per_token(text: TextConfig | GraniteTextConfig, *, seq_len: int,
+def activation_bytes_per_token(text: TextConfig | GraniteTextConfig, *, num_keys: int,
                                dtype_bytes: int, tensor: int) -> int:
     """Bytes one decoder layer keeps for the backward pass, per token, without remat.
 
@@ -163,7 +167,7 @@ def activation_bytes_per_token(text: TextConfig | GraniteTextConfig, *, seq_len:
         outputs (4 x hidden; not split over tensor);
       attention: q, k, v projections and RoPE'd q, k (2 x (hidden + kv_heads x head_dim) +
         kv_heads x head_dim), the attention output before o_proj (hidden), and the softmax
-        weights of every query over all seq_len keys (heads x seq_len, once in float32 and once
+        weights of every query over its num_keys keys (heads x num_keys, once in float32 and once
         cast: `dot_product_attention` materialises the full score matrix);
       MLP: gate, up, SiLU(gate) and their product (4 x intermediate).
     """
@@ -174,7 +178,7 @@ def activation_bytes_per_token(text: TextConfig | GraniteTextConfig, *, seq_len:
     residual = 4 * hidden * dtype_bytes
     projections = (2 * hidden // heads_split + 3 * kv // kv_split) * dtype_bytes
     attention_out = hidden // heads_split * dtype_bytes
-    scores = text.num_attention_heads // heads_split * seq_len * (4 + dtype_bytes)
+    scores = text.num_attention_heads // heads_split * num_keys * (4 + dtype_bytes)
     mlp = 4 * text.intermediate_size // mlp_split * dtype_bytes
     return residual + projections + attention_out + scores + mlp
 
@@ -224,29 +228,37 @@ def plan_memory(config: ModelConfig, axis_sizes: Mapping[str, int], inputs: Plan
     with_reference = inputs.beta != 0 and not inputs.lora_rank
 
     text = config.text
-    seq_len = inputs.prompt_len + inputs.completion_len
+    prompt_len, completion_len = inputs.prompt_len, inputs.completion_len
     rows = inputs.batch_size * inputs.group_size
     data_parallel = math.prod(axis_sizes[a] for a in BATCH_AXES)
     tensor = axis_sizes["tensor"]
     local_rows = -(-rows // data_parallel)  # ceil: an uneven split leaves some devices more rows
     # The update holds activations and logits of one micro-batch at a time (rl.micro_batch_size).
     micro = inputs.micro_batch_size or inputs.batch_size
+    step_prompts = -(-micro // data_parallel)
     step_rows = -(-micro * inputs.group_size // data_parallel)
-    tokens = step_rows * seq_len
-    per_token = activation_bytes_per_token(text, seq_len=seq_len, dtype_bytes=dtype_bytes,
-                                           tensor=tensor)
+    prompt_tokens, completion_tokens = step_prompts * prompt_len, step_rows * completion_len
+
+    def per_token(keys: int) -> int:
+        return activation_bytes_per_token(text, num_keys=keys, dtype_bytes=dtype_bytes,
+                                          tensor=tensor)
+
+    # One layer's saved set: prompt tokens attend to the prompt, completion tokens to the
+    # prompt and their completion.
+    layer_set = (prompt_tokens * per_token(prompt_len)
+                 + completion_tokens * per_token(prompt_len + completion_len))
     # The backward pass of a layer holds the gradients of that layer's intermediates next to the
     # saved ones: one more layer's worth at the peak.
     if inputs.remat == "full":
         # Only each layer's input survives the forward; the backward recomputes one layer at a
         # time, so one layer's set (and its gradients) is live on top.
-        activations = tokens * (text.num_hidden_layers * text.hidden_size * dtype_bytes
-                                + 2 * per_token)
+        activations = ((prompt_tokens + completion_tokens) * text.num_hidden_layers
+                       * text.hidden_size * dtype_bytes + 2 * layer_set)
     else:
-        activations = tokens * (text.num_hidden_layers + 1) * per_token
+        activations = (text.num_hidden_layers + 1) * layer_set
     vocab = text.vocab_size // _split(text.vocab_size, tensor)
-    # Full-sequence logits, their gradient (both float32), and the completion log-softmax.
-    logits = step_rows * (2 * seq_len + inputs.completion_len) * vocab * 4
+    # Completion-position logits, their gradient and their log-softmax, all float32.
+    logits = 3 * step_rows * completion_len * vocab * 4
 
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
     n_trainable = sum(math.prod(x.shape) for x in jax.tree.leaves(trainable))
@@ -267,7 +279,8 @@ def plan_memory(config: ModelConfig, axis_sizes: Mapping[str, int], inputs: Plan
             "reference policy": param_bytes if with_reference else 0,
             "kv cache (rollout)": kv_cache_bytes(
                 text, batch_size=inputs.batch_size, group_size=inputs.group_size,
-                seq_len=seq_len, dtype_bytes=dtype_bytes, axis_sizes=axis_sizes),
+                prompt_len=prompt_len, completion_len=completion_len, dtype_bytes=dtype_bytes,
+                axis_sizes=axis_sizes),
             f"activations (remat {inputs.remat})": activations,
             "logits (f32)": logits,
         },

@@ -8,6 +8,7 @@ from flax import nnx
 from sallm_jax import plan_memory as pm
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
 from sallm_jax.models.speech_lm import SpeechLM, count_params
+from sallm_jax.rl.policy import completion_logprobs
 
 UNSHARDED = {"data": 1, "fsdp": 1, "tensor": 1}
 FSDP8 = {"data": 1, "fsdp": 8, "tensor": 1}
@@ -41,16 +42,20 @@ def test_fsdp8_splits_every_named_parameter_eight_ways():
 def test_kv_cache_bytes_by_hand():
     text = TextConfig(vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2)
-    kw = dict(batch_size=4, group_size=8, seq_len=100, dtype_bytes=2)
-    # 2 layers x 32 rows x 100 slots x 2 kv heads x 32 dims x (k, v) x 2 bytes.
-    assert pm.kv_cache_bytes(text, axis_sizes=UNSHARDED, **kw) == 1_638_400
+    kw = dict(batch_size=4, group_size=8, prompt_len=60, completion_len=40, dtype_bytes=2)
+    # Per slot: 2 layers x 2 kv heads x 32 dims x (k, v) x 2 bytes = 512. Prompts: 4 rows x 60
+    # slots; samples: 32 rows x 40 slots.
+    assert pm.kv_cache_bytes(text, axis_sizes=UNSHARDED, **kw) == (240 + 1280) * 512
     assert pm.kv_cache_bytes(text, axis_sizes={"data": 2, "fsdp": 2, "tensor": 1},
-                             **kw) == 409_600
+                             **kw) == (240 + 1280) * 512 // 4
+    # 8 data-parallel ways split the 32 sample rows but not the 4 prompts (replicated).
+    assert pm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 8, "tensor": 1},
+                             **kw) == (240 + 1280 // 8) * 512
     assert pm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 4, "tensor": 2},
-                             **kw) == 204_800
+                             **kw) == (240 + 1280) * 512 // 8
     # 2 KV heads do not split 4 ways: they stay replicated over tensor.
     assert pm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 1, "tensor": 4},
-                             **kw) == 1_638_400
+                             **kw) == (240 + 1280) * 512
 
 
 def test_activation_bytes_per_token_by_hand():
@@ -58,7 +63,7 @@ def test_activation_bytes_per_token_by_hand():
     # residual 4 x 128 x 2; q, k, v and RoPE'd q, k (2 x 128 + 3 x 64) x 2; attention output
     # 128 x 2; scores 4 heads x 10 keys x (4 + 2); MLP 4 x 384 x 2.
     expected = 1024 + 896 + 256 + 240 + 3072
-    assert pm.activation_bytes_per_token(text, seq_len=10, dtype_bytes=2, tensor=1) == expected
+    assert pm.activation_bytes_per_token(text, num_keys=10, dtype_bytes=2, tensor=1) == expected
 
 
 def test_lora_trains_only_adapters_and_needs_no_reference_copy():
@@ -113,9 +118,11 @@ def test_rules_come_from_a_config_file():
     assert pm.load_rules("configs/sqa_grpo.py:smoke") == pm.DEFAULT_RULES
 
 
-def test_activation_and_logit_rows_track_xla_temp_memory():
-    """XLA's buffer assignment for the gradient of completion log-probs is an independent
-    measure of the backward pass's working set; the estimate should land near it."""
+@pytest.mark.parametrize("group", [1, 4])
+def test_activation_and_logit_rows_track_xla_temp_memory(group):
+    """XLA's buffer assignment for the gradient of the completion log-probs (the update's
+    forward and backward) is an independent measure of its working set; the estimate should
+    land near it."""
     config = SpeechLMConfig(
         audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
                                  encoder_attention_heads=2, encoder_ffn_dim=64,
@@ -123,20 +130,20 @@ def test_activation_and_logit_rows_track_xla_temp_memory():
         text=TextConfig(vocab_size=1024, hidden_size=128, intermediate_size=384,
                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                         tie_word_embeddings=True), audio_token_id=5)
-    rows, prompt, completion = 8, 96, 32
+    prompts, prompt, completion = 8 // group, 96, 32
     graphdef, params = nnx.split(nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0))))
 
-    def neg_logp(params, ids, mask):
+    def neg_logp(params, prompt_ids, ids):
         model = nnx.merge(graphdef, params)
-        logits, _ = model.forward_embeds(model.embed(ids), jnp.cumsum(mask, 1) - 1,
-                                         mask.astype(bool))
-        logp = jax.nn.log_softmax(logits[:, prompt - 1:-1].astype(jnp.float32), -1)
-        return -jnp.take_along_axis(logp, ids[:, prompt:, None], -1).sum()
+        batch = {"prompt_ids": prompt_ids, "prompt_mask": jnp.ones_like(prompt_ids)}
+        return -completion_logprobs(model, batch, ids, jnp.ones_like(ids),
+                                    group_size=group).sum()
 
-    ids = jax.ShapeDtypeStruct((rows, prompt + completion), jnp.int32)
-    xla = jax.jit(jax.grad(neg_logp)).lower(params, ids, ids).compile().memory_analysis()
+    prompt_ids = jax.ShapeDtypeStruct((prompts, prompt), jnp.int32)
+    ids = jax.ShapeDtypeStruct((prompts * group, completion), jnp.int32)
+    xla = jax.jit(jax.grad(neg_logp)).lower(params, prompt_ids, ids).compile().memory_analysis()
     plan = pm.plan_memory(config, UNSHARDED, pm.PlanInputs(
-        batch_size=rows, group_size=1, prompt_len=prompt, completion_len=completion,
+        batch_size=prompts, group_size=group, prompt_len=prompt, completion_len=completion,
         dtype="float32"))
     activations = next(v for k, v in plan.rows.items() if k.startswith("activations"))
     estimate = activations + plan.rows["logits (f32)"]

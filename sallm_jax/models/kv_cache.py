@@ -19,8 +19,7 @@ class KVCache(NamedTuple):
 
     The cache does not track its fill level: callers pass `cache_index` (the first slot to
     write) and a key mask over all `max_length` slots to `forward_embeds`. A NamedTuple is a
-    pytree, so a cache can be donated, tiled along the batch axis (`jnp.repeat(c, G, axis=1)`)
-    or sharded like any array.
+    pytree, so a cache can be donated or sharded like any array.
     """
 
     k: jax.Array
