@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from sallm_jax.rl.sampling import filter_logits, sample_token
+from sallm_jax.rl.sampling import filter_logits, inverse_cdf, sample_token
 
 PROBS = np.array([0.05, 0.4, 0.1, 0.3, 0.15])  # sorted: 1 (.4), 3 (.3), 4 (.15), 2 (.1), 0 (.05)
 
@@ -48,3 +49,22 @@ def test_large_vocabulary_draws_follow_softmax_and_stay_in_top_k():
     expected /= expected.sum()
     counts = np.array([(tokens == t).mean() for t in top])
     assert 0.5 * np.abs(counts - expected).sum() < 0.02  # total variation distance
+
+
+@pytest.mark.parametrize("vocab", [1, 7, 16, 17, 1000])
+def test_inverse_cdf_matches_a_full_prefix_sum_search(vocab):
+    """Against numpy's searchsorted on the float64 cumulative sum, with zero-mass entries,
+    over targets spread across [0, 1)."""
+    rng = np.random.default_rng(vocab)
+    probs = rng.random((64, vocab)) * (rng.random((64, vocab)) < 0.6)
+    probs[np.arange(64), rng.integers(0, vocab, 64)] += 0.5  # every row has mass
+    u = np.linspace(0.0, 1.0, 64, endpoint=False)
+    got = np.asarray(inverse_cdf(jnp.asarray(probs, jnp.float32), jnp.asarray(u, jnp.float32)))
+    cdf = np.cumsum(probs, axis=1)
+    target = u * cdf[:, -1]
+    want = np.array([np.searchsorted(c, t, side="right") for c, t in zip(cdf, target)])
+    assert (probs[np.arange(64), got] > 0).all()
+    # Where a target lies within float32 rounding of a boundary either side is right.
+    clear = np.abs(cdf - target[:, None]).min(axis=1) > 1e-5 * cdf[:, -1]
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(got[clear], want[clear])
