@@ -62,7 +62,8 @@ def test_inverse_cdf_matches_a_full_prefix_sum_search(vocab):
     got = np.asarray(inverse_cdf(jnp.asarray(probs, jnp.float32), jnp.asarray(u, jnp.float32)))
     cdf = np.cumsum(probs, axis=1)
     target = u * cdf[:, -1]
-    want = np.array([np.searchsorted(c, t, side="right") for c, t in zip(cdf, target)])
+    want = np.array([np.searchsorted(c, t, side="right")
+                     for c, t in zip(cdf, target, strict=True)])
     assert (probs[np.arange(64), got] > 0).all()
     # Where a target lies within float32 rounding of a boundary either side is right.
     clear = np.abs(cdf - target[:, None]).min(axis=1) > 1e-5 * cdf[:, -1]
