@@ -12,10 +12,11 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from cached_decoding import cached_logits  # noqa: E402
+
 from sallm_jax.models.granite_config import granite_audio_token_count  # noqa: E402
 from sallm_jax.models.granite_speech import count_params  # noqa: E402
 from sallm_jax.models.granite_weights import granite_from_pretrained  # noqa: E402
-from sallm_jax.models.kv_cache import init_cache  # noqa: E402
 
 AUDIO_ID = 99
 PAD_ID = 0
@@ -213,28 +214,10 @@ def test_apply_logits_scaling_matches_granite_for_causal_lm(models):
 def test_cached_decoding_matches_full_forward(models):
     _, ours, (features, lengths, input_ids, attention_mask), hf_out = models
     batch, seq = input_ids.shape
-    extra = 3  # unwritten slots past the prompt: the causal rule must hide them
-    audio = encode_audio(ours, jnp.asarray(features), jnp.asarray(lengths))
-    embeds = nnx.jit(lambda model, ids, audio: model.embed(ids, audio))(
-        ours, jnp.asarray(input_ids), audio
-    )
-    positions = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0).astype(jnp.int32)
-    key_mask = jnp.concatenate([attention_mask.astype(bool), np.ones((batch, extra), bool)], axis=1)
-
-    @nnx.jit
-    def step(model, embeds, positions, key_mask, cache, index):
-        return model.forward_embeds(embeds, positions, key_mask, cache, index)
-
-    cache = init_cache(ours.config.text, batch, seq + extra, jnp.float32)
     chunks = [(0, 12), (12, 16)] + [(t, t + 1) for t in range(16, seq)]
-    pieces = []
-    for start, end in chunks:
-        logits, cache = step(
-            ours, embeds[:, start:end], positions[:, start:end], key_mask, cache, jnp.int32(start)
-        )
-        pieces.append(np.asarray(logits))
-    cached = np.concatenate(pieces, axis=1)
-    assert cache.k.shape == (2, batch, seq + extra, 2, 8)
+    cached, cache = cached_logits(ours, input_ids, attention_mask, features, lengths, chunks,
+                                  extra=3)
+    assert cache.k.shape == (2, batch, seq + 3, 2, 8)
     valid = attention_mask.astype(bool)
     full = np.asarray(
         forward(ours, *map(jnp.asarray, (input_ids, attention_mask, features, lengths)))
