@@ -1,9 +1,9 @@
 """Where the time of a benchmarked program goes, kernel by kernel, on the CPU.
 
-    python -m benchmarks.profile rollout|grpo_step [--calls 3] [--top 25]
+    python -m benchmarks.profile rollout|grpo_step|features [--calls 3] [--top 25]
 
-Runs sallm_jax's side of a benchmark (the tiny rollout at temperature 1, or one whole GRPO
-step) under `jax.profiler` with XLA's per-kernel trace annotations switched on
+Runs sallm_jax's side of a benchmark (the tiny rollout at temperature 1, one whole GRPO step,
+or the log-mel features of 32 clips at 30 s) under `jax.profiler` with XLA's per-kernel trace annotations switched on
 (--xla_cpu_enable_xprof_traceme), then sums each compiled kernel's time over the calls: the
 evidence behind "what limits it" in RESULTS.md. Kernel names are XLA's (`ynn_fusion` is a
 matmul or reduction handed to YNNPACK, `transpose_copy_fusion` / `copy_bitcast_fusion` a layout
@@ -110,7 +110,19 @@ def grpo_step_call() -> Callable[[], None]:
     return lambda: ours(batch)
 
 
-PROGRAMS = {"rollout": rollout_call, "grpo_step": grpo_step_call}
+def features_call() -> Callable[[], None]:
+    """Whisper log-mel (80 bins) of the features benchmark's 32 clips, each padded to 30 s."""
+    import numpy as np
+
+    from benchmarks import features
+    from sallm_jax.audio.log_mel import SAMPLE_RATE, log_mel_spectrogram
+
+    batch = features.pad_batch(features.speechlike_clips(), 30 * SAMPLE_RATE)
+    np.asarray(log_mel_spectrogram(batch, num_mel_bins=80))
+    return lambda: np.asarray(log_mel_spectrogram(batch, num_mel_bins=80))
+
+
+PROGRAMS = {"rollout": rollout_call, "grpo_step": grpo_step_call, "features": features_call}
 
 
 def main(argv: Sequence[str] | None = None) -> str:
