@@ -69,3 +69,16 @@ def test_inverse_cdf_matches_a_full_prefix_sum_search(vocab):
     clear = np.abs(cdf - target[:, None]).min(axis=1) > 1e-5 * cdf[:, -1]
     assert clear.mean() > 0.9
     np.testing.assert_array_equal(got[clear], want[clear])
+
+
+def test_inverse_cdf_at_the_top_of_the_unit_interval_stays_on_tokens_with_mass():
+    """u just below 1 puts the target at the very end of the last block with mass, where the
+    block sums and the prefix sum inside the block round differently; the draw must still land
+    on a token with mass, not on the zero-mass tail (a top-k filter leaves most blocks
+    empty)."""
+    rng = np.random.default_rng(0)
+    probs = np.zeros((256, 1000), np.float32)
+    probs[:, :20] = rng.random((256, 20)) * (1 + rng.integers(0, 1000, (256, 1)))
+    u = np.full(256, np.nextafter(np.float32(1), np.float32(0)))
+    got = np.asarray(inverse_cdf(jnp.asarray(probs), jnp.asarray(u)))
+    assert (got < 20).all() and (probs[np.arange(256), got] > 0).all()
