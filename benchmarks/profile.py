@@ -3,12 +3,12 @@
     python -m benchmarks.profile rollout|grpo_step|features [--calls 3] [--top 25]
 
 Runs sallm_jax's side of a benchmark (the tiny rollout at temperature 1, one whole GRPO step,
-or the log-mel features of 32 clips at 30 s) under `jax.profiler` with XLA's per-kernel trace annotations switched on
-(--xla_cpu_enable_xprof_traceme), then sums each compiled kernel's time over the calls: the
-evidence behind "what limits it" in RESULTS.md. Kernel names are XLA's (`ynn_fusion` is a
-matmul or reduction handed to YNNPACK, `transpose_copy_fusion` / `copy_bitcast_fusion` a layout
-copy, other `*_fusion` elementwise loops); `launches` counts how often a kernel ran per call,
-so the kernels of a decode step show the number of steps.
+or the log-mel features of 32 clips at 30 s) under `jax.profiler` with XLA's per-kernel trace
+annotations switched on (--xla_cpu_enable_xprof_traceme), then sums each compiled kernel's
+time over the calls: the evidence behind "what limits it" in RESULTS.md. Kernel names are
+XLA's (`ynn_fusion` is a matmul or reduction handed to YNNPACK, `transpose_copy_fusion` /
+`copy_bitcast_fusion` a layout copy, other `*_fusion` elementwise loops); `launches` counts how
+often a kernel ran per call, so the kernels of a decode step show the number of steps.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.models.kv_cache import KVCache, SharedPrefix
+from sallm_jax.models.kv_cache import KVCache, SharedPrefix, init_cache
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:
@@ -31,8 +31,8 @@ def scatter_audio(embeds: jax.Array, is_audio: jax.Array, audio_embeds: jax.Arra
 
 
 class SpeechLMForward:
-    """`forward_embeds`, the full forward `__call__` and `encode_batch_audio`, shared by the
-    model families."""
+    """`forward_embeds`, the full forward `__call__`, `encode_batch_audio` and `prefill`,
+    shared by the model families."""
 
     def encode_batch_audio(self, batch: dict[str, jax.Array]) -> jax.Array | None:
         """Audio embeddings [B, N, H] of a batch's zero-padded 16 kHz clips ("waveforms" [B, W],
@@ -41,6 +41,24 @@ class SpeechLMForward:
             return None
         return self.encode_audio(*self.audio_features(batch["waveforms"],
                                                       batch["num_samples"]))
+
+    def prefill(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, SharedPrefix]:
+        """Encode a batch's audio and run each prompt through the decoder once.
+
+        Args:
+          batch: "prompt_ids" [B, P] (left-padded), "prompt_mask" [B, P], and "waveforms"
+            [B, W] / "num_samples" [B] unless the prompts are text only.
+        Returns:
+          the float32 logits of each prompt's last position [B, vocab] (they predict the first
+          completion token), and the prompts' keys and values as the `SharedPrefix` of the
+          rows that continue them.
+        """
+        prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"].astype(bool)
+        embeds = self.embed(prompt_ids, self.encode_batch_audio(batch))
+        cache = init_cache(self.config.text, *prompt_ids.shape, embeds.dtype)
+        logits, cache = self.forward_embeds(embeds, positions_from_mask(prompt_mask),
+                                            prompt_mask, cache, jnp.int32(0), last_only=True)
+        return logits[:, -1], SharedPrefix(cache, prompt_mask)
 
     def forward_embeds(
         self,

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sallm_jax.models.kv_cache import SharedPrefix, init_cache
 from sallm_jax.models.lora import set_lora_enabled
 from sallm_jax.models.speech_lm import SpeechLM
 from sallm_jax.models.speech_lm_base import positions_from_mask
@@ -54,22 +53,15 @@ def completion_logprobs(
     Returns:
       [B * group, C] float32 log-probabilities (padding positions hold arbitrary finite values).
     """
-    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"].astype(bool)
-    b, p = prompt_ids.shape
-    embeds = model.embed(prompt_ids, model.encode_batch_audio(batch))
-    cache = init_cache(model.config.text, b, p, embeds.dtype)
-    prompt_logits, cache = model.forward_embeds(embeds, positions_from_mask(prompt_mask),
-                                                prompt_mask, cache, jnp.int32(0),
-                                                last_only=True)
+    prompt_logits, prefix = model.prefill(batch)
     # Completion positions continue each prompt's; their own keys follow its shared ones.
-    mask = jnp.concatenate([jnp.repeat(prompt_mask, group_size, axis=0),
+    mask = jnp.concatenate([jnp.repeat(prefix.mask, group_size, axis=0),
                             completion_mask.astype(bool)], axis=1)
     completion_logits, _ = model.forward_embeds(model.embed(completion_ids),
-                                                positions_from_mask(mask)[:, p:],
-                                                completion_mask.astype(bool),
-                                                prefix=SharedPrefix(cache, prompt_mask))
+                                                positions_from_mask(mask)[:, prefix.mask.shape[1]:],
+                                                completion_mask.astype(bool), prefix=prefix)
     # The prompt's last logit predicts completion token 0; completion token t predicts t + 1.
-    logits = jnp.concatenate([jnp.repeat(prompt_logits, group_size, axis=0),
+    logits = jnp.concatenate([jnp.repeat(prompt_logits[:, None], group_size, axis=0),
                               completion_logits[:, :-1]], axis=1) / temperature
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return jnp.take_along_axis(logp, completion_ids[..., None], axis=-1)[..., 0]

@@ -14,9 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.models.kv_cache import SharedPrefix, init_cache
+from sallm_jax.models.kv_cache import init_cache
 from sallm_jax.models.speech_lm import SpeechLM
-from sallm_jax.models.speech_lm_base import positions_from_mask
 from sallm_jax.rl.sampling import sample_token
 
 
@@ -61,20 +60,13 @@ def rollout(
     Returns:
       Rollout with C = sampling.max_new_tokens.
     """
-    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
-    b, p = prompt_ids.shape
     c = sampling.max_new_tokens
-    n = b * group_size
-    embeds = model.embed(prompt_ids, model.encode_batch_audio(batch))
-    cache = init_cache(model.config.text, b, p, embeds.dtype)
-    prompt_mask = prompt_mask.astype(bool)
-    logits, cache = model.forward_embeds(embeds, positions_from_mask(prompt_mask), prompt_mask,
-                                         cache, jnp.int32(0), last_only=True)
-    prefix = SharedPrefix(cache, prompt_mask)
+    n = batch["prompt_ids"].shape[0] * group_size
+    last_logits, prefix = model.prefill(batch)
     # Each row's own slots follow its prompt; the causal rule keeps the unwritten ones unseen.
-    cache = init_cache(model.config.text, n, c, embeds.dtype)
+    cache = init_cache(model.config.text, n, c, prefix.cache.k.dtype)
     key_mask = jnp.ones((n, c), bool)
-    next_position = _tile(prompt_mask.astype(jnp.int32).sum(-1), group_size)
+    next_position = _tile(prefix.mask.astype(jnp.int32).sum(-1), group_size)
     eos = jnp.asarray(eos_ids, jnp.int32)
 
     def cond(state):
@@ -94,7 +86,7 @@ def rollout(
                                                   key_mask, cache, t, prefix=prefix)
         return t + 1, tokens, step_logits[:, -1], cache, done, rng
 
-    init = (jnp.int32(0), jnp.full((n, c), pad_id, jnp.int32), _tile(logits[:, -1], group_size),
+    init = (jnp.int32(0), jnp.full((n, c), pad_id, jnp.int32), _tile(last_logits, group_size),
             cache, jnp.zeros((n,), bool), rng)
     _, tokens, _, _, _, _ = jax.lax.while_loop(cond, body, init)
     is_eos = jnp.isin(tokens, eos)
