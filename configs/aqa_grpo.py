@@ -30,6 +30,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.rl.scale_rewards = "group"
         c.rl.steps, c.rl.batch_size = 1000, 16
         c.stages = ("grpo", "eval")  # R1-AQA starts GRPO from the instruct model, no SFT
+        c.rl.start = "init"
     elif preset != "tiny":
         raise ValueError(f"configs/aqa_grpo.py: unknown preset {preset!r}; expected tiny, smoke "
                          f"or paper")

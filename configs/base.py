@@ -3,6 +3,23 @@
 import ml_collections
 
 
+def sft_section(**settings) -> ml_collections.ConfigDict:
+    """Settings of a supervised stage (cross-entropy on the target tokens)."""
+    c = ml_collections.ConfigDict({
+        "steps": 100, "batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 10,
+        "weight_decay": 0.01, "max_grad_norm": 1.0, "max_target_tokens": 12,
+        "checkpoint_every": 50, "log_every": 25,
+        # > 0 adds this times a CTC loss of the audio embeddings, read through the LM head,
+        # against the target tokens (transcription targets: the base stage).
+        "ctc_weight": 0.0,
+        # Score on the validation split every eval_every steps (0: never) and keep the best
+        # parameters, the starting ones included, as the GRPO stage does.
+        "eval_every": 0,
+    })
+    c.update(settings)
+    return c
+
+
 def tiny_model() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "audio": {"num_mel_bins": 80, "d_model": 128, "encoder_layers": 2,
@@ -18,7 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
     """Every knob, set for the embedded spoken-QA task and the tiny model."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.stages = ("sft", "grpo", "eval")
+    # base: the pretrained base model (built on first use, cached); warmup: a short SFT on the
+    # task; then the two arms from the same warm start with the same number of training
+    # examples: more SFT, or GRPO; eval: every stage's parameters on eval.splits.
+    c.stages = ("base", "warmup", "sft", "grpo", "eval")
     c.init_params = ""  # an Orbax params directory (<workdir>/<stage>/params) to start from
 
     c.data = ml_collections.ConfigDict()
@@ -36,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.validation_manifest = ""
     c.data.test_manifest = ""
     c.data.audio_buckets_s = (3.25, 5.0)
-    c.data.max_prompt_text_tokens = 40
+    c.data.max_prompt_text_tokens = 48
 
     c.tokenizer = ml_collections.ConfigDict({"path": "", "vocab_size": 1024})
     c.model = tiny_model()
@@ -56,18 +76,28 @@ def base_config() -> ml_collections.ConfigDict:
     c.lora.trainable = "adapters"
     c.lora.adapter_dir = ""  # a PEFT adapter to start from (Granite Speech ships one)
 
-    c.sft = ml_collections.ConfigDict()
-    c.sft.steps = 400
-    c.sft.batch_size = 32
-    c.sft.learning_rate = 2e-3
-    c.sft.warmup_steps = 50
-    c.sft.weight_decay = 0.01
-    c.sft.max_grad_norm = 1.0
-    c.sft.max_target_tokens = 12
-    c.sft.checkpoint_every = 100
-    c.sft.log_every = 25
+    # The base model (stage "base"): the configured model trained from random initialisation
+    # to transcribe the embedded ASR corpus (never the task), with a tokenizer trained on that
+    # corpus; cached in $SALLM_JAX_CACHE/base/<key of these settings and the model's>.
+    c.base = sft_section(steps=600, batch_size=32, learning_rate=2e-3, warmup_steps=50,
+                         max_target_tokens=28, checkpoint_every=100, ctc_weight=0.3)
+    c.base.num_train = 4000  # corpus clips; validation clips give the held-out WER
+    c.base.num_validation = 100
+    c.base.seed = 0
+    # Each training stage starts from the final parameters of the stage `start` names; from the
+    # initial parameters (the new model, model.checkpoint or init_params) when it is "init"; or,
+    # when it is "", from the previous training stage's (the first from the initial ones).
+    c.base.start = ""
+
+    c.warmup = sft_section(steps=200, batch_size=32, learning_rate=2e-3, warmup_steps=20)
+    c.warmup.start = "base"
+
+    # The SFT arm: as many training examples as the GRPO arm's prompts (steps x batch_size).
+    c.sft = sft_section(steps=100, batch_size=16, learning_rate=1e-3, warmup_steps=5)
+    c.sft.start = "warmup"
 
     c.rl = ml_collections.ConfigDict()
+    c.rl.start = "warmup"
     c.rl.steps = 100
     c.rl.batch_size = 16  # prompts per step; each gets group_size samples
     c.rl.group_size = 8
@@ -102,6 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
     # best parameters, the starting ones included; select_on names the metric.
     c.rl.eval_every = 25
     c.rl.select_on = "bleu"
+    c.sft.eval_every = c.rl.eval_every  # the SFT arm's checkpoints are selected the same way
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: all remaining devices
@@ -120,9 +151,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.splits = ("test",)
     c.eval.batch_size = 50
     c.eval.max_new_tokens = 16
-    c.eval.temperature = 0.0  # greedy
-    c.eval.top_p = 1.0
+    # The papers' protocol for open-format answers: top-p 0.9, temperature 0.9, with
+    # num_samples draws per question scored as whole evaluations (mean and std over draws).
+    # temperature 0 is greedy decoding (num_samples 1). Validation scoring for model selection
+    # uses the same protocol.
+    c.eval.temperature = 0.9
+    c.eval.top_p = 0.9
     c.eval.top_k = 0
+    c.eval.num_samples = 4
+    c.eval.greedy = True  # also decode greedily, reported under "<split>_greedy"
 
     return c
 
@@ -130,11 +167,16 @@ def base_config() -> ml_collections.ConfigDict:
 def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A few steps of each stage on a few examples (tests, first contact)."""
     c.data.num_train, c.data.num_validation, c.data.num_test = 24, 4, 8
-    c.sft.steps, c.sft.batch_size, c.sft.checkpoint_every, c.sft.log_every = 4, 4, 2, 2
+    c.base.num_train, c.base.num_validation = 24, 4
+    for section in (c.base, c.warmup, c.sft):
+        section.steps, section.batch_size, section.checkpoint_every, section.log_every = 4, 4, 2, 2
+        section.warmup_steps = 1
+    c.sft.eval_every = 2
     c.rl.steps, c.rl.batch_size, c.rl.group_size = 3, 2, 4
     c.rl.checkpoint_every, c.rl.log_every, c.rl.log_completions_every = 2, 1, 1
     c.rl.max_completion_length = c.eval.max_new_tokens = 8
     c.eval.batch_size = 8
+    c.eval.num_samples = 2
     return c
 
 
@@ -144,6 +186,9 @@ def paper_grpo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     reward; evaluation with top-p 0.9 / temperature 0.9. Data from manifests given on the
     command line (data.train_manifest, ...), the model from model.checkpoint."""
     c.data.name = "manifest"
+    # SFT and GRPO each from the checkpoint, as the paper compares them.
+    c.stages = ("sft", "grpo", "eval")
+    c.sft.start = c.rl.start = "init"
     c.data.audio_buckets_s = (5.0, 10.0, 15.0, 20.0, 30.0)
     c.data.max_prompt_text_tokens = 256
     c.rl.group_size, c.rl.beta, c.rl.temperature = 8, 0.02, 1.0

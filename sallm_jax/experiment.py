@@ -1,13 +1,17 @@
-"""Runs a config's stages (sft -> grpo -> eval) in a work directory, resuming where it stopped.
+"""Runs a config's stages (base -> warmup -> sft, grpo -> eval) in a work directory, resuming
+where it stopped.
 
 Work directory layout:
   config.json               the resolved config
-  tokenizer/                the tokenizer (trained on the embedded corpus when none is given)
+  tokenizer/                the tokenizer (trained on the task's training text when there is
+                            no base stage and none is given; the base model brings its own)
   <stage>/checkpoints/      Orbax checkpoints of a training stage (state + data iterator)
   <stage>/params/           the stage's final parameters; their presence marks the stage done
+  <stage>/best/, best.json  the best parameters on validation so far (stages with eval_every)
   <stage>/metrics.jsonl     training scalars; <stage>/tensorboard/ event files
-  eval/<stage>/<split>/     predictions.jsonl and metrics.json
-  results.json              {"sft": {"test": {"bleu": ...}}, "grpo": {...}}
+  eval/<stage>/<split>[_greedy]/   predictions.jsonl and metrics.json
+  results.json              {"sft": {"test": {"bleu": ..., "bleu_std": ...}, "test_greedy":
+                            {...}}, "grpo": {...}, ...}: every stage under each protocol
 """
 
 from __future__ import annotations
@@ -44,12 +48,19 @@ from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.parallel.sharding import data_parallel_size
 from sallm_jax.rl.rollout import SamplingConfig
+from sallm_jax.train.base import (
+    base_directory,
+    base_tokenizer,
+    build_corpus,
+    finish_base,
+    is_built,
+    read_corpus,
+)
 from sallm_jax.train.grpo import run_grpo
 from sallm_jax.train.sft import run_sft
-from sallm_jax.validate import require, validate_config
+from sallm_jax.validate import STAGE_SECTIONS, require, validate_config
 
 SPLITS = ("train", "validation", "test")
-TRAINING_STAGES = ("sft", "grpo")
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -108,9 +119,10 @@ def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[Man
 
 
 def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],
-                workdir: pathlib.Path):
+                workdir: pathlib.Path, tokenizer=None):
     """(model, tokenizer): a local Hugging Face checkpoint (model.checkpoint) with its own
-    tokenizer, or a new model of the configured sizes; LoRA adapters added when lora.rank > 0."""
+    tokenizer, or a new model of the configured sizes with `tokenizer` (the base model's) or
+    the configured one; LoRA adapters added when lora.rank > 0."""
     if cfg.model.checkpoint:
         checkpoint = load_checkpoint(pathlib.Path(cfg.model.checkpoint).expanduser(),
                                      dtype=cfg.model.dtype,
@@ -119,7 +131,7 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
         if cfg.tokenizer.path or tokenizer is None:
             tokenizer = prepare_tokenizer(cfg, splits, workdir)
     else:
-        tokenizer = prepare_tokenizer(cfg, splits, workdir)
+        tokenizer = tokenizer or prepare_tokenizer(cfg, splits, workdir)
         dtype = jnp.dtype(cfg.model.dtype)  # log-probs and losses stay float32 regardless
         model = SpeechLM(model_config(cfg, tokenizer), rngs=nnx.Rngs(cfg.seed), dtype=dtype,
                          param_dtype=dtype)
@@ -169,13 +181,24 @@ def restore_params(directory: pathlib.Path, like: nnx.State,
         return ckptr.restore(directory.absolute(), target)
 
 
+TABLE_METRICS = ("bleu", "chrf", "rouge_l", "meteor", "wer", "accuracy")
+
+
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """A plain-text table: one row per (stage, split), one column per metric."""
-    names = ["bleu", "chrf", "rouge_l"]
-    lines = [f"{'stage':<8}{'split':<12}" + "".join(f"{n:>10}" for n in names)]
+    """A plain-text table: one row per (stage, evaluation), one column per metric it has (mean
+    +- std over the draws of a sampled evaluation)."""
+    names = [n for n in TABLE_METRICS
+             if any(n in metrics for by_split in results.values() for metrics in by_split.values())]
+    lines = [f"{'stage':<8}{'evaluation':<16}" + "".join(f"{n:>16}" for n in names)]
     for stage, by_split in results.items():
         for split, metrics in by_split.items():
-            lines.append(f"{stage:<8}{split:<12}" + "".join(f"{metrics[n]:>10.2f}" for n in names))
+            cells = []
+            for n in names:
+                cell = f"{metrics[n]:.2f}" if n in metrics else "-"
+                if f"{n}_std" in metrics:
+                    cell += f" ± {metrics[f'{n}_std']:.2f}"
+                cells.append(f"{cell:>16}")
+            lines.append(f"{stage:<8}{split:<16}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -186,80 +209,165 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def sampling_protocols(cfg: ml_collections.ConfigDict) -> dict[str, tuple[SamplingConfig, int]]:
+    """Evaluation suffix -> (decoding, draws per question): the configured protocol under the
+    split's own name, and greedy decoding under "<split>_greedy" when eval.greedy adds it."""
+    e = cfg.eval
+    protocols = {"": (SamplingConfig(max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                                     top_k=e.top_k, top_p=e.top_p),
+                      e.num_samples if e.temperature > 0 else 1)}
+    if e.greedy and e.temperature > 0:
+        protocols["_greedy"] = (SamplingConfig(max_new_tokens=e.max_new_tokens, temperature=0.0),
+                                1)
+    return protocols
+
+
+class Experiment:
+    """What every stage of a run shares: the model split into (graphdef, params, frozen), the
+    tokenizer, the data, the mesh, and the trained parameters of each finished stage."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, workdir: pathlib.Path):
+        self.cfg, self.workdir = cfg, workdir
+        self.partitioner = Partitioner(make_mesh(cfg.parallel.mesh),
+                                       tuple(map(tuple, cfg.parallel.rules)))
+        self.skip_log = SkipLog(cfg.data.on_bad_input, workdir / "skipped.jsonl")
+        self.splits = load_splits(cfg.data, self.skip_log)
+        self.base_dir = base_directory(cfg, default_cache_dir()) if "base" in cfg.stages else None
+        if self.base_dir is not None:
+            self.corpus = read_corpus(first_process_then_rest(
+                "corpus", lambda: build_corpus(cfg, default_cache_dir())))
+            tokenizer = first_process_then_rest("base tokenizer", lambda: base_tokenizer(
+                self.base_dir, self.corpus["train"], cfg.tokenizer.vocab_size))
+        else:
+            tokenizer = None
+        model, self.tokenizer = build_model(cfg, self.splits, workdir, tokenizer)
+        self.model_config = model.config
+        self.graphdef, params, self.frozen = nnx.split(
+            model, trainable_filter(cfg.lora.trainable) if cfg.lora.rank else nnx.Param, ...)
+        logging.info("model: %d trainable parameters, %d frozen values",
+                     sum(x.size for x in jax.tree.leaves(params)),
+                     sum(x.size for x in jax.tree.leaves(self.frozen)))
+        if cfg.init_params:
+            params = restore_params(pathlib.Path(cfg.init_params).expanduser(), params,
+                                    self.partitioner)
+        self.initial = params
+        self.trained: dict[str, nnx.State] = {}
+        self.protocols = sampling_protocols(cfg)
+        self.eval_spec = batch_spec(cfg, model.config, "eval.batch_size", cfg.eval.max_new_tokens,
+                                    self.partitioner)
+
+    def spec(self, section: str, max_target_tokens: int) -> BatchSpec:
+        return batch_spec(self.cfg, self.model_config, f"{section}.batch_size", max_target_tokens,
+                          self.partitioner)
+
+    def evaluate(self, params: nnx.State, rows, protocol: str = "",
+                 out_dir: pathlib.Path | None = None) -> dict[str, float]:
+        sampling, num_samples = self.protocols[protocol]
+        return evaluate(self.graphdef, params, self.frozen, rows, self.tokenizer, self.eval_spec,
+                        sampling, partitioner=self.partitioner, out_dir=out_dir,
+                        seed=self.cfg.seed, skip_log=self.skip_log, num_samples=num_samples)
+
+    def validator(self, metric: str):
+        """params -> the validation split's `metric` under the evaluation protocol, or None
+        without a validation split."""
+        if "validation" not in self.splits:
+            return None
+        return lambda params: self.evaluate(params, self.splits["validation"])[metric]
+
+    def start_params(self, section: ml_collections.ConfigDict, previous: nnx.State) -> nnx.State:
+        """Where a stage starts: the stage `start` names, the initial parameters ("init"), or
+        the previous training stage ("")."""
+        if section.start == "init":
+            return self.initial
+        return self.trained[section.start] if section.start else previous
+
+    def run_base(self, start: nnx.State) -> nnx.State:
+        cfg, directory = self.cfg, self.base_dir
+        if is_built(directory):
+            logging.info("[base] loading the cached base model from %s", directory)
+            return restore_params(directory / "params", start, self.partitioner)
+        params = run_sft(cfg.base, graphdef=self.graphdef, params=start, frozen=self.frozen,
+                         rows=self.corpus["train"], tokenizer=self.tokenizer,
+                         spec=self.spec("base", cfg.base.max_target_tokens),
+                         workdir=directory / "train", seed=cfg.base.seed,
+                         partitioner=self.partitioner, skip_log=self.skip_log,
+                         num_workers=cfg.data.num_workers, name="base")
+        greedy = SamplingConfig(max_new_tokens=cfg.base.max_target_tokens, temperature=0.0)
+        heldout = evaluate(self.graphdef, params, self.frozen, self.corpus["validation"],
+                           self.tokenizer, self.spec("base", cfg.base.max_target_tokens), greedy,
+                           partitioner=self.partitioner, out_dir=directory / "heldout",
+                           skip_log=self.skip_log)
+        finish_base(directory, cfg, params, save_params, heldout)
+        return params
+
+    def run_sft(self, stage: str, start: nnx.State) -> nnx.State:
+        section = self.cfg[stage]
+        validate = self.validator(self.cfg.rl.select_on) if section.eval_every else None
+        return run_sft(section, graphdef=self.graphdef, params=start, frozen=self.frozen,
+                       rows=self.splits["train"], tokenizer=self.tokenizer,
+                       spec=self.spec(stage, section.max_target_tokens),
+                       workdir=self.workdir / stage, seed=self.cfg.seed,
+                       partitioner=self.partitioner, skip_log=self.skip_log, validate=validate,
+                       num_workers=self.cfg.data.num_workers, name=stage)
+
+    def run_grpo(self, stage: str, start: nnx.State) -> nnx.State:
+        cfg = self.cfg
+        # LoRA on a frozen base: the reference is the policy with adapters off, no copy.
+        lora_reference = bool(cfg.lora.rank) and cfg.lora.trainable == "adapters"
+        validate = self.validator(cfg.rl.select_on) if cfg.rl.eval_every else None
+        return run_grpo(cfg.rl, graphdef=self.graphdef, params=start, frozen=self.frozen,
+                        validate=validate, ref_params=None if lora_reference else start,
+                        rows=self.splits["train"], tokenizer=self.tokenizer,
+                        spec=self.spec("rl", cfg.rl.max_completion_length),
+                        workdir=self.workdir / stage, seed=cfg.seed,
+                        partitioner=self.partitioner, skip_log=self.skip_log,
+                        num_workers=cfg.data.num_workers)
+
+    def run_eval(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Every finished stage's parameters on each of eval.splits under each protocol."""
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for name, params in self.trained.items():
+            for split in self.cfg.eval.splits:
+                for suffix in self.protocols:
+                    key = split + suffix
+                    results.setdefault(name, {})[key] = self.evaluate(
+                        params, self.splits[split], suffix,
+                        out_dir=self.workdir / "eval" / name / key)
+        return results
+
+
 def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-    """Run every stage of `cfg.stages` in order; returns the evaluation results."""
+    """Run every stage of `cfg.stages` in order; returns the evaluation results.
+
+    A training stage starts from the parameters of the stage its section's `start` names, the
+    initial ones ("init": a new model, model.checkpoint or init_params), or those of the previous
+    training stage (""); its final parameters are saved in <workdir>/<stage>/params
+    (the base's in its cache), and a finished stage is loaded instead of run again.
+    """
     validate_config(cfg)
     initialize_distributed(cfg.parallel)
-    partitioner = Partitioner(make_mesh(cfg.parallel.mesh), tuple(map(tuple, cfg.parallel.rules)))
     workdir.mkdir(parents=True, exist_ok=True)
     enable_compilation_cache()
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    skip_log = SkipLog(cfg.data.on_bad_input, workdir / "skipped.jsonl")
-    splits = load_splits(cfg.data, skip_log)
-    model, tokenizer = build_model(cfg, splits, workdir)
-    mcfg = model.config
-    lora_reference = bool(cfg.lora.rank) and cfg.lora.trainable == "adapters"
-    graphdef, params, frozen = nnx.split(
-        model, trainable_filter(cfg.lora.trainable) if cfg.lora.rank else nnx.Param, ...)
-    logging.info("model: %d trainable parameters, %d frozen values",
-                 sum(x.size for x in jax.tree.leaves(params)),
-                 sum(x.size for x in jax.tree.leaves(frozen)))
-    trained: dict[str, nnx.State] = {}
-    if cfg.init_params:
-        params = restore_params(pathlib.Path(cfg.init_params).expanduser(), params, partitioner)
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    eval_sampling = SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens,
-                                   temperature=cfg.eval.temperature, top_k=cfg.eval.top_k,
-                                   top_p=cfg.eval.top_p)
-    eval_spec = batch_spec(cfg, mcfg, "eval.batch_size", cfg.eval.max_new_tokens, partitioner)
+    run = Experiment(cfg, workdir)
+    runners = {"base": lambda stage, start: run.run_base(start), "warmup": run.run_sft,
+               "sft": run.run_sft, "grpo": run.run_grpo}
+    params, results = run.initial, {}
     for stage in cfg.stages:
-        stage_dir = workdir / stage
-        if stage in TRAINING_STAGES and (stage_dir / "params").exists():
-            logging.info("[%s] already finished; loading its parameters", stage)
-            params = restore_params(stage_dir / "params", params, partitioner)
-        elif stage == "sft":
-            params = run_sft(cfg.sft, graphdef=graphdef, params=params, frozen=frozen,
-                             rows=splits["train"],
-                             tokenizer=tokenizer,
-                             spec=batch_spec(cfg, mcfg, "sft.batch_size",
-                                             cfg.sft.max_target_tokens, partitioner),
-                             workdir=stage_dir, seed=cfg.seed,
-                             partitioner=partitioner, skip_log=skip_log,
-                             num_workers=cfg.data.num_workers)
-        elif stage == "grpo":
-            # LoRA on a frozen base: the reference is the policy with adapters off, no copy.
-            validate = None
-            if cfg.rl.eval_every and "validation" in splits:
-                def validate(candidate, frozen=frozen):
-                    metrics = evaluate(graphdef, candidate, frozen, splits["validation"],
-                                       tokenizer, eval_spec, eval_sampling,
-                                       partitioner=partitioner, seed=cfg.seed,
-                                       skip_log=skip_log)
-                    return metrics[cfg.rl.select_on]
-            params = run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
-                              validate=validate,
-                              ref_params=None if lora_reference else params,
-                              rows=splits["train"], tokenizer=tokenizer,
-                              spec=batch_spec(cfg, mcfg, "rl.batch_size",
-                                              cfg.rl.max_completion_length, partitioner),
-                              workdir=stage_dir, seed=cfg.seed,
-                              partitioner=partitioner, skip_log=skip_log,
-                              num_workers=cfg.data.num_workers)
-        elif stage == "eval":
-            for name, stage_params in trained.items():
-                for split in cfg.eval.splits:
-                    results.setdefault(name, {})[split] = evaluate(
-                        graphdef, stage_params, frozen, splits[split], tokenizer, eval_spec,
-                        eval_sampling,
-                        partitioner=partitioner, out_dir=workdir / "eval" / name / split,
-                        seed=cfg.seed, skip_log=skip_log)
+        if stage == "eval":
+            results = run.run_eval()
             continue
+        start = run.start_params(cfg[STAGE_SECTIONS[stage]], params)
+        stage_dir = workdir / stage
+        if stage != "base" and (stage_dir / "params").exists():
+            logging.info("[%s] already finished; loading its parameters", stage)
+            params = restore_params(stage_dir / "params", start, run.partitioner)
         else:
-            raise ValueError(f"stages: unknown stage {stage!r}; expected sft, grpo or eval")
-        if not (stage_dir / "params").exists():
-            save_params(stage_dir / "params", params)
-        trained[stage] = params
+            params = runners[stage](stage, start)
+            if stage != "base":
+                save_params(stage_dir / "params", params)
+        run.trained[stage] = params
     if results and jax.process_index() == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
         print(format_table(results), flush=True)

@@ -1,12 +1,24 @@
-"""The papers' comparison in one command: from one SFT checkpoint, continue with (a) more SFT for
-the same number of updates, (b) GRPO, (c) mixed-policy GRPO, over several seeds, and tabulate
-the test metrics as mean +- std.
+"""The papers' comparison in one command: every arm starts from the same base model and sees the
+same training split and budget of training examples; each arm's learning rate is chosen on the
+validation split from a grid of the same size; the chosen setting then runs over several seeds.
 
   python -m sallm_jax.grpo_vs_sft --config=configs/sqa_grpo.py --seeds=0,1,2 \\
-      --workdir=runs/grpo_vs_sft_sqa
+      --workdir=runs/gvs_sqa
 
-Work directory: base/ (the shared SFT warm start and its evaluation), <variant>/seed<k>/ (each
-continuation, resumable like any run), table.md and table.json.
+Arms (the config's stages `base` and `warmup` run once, in <workdir>/start):
+  sft          the SFT warm start, then more SFT (sft.steps x sft.batch_size examples)
+  grpo         the SFT warm start, then GRPO (rl.steps x rl.batch_size prompts)
+  mp_grpo      the same with mixed-policy GRPO (one reference answer in each group)
+  grpo_base    GRPO from the base model alone, for as many prompts as the others' examples
+               (warm start included); only when --arms names it (it costs the most)
+
+Learning rates: the arm's configured rate times each of --lr_factors, seed 0; the one whose
+best validation score (the score each run selects its checkpoint on) is highest is kept, and
+the other seeds run with it. Nothing is chosen on the test split.
+
+Work directory: start/ (base, warm start and their evaluation), <arm>/lr<rate>-seed<k>/ (each
+run, resumable like any run), table.md (mean +- std over seeds, population std, under each
+evaluation protocol) and table.json.
 """
 
 from __future__ import annotations
@@ -19,74 +31,118 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sallm_jax.experiment import run_experiment
+from sallm_jax.experiment import default_cache_dir, run_experiment
+from sallm_jax.train.base import base_directory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs and the table go.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the continuations.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the arms' runs.")
+_ARMS = flags.DEFINE_list("arms", ["sft", "grpo", "mp_grpo"], "Arms to run (see the module "
+                          "docstring): sft, grpo, mp_grpo, grpo_base.")
+_LR_FACTORS = flags.DEFINE_list("lr_factors", ["0.5", "1", "2"],
+                                "Multiples of each arm's configured learning rate to try.")
 
-METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor")
-VARIANTS = ("sft", "grpo", "mp_grpo")
+ARMS = {"sft": "+ SFT", "grpo": "+ GRPO", "mp_grpo": "+ MP-GRPO", "grpo_base": "GRPO from base"}
+METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "accuracy")
 
 
-def variant_config(base, variant: str, seed: int, base_dir: pathlib.Path):
-    """The continuation `variant` of the base run, with `seed`."""
+def arm_config(base, arm: str, seed: int, learning_rate: float, start_dir: pathlib.Path):
+    """The run of `arm` with `seed` and `learning_rate`, from the start run's parameters."""
     cfg = copy.deepcopy(base)
     cfg.seed = seed
-    cfg.init_params = str(base_dir / "sft" / "params")
-    cfg.tokenizer.path = str(base_dir / "tokenizer")
-    if variant == "sft":
-        cfg.stages = ("sft", "eval")
-        cfg.sft.steps = cfg.rl.steps * cfg.rl.num_iterations  # as many updates as GRPO makes
-        cfg.sft.warmup_steps = min(cfg.sft.warmup_steps, cfg.sft.steps // 10)
+    cfg.tokenizer.path = str(base_directory(base, default_cache_dir()) / "tokenizer")
+    start_stage = "base" if arm == "grpo_base" else "warmup"
+    if start_stage == "base":
+        cfg.init_params = str(base_directory(base, default_cache_dir()) / "params")
     else:
-        cfg.stages = ("grpo", "eval")
-        cfg.rl.num_off_policy = 1 if variant == "mp_grpo" else 0
+        cfg.init_params = str(start_dir / "warmup" / "params")
+    stage = "sft" if arm == "sft" else "grpo"
+    cfg.stages = (stage, "eval")
+    section = cfg.sft if arm == "sft" else cfg.rl
+    section.start, section.learning_rate = "", learning_rate
+    cfg.rl.num_off_policy = 1 if arm == "mp_grpo" else 0
+    if arm == "grpo_base":  # the warm start's examples become GRPO prompts too
+        warm_examples = base.warmup.steps * base.warmup.batch_size
+        cfg.rl.steps += warm_examples // cfg.rl.batch_size
     return cfg
 
 
-def summarise(results: dict[str, list[dict[str, float]]]) -> tuple[str, dict]:
-    """Markdown table and JSON of mean / std per variant and metric."""
-    summary = {}
-    lines = ["| policy | runs | " + " | ".join(METRICS) + " |",
-             "|---|---|" + "---|" * len(METRICS)]
-    for variant, runs in results.items():
-        stats = {m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs])))
-                 for m in METRICS if all(m in r for r in runs)}
-        summary[variant] = {"runs": len(runs), **{m: {"mean": a, "std": b}
-                                                  for m, (a, b) in stats.items()}}
-        cells = [f"{a:.2f} ± {b:.2f}" if len(runs) > 1 else f"{a:.2f}" for a, b in stats.values()]
-        lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+def arm_learning_rate(base, arm: str) -> float:
+    return base.sft.learning_rate if arm == "sft" else base.rl.learning_rate
+
+
+def validation_score(workdir: pathlib.Path, arm: str) -> float:
+    """The best validation score the run kept (what it selected its parameters on)."""
+    stage = "sft" if arm == "sft" else "grpo"
+    return json.loads((workdir / stage / "best.json").read_text())["score"]
+
+
+def summarise(results: dict[str, list[dict]]) -> tuple[str, dict]:
+    """Markdown table and JSON of mean / std over runs, per arm, evaluation and metric."""
+    summary: dict = {}
+    evaluations = sorted({k for runs in results.values() for r in runs for k in r})
+    names = [m for m in METRICS
+             if any(m in r[e] for runs in results.values() for r in runs for e in r)]
+    lines = ["| policy | evaluation | runs | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for evaluation in evaluations:
+        for arm, runs in results.items():
+            scored = [r[evaluation] for r in runs if evaluation in r]
+            if not scored:
+                continue
+            stats = {m: (float(np.mean([r[m] for r in scored])),
+                         float(np.std([r[m] for r in scored]))) for m in names}
+            summary.setdefault(arm, {})[evaluation] = {
+                "runs": len(scored), **{m: {"mean": a, "std": b} for m, (a, b) in stats.items()}}
+            cells = [f"{a:.2f} ± {b:.2f}" if len(scored) > 1 else f"{a:.2f}"
+                     for a, b in stats.values()]
+            lines.append(f"| {arm} | {evaluation} | {len(scored)} | " + " | ".join(cells) + " |")
     return "\n".join(lines), summary
 
 
-def compare(base_config, workdir: pathlib.Path, seeds: list[int]) -> str:
-    """Run the base SFT, then every variant for every seed; returns the markdown table."""
-    base = copy.deepcopy(base_config)
-    base.stages = ("sft", "eval")
-    base_dir = workdir / "base"
-    results: dict[str, list[dict[str, float]]] = {
-        "sft (warm start)": [run_experiment(base, base_dir)["sft"]["test"]]}
-    for variant in VARIANTS:
-        label = {"sft": "+ SFT", "grpo": "+ GRPO", "mp_grpo": "+ MP-GRPO"}[variant]
-        stage = "sft" if variant == "sft" else "grpo"
-        results[label] = []
-        for seed in seeds:
-            logging.info("[grpo_vs_sft] %s, seed %d", variant, seed)
-            cfg = variant_config(base_config, variant, seed, base_dir)
-            out = run_experiment(cfg, workdir / variant / f"seed{seed}")
-            results[label].append(out[stage]["test"])
+def compare(base_config, workdir: pathlib.Path, seeds: list[int], arms: list[str],
+            lr_factors: list[float]) -> str:
+    """Run the start (base + warm start), every arm's learning-rate search on seed `seeds[0]`,
+    then its chosen rate on the other seeds; returns the markdown table."""
+    start = copy.deepcopy(base_config)
+    start.stages = ("base", "warmup", "eval")
+    start_dir = workdir / "start"
+    start_results = run_experiment(start, start_dir)
+    results: dict[str, list[dict]] = {"base": [start_results["base"]],
+                                      "SFT warm start": [start_results["warmup"]]}
+    search: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        stage = "sft" if arm == "sft" else "grpo"
+
+        def run(seed: int, rate: float, arm=arm, stage=stage):
+            logging.info("[grpo_vs_sft] %s, learning rate %g, seed %d", arm, rate, seed)
+            out = workdir / arm / f"lr{rate:g}-seed{seed}"
+            return out, run_experiment(arm_config(base_config, arm, seed, rate, start_dir),
+                                       out)[stage]
+
+        rates = [arm_learning_rate(base_config, arm) * f for f in lr_factors]
+        tried = {rate: run(seeds[0], rate) for rate in rates}
+        scores = {rate: validation_score(out, arm) for rate, (out, _) in tried.items()}
+        chosen = max(scores, key=scores.get)
+        search[arm] = {"validation_scores": {f"{r:g}": s for r, s in scores.items()},
+                       "chosen_learning_rate": chosen}
+        results[ARMS[arm]] = [tried[chosen][1]] + [run(seed, chosen)[1] for seed in seeds[1:]]
     table, summary = summarise(results)
     (workdir / "table.md").write_text(table + "\n")
-    (workdir / "table.json").write_text(json.dumps(summary, indent=2))
+    (workdir / "table.json").write_text(json.dumps({"arms": summary, "search": search},
+                                                   indent=2))
     return table
 
 
 def main(argv: list[str]) -> None:
     del argv
     workdir = pathlib.Path(_WORKDIR.value or "runs/grpo_vs_sft")
-    print(compare(_CONFIG.value, workdir, [int(s) for s in _SEEDS.value]), flush=True)
+    unknown = [a for a in _ARMS.value if a not in ARMS]
+    if unknown:
+        raise app.UsageError(f"--arms: unknown {unknown}; expected some of {list(ARMS)}")
+    print(compare(_CONFIG.value, workdir, [int(s) for s in _SEEDS.value], list(_ARMS.value),
+                  [float(f) for f in _LR_FACTORS.value]), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ from sallm_jax.rl.rewards import get_reward_fns
 
 TRAINABLE = ("adapters", "adapters+projector", "adapters+projector+encoder", "all")
 SELECTABLE = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "accuracy")
-STAGES = ("sft", "grpo", "eval")
+STAGES = ("base", "warmup", "sft", "grpo", "eval")
+# Training stage -> its config section.
+STAGE_SECTIONS = {"base": "base", "warmup": "warmup", "sft": "sft", "grpo": "rl"}
+SFT_KEYS = ("steps", "batch_size", "max_target_tokens", "checkpoint_every", "log_every")
 SCALE_REWARDS = ("group", "batch", "none")
 
 
@@ -60,9 +63,31 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         for split in ("train", "test"):
             key = f"{split}_manifest"
             require(bool(cfg.data[key]), f"data.{key}", "a manifest path", cfg.data[key])
-    if "sft" in stages:
-        _positive_ints(cfg.sft, "sft", ("steps", "batch_size", "max_target_tokens",
-                                        "checkpoint_every", "log_every"))
+    for index, stage in enumerate(stages):
+        if stage in STAGE_SECTIONS:
+            key = STAGE_SECTIONS[stage]
+            start = cfg[key].start
+            earlier = [s for s in stages[:index] if s in STAGE_SECTIONS]
+            require(start in ("", "init") or start in earlier, f"{key}.start",
+                    f"'' (the previous training stage), 'init' (the initial parameters) or one "
+                    f"of the training stages before {stage!r} in stages, {earlier}", start)
+    for stage in ("base", "warmup", "sft"):
+        if stage in stages:
+            _positive_ints(cfg[stage], stage, SFT_KEYS)
+            require(isinstance(cfg[stage].eval_every, int) and cfg[stage].eval_every >= 0,
+                    f"{stage}.eval_every", "an integer >= 0", cfg[stage].eval_every)
+            require(cfg[stage].learning_rate > 0, f"{stage}.learning_rate", "a value > 0",
+                    cfg[stage].learning_rate)
+            require(cfg[stage].ctc_weight >= 0, f"{stage}.ctc_weight", "a value >= 0",
+                    cfg[stage].ctc_weight)
+    if "base" in stages:
+        require(not cfg.model.checkpoint, "model.checkpoint",
+                "'' with the base stage (it trains the configured sizes from scratch; drop "
+                "'base' from stages to start from a checkpoint)", cfg.model.checkpoint)
+        require(not cfg.tokenizer.path, "tokenizer.path",
+                "'' with the base stage (the base model brings its own tokenizer)",
+                cfg.tokenizer.path)
+        _positive_ints(cfg.base, "base", ("num_train", "num_validation"))
     if "grpo" in stages:
         rl = cfg.rl
         _positive_ints(rl, "rl", ("steps", "batch_size", "max_completion_length",
@@ -92,7 +117,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(rl.select_on in SELECTABLE, "rl.select_on",
                 f"a metric where higher is better, one of {SELECTABLE}", rl.select_on)
     if "eval" in stages:
-        _positive_ints(cfg.eval, "eval", ("batch_size", "max_new_tokens"))
+        _positive_ints(cfg.eval, "eval", ("batch_size", "max_new_tokens", "num_samples"))
+        require(cfg.eval.temperature > 0 or cfg.eval.num_samples == 1, "eval.num_samples",
+                "1 with greedy decoding (eval.temperature 0)", cfg.eval.num_samples)
         require(cfg.eval.temperature >= 0, "eval.temperature", "a value >= 0 (0 is greedy)",
                  cfg.eval.temperature)
         require(bool(cfg.eval.splits), "eval.splits", "at least one split", cfg.eval.splits)

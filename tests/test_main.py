@@ -1,5 +1,6 @@
-"""The main command end to end on the smoke preset: killed during GRPO, started again, it resumes
-from the last checkpoint and finishes with results for both stages."""
+"""The main command end to end on the smoke preset: killed while the base model trains and again
+during GRPO, started again each time, it resumes from the last checkpoint and finishes with
+results for every stage under both evaluation protocols."""
 
 import json
 import os
@@ -23,34 +24,50 @@ def start(workdir, cache, log):
                                 os.path.abspath(__file__))))
 
 
-def test_killed_run_resumes_and_reports(tmp_path):
-    workdir, cache = tmp_path / "run", tmp_path / "cache"
-    checkpoint = workdir / "grpo" / "checkpoints" / "2"
-    with open(tmp_path / "first.log", "w") as log:
+def run_until(path, workdir, cache, log_path):
+    """Start the main job and SIGKILL it as soon as `path` exists (glob pattern)."""
+    with open(log_path, "w") as log:
         proc = start(workdir, cache, log)
         deadline = time.time() + 600
-        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        while not list(path.parent.glob(path.name)) and proc.poll() is None and (
+                time.time() < deadline):
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert checkpoint.exists(), (tmp_path / "first.log").read_text()[-3000:]
+    assert list(path.parent.glob(path.name)), log_path.read_text()[-3000:]
+
+
+def test_killed_run_resumes_and_reports(tmp_path):
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    # Killed while the base model trains, then during GRPO: each start resumes where it was.
+    run_until(cache / "base" / "*" / "train" / "checkpoints" / "2", workdir, cache,
+              tmp_path / "first.log")
+    assert not list((cache / "base").glob("*/base.json"))
+    run_until(workdir / "grpo" / "checkpoints" / "2", workdir, cache, tmp_path / "second.log")
+    assert "[base] resumed from step 2" in (tmp_path / "second.log").read_text()
     assert not (workdir / "results.json").exists()
 
-    with open(tmp_path / "second.log", "w") as log:
+    with open(tmp_path / "third.log", "w") as log:
         assert start(workdir, cache, log).wait(timeout=900) == 0, (
-            (tmp_path / "second.log").read_text()[-3000:])
-    second = (tmp_path / "second.log").read_text()
-    assert "[sft] already finished" in second
-    assert "[grpo] resumed from update" in second
-    assert "[grpo] step 1 " not in second  # earlier GRPO steps are not run again
-    assert "[grpo] step 6 " in second
+            (tmp_path / "third.log").read_text()[-3000:])
+    third = (tmp_path / "third.log").read_text()
+    assert "[base] loading the cached base model" in third
+    assert "[warmup] already finished" in third and "[sft] already finished" in third
+    assert "[grpo] resumed from update" in third
+    assert "[grpo] step 1 " not in third  # earlier GRPO steps are not run again
+    assert "[grpo] step 6 " in third
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results) == {"sft", "grpo"}
+    assert set(results) == {"base", "warmup", "sft", "grpo"}
     for stage in results.values():
-        assert set(stage["test"]) >= {"bleu", "chrf", "rouge_l"}
-        assert stage["test"]["num_examples"] == 8
+        assert set(stage) == {"test", "test_greedy"}
+        assert set(stage["test"]) >= {"bleu", "bleu_std", "chrf", "rouge_l", "wer"}
+        assert stage["test"]["num_examples"] == 8 and stage["test"]["num_samples"] == 2
+        assert stage["test_greedy"]["num_samples"] == 1 and "bleu_std" not in stage["test_greedy"]
     predictions = (workdir / "eval" / "grpo" / "test" / "predictions.jsonl").read_text()
     assert len(predictions.splitlines()) == 8
+    assert all(len(json.loads(line)["draws"]) == 2 for line in predictions.splitlines())
+    base = json.loads(next((cache / "base").glob("*/base.json")).read_text())
+    assert 0 <= base["heldout_asr"]["wer"] and base["heldout_asr"]["num_examples"] == 4
     metrics = [json.loads(line) for line in (workdir / "grpo" / "metrics.jsonl").open()]
     metrics = [m for m in metrics if "loss" in m]  # validation scores are records of their own
     assert {"reward_mean", "kl", "loss", "completion_length", "tokens_per_s"} <= set(metrics[-1])

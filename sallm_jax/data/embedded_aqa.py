@@ -37,7 +37,7 @@ from sallm_jax.data.embedded_sqa import QA, TEMPLATES
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.speech_synth import Speaker
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 NUM_CHOICES = 4
 VOICE_QUESTION = "Which of these best describes the speaker?"
 
@@ -95,7 +95,7 @@ def sample_item(rng: random.Random) -> tuple[str, str, Speaker, MultipleChoice]:
     passage = rng.choice(TEMPLATES)(rng)
     label = rng.choice(list(VOICES))
     speaker = rng.choice(VOICES[label])
-    voice_qa = QA(VOICE_QUESTION, label, "voice", label)
+    voice_qa = QA(VOICE_QUESTION, (label,), "voice", label)
     qa = rng.choice((*passage.questions, voice_qa))
     return passage.text, label, speaker, make_choices(rng, qa, passage.text)
 

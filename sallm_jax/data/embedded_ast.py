@@ -45,7 +45,7 @@ from sallm_jax.data.phrase_table import (
     when_de,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 INSTRUCTION = "Translate the English speech into German."
 
 # Temporal phrases: a weekday or a time of day, in the same slot.

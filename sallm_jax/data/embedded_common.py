@@ -13,6 +13,7 @@ On disk (under a set's `root`):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -69,6 +70,11 @@ SPEAKERS = (
     Speaker("en-gb-scotland+m1", rate=220, pitch=45),
 )
 
+# One passage text in EVALUATION_SHARE is reserved for evaluation: the validation and test splits
+# of every embedded set draw only from that pool, and training splits (the base model's
+# pretraining corpus included) never do, so no stage ever trains on a passage that is evaluated.
+EVALUATION_SHARE = 5
+
 # A generator that keeps drawing passages already used has run out of distinct ones.
 _MAX_REPEATED_DRAWS = 10_000
 
@@ -102,10 +108,16 @@ def speaker_name(speaker: Speaker) -> str:
     return f"{speaker.voice}/{speaker.rate}wpm/pitch{speaker.pitch}"
 
 
+def held_out(text: str) -> bool:
+    """Whether the passage `text` belongs to the evaluation pool (a fixed fifth of all texts)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % EVALUATION_SHARE == 0
+
+
 def plan_splits(
     seed: int, sizes: Mapping[str, int], draw: Draw
 ) -> dict[str, list[tuple[Clip, Item]]]:
-    """(clip, item) pairs per split with `sizes[split]` rows each; no clip text is used twice.
+    """(clip, item) pairs per split with `sizes[split]` rows each; no clip text is used twice,
+    and validation and test texts come from the evaluation pool (`held_out`), train texts never.
 
     Splits are drawn test first, then validation and train, from one generator, so the evaluation
     sets of a given seed do not change when `num_train` changes.
@@ -117,6 +129,8 @@ def plan_splits(
         plan[split], remaining, repeats = [], sizes[split], 0
         while remaining > 0:
             clip, item, rows = draw(rng, remaining)
+            if held_out(clip.text) != (split != "train"):
+                continue
             if clip.text in seen:
                 repeats += 1
                 if repeats > _MAX_REPEATED_DRAWS:

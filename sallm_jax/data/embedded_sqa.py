@@ -2,8 +2,12 @@
 
 Short spoken passages (one or two sentences, ~2-4 s) built from templates over small slot
 vocabularies (people, objects, numbers, places, days, times of day), each read by one of six eSpeak
-NG speaker variants; one to three open questions per passage whose short-sentence answers need the
-audio: a question never contains the value of the slot its answer asks for. It plays the role of
+NG speaker variants; one to three open questions per passage whose answers need the audio: a
+question never contains the value of the slot its answer asks for. Each answer is one of four
+phrasings of its question kind (the full sentence that restates the question, 55% of rows; a
+pronoun sentence, a bare phrase, or a sentence with other words), so that, as in LibriSQA, the
+single reference is one of several right answers and the phrasing a policy picks matters to
+BLEU. It plays the role of
 LibriSQA "Part I" at a size a tiny model on a CPU can learn from. The layout on disk, the cache and
 the vocabularies are shared with the other embedded sets (`sallm_jax.data.embedded_common`); the
 manifests hold one row per question.
@@ -32,17 +36,19 @@ from sallm_jax.data.embedded_common import (
 from sallm_jax.data.embedded_common import embedded_corpus_texts as embedded_corpus_texts
 from sallm_jax.data.manifest import ManifestRow
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class QA:
-    """One question about a passage; `key` is the answer's slot value, absent from `question`."""
+    """One question about a passage and the ways its answer may be phrased; `key` is the answer's
+    slot value, which occurs in every phrasing and never in `question`."""
 
     question: str
-    answer: str
+    answers: tuple[str, ...]
     kind: str
     key: str
+    phrasing: int = 0  # which of its kind's phrasings answers[0] is, once one is drawn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,27 +61,41 @@ def _move_passage(rng: random.Random) -> Passage:
     """'{name} {verb} {number} {object} to the {place} on {day}|{time}.'"""
     name, (verb, base) = rng.choice(list(NAMES)), rng.choice(list(VERBS.items()))
     number, obj, place = rng.choice(NUMBERS), rng.choice(OBJECTS), rng.choice(PLACES)
+    pronoun = NAMES[name]
     if rng.random() < 0.5:
         day = rng.choice(DAYS)
         when = f"on {day}"
         when_qa = QA(
             f"On which day did {name} {base} the {obj} to the {place}?",
-            f"{name} {verb} them on {day}.", "day", day,
+            (f"{name} {verb} them on {day}.", f"On {day}.", f"It was on {day}.",
+             f"{pronoun} {verb} the {obj} there on {day}."),
+            "day", day,
         )  # fmt: skip
     else:
         when = rng.choice(TIMES)
         when_qa = QA(
             f"When did {name} {base} the {obj} to the {place}?",
-            f"{name} {verb} them {when}.", "time", when,
+            (f"{name} {verb} them {when}.", f"{when.capitalize()}.", f"It happened {when}.",
+             f"{pronoun} {verb} the {obj} there {when}."),
+            "time", when,
         )  # fmt: skip
     questions = (
-        QA(f"Where did {name} {base} the {obj}?", f"{name} {verb} the {obj} to the {place}.",
+        QA(f"Where did {name} {base} the {obj}?",
+           (f"{name} {verb} the {obj} to the {place}.", f"{pronoun} {verb} them to the {place}.",
+            f"To the {place}.", f"The {obj} went to the {place}."),
            "place", place),
-        QA(f"How many {obj} did {name} {base}?", f"{name} {verb} {number} {obj}.", "number",
-           number),
-        QA(f"What did {name} {base} to the {place}?", f"{name} {verb} {number} {obj}.", "object",
-           obj),
-        QA(f"Who {verb} the {obj} to the {place}?", f"{name} {verb} the {obj}.", "name", name),
+        QA(f"How many {obj} did {name} {base}?",
+           (f"{name} {verb} {number} {obj}.", f"{pronoun} {verb} {number} of them.",
+            f"{number.capitalize()} {obj}.", f"There were {number} {obj}."),
+           "number", number),
+        QA(f"What did {name} {base} to the {place}?",
+           (f"{name} {verb} {number} {obj}.", f"{pronoun} {verb} {obj} to the {place}.",
+            f"{number.capitalize()} {obj}.", f"{name} {verb} some {obj} there."),
+           "object", obj),
+        QA(f"Who {verb} the {obj} to the {place}?",
+           (f"{name} {verb} the {obj}.", f"It was {name}.", f"{name} did.",
+            f"{name} {verb} them to the {place}."),
+           "name", name),
         when_qa,
     )  # fmt: skip
     return Passage(f"{name} {verb} {number} {obj} to the {place} {when}.", questions)
@@ -85,14 +105,29 @@ def _visit_passage(rng: random.Random) -> Passage:
     """'On {day}, {name} went to the {place}. {Pronoun} bought {number} {object}.'"""
     name, day, place = rng.choice(list(NAMES)), rng.choice(DAYS), rng.choice(PLACES)
     number, obj = rng.choice(NUMBERS), rng.choice(OBJECTS)
-    text = f"On {day}, {name} went to the {place}. {NAMES[name]} bought {number} {obj}."
+    pronoun = NAMES[name]
+    text = f"On {day}, {name} went to the {place}. {pronoun} bought {number} {obj}."
     questions = (
-        QA(f"Where did {name} go on {day}?", f"{name} went to the {place}.", "place", place),
-        QA(f"How many {obj} did {name} buy?", f"{name} bought {number} {obj}.", "number", number),
-        QA(f"What did {name} buy at the {place}?", f"{name} bought {number} {obj}.", "object", obj),
-        QA(f"On which day did {name} go to the {place}?", f"{name} went there on {day}.", "day",
-           day),
-        QA(f"Who went to the {place} on {day}?", f"{name} went to the {place}.", "name", name),
+        QA(f"Where did {name} go on {day}?",
+           (f"{name} went to the {place}.", f"{pronoun} went to the {place}.",
+            f"To the {place}.", f"{name} went to the {place} on {day}."),
+           "place", place),
+        QA(f"How many {obj} did {name} buy?",
+           (f"{name} bought {number} {obj}.", f"{pronoun} bought {number} of them.",
+            f"{number.capitalize()} {obj}.", f"{name} bought {number}."),
+           "number", number),
+        QA(f"What did {name} buy at the {place}?",
+           (f"{name} bought {number} {obj}.", f"{pronoun} bought some {obj}.",
+            f"{number.capitalize()} {obj}.", f"{name} bought {obj} at the {place}."),
+           "object", obj),
+        QA(f"On which day did {name} go to the {place}?",
+           (f"{name} went there on {day}.", f"On {day}.", f"It was on {day}.",
+            f"{pronoun} went to the {place} on {day}."),
+           "day", day),
+        QA(f"Who went to the {place} on {day}?",
+           (f"{name} went to the {place}.", f"It was {name}.", f"{name} did.",
+            f"{name} went there on {day}."),
+           "name", name),
     )  # fmt: skip
     return Passage(text, questions)
 
@@ -105,13 +140,26 @@ def _meeting_passage(rng: random.Random) -> Passage:
     )  # fmt: skip
     text = f"{name} met {other} at the {place} {time}. They shared {number} {obj}."
     questions = (
-        QA(f"Who did {name} meet at the {place}?", f"{name} met {other}.", "name", other),
-        QA(f"Where did {name} meet {other}?", f"{name} met {other} at the {place}.", "place",
-           place),
-        QA(f"When did {name} meet {other}?", f"They met {time}.", "time", time),
-        QA(f"How many {obj} did {name} and {other} share?", f"They shared {number} {obj}.",
+        QA(f"Who did {name} meet at the {place}?",
+           (f"{name} met {other}.", f"{NAMES[name]} met {other}.", f"{other}.",
+            f"{name} met {other} at the {place}."),
+           "name", other),
+        QA(f"Where did {name} meet {other}?",
+           (f"{name} met {other} at the {place}.", f"They met at the {place}.",
+            f"At the {place}.", f"{name} met {other} {time} at the {place}."),
+           "place", place),
+        QA(f"When did {name} meet {other}?",
+           (f"They met {time}.", f"{time.capitalize()}.", f"{name} met {other} {time}.",
+            f"It happened {time}."),
+           "time", time),
+        QA(f"How many {obj} did {name} and {other} share?",
+           (f"They shared {number} {obj}.", f"{number.capitalize()} {obj}.",
+            f"They shared {number} of them.", f"There were {number} {obj}."),
            "number", number),
-        QA(f"What did {name} and {other} share?", f"They shared {number} {obj}.", "object", obj),
+        QA(f"What did {name} and {other} share?",
+           (f"They shared {number} {obj}.", f"{number.capitalize()} {obj}.",
+            f"They shared some {obj}.", f"{name} and {other} shared {obj}."),
+           "object", obj),
     )  # fmt: skip
     return Passage(text, questions)
 
@@ -120,11 +168,23 @@ def _meeting_passage(rng: random.Random) -> Passage:
 TEMPLATES = (_move_passage, _visit_passage, _meeting_passage)
 
 
+# How often each of a kind's four phrasings is the reference: mostly the full sentence that
+# restates the question, as in LibriSQA, and otherwise one of three other right answers.
+PHRASING_WEIGHTS = (0.55, 0.2, 0.15, 0.1)
+
+
 def sample_passage(rng: random.Random) -> Passage:
-    """A passage from a random template, with 1..3 of its questions (distinct kinds)."""
+    """A passage from a random template, with 1..3 of its questions (distinct kinds), each with
+    one phrasing of its answer drawn by `PHRASING_WEIGHTS`: like LibriSQA's free-form
+    references, the answer a row holds is one of several right sentences, most often the one
+    that restates the question."""
     passage = rng.choice(TEMPLATES)(rng)
     chosen = rng.sample(passage.questions, rng.randint(1, 3))
-    return Passage(passage.text, tuple(chosen))
+    drawn = []
+    for qa in chosen:
+        phrasing = rng.choices(range(len(qa.answers)), PHRASING_WEIGHTS)[0]
+        drawn.append(dataclasses.replace(qa, answers=(qa.answers[phrasing],), phrasing=phrasing))
+    return Passage(passage.text, tuple(drawn))
 
 
 def _draw(rng: random.Random, remaining: int) -> tuple[Clip, Passage, int]:
@@ -142,8 +202,9 @@ def _rows(passage: Passage, clip: SynthesisedClip) -> list[ManifestRow]:
             audio=clip.audio,
             task="sqa",
             question=qa.question,
-            answer=qa.answer,
-            meta={**clip.meta, "question_kind": qa.kind, "answer_key": qa.key},
+            answer=qa.answers[0],
+            meta={**clip.meta, "question_kind": qa.kind, "answer_key": qa.key,
+                  "phrasing": qa.phrasing},
         )
         for q_index, qa in enumerate(passage.questions)
     ]

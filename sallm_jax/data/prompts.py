@@ -7,6 +7,7 @@ A manifest row becomes one user turn (`user_text`) wrapped in the chat template 
   sqa   the question                                          the answer
   ast   the instruction ("Translate the English speech ...")  the translation
   aqa   R1-AQA's question + options + answer-tag instruction  <answer>{correct choice}</answer>
+  asr   the instruction ("Transcribe the audio.")             the transcript
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.tokenizer import AUDIO_TOKEN, SYSTEM_PROMPT
 
-TASKS = ("sqa", "ast", "aqa")
+TASKS = ("sqa", "ast", "aqa", "asr")
 
 
 def chat_prompt(text: str, num_audio_tokens: int) -> str:
@@ -64,7 +65,7 @@ def user_text(row: ManifestRow) -> str:
     For "aqa" this is R1-AQA's prompt text verbatim, the options rendered as a Python list
     (`str(list)`, quotes and all), because that is what their checkpoints were trained on.
     """
-    if row.task in ("sqa", "ast"):
+    if row.task in ("sqa", "ast", "asr"):
         return row.question
     if row.task == "aqa":
         choices, _ = _checked_choices(row)
@@ -77,7 +78,7 @@ def user_text(row: ManifestRow) -> str:
 
 def target_text(row: ManifestRow) -> str:
     """The reference completion for `row`, without the end token."""
-    if row.task in ("sqa", "ast"):
+    if row.task in ("sqa", "ast", "asr"):
         return row.answer
     if row.task == "aqa":
         choices, index = _checked_choices(row)

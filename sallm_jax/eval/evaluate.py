@@ -1,4 +1,10 @@
-"""Evaluation: decode a split with the policy and score the answers against the references."""
+"""Evaluation: decode a split with the policy and score the answers against the references.
+
+Greedy decoding gives one answer per question. A sampled protocol (the papers': top-p 0.9,
+temperature 0.9) gives `num_samples` answers per question, drawn together from one prefill like
+a GRPO group; each draw is scored as a whole evaluation, and the metrics are the mean over the
+draws with their spread (`<metric>_std`, population std) beside them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import pathlib
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 
 from sallm_jax.data.bad_input import SkipLog
@@ -25,9 +32,10 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
                      rows: Sequence[ManifestRow],
                      tokenizer, spec: BatchSpec, sampling: SamplingConfig, *,
                      partitioner: Partitioner, seed: int = 0,
-                     skip_log: SkipLog | None = None) -> list[str | None]:
-    """One decoded answer per row, in row order, on every process; None for a row that the
-    "skip" bad-input policy left out.
+                     skip_log: SkipLog | None = None,
+                     num_samples: int = 1) -> list[list[str] | None]:
+    """`num_samples` decoded answers per row, in row order, on every process; None for a row
+    that the "skip" bad-input policy left out.
 
     `spec.batch_size` is each process's share; every process decodes its own batches and the
     answers are gathered.
@@ -36,10 +44,10 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
     params, frozen = partitioner.shard_params(params), partitioner.shard_params(frozen)
     generate = make_rollout_fn(graphdef, partitioner.param_shardings(params),
                                partitioner.param_shardings(frozen), partitioner,
-                               sampling=sampling, group_size=1,
+                               sampling=sampling, group_size=num_samples,
                                eos_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id),
                                pad_id=tokenizer.pad_token_id)
-    answers: list[str | None] = [None] * len(rows)
+    answers: list[list[str] | None] = [None] * len(rows)
     rng = jax.random.key(seed)
     batches = evaluation_batches(rows, tokenizer, spec, process_index=jax.process_index(),
                                  process_count=jax.process_count(), skip_log=skip_log)
@@ -48,10 +56,10 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
                        jax.random.fold_in(rng, i))
         ids, mask = (partitioner.gather(partitioner.to_local(x)) for x in (out.ids, out.mask))
         index, valid = partitioner.gather(batch["index"]), partitioner.gather(batch["valid"])
-        for row, ok, text in zip(index, valid, decode_completions(tokenizer, ids, mask),
-                                 strict=True):
+        texts = decode_completions(tokenizer, ids, mask)
+        for b, (row, ok) in enumerate(zip(index, valid, strict=True)):
             if ok:
-                answers[row] = text
+                answers[row] = texts[b * num_samples:(b + 1) * num_samples]
     missing = [rows[i].id for i, a in enumerate(answers)
                if a is None and rows[i].id not in skip_log.ids]
     if missing:
@@ -76,27 +84,48 @@ def task_metrics(rows: Sequence[ManifestRow], answers: Sequence[str]) -> dict[st
     return metrics
 
 
+def mean_over_draws(draws: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the draws, and its population std as `<metric>_std` when there
+    are several draws."""
+    metrics = {name: float(np.mean([d[name] for d in draws])) for name in draws[0]}
+    if len(draws) > 1:
+        metrics.update({f"{name}_std": float(np.std([d[name] for d in draws]))
+                        for name in draws[0]})
+    return metrics
+
+
 def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
              rows: Sequence[ManifestRow], tokenizer,
              spec: BatchSpec, sampling: SamplingConfig, *,
              partitioner: Partitioner, out_dir: pathlib.Path | None = None,
-             seed: int = 0, skip_log: SkipLog | None = None) -> dict[str, float]:
-    """Decode `rows`, score them (`task_metrics`), and write predictions.jsonl + metrics.json.
+             seed: int = 0, skip_log: SkipLog | None = None,
+             num_samples: int = 1) -> dict[str, float]:
+    """Decode `rows` (`num_samples` draws each; 1 for greedy decoding), score every draw
+    (`task_metrics`), and write predictions.jsonl + metrics.json.
 
+    Returns the mean over draws of each metric, with `<metric>_std` when there are several.
     Rows that the "skip" bad-input policy left out are not scored; "num_skipped" counts them.
     """
+    if sampling.temperature == 0 and num_samples != 1:
+        raise ValueError(f"num_samples: greedy decoding gives one answer, got {num_samples}")
     answers = generate_answers(graphdef, params, frozen, rows, tokenizer, spec, sampling,
-                               partitioner=partitioner, seed=seed, skip_log=skip_log)
+                               partitioner=partitioner, seed=seed, skip_log=skip_log,
+                               num_samples=num_samples)
     scored = [i for i, answer in enumerate(answers) if answer is not None]
-    metrics = task_metrics([rows[i] for i in scored], [answers[i] for i in scored])
+    metrics = mean_over_draws([
+        task_metrics([rows[i] for i in scored], [answers[i][draw] for i in scored])
+        for draw in range(num_samples)])
     metrics["num_examples"] = len(scored)
     metrics["num_skipped"] = len(rows) - len(scored)
+    metrics["num_samples"] = num_samples
     if out_dir is not None and jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
             for i in scored:
                 record = {"id": rows[i].id, "question": rows[i].question,
-                          "reference": rows[i].answer, "prediction": answers[i]}
+                          "reference": rows[i].answer, "prediction": answers[i][0]}
+                if num_samples > 1:
+                    record["draws"] = answers[i]
                 f.write(json.dumps(record) + "\n")
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -42,19 +42,24 @@ class SpeechLMForward:
         return self.encode_audio(*self.audio_features(batch["waveforms"],
                                                       batch["num_samples"]))
 
-    def prefill(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, SharedPrefix]:
+    def prefill(self, batch: dict[str, jax.Array],
+                audio_embeds: jax.Array | None = None) -> tuple[jax.Array, SharedPrefix]:
         """Encode a batch's audio and run each prompt through the decoder once.
 
         Args:
           batch: "prompt_ids" [B, P] (left-padded), "prompt_mask" [B, P], and "waveforms"
             [B, W] / "num_samples" [B] unless the prompts are text only.
+          audio_embeds: the batch's audio embeddings when the caller has them already
+            (`encode_batch_audio(batch)`); encoded here otherwise.
         Returns:
           the float32 logits of each prompt's last position [B, vocab] (they predict the first
           completion token), and the prompts' keys and values as the `SharedPrefix` of the
           rows that continue them.
         """
         prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"].astype(bool)
-        embeds = self.embed(prompt_ids, self.encode_batch_audio(batch))
+        if audio_embeds is None:
+            audio_embeds = self.encode_batch_audio(batch)
+        embeds = self.embed(prompt_ids, audio_embeds)
         cache = init_cache(self.config.text, *prompt_ids.shape, embeds.dtype)
         logits, cache = self.forward_embeds(embeds, positions_from_mask(prompt_mask),
                                             prompt_mask, cache, jnp.int32(0), last_only=True)

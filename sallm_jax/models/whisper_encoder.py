@@ -28,6 +28,17 @@ def _gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> jax.Array:
+    """Whisper's positional table [length, channels]: sines then cosines of position times
+    geometrically spaced inverse timescales from 1 to 1 / max_timescale."""
+    if channels % 2:
+        raise ValueError(f"sinusoids: channels must be even, got {channels}")
+    inv_timescales = jnp.exp(-jnp.log(max_timescale) / (channels // 2 - 1)
+                             * jnp.arange(channels // 2))
+    scaled = jnp.arange(length)[:, None] * inv_timescales[None, :]
+    return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=1)
+
+
 class EncoderAttention(nnx.Module):
     """Bidirectional multi-head self-attention; k_proj has no bias (Whisper layout)."""
 
@@ -110,8 +121,12 @@ class WhisperEncoder(nnx.Module):
             kernel_init=normal_init(("conv_kernel", None, "audio_embed")),
             rngs=rngs,
         )
+        # Whisper's sinusoids, which Qwen2-Audio's encoder holds (transformers keeps the table
+        # frozen; a checkpoint's own table replaces this one on loading). A random table would
+        # leave a model trained from scratch with no sense of order in its audio.
         self.embed_positions = nnx.Param(
-            normal_init(("pos", "audio_embed"))(
+            nnx.with_partitioning(lambda key, shape, dtype: sinusoids(*shape).astype(dtype),
+                                  ("pos", "audio_embed"), eager_sharding=False)(
                 rngs.params(), (config.max_source_positions, d), param_dtype
             )
         )

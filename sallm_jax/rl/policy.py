@@ -35,6 +35,7 @@ def completion_logprobs(
     *,
     group_size: int = 1,
     temperature: float = 1.0,
+    audio_embeds: jax.Array | None = None,
 ) -> jax.Array:
     """log pi(completion token | prompt, audio, earlier tokens).
 
@@ -50,10 +51,11 @@ def completion_logprobs(
       completion_ids: [B * group, C] int32 (right-padded).
       completion_mask: [B * group, C] 1 on real completion tokens.
       temperature: logits are divided by it, so the log-probs are those of the sampling policy.
+      audio_embeds: the batch's audio embeddings, when the caller has encoded them already.
     Returns:
       [B * group, C] float32 log-probabilities (padding positions hold arbitrary finite values).
     """
-    prompt_logits, prefix = model.prefill(batch)
+    prompt_logits, prefix = model.prefill(batch, audio_embeds)
     # Completion positions continue each prompt's; their own keys follow its shared ones.
     mask = jnp.concatenate([jnp.repeat(prefix.mask, group_size, axis=0),
                             completion_mask.astype(bool)], axis=1)

@@ -17,13 +17,27 @@ from sallm_jax.parallel.partitioner import Partitioner
 
 
 class BestKeeper:
-    """Scores parameters with `score` (higher is better) and keeps the best on disk."""
+    """Scores parameters with `score` (higher is better) every `every` steps and keeps the best
+    on disk, the starting parameters (step 0) included."""
 
     def __init__(self, directory: pathlib.Path, score: Callable[[nnx.State], float],
-                 partitioner: Partitioner):
+                 partitioner: Partitioner, every: int = 1):
         self.directory, self.score_fn, self.partitioner = directory, score, partitioner
+        self.every = every
         record = directory.with_suffix(".json")
         self.record = json.loads(record.read_text()) if record.exists() else None
+
+    def start(self, params: nnx.State) -> None:
+        """Score the starting parameters, unless a resumed run already did."""
+        if self.record is None:
+            self.consider(0, params)
+
+    def after_step(self, step: int, last_step: int, params: nnx.State) -> float | None:
+        """The validation score of `params` after `step` updates, on every `every`-th step and
+        the last; None on the others."""
+        if step % self.every == 0 or step == last_step:
+            return self.consider(step, params)
+        return None
 
     def consider(self, step: int, params: nnx.State) -> float:
         """Score `params` (after `step` updates); save them if they beat the best so far."""
@@ -39,6 +53,8 @@ class BestKeeper:
 
     def best(self, like: nnx.State) -> nnx.State:
         """The kept parameters, laid out like `like`."""
+        logging.info("[best] keeping step %d (validation score %.3f)", self.record["step"],
+                     self.record["score"])
         target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                               like, self.partitioner.param_shardings(like))
         with ocp.StandardCheckpointer() as ckptr:

@@ -288,10 +288,10 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
                          frozen=frozen, ref_params=ref_params, rows=rows, tokenizer=tokenizer,
                          partitioner=partitioner)
     writer = MetricWriter(workdir, "grpo")
-    keeper = (BestKeeper(workdir / "best", validate, partitioner)
+    keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
               if validate is not None and cfg.eval_every else None)
-    if keeper and keeper.record is None:
-        keeper.consider(0, state.params)
+    if keeper:
+        keeper.start(state.params)
     base_rng = jax.random.key(seed)
     while (step := int(state.step) // cfg.num_iterations) < cfg.steps:
         start = time.perf_counter()
@@ -308,16 +308,12 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
                      f"(reference: {groups.examples[i]['answer']!r})"
                      for i in range(cfg.group_size)]
             writer.write_text(step + 1, "completions", "\n".join(shown))
-        if keeper and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            writer.write(step + 1, {"validation_score": keeper.consider(step + 1, state.params)})
+        if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
+            writer.write(step + 1, {"validation_score": score})
         ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
     ckpt.wait()
     ckpt.close()
     writer.close()
-    if keeper:
-        logging.info("[grpo] keeping step %d (validation score %.3f)", keeper.record["step"],
-                     keeper.record["score"])
-        return keeper.best(state.params)
-    return state.params
+    return keeper.best(state.params) if keeper else state.params
 
 

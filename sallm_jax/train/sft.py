@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +13,15 @@ import ml_collections
 import optax
 from flax import nnx
 
+from sallm_jax.audio.log_mel import num_feature_frames
 from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
+from sallm_jax.models.config import audio_token_count
+from sallm_jax.models.speech_lm import SpeechLM
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
+from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
@@ -32,25 +36,60 @@ def device_batch(batch: dict, partitioner: Partitioner) -> dict[str, jax.Array]:
     return partitioner.to_global({k: batch[k] for k in DEVICE_KEYS if k in batch})
 
 
+def transcript_ctc_loss(model: SpeechLM, batch: dict[str, jax.Array],
+                        audio_embeds: jax.Array, blank_id: int) -> jax.Array:
+    """CTC of the audio embeddings, read through the LM head, against the target tokens (the end
+    token left out), per target token.
+
+    The hybrid CTC / attention objective of end-to-end ASR: the alignment-free CTC term teaches
+    the encoder and projector which token each stretch of audio holds, which the decoder's
+    attention alone learns slowly. `blank_id` is a token no target holds (the pad token).
+
+    Args:
+      batch: "num_samples" [B], "target_ids" / "target_mask" [B, T] (each row ends with the
+        end token), "valid" [B].
+      audio_embeds: [B, N, hidden] from `model.encode_batch_audio(batch)`.
+    """
+    logits = model.language_model.logits(audio_embeds)
+    frames = audio_token_count(num_feature_frames(batch["num_samples"]))
+    logit_paddings = (jnp.arange(logits.shape[1])[None] >= frames[:, None]).astype(jnp.float32)
+    target_mask = batch["target_mask"]
+    # Drop each row's last real token, the end token, which no stretch of audio says.
+    later = jnp.flip(jnp.cumsum(jnp.flip(target_mask, 1), 1), 1)
+    labels_mask = target_mask * (later > 1) * batch["valid"][:, None]
+    per_clip = optax.ctc_loss(logits, logit_paddings, batch["target_ids"],
+                              1.0 - labels_mask.astype(jnp.float32), blank_id=blank_id)
+    return (per_clip * batch["valid"]).sum() / jnp.maximum(labels_mask.sum(), 1)
+
+
 def sft_loss(params: nnx.State, frozen: nnx.State, graphdef: nnx.GraphDef,
-             batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean token cross-entropy of the targets given prompt and audio."""
+             batch: dict[str, jax.Array], ctc_weight: float = 0.0,
+             blank_id: int = 0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean token cross-entropy of the targets given prompt and audio, plus `ctc_weight` times
+    `transcript_ctc_loss` when it is > 0 (transcription targets only)."""
     model = merge_policy(graphdef, params, frozen)
-    logp = completion_logprobs(model, batch, batch["target_ids"], batch["target_mask"])
+    audio_embeds = model.encode_batch_audio(batch)
+    logp = completion_logprobs(model, batch, batch["target_ids"], batch["target_mask"],
+                               audio_embeds=audio_embeds)
     mask = batch["target_mask"] * batch["valid"][:, None]
     tokens = jnp.maximum(mask.sum(), 1)
     loss = -(logp * mask).sum() / tokens
-    return loss, {"loss": loss, "target_tokens": mask.sum()}
+    metrics = {"loss": loss, "target_tokens": mask.sum()}
+    if ctc_weight > 0:
+        metrics["ctc_loss"] = transcript_ctc_loss(model, batch, audio_embeds, blank_id)
+        loss = loss + ctc_weight * metrics["ctc_loss"]
+    return loss, metrics
 
 
 def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                   partitioner: Partitioner, state_shardings: TrainState,
-                  frozen_shardings: nnx.State):
+                  frozen_shardings: nnx.State, ctc_weight: float = 0.0, blank_id: int = 0):
     """jit(step(state, frozen, batch) -> (state, metrics)); the state's buffers are donated."""
 
     def step(state: TrainState, frozen: nnx.State, batch: dict[str, jax.Array]):
         grad_fn = jax.value_and_grad(sft_loss, has_aux=True)
-        (_, metrics), grads = grad_fn(state.params, frozen, graphdef, batch)
+        (_, metrics), grads = grad_fn(state.params, frozen, graphdef, batch, ctc_weight,
+                                      blank_id)
         metrics["grad_norm"] = optax.global_norm(grads)
         return apply_gradients(state, grads, tx), metrics
 
@@ -62,17 +101,24 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
             frozen: nnx.State,
             rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, workdir: pathlib.Path,
             seed: int, partitioner: Partitioner, skip_log: SkipLog | None = None,
-            num_workers: int = 0) -> nnx.State:
+            validate: Callable[[nnx.State], float] | None = None,
+            num_workers: int = 0, name: str = "sft") -> nnx.State:
     """Train for `cfg.steps` steps, resuming from the stage's latest checkpoint; returns params.
 
     `params` are what trains (all parameters, or the LoRA adapters and what the config adds),
     `frozen` the rest of the model state. `spec.batch_size` is this process's share of the
-    batch. `params` are consumed: the first update donates their buffers.
+    batch. `params` stay untouched (the train state starts from a copy), so another stage can
+    start from them too.
+
+    With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
+    parameters and those every `eval_every` steps are scored and the best are returned, as the
+    GRPO stage does. `name` labels the log lines and metrics (the base and warm-up stages are
+    supervised too).
     """
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps, weight_decay=cfg.weight_decay,
                         max_grad_norm=cfg.max_grad_norm)
-    state, state_shardings = partitioner.train_state(params, tx)
+    state, state_shardings = partitioner.train_state(params, tx, copy=True)
     data_iter = iter(training_dataset(rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count(), skip_log=skip_log,
@@ -80,22 +126,30 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state, data_iter)
-        logging.info("[sft] resumed from step %d", int(state.step))
+        logging.info("[%s] resumed from step %d", name, int(state.step))
     frozen = partitioner.shard_params(frozen)
     step_fn = make_sft_step(graphdef, tx, partitioner, state_shardings,
-                            partitioner.param_shardings(frozen))
-    writer = MetricWriter(workdir, "sft")
+                            partitioner.param_shardings(frozen),
+                            ctc_weight=cfg.ctc_weight,
+                            blank_id=tokenizer.pad_token_id)
+    writer = MetricWriter(workdir, name)
+    keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
+              if validate is not None and cfg.eval_every else None)
+    if keeper:
+        keeper.start(state.params)
     start, tokens = time.perf_counter(), 0
     while (step := int(state.step)) < cfg.steps:
         state, metrics = step_fn(state, frozen, device_batch(next(data_iter), partitioner))
         tokens += int(metrics["target_tokens"])
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             elapsed = time.perf_counter() - start
-            writer.write(step + 1, {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
-                                    "tokens_per_s": tokens / elapsed})
+            scalars = {k: metrics[k] for k in ("loss", "ctc_loss", "grad_norm") if k in metrics}
+            writer.write(step + 1, {**scalars, "tokens_per_s": tokens / elapsed})
             start, tokens = time.perf_counter(), 0
+        if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
+            writer.write(step + 1, {"validation_score": score})
         ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
     ckpt.wait()
     ckpt.close()
     writer.close()
-    return state.params
+    return keeper.best(state.params) if keeper else state.params

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import random
+import re
 
 import pytest
 import soundfile
@@ -34,7 +35,7 @@ def test_sizes_and_fields(built):
     assert {split: len(r) for split, r in rows.items()} == {"train": 14, "validation": 5, "test": 6}
     for row in (row for split_rows in rows.values() for row in split_rows):
         assert row.task == "sqa" and row.audio.startswith(str(root))
-        assert 3 <= len(row.answer.split()) <= 8
+        assert 1 <= len(row.answer.split()) <= 10
         assert row.meta["speaker"] and row.meta["passage"] and row.meta["passage_id"]
     ids = [row.id for split_rows in rows.values() for row in split_rows]
     assert len(ids) == len(set(ids))
@@ -59,15 +60,44 @@ def test_no_passage_shared_across_splits(built):
 
 
 def test_questions_do_not_leak_answers():
-    # Many passages from the generator itself, not only the few in the small build.
+    # Many passages from the generator itself, not only the few in the small build; every
+    # phrasing of every answer, not only the one a row draws.
     rng = random.Random(0)
     for _ in range(2000):
+        passage = rng.choice(embedded_sqa.TEMPLATES)(rng)
+        for qa in passage.questions:
+            assert qa.key.lower() not in qa.question.lower(), qa
+            assert qa.key.lower() in passage.text.lower(), qa
+            assert len(set(qa.answers)) == 4, qa
+            for answer in qa.answers:
+                assert re.search(rf"\b{re.escape(qa.key)}\b", answer, re.IGNORECASE), (qa, answer)
+
+
+def test_rows_draw_every_phrasing():
+    """A row holds one phrasing, drawn at random: over many rows each question kind shows all four
+    of its phrasings at about their configured rates (the reference is one of several right
+    answers, most often the full sentence)."""
+    rng = random.Random(1)
+    counts: dict[tuple[str, int], int] = {}
+    for _ in range(4000):
         passage = embedded_sqa.sample_passage(rng)
         assert 1 <= len(passage.questions) <= 3
         for qa in passage.questions:
-            assert qa.key.lower() not in qa.question.lower(), qa
-            assert qa.key.lower() in qa.answer.lower(), qa
-            assert qa.key.lower() in passage.text.lower(), qa
+            assert len(qa.answers) == 1
+            counts[qa.kind, qa.phrasing] = counts.get((qa.kind, qa.phrasing), 0) + 1
+    kinds = {"place", "number", "object", "name", "day", "time"}
+    assert set(counts) == {(kind, i) for kind in kinds for i in range(4)}
+    for kind in kinds:
+        total = sum(counts[kind, i] for i in range(4))
+        for i, weight in enumerate(embedded_sqa.PHRASING_WEIGHTS):
+            assert abs(counts[kind, i] / total - weight) < 0.06, (kind, i, counts)
+
+
+def test_evaluation_splits_come_from_the_held_out_pool(built):
+    _, manifests = built
+    for split, path in manifests.items():
+        for row in read_manifest(path):
+            assert embedded_common.held_out(row.meta["passage"]) == (split != "train"), row
 
 
 def test_audio_files(built):

@@ -43,6 +43,12 @@ def test_user_text_per_task():
     )
 
 
+def test_transcription_rows_are_instruction_and_transcript():
+    row = _row("asr", question="Transcribe the audio.", answer="Maria took seven apples.")
+    assert user_text(row) == "Transcribe the audio."
+    assert target_text(row) == "Maria took seven apples."
+
+
 def test_target_text_per_task():
     assert target_text(SQA) == "Maria took the apples to the library."
     assert target_text(AST) == "Maria nahm sieben Äpfel mit."
@@ -51,8 +57,8 @@ def test_target_text_per_task():
 
 @pytest.mark.parametrize("function", [user_text, target_text])
 def test_errors_name_the_row(function):
-    with pytest.raises(ValueError, match=r"'row-7'.*'asr'.*expected one of"):
-        function(_row("asr", question="q", answer="a"))
+    with pytest.raises(ValueError, match=r"'row-7'.*'diarization'.*expected one of"):
+        function(_row("diarization", question="q", answer="a"))
     with pytest.raises(ValueError, match=r"'row-7'.*choices"):
         function(_row("aqa", question="q", answer="a"))
     with pytest.raises(ValueError, match=r"'row-7'.*answer_index.*got 4"):

@@ -142,3 +142,14 @@ def test_tied_embeddings_share_the_table():
 def test_rejects_audio_token_outside_vocabulary():
     with pytest.raises(ValueError, match="audio_token_id=48"):
         SpeechLM(dataclasses.replace(CONFIG, audio_token_id=48), rngs=nnx.Rngs(0))
+
+
+def test_new_encoder_positions_are_whispers_sinusoids():
+    """A model built from scratch starts from the positional table Qwen2-Audio's encoder holds:
+    Whisper's sinusoids, restated here from their definition."""
+    table = np.asarray(SpeechLM(CONFIG, rngs=nnx.Rngs(0)).audio_tower.embed_positions[...])
+    length, channels = CONFIG.audio.max_source_positions, CONFIG.audio.d_model
+    inv = np.exp(-np.log(10000.0) / (channels // 2 - 1) * np.arange(channels // 2))
+    angles = np.arange(length)[:, None] * inv[None, :]
+    np.testing.assert_allclose(table, np.concatenate([np.sin(angles), np.cos(angles)], 1),
+                               atol=1e-6)

@@ -1,0 +1,69 @@
+"""The embedded speech recognition (ASR) corpus the base model learns to hear from.
+
+Passages from the spoken-QA templates and the English side of the translation templates (the
+same slot vocabularies), read by the six speakers of the task sets and four more; one row per clip:
+task "asr", question = `INSTRUCTION`, answer = the passage. Its training split never holds a
+passage of any embedded set's validation or test split (`embedded_common.held_out`), so the base
+model has heard no passage it is evaluated on. Its validation split gives the held-out WER. Layout
+on disk and caching as in `sallm_jax.data.embedded_common`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from sallm_jax.data.embedded_ast import sample_translation
+from sallm_jax.data.embedded_common import SPEAKERS, Clip, SynthesisedClip, build_embedded
+from sallm_jax.data.embedded_sqa import sample_passage
+from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.data.speech_synth import Speaker
+
+FORMAT_VERSION = 1
+INSTRUCTION = "Transcribe the audio."
+
+# The task sets' speakers and four more, so the base hears more voices than any task shows.
+CORPUS_SPEAKERS = SPEAKERS + (
+    Speaker("en-us+m2", rate=185, pitch=55),
+    Speaker("en-gb+f4", rate=170, pitch=60),
+    Speaker("en-us+m5", rate=200, pitch=40),
+    Speaker("en-gb+f1", rate=180, pitch=68),
+)
+
+
+def sample_text(rng: random.Random) -> str:
+    """A spoken-QA passage or a translation set's English passage, with equal odds."""
+    if rng.random() < 0.5:
+        return sample_passage(rng).text
+    return sample_translation(rng).english
+
+
+def _draw(rng: random.Random, remaining: int) -> tuple[Clip, str, int]:
+    text = sample_text(rng)
+    return Clip(text, rng.choice(CORPUS_SPEAKERS)), text, 1
+
+
+def _rows(text: str, clip: SynthesisedClip) -> list[ManifestRow]:
+    return [ManifestRow(id=clip.passage_id, audio=clip.audio, task="asr", question=INSTRUCTION,
+                        answer=text, meta=clip.meta)]
+
+
+def build_embedded_asr(
+    root: str | os.PathLike,
+    *,
+    seed: int = 0,
+    num_train: int = 4000,
+    num_validation: int = 100,
+    num_test: int = 100,
+) -> dict[str, Path]:
+    """Build (or reuse) the embedded ASR corpus under `root`; sizes count clips.
+
+    Cached and built atomically as described in `embedded_common.build_embedded`.
+
+    Returns:
+      {"train": path, "validation": path, "test": path} of the JSONL manifests.
+    """
+    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
+    return build_embedded(root, dataset="asr", format_version=FORMAT_VERSION, seed=seed,
+                          sizes=sizes, draw=_draw, to_rows=_rows)

@@ -1,0 +1,91 @@
+"""Stage "base": a speech LM that hears, trained before any task and cached by its settings.
+
+The papers start SFT and GRPO from models that already hear well (Granite Speech 3.3 with its
+strong ASR, Qwen2-Audio-7B-Instruct) and were never trained on the target task. Here the base is
+the configured model trained from random initialisation to transcribe the embedded ASR corpus
+(`sallm_jax.data.embedded_asr`: no passage of any evaluation split), with a byte-level BPE
+tokenizer trained on that corpus; every task then starts from it.
+
+Cache: `$SALLM_JAX_CACHE/base/<key>/`, the key a hash of everything that decides the result (the
+model's sizes and dtype, the tokenizer's size, the `base` settings, the corpus format):
+  settings.json   what the key hashes
+  tokenizer/      trained on the corpus text
+  train/          the training stage's checkpoints and metrics: an interrupted build resumes
+  params/         the final parameters
+  base.json       settings + held-out WER of greedy transcripts; written last, marks a full build
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pathlib
+from collections.abc import Callable
+
+import jax
+import ml_collections
+from flax import nnx
+
+from sallm_jax.data import embedded_asr
+from sallm_jax.data.embedded_common import embedded_corpus_texts
+from sallm_jax.data.manifest import ManifestRow, read_manifest
+from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
+
+# Base settings that change neither the data nor the result.
+_BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")
+
+
+def base_settings(cfg: ml_collections.ConfigDict) -> dict:
+    """Everything that decides the base model (what its cache key hashes)."""
+    return {
+        "model": {"audio": cfg.model.audio.to_dict(), "text": cfg.model.text.to_dict(),
+                  "dtype": cfg.model.dtype},
+        "tokenizer_vocab_size": cfg.tokenizer.vocab_size,
+        "base": {k: v for k, v in cfg.base.to_dict().items() if k not in _BOOKKEEPING},
+        "audio_buckets_s": list(cfg.data.audio_buckets_s),
+        "corpus_format": embedded_asr.FORMAT_VERSION,
+    }
+
+
+def base_directory(cfg: ml_collections.ConfigDict, cache: pathlib.Path) -> pathlib.Path:
+    """`cache/base/<key>`, the key the first 16 hex digits of the settings' SHA-256."""
+    text = json.dumps(base_settings(cfg), sort_keys=True)
+    return cache / "base" / hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_corpus(cfg: ml_collections.ConfigDict, cache: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Manifests of the ASR corpus the base trains on (train) and is scored on (validation)."""
+    b = cfg.base
+    root = cache / "embedded_asr" / f"seed{b.seed}-{b.num_train}-{b.num_validation}"
+    return embedded_asr.build_embedded_asr(root, seed=b.seed, num_train=b.num_train,
+                                           num_validation=b.num_validation,
+                                           num_test=b.num_validation)
+
+
+def base_tokenizer(directory: pathlib.Path, train_rows: list[ManifestRow], vocab_size: int):
+    """The base's tokenizer: loaded, or trained on the corpus text and saved."""
+    out = directory / "tokenizer"
+    if (out / "tokenizer.json").exists():
+        return load_tokenizer(out)
+    return train_tokenizer(embedded_corpus_texts(train_rows), out, vocab_size=vocab_size)
+
+
+def is_built(directory: pathlib.Path) -> bool:
+    return (directory / "base.json").exists()
+
+
+def finish_base(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params: nnx.State,
+                save_params: Callable[[pathlib.Path, nnx.State], None],
+                heldout_metrics: dict[str, float]) -> None:
+    """Save the parameters, then base.json (last: it marks the build complete)."""
+    if not (directory / "params").exists():
+        save_params(directory / "params", params)
+    if jax.process_index() == 0:
+        record = {"settings": base_settings(cfg), "heldout_asr": heldout_metrics}
+        (directory / "base.json").write_text(json.dumps(record, indent=2) + "\n")
+    logging.info("[base] built in %s: held-out WER %.2f", directory, heldout_metrics["wer"])
+
+
+def read_corpus(manifests: dict[str, pathlib.Path]) -> dict[str, list[ManifestRow]]:
+    return {split: read_manifest(path) for split, path in manifests.items()}
