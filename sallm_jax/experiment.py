@@ -237,7 +237,7 @@ class Experiment:
             self.corpus = read_corpus(first_process_then_rest(
                 "corpus", lambda: build_corpus(cfg, default_cache_dir())))
             tokenizer = first_process_then_rest("base tokenizer", lambda: base_tokenizer(
-                self.base_dir, self.corpus["train"], cfg.tokenizer.vocab_size))
+                self.base_dir, self.corpus["train"], cfg.tokenizer.vocab_size, cfg.base.seed))
         else:
             tokenizer = None
         model, self.tokenizer = build_model(cfg, self.splits, workdir, tokenizer)

@@ -4,12 +4,13 @@ The papers start SFT and GRPO from models that already hear well (Granite Speech
 strong ASR, Qwen2-Audio-7B-Instruct) and were never trained on the target task. Here the base is
 the configured model trained from random initialisation to transcribe the embedded ASR corpus
 (`sallm_jax.data.embedded_asr`: no passage of any evaluation split), with a byte-level BPE
-tokenizer trained on that corpus; every task then starts from it.
+tokenizer trained on that corpus and on the embedded sets' kinds of text
+(`sallm_jax.data.embedded_text`, vocabulary only); every task then starts from it.
 
 Cache: `$SALLM_JAX_CACHE/base/<key>/`, the key a hash of everything that decides the result (the
 model's sizes and dtype, the tokenizer's size, the `base` settings, the corpus format):
   settings.json   what the key hashes
-  tokenizer/      trained on the corpus text
+  tokenizer/      trained on the corpus text and the embedded sets' kinds of text
   train/          the training stage's checkpoints and metrics: an interrupted build resumes
   params/         the final parameters
   base.json       settings + held-out WER of greedy transcripts; written last, marks a full build
@@ -18,6 +19,7 @@ model's sizes and dtype, the tokenizer's size, the `base` settings, the corpus f
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import pathlib
@@ -27,7 +29,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from sallm_jax.data import embedded_asr
+from sallm_jax.data import embedded_asr, embedded_text
 from sallm_jax.data.embedded_common import embedded_corpus_texts
 from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
@@ -45,6 +47,7 @@ def base_settings(cfg: ml_collections.ConfigDict) -> dict:
         "base": {k: v for k, v in cfg.base.to_dict().items() if k not in _BOOKKEEPING},
         "audio_buckets_s": list(cfg.data.audio_buckets_s),
         "corpus_format": embedded_asr.FORMAT_VERSION,
+        "tokenizer_text_format": embedded_text.FORMAT_VERSION,
     }
 
 
@@ -63,12 +66,20 @@ def build_corpus(cfg: ml_collections.ConfigDict, cache: pathlib.Path) -> dict[st
                                            num_test=b.num_validation)
 
 
-def base_tokenizer(directory: pathlib.Path, train_rows: list[ManifestRow], vocab_size: int):
-    """The base's tokenizer: loaded, or trained on the corpus text and saved."""
+# Draws of each embedded set's text generator the tokenizer also learns from.
+TOKENIZER_TEXT_DRAWS = 2000
+
+
+def base_tokenizer(directory: pathlib.Path, train_rows: list[ManifestRow], vocab_size: int,
+                   seed: int = 0):
+    """The base's tokenizer: loaded, or trained on the corpus text and the embedded sets' kinds
+    of text (`data.embedded_text`), and saved."""
     out = directory / "tokenizer"
     if (out / "tokenizer.json").exists():
         return load_tokenizer(out)
-    return train_tokenizer(embedded_corpus_texts(train_rows), out, vocab_size=vocab_size)
+    texts = itertools.chain(embedded_corpus_texts(train_rows),
+                            embedded_text.embedded_texts(seed, TOKENIZER_TEXT_DRAWS))
+    return train_tokenizer(texts, out, vocab_size=vocab_size)
 
 
 def is_built(directory: pathlib.Path) -> bool:

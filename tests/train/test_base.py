@@ -1,10 +1,16 @@
-"""The base model's cache key: every setting that decides the base changes it, bookkeeping
-does not."""
+"""The base model's cache key (every setting that decides the base changes it, bookkeeping does
+not) and its tokenizer (every task's text fits the presets' limits)."""
 
 import pathlib
+import random
 
+from configs.aqa_grpo import get_config as get_aqa_config
+from configs.ast_grpo import get_config as get_ast_config
 from configs.sqa_grpo import get_config
-from sallm_jax.train.base import base_directory
+from sallm_jax.data import embedded_aqa, embedded_asr, embedded_ast, embedded_sqa
+from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.data.prompts import target_text, user_text
+from sallm_jax.train.base import base_directory, base_tokenizer
 
 CACHE = pathlib.Path("/cache")
 
@@ -37,3 +43,27 @@ def test_bookkeeping_and_task_settings_keep_the_key():
     cfg.seed, cfg.rl.learning_rate, cfg.sft.steps = 5, 1e-5, 3  # the arms, not the base
     cfg.data.name = "embedded_ast"
     assert base_directory(cfg, CACHE) == reference
+
+
+def test_base_tokenizer_fits_every_task_preset(tmp_path):
+    """The base's tokenizer learns the tasks' kinds of text too, so every tiny preset's prompts
+    and targets fit its token limits (targets with their end token)."""
+    rng = random.Random(7)
+    corpus = [ManifestRow(id=str(i), audio="", task="asr", question=embedded_asr.INSTRUCTION,
+                          answer=text, meta={"passage": text})
+              for i, text in enumerate(embedded_asr.sample_text(rng) for _ in range(200))]
+    tok = base_tokenizer(tmp_path, corpus, vocab_size=1024)
+    assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
+    count = lambda text: len(tok(text)["input_ids"])  # noqa: E731
+    sqa, ast, aqa = (get_config("tiny"), get_ast_config("tiny"), get_aqa_config("tiny"))
+    for _ in range(300):
+        for qa in embedded_sqa.sample_passage(rng).questions:
+            assert count(qa.question) <= sqa.data.max_prompt_text_tokens
+            assert count(qa.answers[0]) + 1 <= sqa.sft.max_target_tokens
+        assert count(embedded_ast.sample_translation(rng).german) + 1 <= ast.sft.max_target_tokens
+        _, _, _, item = embedded_aqa.sample_item(rng)
+        row = ManifestRow(id="q", audio="", task="aqa", question=item.question,
+                          answer=item.choices[item.answer_index], choices=list(item.choices),
+                          answer_index=item.answer_index)
+        assert count(user_text(row)) <= aqa.data.max_prompt_text_tokens
+        assert count(target_text(row)) + 1 <= aqa.sft.max_target_tokens

@@ -1,0 +1,40 @@
+"""Text of every embedded set's kind, drawn from their generators without synthesising audio.
+
+A base model's tokenizer is trained on this beside its own transcripts, as a general tokenizer is
+trained on broad text: the spoken-QA questions and every phrasing of their answers, the German
+translations, the multiple-choice prompt frame and `<answer>` targets and the task instructions
+each then take few tokens. Only the vocabulary sees this text; no model trains on it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from sallm_jax.data import embedded_asr, embedded_ast
+from sallm_jax.data.embedded_aqa import sample_item
+from sallm_jax.data.embedded_sqa import TEMPLATES
+from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.data.prompts import target_text, user_text
+
+FORMAT_VERSION = 1
+
+
+def embedded_texts(seed: int, draws: int) -> Iterator[str]:
+    """`draws` passages of each embedded set's kind with their questions, answers, translations
+    and prompts, from a generator seeded with `seed`."""
+    rng = random.Random(seed)
+    yield from (embedded_asr.INSTRUCTION, embedded_ast.INSTRUCTION)
+    for _ in range(draws):
+        passage = rng.choice(TEMPLATES)(rng)
+        yield passage.text
+        for qa in passage.questions:
+            yield qa.question
+            yield from qa.answers
+        translation = embedded_ast.sample_translation(rng)
+        yield from (translation.english, translation.german)
+        _, _, _, item = sample_item(rng)
+        row = ManifestRow(id="text", audio="", task="aqa", question=item.question,
+                          answer=item.choices[item.answer_index], choices=list(item.choices),
+                          answer_index=item.answer_index)
+        yield from (user_text(row), target_text(row))
