@@ -1,5 +1,5 @@
-"""Multiple-choice audio question answering in R1-AQA's format: SFT warm start -> GRPO with the
-accuracy + format rewards -> accuracy by the MMAU rule.
+"""Multiple-choice audio question answering in R1-AQA's format: base model -> SFT warm start ->
+(more SFT | GRPO with the accuracy + format rewards) -> accuracy by the MMAU rule.
 
 Presets: tiny (default, the embedded multiple-choice set), smoke, paper (AVQA training manifests
 from `python -m sallm_jax.data.importers.avqa`, MMAU test-mini from `...importers.mmau` as the
@@ -15,10 +15,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c = base_config()
     c.data.name = "embedded_aqa"
     c.data.max_prompt_text_tokens = 64  # question + four choices + the answer instruction
-    c.sft.max_target_tokens = c.rl.max_completion_length = c.eval.max_new_tokens = 16
+    c.warmup.max_target_tokens = c.sft.max_target_tokens = 16
+    c.rl.max_completion_length = c.eval.max_new_tokens = 16
     c.rl.reward_fns, c.rl.reward_weights = ("accuracy", "format"), (1.0, 1.0)
     c.rl.beta = 0.04
     c.rl.select_on = "accuracy"
+    # One answer per question, decoded greedily: the open-format tasks' sampled protocol does
+    # not apply to a choice between four options.
+    c.eval.temperature, c.eval.num_samples = 0.0, 1
     if preset == "smoke":
         apply_smoke(c)
     elif preset == "paper":

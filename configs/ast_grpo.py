@@ -1,5 +1,5 @@
-"""Speech translation English -> German: SFT warm start -> GRPO with a BLEU reward -> test
-evaluation (BLEU against the German reference).
+"""Speech translation English -> German: base model -> SFT warm start -> (more SFT | GRPO with a
+BLEU reward) -> test evaluation (BLEU against the German reference).
 
 Presets: tiny (default, the embedded En->De set), smoke, paper (CoVoST2 En->De manifests from
 `python -m sallm_jax.data.importers.covost2` and model.checkpoint, the paper's GRPO settings),
@@ -15,7 +15,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c = base_config()
     c.data.name = "embedded_ast"
     # German targets run to ~17 tokens with the end token; the instruction is short.
-    c.sft.max_target_tokens = c.rl.max_completion_length = c.eval.max_new_tokens = 24
+    c.warmup.max_target_tokens = c.sft.max_target_tokens = 24
+    c.rl.max_completion_length = c.eval.max_new_tokens = 24
     if preset == "smoke":
         apply_smoke(c)
     elif preset in ("paper", "paper_mp"):

@@ -176,7 +176,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.rl.checkpoint_every, c.rl.log_every, c.rl.log_completions_every = 2, 1, 1
     c.rl.max_completion_length = c.eval.max_new_tokens = 8
     c.eval.batch_size = 8
-    c.eval.num_samples = 2
+    c.eval.num_samples = 2 if c.eval.temperature > 0 else 1
     return c
 
 
