@@ -133,7 +133,10 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
     else:
         tokenizer = tokenizer or prepare_tokenizer(cfg, splits, workdir)
         dtype = jnp.dtype(cfg.model.dtype)  # log-probs and losses stay float32 regardless
-        model = SpeechLM(model_config(cfg, tokenizer), rngs=nnx.Rngs(cfg.seed), dtype=dtype,
+        # With a base stage the new model is the base's starting point, which its cache key
+        # names by base.seed.
+        seed = cfg.base.seed if "base" in cfg.stages else cfg.seed
+        model = SpeechLM(model_config(cfg, tokenizer), rngs=nnx.Rngs(seed), dtype=dtype,
                          param_dtype=dtype)
     set_remat(model, cfg.model.remat)
     if cfg.lora.rank and not any(True for _ in lora_modules(model)):
