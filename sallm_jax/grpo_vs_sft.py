@@ -17,7 +17,8 @@ best validation score (the score each run selects its checkpoint on) is highest 
 the other seeds run with it. Nothing is chosen on the test split.
 
 Work directory: start/ (base, warm start and their evaluation), <arm>/lr<rate>-seed<k>/ (each
-run, resumable like any run), table.md (mean +- std over seeds, population std, under each
+run, resumable like any run; a finished one is read from its results.json, so running the
+command again with more --arms or --seeds only runs what is new), table.md (mean +- std over seeds, population std, under each
 evaluation protocol) and table.json.
 """
 
@@ -78,6 +79,14 @@ def validation_score(workdir: pathlib.Path, arm: str) -> float:
     return json.loads((workdir / stage / "best.json").read_text())["score"]
 
 
+def finished_or_run(cfg, workdir: pathlib.Path) -> dict:
+    """The results of a run that finished (its results.json), or of running it now (a run that
+    stopped part way resumes)."""
+    if (workdir / "results.json").exists():
+        return json.loads((workdir / "results.json").read_text())
+    return run_experiment(cfg, workdir)
+
+
 def summarise(results: dict[str, list[dict]]) -> tuple[str, dict]:
     """Markdown table and JSON of mean / std over runs, per arm, evaluation and metric."""
     summary: dict = {}
@@ -108,7 +117,7 @@ def compare(base_config, workdir: pathlib.Path, seeds: list[int], arms: list[str
     start = copy.deepcopy(base_config)
     start.stages = ("base", "warmup", "eval")
     start_dir = workdir / "start"
-    start_results = run_experiment(start, start_dir)
+    start_results = finished_or_run(start, start_dir)
     results: dict[str, list[dict]] = {"base": [start_results["base"]],
                                       "SFT warm start": [start_results["warmup"]]}
     search: dict[str, dict[str, float]] = {}
@@ -118,8 +127,8 @@ def compare(base_config, workdir: pathlib.Path, seeds: list[int], arms: list[str
         def run(seed: int, rate: float, arm=arm, stage=stage):
             logging.info("[grpo_vs_sft] %s, learning rate %g, seed %d", arm, rate, seed)
             out = workdir / arm / f"lr{rate:g}-seed{seed}"
-            return out, run_experiment(arm_config(base_config, arm, seed, rate, start_dir),
-                                       out)[stage]
+            return out, finished_or_run(arm_config(base_config, arm, seed, rate, start_dir),
+                                        out)[stage]
 
         rates = [arm_learning_rate(base_config, arm) * f for f in lr_factors]
         tried = {rate: run(seeds[0], rate) for rate in rates}
