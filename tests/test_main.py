@@ -24,26 +24,25 @@ def start(workdir, cache, log):
                                 os.path.abspath(__file__))))
 
 
-def run_until(path, workdir, cache, log_path):
-    """Start the main job and SIGKILL it as soon as `path` exists (glob pattern)."""
+def run_until(root, pattern, workdir, cache, log_path):
+    """Start the main job and SIGKILL it as soon as a path matching `pattern` under `root`
+    exists."""
     with open(log_path, "w") as log:
         proc = start(workdir, cache, log)
         deadline = time.time() + 600
-        while not list(path.parent.glob(path.name)) and proc.poll() is None and (
-                time.time() < deadline):
+        while not list(root.glob(pattern)) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert list(path.parent.glob(path.name)), log_path.read_text()[-3000:]
+    assert list(root.glob(pattern)), log_path.read_text()[-3000:]
 
 
 def test_killed_run_resumes_and_reports(tmp_path):
     workdir, cache = tmp_path / "run", tmp_path / "cache"
     # Killed while the base model trains, then during GRPO: each start resumes where it was.
-    run_until(cache / "base" / "*" / "train" / "checkpoints" / "2", workdir, cache,
-              tmp_path / "first.log")
+    run_until(cache, "base/*/train/checkpoints/2", workdir, cache, tmp_path / "first.log")
     assert not list((cache / "base").glob("*/base.json"))
-    run_until(workdir / "grpo" / "checkpoints" / "2", workdir, cache, tmp_path / "second.log")
+    run_until(workdir, "grpo/checkpoints/2", workdir, cache, tmp_path / "second.log")
     assert "[base] resumed from step 2" in (tmp_path / "second.log").read_text()
     assert not (workdir / "results.json").exists()
 
