@@ -36,10 +36,24 @@ def test_presets_are_valid(name, preset):
     ("rl.reward_weights", (1.0, 2.0), "rl.reward_weights"),
     ("rl.reward_fns", ("blue",), "rl.reward_fns"),
     ("eval.batch_size", 0, "eval.batch_size"),
+    ("eval.num_samples", 0, "eval.num_samples"),
+    ("sft.start", "grpo", "sft.start"),  # a stage that runs later
+    ("rl.start", "pretrain", "rl.start"),
+    ("warmup.learning_rate", 0.0, "warmup.learning_rate"),
+    ("base.ctc_weight", -1.0, "base.ctc_weight"),
+    ("base.num_train", 0, "base.num_train"),
+    ("tokenizer.path", "tok/", "tokenizer.path"),  # the base brings its own
 ])
 def test_bad_values_name_their_key(key, value, message):
     cfg = get_config("smoke")
     section, _, name = key.rpartition(".")
     (cfg[section] if section else cfg)[name] = value
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        validate_config(cfg)
+
+
+def test_greedy_evaluation_takes_one_draw():
+    cfg = get_config("smoke")
+    cfg.eval.temperature, cfg.eval.num_samples = 0.0, 3
+    with pytest.raises(ValueError, match=r"eval\.num_samples.*greedy"):
         validate_config(cfg)
