@@ -18,8 +18,8 @@ the other seeds run with it. Nothing is chosen on the test split.
 
 Work directory: start/ (base, warm start and their evaluation), <arm>/lr<rate>-seed<k>/ (each
 run, resumable like any run; a finished one is read from its results.json, so running the
-command again with more --arms or --seeds only runs what is new), table.md (mean +- std over seeds, population std, under each
-evaluation protocol) and table.json.
+command again with more --arms or --seeds only runs what is new), table.md (mean +- std over
+seeds, population std, under each evaluation protocol) and table.json.
 """
 
 from __future__ import annotations
@@ -53,11 +53,8 @@ def arm_config(base, arm: str, seed: int, learning_rate: float, start_dir: pathl
     cfg = copy.deepcopy(base)
     cfg.seed = seed
     cfg.tokenizer.path = str(base_directory(base, default_cache_dir()) / "tokenizer")
-    start_stage = "base" if arm == "grpo_base" else "warmup"
-    if start_stage == "base":
-        cfg.init_params = str(base_directory(base, default_cache_dir()) / "params")
-    else:
-        cfg.init_params = str(start_dir / "warmup" / "params")
+    cfg.init_params = str(base_directory(base, default_cache_dir()) / "params"
+                          if arm == "grpo_base" else start_dir / "warmup" / "params")
     stage = "sft" if arm == "sft" else "grpo"
     cfg.stages = (stage, "eval")
     section = cfg.sft if arm == "sft" else cfg.rl
