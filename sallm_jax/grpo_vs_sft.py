@@ -48,6 +48,11 @@ ARMS = {"sft": "+ SFT", "grpo": "+ GRPO", "mp_grpo": "+ MP-GRPO", "grpo_base": "
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "accuracy")
 
 
+def arm_stage(arm: str) -> str:
+    """The training stage an arm runs: sft for the SFT arm, grpo for every GRPO arm."""
+    return "sft" if arm == "sft" else "grpo"
+
+
 def arm_config(base, arm: str, seed: int, learning_rate: float, start_dir: pathlib.Path):
     """The run of `arm` with `seed` and `learning_rate`, from the start run's parameters."""
     cfg = copy.deepcopy(base)
@@ -55,8 +60,7 @@ def arm_config(base, arm: str, seed: int, learning_rate: float, start_dir: pathl
     cfg.tokenizer.path = str(base_directory(base, default_cache_dir()) / "tokenizer")
     cfg.init_params = str(base_directory(base, default_cache_dir()) / "params"
                           if arm == "grpo_base" else start_dir / "warmup" / "params")
-    stage = "sft" if arm == "sft" else "grpo"
-    cfg.stages = (stage, "eval")
+    cfg.stages = (arm_stage(arm), "eval")
     section = cfg.sft if arm == "sft" else cfg.rl
     section.start, section.learning_rate = "", learning_rate
     cfg.rl.num_off_policy = 1 if arm == "mp_grpo" else 0
@@ -72,8 +76,7 @@ def arm_learning_rate(base, arm: str) -> float:
 
 def validation_score(workdir: pathlib.Path, arm: str) -> float:
     """The best validation score the run kept (what it selected its parameters on)."""
-    stage = "sft" if arm == "sft" else "grpo"
-    return json.loads((workdir / stage / "best.json").read_text())["score"]
+    return json.loads((workdir / arm_stage(arm) / "best.json").read_text())["score"]
 
 
 def finished_or_run(cfg, workdir: pathlib.Path) -> dict:
@@ -119,7 +122,7 @@ def compare(base_config, workdir: pathlib.Path, seeds: list[int], arms: list[str
                                       "SFT warm start": [start_results["warmup"]]}
     search: dict[str, dict[str, float]] = {}
     for arm in arms:
-        stage = "sft" if arm == "sft" else "grpo"
+        stage = arm_stage(arm)
 
         def run(seed: int, rate: float, arm=arm, stage=stage):
             logging.info("[grpo_vs_sft] %s, learning rate %g, seed %d", arm, rate, seed)
