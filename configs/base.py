@@ -64,6 +64,13 @@ def base_config() -> ml_collections.ConfigDict:
     # the sizes above, with its own tokenizer.
     c.model.checkpoint = ""
     c.model.dtype = "float32"  # parameter storage: float32 or bfloat16
+    # Activations and matmuls: "" computes in model.dtype; "bfloat16" with float32 storage is
+    # mixed precision (float32 master weights, each cast at its use). Log-probs, losses and
+    # LoRA adapters stay float32 either way.
+    c.model.compute_dtype = ""
+    # Decoder attention through jax.nn.dot_product_attention (cuDNN's fused kernel on a GPU
+    # in bfloat16, JAX's XLA path elsewhere) instead of the project's einsum attention.
+    c.model.fused_attention = False
     c.model.remat = False  # recompute decoder activations in the backward pass (saves memory)
 
     # LoRA: rank 0 trains every parameter. With adapters, `trainable` picks what else trains

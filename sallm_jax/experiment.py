@@ -37,6 +37,7 @@ from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
 from sallm_jax.eval.evaluate import evaluate
+from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.audio_tokens import num_audio_tokens
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
 from sallm_jax.models.hf_weights import load_checkpoint
@@ -126,19 +127,23 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
     if cfg.model.checkpoint:
         checkpoint = load_checkpoint(pathlib.Path(cfg.model.checkpoint).expanduser(),
                                      dtype=cfg.model.dtype,
+                                     compute_dtype=cfg.model.compute_dtype or None,
                                      adapter_dir=cfg.lora.adapter_dir or None)
         model, tokenizer = checkpoint.model, checkpoint.tokenizer
         if cfg.tokenizer.path or tokenizer is None:
             tokenizer = prepare_tokenizer(cfg, splits, workdir)
     else:
         tokenizer = tokenizer or prepare_tokenizer(cfg, splits, workdir)
-        dtype = jnp.dtype(cfg.model.dtype)  # log-probs and losses stay float32 regardless
+        # Log-probs and losses stay float32 whatever the compute dtype.
+        param_dtype = jnp.dtype(cfg.model.dtype)
+        dtype = jnp.dtype(cfg.model.compute_dtype or cfg.model.dtype)
         # With a base stage the new model is the base's starting point, which its cache key
         # names by base.seed.
         seed = cfg.base.seed if "base" in cfg.stages else cfg.seed
         model = SpeechLM(model_config(cfg, tokenizer), rngs=nnx.Rngs(seed), dtype=dtype,
-                         param_dtype=dtype)
+                         param_dtype=param_dtype)
     set_remat(model, cfg.model.remat)
+    set_fused_attention(model, cfg.model.fused_attention)
     if cfg.lora.rank and not any(True for _ in lora_modules(model)):
         apply_lora(model, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
                    target_modules=tuple(cfg.lora.target_modules), rngs=nnx.Rngs(cfg.seed))

@@ -52,6 +52,31 @@ def dot_product_attention(
     return out.reshape(batch, q_len, num_heads * head_dim)
 
 
+def fused_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, scale: float
+) -> jax.Array:
+    """`dot_product_attention` through `jax.nn.dot_product_attention`: cuDNN's fused kernel on
+    a GPU for bfloat16 / float16 inputs, JAX's XLA reference path everywhere else.
+
+    Same arguments and result. The XLA path matches `dot_product_attention` to float rounding
+    (tests/models/test_fused_attention.py); cuDNN accumulates in float32 but in another order.
+    """
+    batch, q_len, num_heads, head_dim = q.shape
+    cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale,
+                                       implementation="cudnn" if cudnn else "xla")
+    return out.reshape(batch, q_len, num_heads * head_dim)
+
+
+def set_fused_attention(model: nnx.Module, enabled: bool) -> nnx.Module:
+    """Switch `fused_attention` on or off for every decoder attention (a module with
+    `.fused`); passes that attend to a shared prompt (`prefix_attention`) keep their own."""
+    for _, module in nnx.iter_modules(model):
+        if hasattr(module, "fused") and isinstance(module.fused, bool):
+            module.fused = enabled
+    return model
+
+
 def prefix_attention(
     q: jax.Array,
     k: jax.Array,

@@ -528,19 +528,21 @@ def load_checkpoint(
     path: str | os.PathLike,
     *,
     dtype: DType = "float32",
+    compute_dtype: DType | None = None,
     adapter_dir: str | os.PathLike | None = None,
 ) -> Checkpoint:
     """Loads a Hugging Face speech-LM directory: model, tokenizer and processor settings.
 
     The family (Qwen2-Audio or Granite Speech) comes from config.json's `model_type`. The model
-    is built abstractly and its weights are converted into `dtype` (parameters and compute)
-    tensor by tensor. The tokenizer is `transformers.AutoTokenizer` on the directory.
+    is built abstractly and its weights are converted into `dtype` tensor by tensor. The
+    tokenizer is `transformers.AutoTokenizer` on the directory.
 
     Args:
       path: checkpoint directory (config.json, model.safetensors or shards, tokenizer and
         preprocessor files).
-      dtype: "float32" or "bfloat16", for parameters and activations alike (logits stay
-        float32).
+      dtype: "float32" or "bfloat16", the parameters' storage.
+      compute_dtype: the activations' dtype, `dtype` when None; "bfloat16" over float32
+        storage is mixed precision (logits stay float32 either way).
       adapter_dir: a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) to wrap
         the model with; the checkpoint directory itself is used when it holds one and this is
         None (as the released Granite Speech checkpoints do).
@@ -551,16 +553,18 @@ def load_checkpoint(
     from sallm_jax.models import lora  # lora imports this module
 
     path = os.fspath(path)
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'bfloat16'")
-    jdtype = jnp.dtype(dtype)
+    for name, value in (("dtype", dtype), ("compute_dtype", compute_dtype or dtype)):
+        if value not in ("float32", "bfloat16"):
+            raise ValueError(f"{name}={value!r}; expected 'float32' or 'bfloat16'")
+    param_dtype, jdtype = jnp.dtype(dtype), jnp.dtype(compute_dtype or dtype)
     hf_config = _read_json(os.path.join(path, "config.json"))
     if not hf_config:
         raise FileNotFoundError(f"no config.json in {path!r}")
     family = family_of(hf_config.get("model_type", ""))
     config = family.config_from_hf(hf_config)
     model = nnx.eval_shape(
-        lambda: family.model_class(config, rngs=nnx.Rngs(0), dtype=jdtype, param_dtype=jdtype)
+        lambda: family.model_class(config, rngs=nnx.Rngs(0), dtype=jdtype,
+                                   param_dtype=param_dtype)
     )
     with SafetensorsDir(path) as tensors:
         family.load_state_dict(model, tensors, source=path)

@@ -78,7 +78,9 @@ class LoRALinear(nnx.Module):
         self.alpha = float(alpha)
         self.enabled = True
         d_in, d_out = base.in_features, base.out_features
-        dtype = base.kernel.get_value().dtype
+        # The adapters are what trains: float32 master weights whatever the base's storage,
+        # cast to the layer's compute dtype at use.
+        dtype = jnp.float32
         # Sharding names follow the kernel's: lora_a shards like its input axis, lora_b like its
         # output axis; the rank axis is small and stays replicated. Like the base parameters, no
         # eager sharding, so that a model can be adapted without a mesh.

@@ -14,7 +14,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sallm_jax.models.attention import dot_product_attention, normal_init, prefix_attention
+from sallm_jax.models.attention import (
+    dot_product_attention,
+    fused_attention,
+    normal_init,
+    prefix_attention,
+)
 from sallm_jax.models.config import TextConfig
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix
 from sallm_jax.models.layers import linear
@@ -93,6 +98,7 @@ class Qwen2Attention(nnx.Module):
         self.k_proj = linear(hidden, kv_dim, ("embed", "kv_heads"), use_bias=qkv_bias, **kw)
         self.v_proj = linear(hidden, kv_dim, ("embed", "kv_heads"), use_bias=qkv_bias, **kw)
         self.o_proj = linear(q_dim, hidden, ("heads", "embed"), use_bias=False, **kw)
+        self.fused = False  # `set_fused_attention`
 
     def __call__(
         self,
@@ -136,7 +142,8 @@ class Qwen2Attention(nnx.Module):
             k, v = cache.k[layer_index], cache.v[layer_index]
         k, v = k.astype(q.dtype), v.astype(q.dtype)
         if prefix is None:
-            out = dot_product_attention(q, k, v, mask, scale=self.scale)
+            attend = fused_attention if self.fused else dot_product_attention
+            out = attend(q, k, v, mask, scale=self.scale)
         else:
             prefix_k, prefix_v, prefix_mask = prefix.layer(layer_index)
             out = prefix_attention(q, k, v, mask, prefix_k.astype(q.dtype),

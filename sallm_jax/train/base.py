@@ -38,11 +38,18 @@ from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
 _BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")
 
 
+# Numerics settings hashed only when they differ from these defaults, so that the keys of
+# bases built before the settings existed stay valid.
+_NUMERICS_DEFAULTS = {"compute_dtype": "", "fused_attention": False}
+
+
 def base_settings(cfg: ml_collections.ConfigDict) -> dict:
     """Everything that decides the base model (what its cache key hashes)."""
+    numerics = {k: cfg.model[k] for k, default in _NUMERICS_DEFAULTS.items()
+                if cfg.model[k] != default}
     return {
         "model": {"audio": cfg.model.audio.to_dict(), "text": cfg.model.text.to_dict(),
-                  "dtype": cfg.model.dtype},
+                  "dtype": cfg.model.dtype, **numerics},
         "tokenizer_vocab_size": cfg.tokenizer.vocab_size,
         "base": {k: v for k, v in cfg.base.to_dict().items() if k not in _BOOKKEEPING},
         "audio_buckets_s": list(cfg.data.audio_buckets_s),
