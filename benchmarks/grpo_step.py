@@ -54,7 +54,8 @@ def question_rows(count: int, seed: int = 0) -> list[ManifestRow]:
         passage = sample_passage(rng)
         for qa in passage.questions:
             rows.append(ManifestRow(id=f"q{len(rows)}", audio="", task="sqa",
-                                    question=f"{passage.text} {qa.question}", answer=qa.answer))
+                                    question=f"{passage.text} {qa.question}",
+                                    answer=qa.answers[0]))
     return rows[:count]
 
 
@@ -165,7 +166,8 @@ class Peer:
             max_completion_length=COMPLETION, temperature=1.0, top_p=1.0, top_k=0,
             learning_rate=LEARNING_RATE, lr_scheduler_type="constant", weight_decay=0.0,
             max_grad_norm=1.0, optim="adamw_torch", beta=BETA, epsilon=EPSILON,
-            loss_type="dapo", scale_rewards="group", num_iterations=1, use_cpu=True,
+            loss_type="dapo", scale_rewards="group", num_iterations=1,
+            use_cpu=not torch.cuda.is_available(),
             bf16=False, report_to=[], save_strategy="no", logging_strategy="no",
             shuffle_dataset=False, disable_dropout=True, dataloader_num_workers=0, seed=0,
             disable_tqdm=True)
@@ -205,7 +207,9 @@ def run(reps: int = 5, size: str = "tiny") -> list[Row]:
     lazy set-up) is left out."""
     torch.set_num_threads(os.cpu_count() or 1)
     rows = question_rows(BATCH, seed=1)
-    with tempfile.TemporaryDirectory() as tmp:
+    # float32 at full precision on both sides (torch's CUDA matmuls do not use TF32 by default;
+    # XLA's would).
+    with tempfile.TemporaryDirectory() as tmp, jax.default_matmul_precision("highest"):
         corpus = [t for r in question_rows(2000, seed=2) for t in (r.question, r.answer)]
         tokenizer = train_tokenizer(corpus, f"{tmp}/tokenizer", vocab_size=512)
         save_text_model(size, len(tokenizer), f"{tmp}/speech", f"{tmp}/text")

@@ -15,12 +15,22 @@ from flax import nnx
 from sallm_jax.models.kv_cache import SharedPrefix
 
 
-@functools.partial(nnx.remat, static_argnums=(5,))
 def remat_layer(layer: nnx.Module, x: jax.Array, cos: jax.Array, sin: jax.Array,
                 mask: jax.Array, index: int, prefix: SharedPrefix | None = None) -> jax.Array:
     """layer(x) without a cache (attending to `prefix` when given), its intermediates
-    recomputed in the backward pass."""
-    return layer(x, cos, sin, mask, None, index, 0, prefix)[0]
+    recomputed in the backward pass.
+
+    A pure `jax.checkpoint` over the layer's split state: the layer is only read, so nothing
+    is written back across trace levels (which `nnx.remat` attempts, and which fails when the
+    layer's variables belong to an outer `jax.grad` trace, as in the GRPO update).
+    """
+    graphdef, state = nnx.split(layer)
+
+    @functools.partial(jax.checkpoint, static_argnums=(5,))
+    def run(state, x, cos, sin, mask, index, prefix):
+        return nnx.merge(graphdef, state)(x, cos, sin, mask, None, index, 0, prefix)[0]
+
+    return run(state, x, cos, sin, mask, index, prefix)
 
 
 def set_remat(model: nnx.Module, enabled: bool) -> nnx.Module:
