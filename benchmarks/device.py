@@ -229,11 +229,22 @@ def row(case: str, unit: str, ours: list[float], reference: float, reference_nam
                peer=Stat(reference, reference, reference), peer_name=reference_name, note=note)
 
 
+STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """A time-stamped line, so that a run cut short shows where its time went."""
+    print(f"[device +{time.perf_counter() - STARTED:.0f} s] {message}", flush=True)
+
+
 def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row], None],
                lora_rank: int = 64) -> None:
-    """The GRPO step and its parts at `shapes`; rows go to `emit` as they are measured."""
+    """The GRPO step and its parts at `shapes`; rows go to `emit` as they are measured. Each
+    compiled program is first called on its own (rollout, reference log-probs, update), so
+    that its compilation time shows; the whole step then reuses them."""
     device = jax.devices()[0]
     peak_flops, bandwidth = CEILINGS.get(device.device_kind, (float("nan"), float("nan")))
+    progress("building the model (abstract, then drawn on the device)")
     model = random_model(config, lora_rank)
     set_remat(model, True)  # the default einsum attention; `attention_rows` tries fused
     graphdef, params, frozen = nnx.split(model, LoRAParam, ...)
@@ -247,24 +258,13 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
     step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=shardings, frozen=frozen,
                     ref_params=None, rows=rows, tokenizer=IdTokenizer(),
                     partitioner=partitioner)
-    shape_text = (f"{shapes.batch} x G={shapes.group}, prompt {prompt_len} "
-                  f"({shapes.text_tokens} text + {shapes.audio_s:g} s audio), "
-                  f"completion {shapes.completion}")
     holder = {"state": state}
-
-    def full_step():
-        holder["state"], metrics, _ = step(holder["state"], batch, jax.random.key(1))
-        return metrics
-
-    first, times = timed(full_step, shapes.reps)
-    emit(row(f"GRPO step, {shape_text}", "s/step", times, float("nan"), "-",
-             f"rollout + host scoring + reference log-probs + update; first call {first:.1f} s "
-             "(compilation)"))
-
     device_in = device_batch(batch, partitioner)
+
+    progress("rollout: compiling and timing")
     sample = lambda: step.sample(holder["state"].params, step.frozen, device_in,  # noqa: E731
                                  jax.random.key(2))
-    _, times = timed(sample, shapes.reps)
+    first, times = timed(sample, shapes.reps)
     out = sample()
     tokens = float(np.asarray(out.mask).sum())
     per_step = decode_bytes_per_step(config, shapes, prompt_len)
@@ -273,26 +273,40 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
              "HBM roofline of decoding",
              f"{tokens:.0f} tokens per rollout (prefill and audio encoder included); roofline: "
              f"{shapes.batch * shapes.group} rows per step, {per_step / 1e9:.2f} GB read per step "
-             f"at {bandwidth / 1e12:.1f} TB/s"))
+             f"at {bandwidth / 1e12:.1f} TB/s; first call {first:.1f} s (compilation)"))
 
     group = partitioner.to_global({"ids": np.asarray(out.ids), "mask": np.asarray(out.mask),
                                    "rewards": np.random.default_rng(0).random(
                                        (shapes.batch, shapes.group)).astype(np.float32),
                                    "off_policy": np.zeros(shapes.batch * shapes.group, bool)})
-    ref_logp = step.ref_logprobs(holder["state"].params, step.frozen, device_in, group["ids"],
-                                 group["mask"])
+    progress("reference log-probs: compiling")
+    ref_logp = jax.block_until_ready(step.ref_logprobs(
+        holder["state"].params, step.frozen, device_in, group["ids"], group["mask"]))
 
     def update():
         holder["state"], metrics = step.update(holder["state"], step.frozen, device_in, group,
                                                None, ref_logp)
         return metrics
 
+    progress("update: compiling and timing")
     first, times = timed(update, shapes.reps)
     flops = update_model_flops(config, shapes, prompt_len)
     emit(row("update, model FLOP/s (MFU)", "TFLOP/s", [flops / t / 1e12 for t in times],
              peak_flops / 1e12, "dense bf16 peak (datasheet)",
              f"{flops / 1e12:.1f} model TFLOPs per update (forward + backward to activations, "
-             f"remat not counted); {np.median(times):.2f} s per update"))
+             f"remat not counted); {np.median(times):.2f} s per update; first call {first:.1f} s "
+             "(compilation)"))
+
+    def full_step():
+        holder["state"], metrics, _ = step(holder["state"], batch, jax.random.key(1))
+        return metrics
+
+    progress("whole GRPO step: timing")
+    _, times = timed(full_step, shapes.reps)
+    emit(row(f"GRPO step, {shapes.batch} x G={shapes.group}, prompt {prompt_len} "
+             f"({shapes.text_tokens} text + {shapes.audio_s:g} s audio), completion "
+             f"{shapes.completion}", "s/step", times, float("nan"), "-",
+             "rollout + host scoring + reference log-probs + update, all compiled"))
 
     stats = device.memory_stats() or {}
     plan = plan_memory(config, {"data": 1, "fsdp": 1, "tensor": 1},
@@ -307,6 +321,7 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
                  "= `python -m sallm_jax.plan_memory --preset granite_speech_2b --remat full "
                  f"--lora_rank {lora_rank} --prompt_len {prompt_len} ...`"))
 
+    progress("fused against einsum attention: compiling both forward passes")
     for r in attention_rows(graphdef, holder["state"].params, step.frozen, device_in, group, cfg,
                             shapes.reps):
         emit(r)
@@ -325,13 +340,16 @@ def attention_rows(graphdef, params, frozen, batch, group, cfg, reps: int) -> li
 
         args = (params, frozen, batch, group["ids"], group["mask"])
         program = jax.jit(fn).lower(*args).compile()
-        return (lambda: program(*args)), "cudnn" in program.as_text()
+        # XLA names cuDNN's attention custom calls __cudnn$fmha...; convolutions (the audio
+        # encoder's) are cuDNN calls of other names.
+        return (lambda: program(*args)), "__cudnn$fmha" in program.as_text()
 
     (fused, uses_cudnn), (einsum, _) = compiled(True), compiled(False)
     mask = np.asarray(group["mask"], bool)
     diff = np.abs(np.asarray(fused())[mask] - np.asarray(einsum())[mask])
     times = {name: timed(fn, reps)[1] for name, fn in (("fused", fused), ("einsum", einsum))}
-    kernel = "cuDNN fused kernel" if uses_cudnn else "XLA path (no cuDNN call in the program)"
+    kernel = ("cuDNN fused attention" if uses_cudnn else
+              "XLA path (no cuDNN attention call in the program)")
     return [row("fused vs einsum attention, completion log-probs", "max abs diff",
                 [float(diff.max())], float(np.abs(np.asarray(einsum())[mask]).mean()),
                 "mean |log-prob|",

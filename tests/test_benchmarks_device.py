@@ -40,7 +40,7 @@ def test_device_script_smoke_writes_every_row(tmp_path):
     rows = [line.split(" | ") for line in out.read_text().splitlines()
             if line.startswith("| ") and not line.startswith(("| case", "|---"))]
     cases = [r[0].lstrip("| ") for r in rows]
-    assert [c.split(",")[0] for c in cases] == ["GRPO step", "rollout", "update",
+    assert [c.split(",")[0] for c in cases] == ["rollout", "update", "GRPO step",
                                                 "fused vs einsum attention",
                                                 "log-prob forward pass"]
     measured = {c.split(",")[0]: float(r[2].split()[0]) for c, r in zip(cases, rows, strict=True)}
