@@ -57,8 +57,6 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
             cfg.model.dtype)
     require(cfg.model.compute_dtype in ("", "float32", "bfloat16"), "model.compute_dtype",
             "'' (model.dtype), float32 or bfloat16", cfg.model.compute_dtype)
-    require(isinstance(cfg.model.fused_attention, bool), "model.fused_attention", "a bool",
-            cfg.model.fused_attention)
     require(isinstance(cfg.lora.rank, int) and cfg.lora.rank >= 0, "lora.rank",
             "an integer >= 0", cfg.lora.rank)
     require(cfg.lora.trainable in TRAINABLE, "lora.trainable", f"one of {TRAINABLE}",

@@ -43,6 +43,7 @@ def test_presets_are_valid(name, preset):
     ("base.ctc_weight", -1.0, "base.ctc_weight"),
     ("base.num_train", 0, "base.num_train"),
     ("tokenizer.path", "tok/", "tokenizer.path"),  # the base brings its own
+    ("model.compute_dtype", "float16", "model.compute_dtype"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     cfg = get_config("smoke")
