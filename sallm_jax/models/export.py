@@ -61,7 +61,8 @@ def _rope(text: Mapping) -> dict:
 
 
 def hf_config_dict(config: SpeechLMConfig | GraniteSpeechConfig) -> dict:
-    """The `config.json` dict for a model config (inverse of the family's `config_from_hf`)."""
+    """The `config.json` dict for a model config: the inverse of the family's `config_from_hf`,
+    except that a tied Qwen2-Audio comes back untied (its head is exported as its own tensor)."""
     text = dataclasses.asdict(config.text)
     tie = text.pop("tie_word_embeddings")
     if isinstance(config, SpeechLMConfig):
@@ -72,8 +73,10 @@ def hf_config_dict(config: SpeechLMConfig | GraniteSpeechConfig) -> dict:
             "architectures": ["Qwen2AudioForConditionalGeneration"],
             "audio_token_index": config.audio_token_id,
             "audio_config": {"model_type": "qwen2_audio_encoder", **audio},
-            "text_config": {"model_type": "qwen2", **_rope(text), "tie_word_embeddings": tie},
-            "tie_word_embeddings": tie,
+            # The head is written as a tensor of its own (`hf_tensors`), which transformers'
+            # class reads whatever these flags say; false states what the file holds.
+            "text_config": {"model_type": "qwen2", **_rope(text), "tie_word_embeddings": False},
+            "tie_word_embeddings": False,
         }
     if isinstance(config, GraniteSpeechConfig):
         encoder = dataclasses.asdict(config.encoder)
@@ -120,7 +123,11 @@ def hf_tensors(
       dtype: output dtype (default: each parameter's own).
     """
     family = family_of(model)
-    for key, (path, transform) in sorted(family.param_map(model.config).items()):
+    table = family.param_map(model.config)
+    if family.own_head and model.config.text.tie_word_embeddings:
+        head, embeddings = family.own_head  # transformers reads a head of its own: write it
+        table = {**table, head: table[embeddings]}
+    for key, (path, transform) in sorted(table.items()):
         value = _variable(model, path).get_value()
         parent = _variable(model, path[:-1])
         if merge_lora and path[-1] == "kernel" and isinstance(parent, LoRALinear):

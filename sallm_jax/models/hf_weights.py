@@ -2,7 +2,9 @@
 
 Checkpoint keys use the Hub layout that `save_pretrained` writes in transformers 5.23:
 `audio_tower.*`, `multi_modal_projector.linear.*`, `language_model.model.*` and
-`language_model.lm_head.weight` (absent when the embeddings are tied). The in-memory layout of a
+`language_model.lm_head.weight`. The head is always its own tensor: transformers'
+`Qwen2AudioForConditionalGeneration` declares no tied weights (5.x), so it reads the saved head
+whatever `tie_word_embeddings` says. The in-memory layout of a
 5.x `Qwen2AudioForConditionalGeneration.state_dict()` (`model.audio_tower.*`,
 `model.language_model.*`, `lm_head.weight`) is accepted too and renamed on the way in.
 
@@ -173,9 +175,9 @@ def speech_lm_config_from_hf(hf_config: Mapping) -> SpeechLMConfig:
         num_key_value_heads=text["num_key_value_heads"] or heads,
         rope_theta=float(rope.get("rope_theta", text["rope_theta"])),
         rms_norm_eps=text["rms_norm_eps"],
-        tie_word_embeddings=bool(
-            text.get("tie_word_embeddings", hf_config.get("tie_word_embeddings", False))
-        ),
+        # Never tied, whatever the config says: transformers' class declares no tied weights,
+        # so `save_pretrained` writes the head and the model uses it (module docstring).
+        tie_word_embeddings=False,
     )
     audio_config = AudioEncoderConfig(
         num_mel_bins=audio["num_mel_bins"],
@@ -397,6 +399,10 @@ class ModelFamily:
       load_state_dict: `(model, tensors, *, source)` -> model, filling it in place.
       audio_token: the processor's default audio placeholder string.
       sampling_rate: audio sample rate the feature extractor expects.
+      own_head: (head key, embedding key) when transformers' class keeps its LM head as a
+        tensor of its own whatever the config says (Qwen2-Audio): an exported model whose
+        head is tied to its embeddings then writes the table under both keys. None when the
+        class ties by the config (Granite Speech).
     """
 
     model_type: str
@@ -406,6 +412,7 @@ class ModelFamily:
     load_state_dict: Callable[..., nnx.Module]
     audio_token: str
     sampling_rate: int = 16000
+    own_head: tuple[str, str] | None = None
 
 
 def model_families() -> dict[str, ModelFamily]:
@@ -422,6 +429,7 @@ def model_families() -> dict[str, ModelFamily]:
             param_map=hf_param_map,
             load_state_dict=load_hf_state_dict,
             audio_token="<|AUDIO|>",
+            own_head=("language_model.lm_head.weight", "language_model.model.embed_tokens.weight"),
         ),
         ModelFamily(
             model_type="granite_speech",
