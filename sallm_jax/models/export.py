@@ -1,7 +1,7 @@
 """Write a model back out as a Hugging Face checkpoint directory that transformers (and PEFT) load.
 
 The inverse of `hf_weights`: the same per-family key map (`ModelFamily.param_map`) read the other
-way, and the same layout conversions (`_convert` is its own inverse: a transpose of all axes).
+way, and the same layout conversions (each reverses the axes, so it is its own inverse).
 LoRA adapters are either folded into the base kernels ("merged": one plain checkpoint) or
 written beside the base weights as PEFT files ("adapter": `adapter_config.json` +
 `adapter_model.safetensors`, keys `base_model.model.<Hub module name>.lora_{A,B}.weight`, which
@@ -11,11 +11,13 @@ PEFT maps onto transformers 5.x modules as it does for the released Granite Spee
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 import jax.numpy as jnp
@@ -28,11 +30,16 @@ from sallm_jax.models.granite_config import GraniteSpeechConfig
 from sallm_jax.models.hf_weights import (
     ModelFamily,
     ParamPath,
-    _convert,
     _variable,
     family_of,
 )
 from sallm_jax.models.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoRALinear, lora_modules
+from sallm_jax.models.safetensors_io import (
+    CHUNK_BYTES,
+    TensorSpec,
+    row_blocks,
+    write_safetensors,
+)
 
 LoRAExport = Literal["merged", "adapter"]
 
@@ -111,10 +118,14 @@ def _module_names(family: ModelFamily, config) -> dict[ParamPath, str]:
     }
 
 
-def hf_tensors(
+def hf_tensor_specs(
     model: nnx.Module, *, merge_lora: bool = True, dtype=None
-) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields (Hub key, PyTorch-layout array) for every weight, one at a time.
+) -> list[TensorSpec]:
+    """(Hub key, PyTorch-layout shape, dtype, blocks) for every weight.
+
+    The blocks are computed only when the file is written, about CHUNK_BYTES of PyTorch-layout
+    rows at a time, so an export holds the model plus one block (plus one merged kernel when an
+    adapter is folded in).
 
     Args:
       model: a model of a supported family, with or without LoRALinear layers.
@@ -127,56 +138,73 @@ def hf_tensors(
     if family.own_head and model.config.text.tie_word_embeddings:
         head, embeddings = family.own_head  # transformers reads a head of its own: write it
         table = {**table, head: table[embeddings]}
+    specs = []
     for key, (path, transform) in sorted(table.items()):
-        value = _variable(model, path).get_value()
-        parent = _variable(model, path[:-1])
-        if merge_lora and path[-1] == "kernel" and isinstance(parent, LoRALinear):
-            if parent.enabled:
-                value = (value.astype(jnp.float32) + parent.delta()).astype(value.dtype)
-        array = np.asarray(value if dtype is None else value.astype(dtype))
-        yield key, np.ascontiguousarray(_convert(array, transform))
+        variable, parent = _variable(model, path), _variable(model, path[:-1])
+        merge = (merge_lora and path[-1] == "kernel" and isinstance(parent, LoRALinear)
+                 and parent.enabled)
+        value = variable.get_value()
+        shape = tuple(value.shape) if transform == "copy" else tuple(value.shape)[::-1]
+        specs.append((key, shape, np.dtype(dtype or value.dtype),
+                      functools.partial(_pytorch_blocks, variable, parent if merge else None,
+                                        transform)))
+    return specs
+
+
+def _pytorch_blocks(variable: nnx.Variable, adapter: LoRALinear | None,
+                    transform: str) -> Iterator[np.ndarray]:
+    """Rows of `variable` in the PyTorch layout, CHUNK_BYTES at a time, with `adapter`'s
+    delta folded in when given."""
+    value = variable.get_value()
+    if adapter is not None:
+        value = (value.astype(jnp.float32) + adapter.delta()).astype(value.dtype)
+    array = np.asarray(value)  # a view of the buffer on a CPU
+    if transform == "copy":
+        yield from row_blocks(array)
+        return
+    # Both conversions reverse the axes: the PyTorch layout's rows are this last axis.
+    row_bytes = max(1, array[..., :1].nbytes)
+    step = max(1, CHUNK_BYTES // row_bytes)
+    axes = tuple(range(array.ndim))[::-1]
+    for first in range(0, array.shape[-1], step):
+        yield array[..., first:first + step].transpose(axes)
 
 
 def save_safetensors_dir(
-    tensors: Iterator[tuple[str, np.ndarray]],
+    specs: Sequence[TensorSpec],
     out_dir: str | os.PathLike,
     *,
     max_shard_bytes: int = 5 * 2**30,
 ) -> list[str]:
     """Writes `model.safetensors`, or shards plus `model.safetensors.index.json` when the weights
-    pass `max_shard_bytes`; at most one shard is held in memory. Returns the file names."""
+    pass `max_shard_bytes`, each tensor streamed block by block (`write_safetensors`). Returns
+    the file names."""
     out_dir = os.fspath(out_dir)
-    shards: list[dict[str, np.ndarray]] = [{}]
-    files, weight_map, size, total = [], {}, 0, 0
-
-    def flush() -> None:
-        name = f"shard-{len(files):05d}.safetensors"
-        save_file(shards[0], os.path.join(out_dir, name), metadata={"format": "pt"})
-        files.append(name)
-        weight_map.update(dict.fromkeys(shards[0], name))
-        shards[0] = {}
-
-    for key, array in tensors:
-        if shards[0] and size + array.nbytes > max_shard_bytes:
-            flush()
+    shards: list[list[TensorSpec]] = [[]]
+    size = total = 0
+    for spec in specs:
+        nbytes = math.prod(spec[1]) * np.dtype(spec[2]).itemsize
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
             size = 0
-        shards[0][key] = array
-        size += array.nbytes
-        total += array.nbytes
-    flush()
-    if len(files) == 1:
-        os.replace(os.path.join(out_dir, files[0]), os.path.join(out_dir, "model.safetensors"))
+        shards[-1].append(spec)
+        size += nbytes
+        total += nbytes
+    if len(shards) == 1:
+        write_safetensors(os.path.join(out_dir, "model.safetensors"), shards[0],
+                          metadata={"format": "pt"})
         return ["model.safetensors"]
-    names = {f: f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i, f in enumerate(files)}
-    for old, new in names.items():
-        os.replace(os.path.join(out_dir, old), os.path.join(out_dir, new))
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, shard in zip(names, shards, strict=True):
+        write_safetensors(os.path.join(out_dir, name), shard, metadata={"format": "pt"})
     index = {
         "metadata": {"total_size": total},
-        "weight_map": {k: names[v] for k, v in sorted(weight_map.items())},
+        "weight_map": {spec[0]: name for name, shard in zip(names, shards, strict=True)
+                       for spec in sorted(shard)},
     }
     with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
         json.dump(index, f, indent=2)
-    return list(names.values())
+    return names
 
 
 def save_peft_adapter(model: nnx.Module, adapter_dir: str | os.PathLike) -> None:
@@ -289,7 +317,7 @@ def export_hf(
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     save_safetensors_dir(
-        hf_tensors(model, merge_lora=lora == "merged", dtype=dtype),
+        hf_tensor_specs(model, merge_lora=lora == "merged", dtype=dtype),
         out_dir,
         max_shard_bytes=max_shard_bytes,
     )

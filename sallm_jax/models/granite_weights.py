@@ -33,11 +33,11 @@ from sallm_jax.models.granite_speech import GraniteSpeechLM
 from sallm_jax.models.hf_weights import (
     ParamPath,
     ParamTable,
-    SafetensorsDir,
     Transform,
     assign_tensors,
     hub_key,
 )
+from sallm_jax.models.safetensors_io import SafetensorsDir
 
 # config.json may spell encoder fields by their transformers attribute_map aliases.
 _ENCODER_ALIASES = {

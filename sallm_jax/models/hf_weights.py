@@ -15,13 +15,14 @@ Embedding weight -> embedding.
 The user-facing entry is `load_checkpoint(path, dtype=..., adapter_dir=...)`: it picks the model
 family from config.json's `model_type` (`model_families()`: Qwen2-Audio here, Granite Speech in
 granite_weights.py) and returns the model, its tokenizer and its `ProcessorSettings`. Weights
-stream from the safetensors files (`SafetensorsDir`) one tensor at a time into the target dtype.
+stream from the safetensors files (`SafetensorsDir`) block by block into the target dtype.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Literal
@@ -30,10 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
-from safetensors.numpy import load_file
 
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
+from sallm_jax.models.safetensors_io import CHUNK_BYTES, SafetensorsDir, aligned_empty
 from sallm_jax.models.speech_lm import SpeechLM
 
 Transform = Literal["copy", "linear", "conv"]
@@ -63,80 +63,67 @@ _HF_AUDIO_DEFAULTS = dict(
 _HF_AUDIO_TOKEN_ID = 151646
 
 
-def load_safetensors_dir(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads every tensor of a checkpoint directory into a dict of NumPy arrays.
-
-    Reads `model.safetensors.index.json` and its shards when the index exists, else
-    `model.safetensors`. bfloat16 tensors come back as `ml_dtypes.bfloat16` arrays.
-    """
-    path = os.fspath(path)
-    index_file = os.path.join(path, "model.safetensors.index.json")
-    single_file = os.path.join(path, "model.safetensors")
-    if os.path.exists(index_file):
-        with open(index_file) as f:
-            weight_map = json.load(f)["weight_map"]
-        tensors: dict[str, np.ndarray] = {}
-        for shard in sorted(set(weight_map.values())):
-            tensors.update(load_file(os.path.join(path, shard)))
-        missing = sorted(set(weight_map) - set(tensors))
-        if missing:
-            raise ValueError(f"{index_file} lists tensors that no shard holds: {missing[:10]}")
-        return tensors
-    if os.path.exists(single_file):
-        return load_file(single_file)
-    raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path!r}")
-
-
-class SafetensorsDir(Mapping[str, np.ndarray]):
-    """Read-on-demand view of a checkpoint directory's tensors (single file or shards).
-
-    Only the headers are read up front; `reader[key]` memory-maps the tensor's file and returns
-    that one tensor as a NumPy array, so a loader that converts and places tensors one by one
-    never holds the whole checkpoint on the host. Use as a context manager, or call `close`.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        path = os.fspath(path)
-        index_file = os.path.join(path, "model.safetensors.index.json")
-        if os.path.exists(index_file):
-            with open(index_file) as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
-        elif os.path.exists(os.path.join(path, "model.safetensors")):
-            files = ["model.safetensors"]
-        else:
-            raise FileNotFoundError(
-                f"no model.safetensors or model.safetensors.index.json in {path!r}"
-            )
-        self._handles = [safe_open(os.path.join(path, f), framework="np") for f in files]
-        self._where = {key: h for h in self._handles for key in h.keys()}
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self._where[key].get_tensor(key)
-
-    def __iter__(self):
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        """Shape of tensor `key`, from the file header (nothing is read)."""
-        return tuple(self._where[key].get_slice(key).get_shape())
-
-    def close(self) -> None:
-        self._handles, self._where = [], {}
-
-    def __enter__(self) -> SafetensorsDir:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def _shape(tensors: Mapping[str, np.ndarray], key: str) -> tuple[int, ...]:
     if isinstance(tensors, SafetensorsDir):
         return tensors.shape(key)
     return tuple(np.shape(tensors[key]))
+
+
+def _itemsize(tensors: Mapping[str, np.ndarray], key: str) -> int:
+    if isinstance(tensors, SafetensorsDir):
+        return tensors.dtype(key).itemsize
+    return np.asarray(tensors[key]).dtype.itemsize
+
+
+def _rows(tensors: Mapping[str, np.ndarray], key: str, rows: slice) -> np.ndarray:
+    if isinstance(tensors, SafetensorsDir):
+        return tensors.read_rows(key, rows)
+    return np.asarray(tensors[key])[rows]
+
+
+def converted_block(tensors: Mapping[str, np.ndarray], key: str, transform: Transform,
+                    index: tuple[slice, ...], shape: tuple[int, ...], dtype) -> np.ndarray:
+    """The block `index` of tensor `key` in the model's layout (`shape`) and `dtype`.
+
+    Both layout conversions reverse the axes, so the block's last axis is a range of the
+    stored tensor's first axis: those rows are read CHUNK_BYTES at a time and written,
+    transposed and cast, into one aligned buffer, which is all the block costs besides a chunk.
+    """
+    bounds = [range(*s.indices(n)) for s, n in zip(index, shape, strict=True)] if shape else []
+    out = aligned_empty([len(b) for b in bounds], dtype)
+    if not shape:
+        out[...] = _rows(tensors, key, slice(None))
+        return out
+    reverse = transform != "copy"
+    source = bounds[::-1] if reverse else bounds
+    rows, rest = source[0], tuple(slice(b.start, b.stop) for b in source[1:])
+    stored = _shape(tensors, key)
+    row_bytes = max(1, math.prod(stored[1:]) * _itemsize(tensors, key))
+    step = max(1, CHUNK_BYTES // row_bytes)
+    for first in range(rows.start, rows.stop, step):
+        last = min(first + step, rows.stop)
+        chunk = _rows(tensors, key, slice(first, last))[(slice(None), *rest)]
+        at = slice(first - rows.start, last - rows.start)
+        if reverse:
+            out[..., at] = chunk.transpose(tuple(range(chunk.ndim))[::-1])
+        else:
+            out[at] = chunk
+    return out
+
+
+def placed_tensor(tensors: Mapping[str, np.ndarray], key: str, transform: Transform,
+                  target) -> jax.Array:
+    """Tensor `key` as the array `target` (a parameter or its ShapeDtypeStruct) should hold:
+    its layout and dtype, laid out by its `NamedSharding` (one device without one). Each
+    device's block is built by `converted_block`, so a process reads only the rows of the
+    blocks it holds; on a CPU the aligned block becomes the array without a copy."""
+    sharding = getattr(target, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shape, dtype = tuple(target.shape), target.dtype
+    return jax.make_array_from_callback(
+        shape, sharding, lambda index: converted_block(tensors, key, transform, index, shape,
+                                                      dtype))
 
 
 def speech_lm_config_from_hf(hf_config: Mapping) -> SpeechLMConfig:
@@ -277,14 +264,6 @@ def hf_param_map(config: SpeechLMConfig) -> dict[str, tuple[ParamPath, Transform
     return table
 
 
-def _convert(array: np.ndarray, transform: Transform) -> np.ndarray:
-    if transform == "linear":
-        return array.T
-    if transform == "conv":
-        return array.transpose(2, 1, 0)
-    return array
-
-
 def _variable(model: nnx.Module, path: ParamPath) -> nnx.Variable:
     node = model
     for part in path:
@@ -357,12 +336,7 @@ def assign_tensors(
     for key in sorted(table):
         path, transform = table[key]
         variable = _variable(model, path)
-        target = variable.get_value()
-        value = jnp.asarray(_convert(np.asarray(tensors[keys[key]]), transform), dtype=target.dtype)
-        sharding = getattr(target, "sharding", None)
-        if isinstance(sharding, jax.sharding.NamedSharding):
-            value = jax.device_put(value, sharding)
-        variable.set_value(value)
+        variable.set_value(placed_tensor(tensors, keys[key], transform, variable.get_value()))
     return model
 
 

@@ -25,7 +25,7 @@ from sallm_jax.models.granite_weights import (  # noqa: E402
     load_granite_config,
     load_granite_state_dict,
 )
-from sallm_jax.models.hf_weights import load_safetensors_dir  # noqa: E402
+from sallm_jax.models.safetensors_io import load_safetensors_dir  # noqa: E402
 
 
 def _hf_config(**top):

@@ -18,9 +18,9 @@ from sallm_jax.models.hf_weights import (  # noqa: E402
     hf_param_map,
     load_hf_config,
     load_hf_state_dict,
-    load_safetensors_dir,
     speech_lm_config_from_hf,
 )
+from sallm_jax.models.safetensors_io import load_safetensors_dir  # noqa: E402
 from sallm_jax.models.speech_lm import SpeechLM  # noqa: E402
 
 
