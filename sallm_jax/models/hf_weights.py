@@ -512,6 +512,7 @@ def load_checkpoint(
     dtype: DType = "float32",
     compute_dtype: DType | None = None,
     adapter_dir: str | os.PathLike | None = None,
+    shardings: Callable[[nnx.State], nnx.State] | None = None,
 ) -> Checkpoint:
     """Loads a Hugging Face speech-LM directory: model, tokenizer and processor settings.
 
@@ -528,6 +529,9 @@ def load_checkpoint(
       adapter_dir: a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) to wrap
         the model with; the checkpoint directory itself is used when it holds one and this is
         None (as the released Granite Speech checkpoints do).
+      shardings: maps the abstract model state to a `NamedSharding` per variable (for example
+        `Partitioner.param_shardings`); each tensor is then placed straight into its sharding,
+        each process reading only the rows of the blocks it holds. None: one device.
 
     Returns:
       Checkpoint(model, tokenizer or None, ProcessorSettings, family).
@@ -548,6 +552,11 @@ def load_checkpoint(
         lambda: family.model_class(config, rngs=nnx.Rngs(0), dtype=jdtype,
                                    param_dtype=param_dtype)
     )
+    if shardings is not None:
+        state = nnx.state(model)
+        nnx.update(model, jax.tree.map(
+            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            state, shardings(state)))
     with SafetensorsDir(path) as tensors:
         family.load_state_dict(model, tensors, source=path)
     if adapter_dir is None and os.path.exists(os.path.join(path, lora.ADAPTER_CONFIG)):
