@@ -143,6 +143,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.select_on = "bleu"
     c.sft.eval_every = c.rl.eval_every  # the SFT arm's checkpoints are selected the same way
 
+    # Training health (sallm_jax/train/health.py): a step with a non-finite loss or gradient is
+    # never applied; "stop" ends the run there, "skip" moves on (at most max_nonfinite_skips in
+    # a row). The warn_* bands only log.
+    c.train = ml_collections.ConfigDict({
+        "on_nonfinite": "stop", "max_nonfinite_skips": 3, "warn_kl_above": 1.0,
+        "warn_grad_norm_above": 1e3, "warn_zero_grad_steps": 3})
+
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: all remaining devices
     # Logical parameter axes -> mesh axes; batches always split over data x fsdp.

@@ -58,6 +58,7 @@ from sallm_jax.train.base import (
     read_corpus,
 )
 from sallm_jax.train.grpo import run_grpo
+from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.sft import run_sft
 from sallm_jax.validate import STAGE_SECTIONS, require, validate_config
 
@@ -299,7 +300,8 @@ class Experiment:
                          spec=self.spec("base", cfg.base.max_target_tokens),
                          workdir=directory / "train", seed=cfg.base.seed,
                          partitioner=self.partitioner, skip_log=self.skip_log,
-                         num_workers=cfg.data.num_workers, name="base")
+                         num_workers=cfg.data.num_workers, name="base",
+                         health=HealthCheck.from_config(cfg.train, "base"))
         greedy = SamplingConfig(max_new_tokens=cfg.base.max_target_tokens, temperature=0.0)
         heldout = evaluate(self.graphdef, params, self.frozen, self.corpus["validation"],
                            self.tokenizer, self.spec("base", cfg.base.max_target_tokens), greedy,
@@ -316,7 +318,8 @@ class Experiment:
                        spec=self.spec(stage, section.max_target_tokens),
                        workdir=self.workdir / stage, seed=self.cfg.seed,
                        partitioner=self.partitioner, skip_log=self.skip_log, validate=validate,
-                       num_workers=self.cfg.data.num_workers, name=stage)
+                       num_workers=self.cfg.data.num_workers, name=stage,
+                       health=HealthCheck.from_config(self.cfg.train, stage))
 
     def run_grpo(self, stage: str, start: nnx.State) -> nnx.State:
         cfg = self.cfg
@@ -329,7 +332,8 @@ class Experiment:
                         spec=self.spec("rl", cfg.rl.max_completion_length),
                         workdir=self.workdir / stage, seed=cfg.seed,
                         partitioner=self.partitioner, skip_log=self.skip_log,
-                        num_workers=cfg.data.num_workers)
+                        num_workers=cfg.data.num_workers,
+                        health=HealthCheck.from_config(cfg.train, stage))
 
     def run_eval(self) -> dict[str, dict[str, dict[str, float]]]:
         """Every finished stage's parameters on each of eval.splits under each protocol."""

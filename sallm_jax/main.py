@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import logging as std_logging
 import pathlib
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sallm_jax.experiment import run_experiment
+from sallm_jax.train.health import TrainingDiverged
+
+EXIT_DIVERGED = 3  # a stage stopped on a non-finite loss or gradient (train.on_nonfinite)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -31,7 +35,11 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or f"runs/{pathlib.Path(flags.FLAGS['config'].config_filename).stem}"
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_own_info_only)
-    run_experiment(config, pathlib.Path(workdir))
+    try:
+        run_experiment(config, pathlib.Path(workdir))
+    except TrainingDiverged as error:  # a clear reason, not a traceback; nothing was written up
+        logging.error("%s", error)
+        sys.exit(EXIT_DIVERGED)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@ A typo in the GRPO settings must fail before the SFT stage spends its minutes, n
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
 from sallm_jax.rl.grpo import AGGREGATIONS, IMPORTANCE_LEVELS
 from sallm_jax.rl.rewards import get_reward_fns
+from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
 
 TRAINABLE = ("adapters", "adapters+projector", "adapters+projector+encoder", "all")
 SELECTABLE = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "accuracy")
@@ -22,6 +25,16 @@ SCALE_REWARDS = ("group", "batch", "none")
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message starts with the key."""
+
+
+def _optimiser_numbers(section: ml_collections.ConfigDict, name: str) -> None:
+    """The optimiser settings of a training section: finite, the rates and clip positive."""
+    for key, positive in (("learning_rate", True), ("max_grad_norm", True),
+                          ("weight_decay", False)):
+        value = section[key]
+        ok = isinstance(value, int | float) and math.isfinite(value) and (
+            value > 0 if positive else value >= 0)
+        require(ok, f"{name}.{key}", "a finite value " + ("> 0" if positive else ">= 0"), value)
 
 
 def require(ok: bool, key: str, expected: str, value) -> None:
@@ -57,6 +70,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
             cfg.model.dtype)
     require(cfg.model.compute_dtype in ("", "float32", "bfloat16"), "model.compute_dtype",
             "'' (model.dtype), float32 or bfloat16", cfg.model.compute_dtype)
+    require(cfg.train.on_nonfinite in NONFINITE_POLICIES, "train.on_nonfinite",
+            f"one of {NONFINITE_POLICIES}", cfg.train.on_nonfinite)
+    require(cfg.train.max_nonfinite_skips >= 0, "train.max_nonfinite_skips", "an integer >= 0",
+            cfg.train.max_nonfinite_skips)
     require(isinstance(cfg.lora.rank, int) and cfg.lora.rank >= 0, "lora.rank",
             "an integer >= 0", cfg.lora.rank)
     require(cfg.lora.trainable in TRAINABLE, "lora.trainable", f"one of {TRAINABLE}",
@@ -78,8 +95,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
             _positive_ints(cfg[stage], stage, SFT_KEYS)
             require(isinstance(cfg[stage].eval_every, int) and cfg[stage].eval_every >= 0,
                     f"{stage}.eval_every", "an integer >= 0", cfg[stage].eval_every)
-            require(cfg[stage].learning_rate > 0, f"{stage}.learning_rate", "a value > 0",
-                    cfg[stage].learning_rate)
+            _optimiser_numbers(cfg[stage], stage)
             require(cfg[stage].ctc_weight >= 0, f"{stage}.ctc_weight", "a value >= 0",
                     cfg[stage].ctc_weight)
     if "base" in stages:
@@ -92,6 +108,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         _positive_ints(cfg.base, "base", ("num_train", "num_validation"))
     if "grpo" in stages:
         rl = cfg.rl
+        _optimiser_numbers(rl, "rl")
         _positive_ints(rl, "rl", ("steps", "batch_size", "max_completion_length",
                                   "num_iterations", "checkpoint_every", "log_every"))
         require(isinstance(rl.group_size, int) and rl.group_size >= 2, "rl.group_size",

@@ -71,3 +71,19 @@ def test_killed_run_resumes_and_reports(tmp_path):
     metrics = [m for m in metrics if "loss" in m]  # validation scores are records of their own
     assert {"reward_mean", "kl", "loss", "completion_length", "tokens_per_s"} <= set(metrics[-1])
     assert any(p.name.startswith("events") for p in (workdir / "grpo" / "tensorboard").iterdir())
+
+
+def test_diverging_run_stops_with_a_reason_and_writes_no_results(tmp_path):
+    """rl.learning_rate=1e30 drives the loss to NaN within a few GRPO steps: the run exits with
+    the diverged code, names the step, and writes no results.json."""
+    env = {**os.environ, "SALLM_JAX_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([*COMMAND, f"--workdir={tmp_path / 'run'}",
+                          "--config.stages=('sft','grpo')", "--config.sft.start=",
+                          "--config.rl.start=", "--config.sft.steps=2",
+                          "--config.rl.learning_rate=1e30"],
+                         env=env, capture_output=True, text=True, timeout=900,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert "[grpo] step" in out.stderr and "non-finite loss or gradients" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -44,6 +44,12 @@ def test_presets_are_valid(name, preset):
     ("base.num_train", 0, "base.num_train"),
     ("tokenizer.path", "tok/", "tokenizer.path"),  # the base brings its own
     ("model.compute_dtype", "float16", "model.compute_dtype"),
+    ("rl.learning_rate", -1.0, "rl.learning_rate"),
+    ("rl.learning_rate", float("nan"), "rl.learning_rate"),
+    ("sft.learning_rate", float("inf"), "sft.learning_rate"),
+    ("sft.max_grad_norm", 0.0, "sft.max_grad_norm"),
+    ("rl.weight_decay", -0.1, "rl.weight_decay"),
+    ("train.on_nonfinite", "ignore", "train.on_nonfinite"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     cfg = get_config("smoke")

@@ -32,6 +32,7 @@ from sallm_jax.rl.rewards import compute_rewards, get_reward_fns
 from sallm_jax.rl.rollout import SamplingConfig, rollout
 from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
+from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.microbatch import accumulate, join_prompts, split_prompts
 from sallm_jax.train.sft import device_batch
@@ -119,7 +120,8 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                 weights = jnp.full((k,), 1.0 / k)
             (loss, metrics), grads = accumulate(grad_fn, state.params, chunks, weights)
         metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
-        return apply_gradients(state, grads, tx), metrics
+        state, metrics["finite"] = apply_gradients(state, grads, tx, loss)
+        return state, metrics
 
     batch = partitioner.batch
     return jax.jit(update, in_shardings=(state_shardings, frozen_shardings, batch, batch, batch,
@@ -247,9 +249,11 @@ class GRPOStep:
         ref = state.params if self.ref_params is None else self.ref_params
         ref_logp = (self.ref_logprobs(ref, frozen, batch, group["ids"], group["mask"])
                     if cfg.beta != 0.0 else None)
+        finite = True
         for _ in range(cfg.num_iterations):
             state, metrics = self.update(state, frozen, batch, group, old_logp, ref_logp)
-        return state, metrics, groups
+            finite = finite & metrics["finite"]
+        return state, {**metrics, "finite": finite}, groups
 
 
 def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
@@ -258,7 +262,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
              spec: BatchSpec, workdir: pathlib.Path, seed: int,
              partitioner: Partitioner, skip_log: SkipLog | None = None,
              validate: Callable[[nnx.State], float] | None = None,
-             num_workers: int = 0) -> nnx.State:
+             num_workers: int = 0, health: HealthCheck | None = None) -> nnx.State:
     """Run `cfg.steps` GRPO steps from `params`, resuming from the stage's latest checkpoint.
 
     `params` are what trains, `frozen` the rest of the model state. The reference policy
@@ -270,8 +274,10 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
 
     With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
     parameters and those every `eval_every` steps are scored and the best are returned (the
-    papers keep the best checkpoint on the validation split).
+    papers keep the best checkpoint on the validation split). `health` watches every step
+    (default: stop on a non-finite one).
     """
+    health = health or HealthCheck(stage="grpo")
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
@@ -297,6 +303,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
         start = time.perf_counter()
         state, metrics, groups = grpo_step(state, next(data_iter),
                                            jax.random.fold_in(base_rng, step))
+        health.after_step(step + 1, metrics)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             seconds = time.perf_counter() - start
             scalars = {**jax.device_get(metrics), **rollout_scalars(groups, cfg, partitioner),

@@ -23,6 +23,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
+from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
@@ -88,10 +89,11 @@ def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
     def step(state: TrainState, frozen: nnx.State, batch: dict[str, jax.Array]):
         grad_fn = jax.value_and_grad(sft_loss, has_aux=True)
-        (_, metrics), grads = grad_fn(state.params, frozen, graphdef, batch, ctc_weight,
-                                      blank_id)
+        (loss, metrics), grads = grad_fn(state.params, frozen, graphdef, batch, ctc_weight,
+                                         blank_id)
         metrics["grad_norm"] = optax.global_norm(grads)
-        return apply_gradients(state, grads, tx), metrics
+        state, metrics["finite"] = apply_gradients(state, grads, tx, loss)
+        return state, metrics
 
     return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, partitioner.batch),
                    out_shardings=(state_shardings, partitioner.replicated), donate_argnums=0)
@@ -102,7 +104,8 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
             rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, workdir: pathlib.Path,
             seed: int, partitioner: Partitioner, skip_log: SkipLog | None = None,
             validate: Callable[[nnx.State], float] | None = None,
-            num_workers: int = 0, name: str = "sft") -> nnx.State:
+            num_workers: int = 0, name: str = "sft",
+            health: HealthCheck | None = None) -> nnx.State:
     """Train for `cfg.steps` steps, resuming from the stage's latest checkpoint; returns params.
 
     `params` are what trains (all parameters, or the LoRA adapters and what the config adds),
@@ -113,8 +116,9 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
     parameters and those every `eval_every` steps are scored and the best are returned, as the
     GRPO stage does. `name` labels the log lines and metrics (the base and warm-up stages are
-    supervised too).
+    supervised too). `health` watches every step (default: stop on a non-finite one).
     """
+    health = health or HealthCheck(stage=name)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps, weight_decay=cfg.weight_decay,
                         max_grad_norm=cfg.max_grad_norm)
@@ -140,6 +144,7 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     start, tokens = time.perf_counter(), 0
     while (step := int(state.step)) < cfg.steps:
         state, metrics = step_fn(state, frozen, device_batch(next(data_iter), partitioner))
+        health.after_step(step + 1, metrics)
         tokens += int(metrics["target_tokens"])
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             elapsed = time.perf_counter() - start

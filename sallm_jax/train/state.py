@@ -33,8 +33,14 @@ def create_train_state(params: nnx.State, tx: optax.GradientTransformation) -> T
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def apply_gradients(state: TrainState, grads: nnx.State,
-                    tx: optax.GradientTransformation) -> TrainState:
+def apply_gradients(state: TrainState, grads: nnx.State, tx: optax.GradientTransformation,
+                    loss: jax.Array) -> tuple[TrainState, jax.Array]:
+    """(next state, finite): the optimiser's update when `loss` and every gradient are finite;
+    otherwise the parameters and optimiser state stay those of the last good step (the step
+    counter still advances, so the run moves on to the next batch). See `train.health`."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                      opt_state=opt_state)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    return TrainState(step=state.step + 1,
+                      params=keep(optax.apply_updates(state.params, updates), state.params),
+                      opt_state=keep(opt_state, state.opt_state)), finite
