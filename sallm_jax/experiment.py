@@ -7,7 +7,7 @@ Work directory layout:
                             no base stage and none is given; the base model brings its own)
   <stage>/checkpoints/      Orbax checkpoints of a training stage (state + data iterator)
   <stage>/params/           the stage's final parameters; their presence marks the stage done
-  <stage>/best/, best.json  the best parameters on validation so far (stages with eval_every)
+  <stage>/best-<step>/, best.json   the best parameters on validation so far (eval_every)
   <stage>/metrics.jsonl     training scalars; <stage>/tensorboard/ event files
   eval/<stage>/<split>[_greedy]/   predictions.jsonl and metrics.json
   results.json              {"sft": {"test": {"bleu": ..., "bleu_std": ...}, "test_greedy":

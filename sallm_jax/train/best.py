@@ -1,12 +1,19 @@
 """Keep the parameters that score best on the validation split (the papers' model selection:
-never the test split). The record survives restarts: `<stage>/best/` holds the parameters and
-`<stage>/best.json` the step and score."""
+never the test split).
+
+The record survives restarts and kills: each new best is saved to its own `<stage>/best-<step>/`
+(Orbax finalises a directory only once it is complete), then `<stage>/best.json` (step, score,
+directory) is replaced atomically, and only then are older `best-*` directories removed. A
+record that is unreadable or names a missing directory is discarded at start, with a warning,
+and the starting parameters are scored again."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
+import shutil
 from collections.abc import Callable
 
 import jax
@@ -24,8 +31,28 @@ class BestKeeper:
                  partitioner: Partitioner, every: int = 1):
         self.directory, self.score_fn, self.partitioner = directory, score, partitioner
         self.every = every
-        record = directory.with_suffix(".json")
-        self.record = json.loads(record.read_text()) if record.exists() else None
+        self.record = self._recover()
+
+    @property
+    def _record_path(self) -> pathlib.Path:
+        return self.directory.with_suffix(".json")
+
+    def _recover(self) -> dict | None:
+        """The saved record, or None when there is none or it cannot be trusted."""
+        try:
+            record = json.loads(self._record_path.read_text())
+            saved = self.directory.parent / record.get("directory", self.directory.name)
+        except FileNotFoundError:
+            return None
+        except (ValueError, AttributeError) as error:  # half-written or not a JSON object
+            logging.warning("[best] %s is unreadable (%s); scoring the start again",
+                            self._record_path, error)
+            return None
+        if not saved.is_dir():
+            logging.warning("[best] %s names %s, which does not exist; scoring the start again",
+                            self._record_path, saved)
+            return None
+        return record
 
     def start(self, params: nnx.State) -> None:
         """Score the starting parameters, unless a resumed run already did."""
@@ -44,11 +71,17 @@ class BestKeeper:
         score = float(self.score_fn(params))
         logging.info("[best] step %d: validation score %.3f", step, score)
         if self.record is None or score > self.record["score"]:
-            self.record = {"step": step, "score": score}
+            target = self.directory.parent / f"{self.directory.name}-{step}"
             with ocp.StandardCheckpointer() as ckptr:
-                ckptr.save(self.directory.absolute(), params, force=True)
+                ckptr.save(target.absolute(), params, force=True)
+            self.record = {"step": step, "score": score, "directory": target.name}
             if jax.process_index() == 0:
-                self.directory.with_suffix(".json").write_text(json.dumps(self.record))
+                temporary = self._record_path.with_suffix(".json.tmp")
+                temporary.write_text(json.dumps(self.record))
+                os.replace(temporary, self._record_path)
+                for old in self.directory.parent.glob(f"{self.directory.name}*"):
+                    if old.is_dir() and old != target:
+                        shutil.rmtree(old)
         return score
 
     def best(self, like: nnx.State) -> nnx.State:
@@ -57,5 +90,6 @@ class BestKeeper:
                      self.record["score"])
         target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                               like, self.partitioner.param_shardings(like))
+        saved = self.directory.parent / self.record.get("directory", self.directory.name)
         with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(self.directory.absolute(), target)
+            return ckptr.restore(saved.absolute(), target)

@@ -293,7 +293,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=state_shardings,
                          frozen=frozen, ref_params=ref_params, rows=rows, tokenizer=tokenizer,
                          partitioner=partitioner)
-    writer = MetricWriter(workdir, "grpo")
+    writer = MetricWriter(workdir, "grpo", resume_step=int(state.step) // cfg.num_iterations)
     keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
               if validate is not None and cfg.eval_every else None)
     if keeper:

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 
 import jax
 from tensorboardX import SummaryWriter
+
+
+def truncate_records(path: pathlib.Path, last_step: int) -> None:
+    """Keep the records of `path` up to step `last_step` (and drop a line cut short by a kill),
+    rewriting the file atomically; nothing when it does not exist."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # the partial last line of a killed write
+    temporary = path.with_suffix(".jsonl.tmp")
+    temporary.write_text("".join(kept), encoding="utf-8")
+    os.replace(temporary, path)
 
 
 class MetricWriter:
@@ -16,14 +34,19 @@ class MetricWriter:
     Only process 0 writes (the scalars it receives are already combined over processes).
     """
 
-    def __init__(self, directory: pathlib.Path, stage: str):
+    def __init__(self, directory: pathlib.Path, stage: str, resume_step: int = 0):
+        """`resume_step`: the step a resumed stage restarts after. Records past it (written
+        before a kill, and about to be written again) leave metrics.jsonl, and TensorBoard
+        purges its events from the step after it, so each step appears once."""
         self.stage = stage
         self.active = jax.process_index() == 0
         if not self.active:
             return
         directory.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(directory / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self.tb = SummaryWriter(str(directory / "tensorboard"))
+        path = directory / "metrics.jsonl"
+        truncate_records(path, resume_step)
+        self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.tb = SummaryWriter(str(directory / "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.active:

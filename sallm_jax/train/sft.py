@@ -136,7 +136,7 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
                             partitioner.param_shardings(frozen),
                             ctc_weight=cfg.ctc_weight,
                             blank_id=tokenizer.pad_token_id)
-    writer = MetricWriter(workdir, name)
+    writer = MetricWriter(workdir, name, resume_step=int(state.step))
     keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
               if validate is not None and cfg.eval_every else None)
     if keeper:
