@@ -2,6 +2,7 @@
 where it stopped.
 
 Work directory layout:
+  .lock                     held by the run using the directory (pid, host, start time)
   config.json               the resolved config
   tokenizer/                the tokenizer (trained on the task's training text when there is
                             no base stage and none is given; the base model brings its own)
@@ -16,6 +17,7 @@ Work directory layout:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -60,6 +62,7 @@ from sallm_jax.train.base import (
 from sallm_jax.train.grpo import run_grpo
 from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.sft import run_sft
+from sallm_jax.train.workdir_lock import WorkdirLock
 from sallm_jax.validate import STAGE_SECTIONS, require, validate_config
 
 SPLITS = ("train", "validation", "test")
@@ -354,11 +357,19 @@ def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dic
     A training stage starts from the parameters of the stage its section's `start` names, the
     initial ones ("init": a new model, model.checkpoint or init_params), or those of the previous
     training stage (""); its final parameters are saved in <workdir>/<stage>/params
-    (the base's in its cache), and a finished stage is loaded instead of run again.
+    (the base's in its cache), and a finished stage is loaded instead of run again. The run
+    holds `<workdir>/.lock` throughout (`WorkdirLock`): a second run on the same directory
+    stops with `WorkdirLocked` naming the first.
     """
     validate_config(cfg)
     initialize_distributed(cfg.parallel)
     workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _run_stages(cfg, workdir)
+
+
+def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    """`run_experiment`'s stages, under its lock."""
     enable_compilation_cache()
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))

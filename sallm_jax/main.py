@@ -14,8 +14,10 @@ from ml_collections import config_flags
 
 from sallm_jax.experiment import run_experiment
 from sallm_jax.train.health import TrainingDiverged
+from sallm_jax.train.workdir_lock import WorkdirLocked
 
 EXIT_DIVERGED = 3  # a stage stopped on a non-finite loss or gradient (train.on_nonfinite)
+EXIT_LOCKED = 4  # another run holds the work directory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -40,6 +42,9 @@ def main(argv: list[str]) -> None:
     except TrainingDiverged as error:  # a clear reason, not a traceback; nothing was written up
         logging.error("%s", error)
         sys.exit(EXIT_DIVERGED)
+    except WorkdirLocked as error:
+        logging.error("%s", error)
+        sys.exit(EXIT_LOCKED)
 
 
 if __name__ == "__main__":
