@@ -61,6 +61,7 @@ from sallm_jax.train.base import (
 )
 from sallm_jax.train.grpo import run_grpo
 from sallm_jax.train.health import HealthCheck
+from sallm_jax.train.preemption import StopSignal, stop_before
 from sallm_jax.train.sft import run_sft
 from sallm_jax.train.workdir_lock import WorkdirLock
 from sallm_jax.validate import STAGE_SECTIONS, require, validate_config
@@ -359,12 +360,14 @@ def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dic
     training stage (""); its final parameters are saved in <workdir>/<stage>/params
     (the base's in its cache), and a finished stage is loaded instead of run again. The run
     holds `<workdir>/.lock` throughout (`WorkdirLock`): a second run on the same directory
-    stops with `WorkdirLocked` naming the first.
+    stops with `WorkdirLocked` naming the first. SIGTERM / SIGINT make a training stage save
+    its checkpoint after the step under way and raise `Preempted` (`train.preemption`).
     """
     validate_config(cfg)
     initialize_distributed(cfg.parallel)
     workdir.mkdir(parents=True, exist_ok=True)
-    with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock, StopSignal():
         return _run_stages(cfg, workdir)
 
 
@@ -378,6 +381,7 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                "sft": run.run_sft, "grpo": run.run_grpo}
     params, results = run.initial, {}
     for stage in cfg.stages:
+        stop_before(stage)
         if stage == "eval":
             results = run.run_eval()
             continue

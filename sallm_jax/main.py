@@ -14,10 +14,12 @@ from ml_collections import config_flags
 
 from sallm_jax.experiment import run_experiment
 from sallm_jax.train.health import TrainingDiverged
+from sallm_jax.train.preemption import Preempted
 from sallm_jax.train.workdir_lock import WorkdirLocked
 
 EXIT_DIVERGED = 3  # a stage stopped on a non-finite loss or gradient (train.on_nonfinite)
 EXIT_LOCKED = 4  # another run holds the work directory
+EXIT_PREEMPTED = 5  # stopped by SIGTERM / SIGINT after saving a checkpoint; run again to resume
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -45,6 +47,9 @@ def main(argv: list[str]) -> None:
     except WorkdirLocked as error:
         logging.error("%s", error)
         sys.exit(EXIT_LOCKED)
+    except Preempted as error:
+        logging.warning("%s", error)
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

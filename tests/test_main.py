@@ -87,3 +87,32 @@ def test_diverging_run_stops_with_a_reason_and_writes_no_results(tmp_path):
     assert "[grpo] step" in out.stderr and "non-finite loss or gradients" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_sigterm_saves_the_step_and_the_same_command_resumes(tmp_path):
+    """SIGTERM during GRPO (periodic checkpoints off): the run saves the step under way, exits
+    with the preempted code, and the same command resumes there and finishes."""
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    env = {**os.environ, "SALLM_JAX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
+    command = [*COMMAND, f"--workdir={workdir}", "--config.stages=('sft','grpo','eval')",
+               "--config.sft.start=", "--config.rl.start=", "--config.sft.steps=2",
+               "--config.rl.checkpoint_every=100"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        metrics = workdir / "grpo" / "metrics.jsonl"
+        deadline = time.time() + 600
+        while proc.poll() is None and time.time() < deadline and not (
+                metrics.exists() and '"step": 2,' in metrics.read_text()):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 5, (tmp_path / "first.log").read_text()[-3000:]
+    first = (tmp_path / "first.log").read_text()
+    saved = sorted(int(p.name) for p in (workdir / "grpo" / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    assert saved and f"[grpo] stopped by SIGTERM after step {saved[-1]}" in first
+    assert not (workdir / "results.json").exists()
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"[grpo] resumed from update {saved[-1]}" in out.stderr
+    assert (workdir / "results.json").exists()

@@ -51,6 +51,14 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+    def save_now(self, step: int, state: TrainState,
+                 data_iter: grain.DatasetIterator | None = None) -> None:
+        """Save `step` unless it is saved already, and wait until it is on disk."""
+        self.wait()
+        if self.latest_step() != step:
+            self.save(step, state, data_iter, force=True)
+        self.wait()
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

@@ -9,6 +9,7 @@ num_iterations > 1) -> `grpo_loss` -> AdamW update with the state's buffers dona
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pathlib
 import time
@@ -35,6 +36,7 @@ from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.microbatch import accumulate, join_prompts, split_prompts
+from sallm_jax.train.preemption import stop_here
 from sallm_jax.train.sft import device_batch
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
@@ -318,6 +320,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
         if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
             writer.write(step + 1, {"validation_score": score})
         ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
+        stop_here("grpo", step + 1, functools.partial(ckpt.save_now, step + 1, state, data_iter))
     ckpt.wait()
     ckpt.close()
     writer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pathlib
 import time
@@ -25,6 +26,7 @@ from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
+from sallm_jax.train.preemption import stop_here
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
 DEVICE_KEYS = ("waveforms", "num_samples", "prompt_ids", "prompt_mask", "target_ids",
@@ -154,6 +156,7 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
         if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
             writer.write(step + 1, {"validation_score": score})
         ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
+        stop_here(name, step + 1, functools.partial(ckpt.save_now, step + 1, state, data_iter))
     ckpt.wait()
     ckpt.close()
     writer.close()
