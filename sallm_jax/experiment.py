@@ -352,6 +352,13 @@ class Experiment:
         return results
 
 
+def report_skips(skip_log: SkipLog, stage: str) -> None:
+    """Log the examples left out so far, by reason, when there are any."""
+    if skip_log.counts:
+        logging.warning("[%s] %s so far under data.on_bad_input=skip (each in %s)", stage,
+                        skip_log.summary(), skip_log.path)
+
+
 def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Run every stage of `cfg.stages` in order; returns the evaluation results.
 
@@ -384,6 +391,7 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         stop_before(stage)
         if stage == "eval":
             results = run.run_eval()
+            report_skips(run.skip_log, stage)
             continue
         start = run.start_params(cfg[STAGE_SECTIONS[stage]], params)
         stage_dir = workdir / stage
@@ -395,6 +403,7 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
             if stage != "base":
                 save_params(stage_dir / "params", params)
         run.trained[stage] = params
+        report_skips(run.skip_log, stage)
     if results and jax.process_index() == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
         print(format_table(results), flush=True)

@@ -69,6 +69,8 @@ def declared_frames(path: str | os.PathLike) -> tuple[int, int]:
             return wav.getnframes(), wav.getframerate()
     except (wave.Error, EOFError):
         pass  # not a PCM WAV file (float WAV, flac, ogg, mp3)
+    except OSError as error:  # a directory, no permission, ...
+        raise ValueError(f"{os.fspath(path)}: cannot open: {error}") from error
     try:
         info = soundfile.info(path)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:

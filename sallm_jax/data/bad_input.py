@@ -39,7 +39,7 @@ class SkipLog:
             raise ValueError(f"data.on_bad_input: expected one of {POLICIES}, got {policy!r}")
         self.policy, self.path = policy, path
         self.counts: collections.Counter[str] = collections.Counter()
-        self.ids: set[str] = set()
+        self.seen: set[tuple[str, str]] = set()  # (example id, source) already recorded
         self._lock = threading.Lock()
 
     def handle(self, example_id: str, source: str, reason: str, detail: str) -> None:
@@ -48,16 +48,20 @@ class SkipLog:
             raise BadInputError(f"{source}: {reason}: {detail} (example {example_id!r}; set "
                                 f"data.on_bad_input=skip to leave such examples out)")
         with self._lock:
-            if example_id in self.ids:  # met again in a later epoch
+            if (example_id, source) in self.seen:  # met again in a later epoch
                 return
             self.counts[reason] += 1
-            self.ids.add(example_id)
+            self.seen.add((example_id, source))
             logging.warning("skipping example %r (%s): %s: %s", example_id, source, reason, detail)
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"id": example_id, "source": source, "reason": reason,
                                         "detail": detail}) + "\n")
+
+    def skipped(self, example_id: str) -> bool:
+        """Whether the example with this id was left out (for any reason)."""
+        return any(seen_id == example_id for seen_id, _ in self.seen)
 
     def absorb(self, loaded: tuple[dict, tuple[Skip, ...]]) -> dict:
         """Apply the policy to the skips a worker found while loading a batch; the batch.

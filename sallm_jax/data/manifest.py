@@ -91,6 +91,13 @@ def _parse_line(record: Any, where: str, base_dir: Path) -> ManifestRow:
             raise ManifestError(
                 f"{where}: field '{name}': expected {expected}, got {_type_name(value)} {value!r}"
             )
+    if not record["answer"].strip():
+        raise ManifestError(f"{where}: field 'answer': expected a non-empty string (an empty "
+                            "reference can never earn a reward), got {record['answer']!r}")
+    index, choices = record.get("answer_index"), record.get("choices")
+    if index is not None and not (choices and 0 <= index < len(choices)):
+        raise ManifestError(f"{where}: field 'answer_index': expected an index into the "
+                            f"{len(choices or [])} choices, got {index}")
     if record.get("meta") is None:
         record = {**record, "meta": {}}
     for name in ("offset", "duration"):
@@ -103,17 +110,26 @@ def _parse_line(record: Any, where: str, base_dir: Path) -> ManifestRow:
 def read_manifest(path: str | os.PathLike, skip_log: SkipLog | None = None) -> list[ManifestRow]:
     """Parse and validate a manifest; `audio` comes back as an absolute path string.
 
-    Blank lines are skipped. A bad line raises `ManifestError` naming the file, the 1-based line
-    and the field, or, given a `skip_log` with the "skip" policy, is recorded there and left out.
+    Blank lines are skipped and a leading byte-order mark is accepted. A bad line (a field of the
+    wrong type, an empty answer, an `answer_index` outside `choices`, an id used before) raises
+    `ManifestError` naming the file, the 1-based line and the field, or, given a `skip_log` with
+    the "skip" policy, is recorded there and left out.
     """
     path = Path(path)
     base_dir = path.resolve().parent
-    rows = []
+    rows, first_seen = [], {}
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             where = f"{path}:{line_number}"
             try:
-                row = _parse_raw_line(raw, where, base_dir)
+                # A byte-order mark may open the file (editors on Windows write one).
+                row = _parse_raw_line(raw.removeprefix(b"\xef\xbb\xbf") if line_number == 1
+                                      else raw, where, base_dir)
+                if row is not None and row.id in first_seen:
+                    raise ManifestError(f"{where}: field 'id': {row.id!r} is already the id of "
+                                        f"line {first_seen[row.id]}; ids must be unique")
+                if row is not None:
+                    first_seen[row.id] = line_number
             except ManifestError as error:
                 if skip_log is None or skip_log.policy == "error":
                     raise

@@ -74,14 +74,20 @@ def clip_samples(row: ManifestRow) -> int:
     return int(math.ceil(seconds * SAMPLE_RATE))
 
 
+def prompt_text_tokens(row: ManifestRow, tokenizer) -> int:
+    """Text tokens of the row's chat prompt (its audio placeholders not counted)."""
+    return len(tokenizer(chat_prompt(user_text(row), 1))["input_ids"]) - 1
+
+
 def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
-                skip_log: SkipLog | None = None) -> np.ndarray:
+                skip_log: SkipLog | None = None, tokenizer=None) -> np.ndarray:
     """[num_rows] the smallest bucket that holds each row's clip, -1 for a row left out.
 
     A bucket must hold the clip plus half an FFT window of zeros, so that the last frames see
     zero padding (as with the 30 s padding of the reference feature extractor), not reflection.
-    A missing or unreadable file, an empty clip or one longer than the largest bucket goes
-    through `skip_log` (default: the "error" policy).
+    A missing audio file or a path that is not a file, an unreadable header, a clip too short
+    for one audio token or longer than the largest bucket, and (given the `tokenizer`) a prompt
+    over `data.max_prompt_text_tokens` go through `skip_log` (default: the "error" policy).
     """
     skip_log = skip_log or SkipLog("error")
     limits = np.array([spec.bucket_samples(b) for b in range(len(spec.audio_buckets_s))])
@@ -91,6 +97,10 @@ def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
         if not os.path.exists(row.audio):
             skip_log.handle(row.id, row.audio, "missing audio file", "no such file")
             continue
+        if not os.path.isfile(row.audio):
+            skip_log.handle(row.id, row.audio, "audio is not a file",
+                            "the path names a directory or a special file")
+            continue
         try:
             n = clip_samples(row)
         except ValueError as error:
@@ -98,6 +108,11 @@ def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
             continue
         if n <= 0:
             skip_log.handle(row.id, row.audio, "empty audio", "the clip holds no samples")
+            continue
+        if spec.num_audio_tokens(n) < 1:
+            skip_log.handle(row.id, row.audio, "audio too short",
+                            f"{n} samples ({n / SAMPLE_RATE:.3f} s) give the model no audio "
+                            "token")
             continue
         fits = np.nonzero(limits >= n + N_FFT // 2)[0]
         if fits.size == 0 and spec.truncate_long_audio:
@@ -109,6 +124,15 @@ def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
                             f"{n / SAMPLE_RATE:.2f} s does not fit the largest bucket in "
                             f"data.audio_buckets_s ({spec.audio_buckets_s[-1]} s)")
             continue
+        if tokenizer is not None:
+            # The prompt fits when its text fills no more than the bucket's prompt width less
+            # the clip's own audio tokens (a clip shorter than its bucket leaves some over).
+            room = spec.prompt_length(int(fits[0])) - spec.num_audio_tokens(n)
+            if (count := prompt_text_tokens(row, tokenizer)) > room:
+                skip_log.handle(row.id, row.audio, "prompt too long",
+                                f"{count} text tokens; its bucket has room for {room} "
+                                f"(data.max_prompt_text_tokens={spec.max_prompt_text_tokens})")
+                continue
         buckets[i] = fits[0]
     if truncated:
         logging.warning("%d clips are longer than the largest bucket (%.1f s) and will be "
@@ -230,14 +254,14 @@ class BatchLoader:
             return Skip(row.id, row.audio, "audio longer than its header says",
                         f"decoded {len(wave)} samples, more than its bucket's {width} "
                         f"less {N_FFT // 2} samples of padding")
-        out["waveforms"][slot, : len(wave)] = wave
-        out["num_samples"][slot] = len(wave)
         n_audio = self.spec.num_audio_tokens(len(wave))
         prompt = self.tokenizer(chat_prompt(user_text(row), n_audio))["input_ids"]
-        if len(prompt) > prompt_len:
-            raise ValueError(f"example {row.id!r}: prompt has {len(prompt) - n_audio} text "
-                             f"tokens, more than data.max_prompt_text_tokens="
-                             f"{self.spec.max_prompt_text_tokens}")
+        if len(prompt) > prompt_len:  # screen_rows leaves such rows out; this is a backstop
+            return Skip(row.id, row.audio, "prompt too long",
+                        f"{len(prompt) - n_audio} text tokens, more than "
+                        f"data.max_prompt_text_tokens={self.spec.max_prompt_text_tokens}")
+        out["waveforms"][slot, : len(wave)] = wave
+        out["num_samples"][slot] = len(wave)
         out["prompt_ids"][slot, prompt_len - len(prompt) :] = prompt
         out["prompt_mask"][slot, prompt_len - len(prompt) :] = 1
         target = self.tokenizer(target_text(row))["input_ids"] + [self.eos_id]
@@ -254,7 +278,7 @@ def training_dataset(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, *,
     """Shuffled, bucketed training batches for `num_batches` steps, loaded by prefetch threads or,
     with `num_workers` > 0, by that many worker processes (same batches, same order)."""
     skip_log = skip_log or SkipLog("error")
-    buckets = screen_rows(rows, spec, skip_log)
+    buckets = screen_rows(rows, spec, skip_log, tokenizer)
     plan = plan_training(buckets, spec.batch_size, num_batches, seed, process_index,
                          process_count)
     ds = grain.MapDataset.source(plan).map(BatchLoader(rows, buckets, tokenizer, spec))
@@ -273,7 +297,7 @@ def evaluation_batches(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, 
     """Every usable row once, in bucket order, this process's slice of each global batch; short
     batches are padded and marked by "valid"."""
     skip_log = skip_log or SkipLog("error")
-    buckets = screen_rows(rows, spec, skip_log)
+    buckets = screen_rows(rows, spec, skip_log, tokenizer)
     plan = plan_epoch(buckets, spec.batch_size * process_count, None, drop_remainder=False)
     items = [(local_share(b, process_index, process_count), int(b[0])) for b in plan]
     loader = BatchLoader(rows, buckets, tokenizer, spec)

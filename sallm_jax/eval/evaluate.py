@@ -61,7 +61,7 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
             if ok:
                 answers[row] = texts[b * num_samples:(b + 1) * num_samples]
     missing = [rows[i].id for i, a in enumerate(answers)
-               if a is None and rows[i].id not in skip_log.ids]
+               if a is None and not skip_log.skipped(rows[i].id)]
     if missing:
         raise RuntimeError(f"evaluation produced no answer for {len(missing)} rows, e.g. "
                            f"{missing[:3]}")
