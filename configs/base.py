@@ -130,6 +130,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.reward_fns = ("bleu",)
     c.rl.reward_weights = (1.0,)
     c.rl.reward_failure_value = 0.0  # reward of a sample whose reward function raised
+    # Stop when one reward function fails on at least this fraction of the samples for this
+    # many steps in a row (a bug, not an odd completion); its first traceback is shown.
+    c.rl.reward_failure_stop_fraction = 1.0
+    c.rl.reward_failure_stop_steps = 3
     c.rl.temperature = 1.0
     c.rl.top_p = 1.0
     c.rl.top_k = 0

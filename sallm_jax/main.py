@@ -13,11 +13,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sallm_jax.experiment import run_experiment
+from sallm_jax.rl.rewards import RewardFailing
 from sallm_jax.train.health import TrainingDiverged
 from sallm_jax.train.preemption import Preempted
 from sallm_jax.train.workdir_lock import WorkdirLocked
 
-EXIT_DIVERGED = 3  # a stage stopped on a non-finite loss or gradient (train.on_nonfinite)
+EXIT_DIVERGED = 3  # a non-finite step (train.on_nonfinite) or a reward failing (rl.reward_*)
 EXIT_LOCKED = 4  # another run holds the work directory
 EXIT_PREEMPTED = 5  # stopped by SIGTERM / SIGINT after saving a checkpoint; run again to resume
 
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_own_info_only)
     try:
         run_experiment(config, pathlib.Path(workdir))
-    except TrainingDiverged as error:  # a clear reason, not a traceback; nothing was written up
+    except (TrainingDiverged, RewardFailing) as error:  # a reason; nothing was written up
         logging.error("%s", error)
         sys.exit(EXIT_DIVERGED)
     except WorkdirLocked as error:

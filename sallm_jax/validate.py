@@ -109,6 +109,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     if "grpo" in stages:
         rl = cfg.rl
         _optimiser_numbers(rl, "rl")
+        require(0 < rl.reward_failure_stop_fraction <= 1, "rl.reward_failure_stop_fraction",
+                "a fraction in (0, 1]", rl.reward_failure_stop_fraction)
+        require(rl.reward_failure_stop_steps >= 1, "rl.reward_failure_stop_steps",
+                "an integer >= 1", rl.reward_failure_stop_steps)
         _positive_ints(rl, "rl", ("steps", "batch_size", "max_completion_length",
                                   "num_iterations", "checkpoint_every", "log_every"))
         require(isinstance(rl.group_size, int) and rl.group_size >= 2, "rl.group_size",

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import logging
 import math
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -150,6 +152,14 @@ def _import_reward(path: str) -> RewardFn:
     if not callable(fn):
         raise ValueError(f"rl.reward_fns: {path!r} is a {type(fn).__name__}, expected a "
                          "function fn(completion: str, example: Mapping) -> float")
+    try:
+        inspect.signature(fn).bind("", {})
+    except TypeError as err:
+        raise ValueError(f"rl.reward_fns: {path!r} cannot be called as fn(completion, example) "
+                         f"({err}); expected fn(completion: str, example: Mapping) -> float"
+                         ) from err
+    except ValueError:
+        pass  # no signature to read (some builtins): the first call will tell
     return fn
 
 
@@ -181,6 +191,7 @@ class Rewards(NamedTuple):
     total: np.ndarray  # [N] float32, weighted sum over functions
     per_fn: np.ndarray  # [N, F] float32, one column per reward function
     failures: dict[str, int]  # reward name -> samples on which it raised (0 included)
+    first_errors: dict[str, BaseException]  # reward name -> its first error, when it failed
 
 
 def compute_rewards(
@@ -208,7 +219,7 @@ def compute_rewards(
       names: F names for `failures` and the log; by default the registry name or import path,
         made unique with "#k" when a function appears twice.
     Returns:
-      Rewards(total [N], per_fn [N, F], failures {name: count}).
+      Rewards(total [N], per_fn [N, F], failures {name: count}, first_errors {name: error}).
     """
     if len(weights) != len(reward_fns):
         raise ValueError(f"rl.reward_weights has {len(weights)} entries for "
@@ -221,6 +232,7 @@ def compute_rewards(
         raise ValueError(f"{len(names)} names for {len(reward_fns)} reward functions")
     per_fn = np.full((len(completions), len(reward_fns)), failure_value, np.float32)
     failures: dict[str, int] = {}
+    first_errors: dict[str, BaseException] = {}
     for k, (fn, name) in enumerate(zip(reward_fns, names, strict=True)):
         first_error: Exception | None = None
         count = 0
@@ -237,9 +249,10 @@ def compute_rewards(
             per_fn[n, k] = value
         failures[name] = count
         if first_error is not None:
+            first_errors[name] = first_error
             _LOG.warning("reward %s failed on %d of %d completions, scored %s; first error:",
                          name, count, len(completions), failure_value, exc_info=first_error)
-    return Rewards(per_fn @ np.asarray(weights, np.float32), per_fn, failures)
+    return Rewards(per_fn @ np.asarray(weights, np.float32), per_fn, failures, first_errors)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -250,3 +263,37 @@ def _unique(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return out
+
+
+class RewardWatch:
+    """Stops a run whose reward function fails on more than `fraction` of the samples for
+    `steps` steps in a row (rl.reward_failure_stop_fraction / _steps), with its first error;
+    below that, failures are scored `rl.reward_failure_value` and logged."""
+
+    def __init__(self, fraction: float, steps: int):
+        self.fraction, self.steps = fraction, steps
+        self.in_a_row: dict[str, int] = {}
+
+    def after_step(self, step: int, failures: Mapping[str, int], num_samples: int,
+                   first_errors: Mapping[str, BaseException]) -> None:
+        """`failures`: per reward, samples it failed on this step (over all processes).
+
+        Raises:
+          RewardFailing: a reward failed too often for too long.
+        """
+        for name, count in failures.items():
+            failing = count > 0 and count >= self.fraction * num_samples
+            self.in_a_row[name] = self.in_a_row.get(name, 0) + 1 if failing else 0
+            if self.in_a_row[name] >= self.steps:
+                error = first_errors.get(name)
+                shown = ("".join(traceback.format_exception(error)) if error is not None
+                         else "(raised on another process; see its log)")
+                raise RewardFailing(
+                    f"[grpo] step {step}: reward {name} failed on {count} of {num_samples} "
+                    f"samples, {self.in_a_row[name]} steps in a row "
+                    f"(rl.reward_failure_stop_fraction={self.fraction}, "
+                    f"rl.reward_failure_stop_steps={self.steps}); its first error:\n{shown}")
+
+
+class RewardFailing(RuntimeError):
+    """A reward function failed on too many samples for too many steps."""

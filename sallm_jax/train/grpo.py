@@ -29,7 +29,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.grpo import group_advantages, grpo_loss
 from sallm_jax.rl.mixed_policy import mix_in_references
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
-from sallm_jax.rl.rewards import compute_rewards, get_reward_fns
+from sallm_jax.rl.rewards import RewardWatch, compute_rewards, get_reward_fns
 from sallm_jax.rl.rollout import SamplingConfig, rollout
 from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
@@ -150,6 +150,7 @@ class ScoredGroups:
     rewards: np.ndarray  # [B * G] weighted sum
     per_fn: np.ndarray  # [B * G, num reward functions]
     failures: dict[str, int]
+    first_errors: dict[str, BaseException]
 
     def device_group(self, cfg: ml_collections.ConfigDict,
                      partitioner: Partitioner) -> dict[str, jax.Array]:
@@ -175,11 +176,11 @@ def score_groups(out, host_batch: dict, rows: Sequence[ManifestRow], tokenizer, 
     texts = decode_completions(tokenizer, ids, mask)
     examples = [dataclasses.asdict(rows[i])
                 for i in np.repeat(host_batch["index"], cfg.group_size)]
-    rewards, per_fn, failures = compute_rewards(reward_fns, cfg.reward_weights, texts, examples,
-                                                failure_value=cfg.reward_failure_value,
-                                                names=list(cfg.reward_fns))
+    rewards, per_fn, failures, first_errors = compute_rewards(
+        reward_fns, cfg.reward_weights, texts, examples, failure_value=cfg.reward_failure_value,
+        names=list(cfg.reward_fns))
     return ScoredGroups(ids, mask, truncated, off_policy, texts, examples, rewards, per_fn,
-                        failures)
+                        failures, first_errors)
 
 
 def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
@@ -280,6 +281,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     (default: stop on a non-finite one).
     """
     health = health or HealthCheck(stage="grpo")
+    reward_watch = RewardWatch(cfg.reward_failure_stop_fraction, cfg.reward_failure_stop_steps)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
@@ -306,6 +308,11 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
         state, metrics, groups = grpo_step(state, next(data_iter),
                                            jax.random.fold_in(base_rng, step))
         health.after_step(step + 1, metrics)
+        names = list(groups.failures)
+        counts = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
+        reward_watch.after_step(step + 1, dict(zip(names, counts.tolist(), strict=True)),
+                                int(partitioner.gather(np.array([len(groups.texts)])).sum()),
+                                groups.first_errors)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             seconds = time.perf_counter() - start
             scalars = {**jax.device_get(metrics), **rollout_scalars(groups, cfg, partitioner),

@@ -60,6 +60,6 @@ def test_r1_aqa_total_reward_range():
     fns = get_reward_fns(["accuracy", "format"])
     completions = ["<answer>Dog barking</answer>", "x <answer>Dog barking</answer>",
                    "<answer>Cat meowing</answer>", "nothing"]
-    total, _, failures = compute_rewards(fns, [1.0, 1.0], completions, [EX] * 4)
+    total, _, failures, _ = compute_rewards(fns, [1.0, 1.0], completions, [EX] * 4)
     assert total.tolist() == [2.0, 1.0, 1.0, 0.0]
     assert failures == {"accuracy": 0, "format": 0}

@@ -12,7 +12,9 @@ from rouge_score import rouge_scorer
 
 from sallm_jax.rl.rewards import (
     REWARD_FNS,
+    RewardFailing,
     Rewards,
+    RewardWatch,
     compute_rewards,
     get_reward_fns,
     make_bleu_reward,
@@ -103,8 +105,8 @@ def test_registered_rewards_stay_in_unit_interval():
 
 def test_compute_rewards_weights_and_shapes():
     fns = get_reward_fns(["bleu", "bleu"])
-    total, per_fn, failures = compute_rewards(fns, [1.0, 0.5], ["a b c d", "x"],
-                                              [{"answer": "a b c d"}, {"answer": "a b c d"}])
+    total, per_fn, failures, _ = compute_rewards(fns, [1.0, 0.5], ["a b c d", "x"],
+                                                 [{"answer": "a b c d"}, {"answer": "a b c d"}])
     np.testing.assert_allclose(per_fn, [[1.0, 1.0], [0.0, 0.0]])
     np.testing.assert_allclose(total, [1.5, 0.0])
     assert failures == {"bleu": 0, "bleu#2": 0}
@@ -124,7 +126,9 @@ def test_import_path_rewards(tmp_path, monkeypatch):
         "    @staticmethod\n"
         "    def one(completion, example):\n"
         "        return 1.0\n"
-        "NOT_A_FUNCTION = 3\n")
+        "NOT_A_FUNCTION = 3\n"
+        "def one_argument(completion):\n"
+        "    return 0.0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     fns = get_reward_fns(["my_rewards:length", "bleu", "my_rewards:Holder.one"])
     scored = compute_rewards(fns, [1.0, 0.0, 2.0], ["abcde"], [{"answer": "z"}])
@@ -139,6 +143,24 @@ def test_import_path_rewards(tmp_path, monkeypatch):
         get_reward_fns(["my_rewards:NOT_A_FUNCTION"])
     with pytest.raises(ValueError, match=r"rl\.reward_fns.*not an import path"):
         get_reward_fns(["my_rewards:"])
+    with pytest.raises(ValueError, match=r"one_argument' cannot be called as fn\(completion, ex"):
+        get_reward_fns(["my_rewards:one_argument"])
+
+
+def test_reward_watch_stops_a_reward_failing_on_every_sample_for_k_steps():
+    def broken(completion, example):
+        return example["no_such_field"]
+
+    watch = RewardWatch(fraction=1.0, steps=3)
+    for step in (1, 2):
+        scored = compute_rewards([broken], [1.0], ["a", "b"], [{}, {}], names=["broken"])
+        watch.after_step(step, scored.failures, 2, scored.first_errors)
+    watch.after_step(3, {"broken": 1}, 2, {})  # fails on only one of two: the count restarts
+    for step in (4, 5):
+        watch.after_step(step, scored.failures, 2, scored.first_errors)
+    with pytest.raises(RewardFailing, match=r"(?s)step 6: reward broken failed on 2 of 2 "
+                                            r"samples, 3 steps in a row.*KeyError"):
+        watch.after_step(6, scored.failures, 2, scored.first_errors)
 
 
 def test_failures_are_counted_and_logged_once(caplog):
