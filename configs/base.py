@@ -119,6 +119,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.epsilon_high = 0.2
     c.rl.loss_aggregation = "dapo"  # or grpo, dr_grpo, bnpo
     c.rl.importance_sampling_level = "token"  # or "sequence"
+    # The policy term (sallm_jax/rl/grpo.py POLICY_TERMS): "grpo" (clipped surrogate), "cispo"
+    # (capped, stop-gradient weight; epsilon_high is then the cap, e.g. 5.0) or "sapo" (soft
+    # gate with these temperatures). delta > 1 + epsilon_high caps the unclipped ratio (two-sided
+    # clipping); 0.0 leaves it off. `gspo(c)` below sets GSPO's sequence-level settings.
+    c.rl.loss_type = "grpo"
+    c.rl.delta = 0.0
+    c.rl.sapo_tau_pos = 1.0
+    c.rl.sapo_tau_neg = 1.05
     c.rl.num_off_policy = 0  # mixed-policy GRPO: ground-truth answers added to each group
     # Advantages r - mean(group), not divided by the group's std ("group", the papers' setting,
     # and "batch" divide): with the tiny model's templated answers many groups differ by a few
@@ -181,6 +189,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_samples = 4
     c.eval.greedy = True  # also decode greedily, reported under "<split>_greedy"
 
+    return c
+
+
+def gspo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """GSPO (Group Sequence Policy Optimization, arXiv 2507.18071, v2 section 5.1): the clipped
+    surrogate on the sequence-level (length-normalised) ratio, clip range 3e-4 / 4e-4, no KL.
+    It differs from GRPO only off-policy: with rl.num_iterations > 1."""
+    c.rl.loss_type, c.rl.importance_sampling_level = "grpo", "sequence"
+    c.rl.epsilon, c.rl.epsilon_high, c.rl.beta = 3e-4, 4e-4, 0.0
     return c
 
 

@@ -10,7 +10,7 @@ import math
 import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
-from sallm_jax.rl.grpo import AGGREGATIONS, IMPORTANCE_LEVELS
+from sallm_jax.rl.grpo import AGGREGATIONS, IMPORTANCE_LEVELS, POLICY_TERMS
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
 
@@ -117,6 +117,17 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
                                   "num_iterations", "checkpoint_every", "log_every"))
         require(isinstance(rl.group_size, int) and rl.group_size >= 2, "rl.group_size",
                  "an integer >= 2 (advantages compare samples within a group)", rl.group_size)
+        require(rl.loss_type in POLICY_TERMS, "rl.loss_type", f"one of {sorted(POLICY_TERMS)}",
+                rl.loss_type)
+        eps_high = rl.epsilon if rl.epsilon_high is None else rl.epsilon_high
+        if rl.loss_type == "cispo":
+            require(eps_high > 1, "rl.epsilon_high", "the cap of CISPO's importance weight, > 1 "
+                    "(e.g. 5.0)", rl.epsilon_high)
+        require(rl.delta == 0 or rl.delta > 1 + eps_high, "rl.delta",
+                f"0 (off) or a cap above 1 + rl.epsilon_high = {1 + eps_high:g}", rl.delta)
+        require(rl.sapo_tau_pos > 0 and rl.sapo_tau_neg > 0, "rl.sapo_tau_pos",
+                "positive temperatures (rl.sapo_tau_pos, rl.sapo_tau_neg)",
+                (rl.sapo_tau_pos, rl.sapo_tau_neg))
         require(rl.loss_aggregation in AGGREGATIONS, "rl.loss_aggregation",
                  f"one of {sorted(AGGREGATIONS)}", rl.loss_aggregation)
         require(rl.importance_sampling_level in IMPORTANCE_LEVELS,

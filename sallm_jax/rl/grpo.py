@@ -75,6 +75,44 @@ def log_importance_weights(logp: jax.Array, old_logp: jax.Array, mask: jax.Array
                      f"got {level!r}")
 
 
+# Policy terms: (log pi_theta, log importance ratio, advantages [N, 1], settings) ->
+# (per-token loss [N, C], where the term cut the ratio's gradient [N, C] bool).
+
+
+def clipped_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, tau_neg):
+    """PPO's clipped surrogate (GRPO, DAPO, GSPO):
+    -min(min(r, delta) A, clip(r, 1 - eps, 1 + eps_high) A), r = exp(log_ratio).
+
+    `delta` (None: no cap) is the upper bound of two-sided GRPO clipping (INTELLECT-2; TRL's
+    `delta`): it caps the unclipped ratio, which only binds for negative advantages."""
+    ratio = jnp.exp(log_ratio)
+    unclipped = (ratio if delta is None else jnp.minimum(ratio, delta)) * adv
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon_high) * adv
+    return -jnp.minimum(unclipped, clipped), clipped < unclipped
+
+
+def cispo_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, tau_neg):
+    """CISPO (MiniMax-M1, 2025; TRL's and ms-swift's `loss_type="cispo"`):
+    -sg(min(r, eps_high)) A log pi_theta. The importance weight is capped and its gradient
+    stopped, so every token keeps a gradient (REINFORCE weighted by the capped ratio) instead of
+    the clipped ones getting none; `epsilon_high` is the cap itself here (e.g. 5)."""
+    weight = jax.lax.stop_gradient(jnp.minimum(jnp.exp(log_ratio), epsilon_high))
+    return -weight * adv * logp, jnp.exp(log_ratio) > epsilon_high
+
+
+def sapo_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, tau_neg):
+    """SAPO (Soft Adaptive Policy Optimization, arXiv 2511.20347): a smooth gate instead of the
+    hard clip, -f(r) A with f(r) = sigmoid(tau (r - 1)) 4 / tau, tau = tau_pos where A > 0 and
+    tau_neg elsewhere. f'(1) = 1, so on-policy gradients equal GRPO's; far from r = 1 they fade
+    instead of dropping to zero. Nothing is clipped (the mask is all False)."""
+    ratio = jnp.exp(log_ratio)
+    tau = jnp.where(adv > 0, tau_pos, tau_neg)
+    return -jax.nn.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * adv, jnp.zeros_like(ratio, bool)
+
+
+POLICY_TERMS = {"grpo": clipped_term, "cispo": cispo_term, "sapo": sapo_term}
+
+
 def grpo_loss(
     logp: jax.Array,
     old_logp: jax.Array,
@@ -88,10 +126,15 @@ def grpo_loss(
     aggregation: str = "dapo",
     importance_sampling_level: str = "token",
     off_policy: jax.Array | None = None,
+    loss_type: str = "grpo",
+    delta: float | None = None,
+    sapo_tau_pos: float = 1.0,
+    sapo_tau_neg: float = 1.05,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The GRPO objective as a loss to minimise, a pure function of arrays.
 
-    per_token = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A) + beta * k3(logp, ref_logp)
+    per_token = policy term + beta * k3(logp, ref_logp); the policy term is `loss_type`'s
+    (`POLICY_TERMS`), by default -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A).
 
     Off-policy rows (mixed-policy GRPO: ground-truth answers added to the group) use
     ratio = pi_theta(y_t) / pi_phi(y_t) with pi_phi = 1, i.e. exp(logp), and are not clipped:
@@ -110,6 +153,8 @@ def grpo_loss(
         "dr_grpo" (sum / (N x C)) or "bnpo".
       importance_sampling_level: "token" or "sequence" (see `log_importance_weights`).
       off_policy: [N] bool, rows that were not sampled from the policy; None means none.
+      loss_type: "grpo" (the clipped surrogate, `delta` capping it), "cispo" or "sapo" (with
+        `sapo_tau_pos` / `sapo_tau_neg`); see `POLICY_TERMS`.
     Returns:
       (scalar loss, metrics: kl, clip_fraction, ratio_mean — mask-weighted means over the
       on-policy tokens for the ratio metrics).
@@ -117,20 +162,24 @@ def grpo_loss(
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"rl.loss_aggregation: expected one of {sorted(AGGREGATIONS)}, "
                          f"got {aggregation!r}")
+    if loss_type not in POLICY_TERMS:
+        raise ValueError(f"rl.loss_type: expected one of {sorted(POLICY_TERMS)}, "
+                         f"got {loss_type!r}")
     eps_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.astype(logp.dtype)
-    ratio = jnp.exp(log_importance_weights(logp, old_logp, mask, importance_sampling_level))
+    log_ratio = log_importance_weights(logp, old_logp, mask, importance_sampling_level)
+    ratio = jnp.exp(log_ratio)
     adv = advantages[:, None]
-    unclipped = ratio * adv
-    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + eps_high) * adv
-    per_token = -jnp.minimum(unclipped, clipped)
+    per_token, cut = POLICY_TERMS[loss_type](logp, log_ratio, adv, epsilon=epsilon,
+                                             epsilon_high=eps_high, delta=delta,
+                                             tau_pos=sapo_tau_pos, tau_neg=sapo_tau_neg)
     on_policy_mask = mask
     if off_policy is not None:
         per_token = jnp.where(off_policy[:, None], -jnp.exp(logp) * adv, per_token)
         on_policy_mask = mask * ~off_policy[:, None]
     denom = jnp.maximum(on_policy_mask.sum(), 1.0)
     metrics = {
-        "clip_fraction": ((clipped < unclipped) * on_policy_mask).sum() / denom,
+        "clip_fraction": (cut * on_policy_mask).sum() / denom,
         "ratio_mean": (ratio * on_policy_mask).sum() / denom,
     }
     if beta != 0.0:

@@ -101,7 +101,9 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                          epsilon_high=cfg.epsilon_high, beta=cfg.beta,
                          aggregation=cfg.loss_aggregation,
                          importance_sampling_level=cfg.importance_sampling_level,
-                         off_policy=rows["off_policy"] if cfg.num_off_policy else None)
+                         off_policy=rows["off_policy"] if cfg.num_off_policy else None,
+                         loss_type=cfg.loss_type, delta=cfg.delta or None,
+                         sapo_tau_pos=cfg.sapo_tau_pos, sapo_tau_neg=cfg.sapo_tau_neg)
 
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
         rows = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
