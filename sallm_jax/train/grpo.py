@@ -185,6 +185,13 @@ def score_groups(out, host_batch: dict, rows: Sequence[ManifestRow], tokenizer, 
                         failures, first_errors)
 
 
+def frac_equal_reward_groups(rewards: np.ndarray, group_size: int) -> float:
+    """The fraction of groups whose rewards [B * G] are all equal: their advantages are zero,
+    so they teach nothing (TRL's `frac_reward_zero_std`)."""
+    groups = rewards.reshape(-1, group_size)
+    return float((groups.max(1) == groups.min(1)).mean())
+
+
 def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
                     partitioner: Partitioner) -> dict[str, float]:
     """Reward and completion statistics of the sampled (on-policy) rows of every process."""
@@ -192,6 +199,8 @@ def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
     rewards, per_fn = partitioner.gather(groups.rewards)[on], partitioner.gather(groups.per_fn)[on]
     lengths = partitioner.gather(groups.mask.sum(1))[on]
     scalars = {"reward_mean": rewards.mean(), "reward_std": rewards.std(),
+               "frac_reward_zero_std": frac_equal_reward_groups(
+                   partitioner.gather(groups.rewards), cfg.group_size),
                "completion_length": lengths.mean(),
                "truncated_fraction": partitioner.gather(groups.truncated)[on].mean(),
                "completion_tokens": lengths.sum()}
