@@ -62,7 +62,7 @@ from sallm_jax.parallel.sharding import BATCH_AXES, DEFAULT_RULES, Rules, mesh_s
 GIB = 1024**3
 
 # Device memory by name (GiB of HBM per chip / GPU).
-DEVICE_MEMORY_GIB = {"v5e": 16.0, "v4": 32.0, "a100": 80.0, "h100": 80.0}
+DEVICE_MEMORY_GIB = {"v5e": 16.0, "v4": 32.0, "a100": 80.0, "h100": 80.0, "h200": 141.0}
 
 OPTIMIZER_MOMENTS = 2  # AdamW: first and second moment
 OPTIMIZER_BYTES = 4  # the moments are float32 whatever the parameter dtype
@@ -395,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> str:
               f"B={inputs.batch_size} G={inputs.group_size} prompt={inputs.prompt_len} "
               f"completion={inputs.completion_len} {inputs.dtype} lora_rank={inputs.lora_rank} "
               f"remat={inputs.remat} beta={inputs.beta:g}")
-    text = header + "\n" + format_plan(plan, memory, args.device)
+    # A given --device_memory_gib names no device model.
+    text = header + "\n" + format_plan(plan, memory, "" if args.device_memory_gib else args.device)
     print(text)
     return text
 
