@@ -37,6 +37,7 @@ from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.microbatch import accumulate, join_prompts, split_prompts
 from sallm_jax.train.preemption import stop_here
+from sallm_jax.train.progress import StageProgress
 from sallm_jax.train.sft import device_batch
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
@@ -314,11 +315,13 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     if keeper:
         keeper.start(state.params)
     base_rng = jax.random.key(seed)
+    progress = StageProgress("grpo", cfg.steps, int(state.step) // cfg.num_iterations)
     while (step := int(state.step) // cfg.num_iterations) < cfg.steps:
         start = time.perf_counter()
         state, metrics, groups = grpo_step(state, next(data_iter),
                                            jax.random.fold_in(base_rng, step))
         health.after_step(step + 1, metrics)
+        progress.step_done(step + 1, {"reward": float(groups.rewards.mean())})
         names = list(groups.failures)
         counts = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
         reward_watch.after_step(step + 1, dict(zip(names, counts.tolist(), strict=True)),
@@ -329,7 +332,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
             scalars = {**jax.device_get(metrics), **rollout_scalars(groups, cfg, partitioner),
                        "step_seconds": seconds}
             scalars["tokens_per_s"] = scalars.pop("completion_tokens") / seconds
-            writer.write(step + 1, scalars)
+            writer.write(step + 1, scalars, progress.describe(step + 1))
         if cfg.log_completions_every and (step + 1) % cfg.log_completions_every == 0:
             shown = [f"[{groups.rewards[i]:.3f}] {groups.texts[i]!r} "
                      f"(reference: {groups.examples[i]['answer']!r})"
@@ -339,6 +342,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
             writer.write(step + 1, {"validation_score": score})
         ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
         stop_here("grpo", step + 1, functools.partial(ckpt.save_now, step + 1, state, data_iter))
+    progress.close()
     ckpt.wait()
     ckpt.close()
     writer.close()

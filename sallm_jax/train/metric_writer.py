@@ -48,7 +48,8 @@ class MetricWriter:
         self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self.tb = SummaryWriter(str(directory / "tensorboard"), purge_step=resume_step + 1)
 
-    def write(self, step: int, metrics: dict[str, float]) -> None:
+    def write(self, step: int, metrics: dict[str, float], progress: str = "") -> None:
+        """Record `metrics` at `step`; `progress` (StageProgress.describe) ends the log line."""
         if not self.active:
             return
         record = {"stage": self.stage, "step": step, **{k: float(v) for k, v in metrics.items()}}
@@ -57,7 +58,8 @@ class MetricWriter:
         for name, value in metrics.items():
             self.tb.add_scalar(f"{self.stage}/{name}", float(value), step)
         summary = " ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
-        logging.info("[%s] step %d %s", self.stage, step, summary)
+        logging.info("[%s] step %d %s%s", self.stage, step, summary,
+                     f" | {progress}" if progress else "")
 
     def write_text(self, step: int, name: str, text: str) -> None:
         if not self.active:

@@ -27,6 +27,7 @@ from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.preemption import stop_here
+from sallm_jax.train.progress import StageProgress
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
 DEVICE_KEYS = ("waveforms", "num_samples", "prompt_ids", "prompt_mask", "target_ids",
@@ -144,19 +145,23 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     if keeper:
         keeper.start(state.params)
     start, tokens = time.perf_counter(), 0
+    progress = StageProgress(name, cfg.steps, int(state.step))
     while (step := int(state.step)) < cfg.steps:
         state, metrics = step_fn(state, frozen, device_batch(next(data_iter), partitioner))
         health.after_step(step + 1, metrics)
         tokens += int(metrics["target_tokens"])
+        progress.step_done(step + 1, {"loss": metrics["loss"]})
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             elapsed = time.perf_counter() - start
             scalars = {k: metrics[k] for k in ("loss", "ctc_loss", "grad_norm") if k in metrics}
-            writer.write(step + 1, {**scalars, "tokens_per_s": tokens / elapsed})
+            writer.write(step + 1, {**scalars, "tokens_per_s": tokens / elapsed},
+                         progress.describe(step + 1))
             start, tokens = time.perf_counter(), 0
         if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
             writer.write(step + 1, {"validation_score": score})
         ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
         stop_here(name, step + 1, functools.partial(ckpt.save_now, step + 1, state, data_iter))
+    progress.close()
     ckpt.wait()
     ckpt.close()
     writer.close()
