@@ -186,6 +186,15 @@ def score_groups(out, host_batch: dict, rows: Sequence[ManifestRow], tokenizer, 
                         failures, first_errors)
 
 
+def gathered_failures(groups: ScoredGroups,
+                      partitioner: Partitioner) -> tuple[dict[str, int], int]:
+    """(per reward, the samples it failed on this step over all processes; their number)."""
+    names = list(groups.failures)
+    counts = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
+    total = int(partitioner.gather(np.array([len(groups.texts)])).sum())
+    return dict(zip(names, counts.tolist(), strict=True)), total
+
+
 def frac_equal_reward_groups(rewards: np.ndarray, group_size: int) -> float:
     """The fraction of groups whose rewards [B * G] are all equal: their advantages are zero,
     so they teach nothing (TRL's `frac_reward_zero_std`)."""
@@ -322,14 +331,12 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
                                            jax.random.fold_in(base_rng, step))
         health.after_step(step + 1, metrics)
         progress.step_done(step + 1, {"reward": float(groups.rewards.mean())})
-        names = list(groups.failures)
-        counts = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
-        reward_watch.after_step(step + 1, dict(zip(names, counts.tolist(), strict=True)),
-                                int(partitioner.gather(np.array([len(groups.texts)])).sum()),
+        reward_watch.after_step(step + 1, *gathered_failures(groups, partitioner),
                                 groups.first_errors)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             seconds = time.perf_counter() - start
-            scalars = {**jax.device_get(metrics), **rollout_scalars(groups, cfg, partitioner),
+            update = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}
+            scalars = {**update, **rollout_scalars(groups, cfg, partitioner),
                        "step_seconds": seconds}
             scalars["tokens_per_s"] = scalars.pop("completion_tokens") / seconds
             writer.write(step + 1, scalars, progress.describe(step + 1))
