@@ -17,3 +17,11 @@ def small_sqa(tmp_path_factory):
     tokenizer = train_tokenizer(embedded_corpus_texts(rows["train"]), root / "tokenizer",
                                 vocab_size=400)
     return rows, tokenizer
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory):
+    """One $SALLM_JAX_CACHE for the end-to-end runs of the smoke preset (test_main,
+    test_multiprocess): the embedded data and compiled programs are built once. None of them
+    but test_main's first builds a base model, whose caching that test checks."""
+    return tmp_path_factory.mktemp("smoke_cache")

@@ -37,8 +37,8 @@ def run_until(root, pattern, workdir, cache, log_path):
     assert list(root.glob(pattern)), log_path.read_text()[-3000:]
 
 
-def test_killed_run_resumes_and_reports(tmp_path):
-    workdir, cache = tmp_path / "run", tmp_path / "cache"
+def test_killed_run_resumes_and_reports(tmp_path, smoke_cache):
+    workdir, cache = tmp_path / "run", smoke_cache
     # Killed while the base model trains, then during GRPO: each start resumes where it was.
     run_until(cache, "base/*/train/checkpoints/2", workdir, cache, tmp_path / "first.log")
     assert not list((cache / "base").glob("*/base.json"))
@@ -73,13 +73,12 @@ def test_killed_run_resumes_and_reports(tmp_path):
     assert any(p.name.startswith("events") for p in (workdir / "grpo" / "tensorboard").iterdir())
 
 
-def test_diverging_run_stops_with_a_reason_and_writes_no_results(tmp_path):
+def test_diverging_run_stops_with_a_reason_and_writes_no_results(tmp_path, smoke_cache):
     """rl.learning_rate=1e30 drives the loss to NaN within a few GRPO steps: the run exits with
     the diverged code, names the step, and writes no results.json."""
-    env = {**os.environ, "SALLM_JAX_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "SALLM_JAX_CACHE": str(smoke_cache), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([*COMMAND, f"--workdir={tmp_path / 'run'}",
-                          "--config.stages=('sft','grpo')", "--config.sft.start=",
-                          "--config.rl.start=", "--config.sft.steps=2",
+                          "--config.stages=('grpo',)", "--config.rl.start=init",
                           "--config.rl.learning_rate=1e30"],
                          env=env, capture_output=True, text=True, timeout=900,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,14 +88,13 @@ def test_diverging_run_stops_with_a_reason_and_writes_no_results(tmp_path):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_sigterm_saves_the_step_and_the_same_command_resumes(tmp_path):
+def test_sigterm_saves_the_step_and_the_same_command_resumes(tmp_path, smoke_cache):
     """SIGTERM during GRPO (periodic checkpoints off): the run saves the step under way, exits
-    with the preempted code, and the same command resumes there and finishes."""
-    workdir, cache = tmp_path / "run", tmp_path / "cache"
-    env = {**os.environ, "SALLM_JAX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
-    command = [*COMMAND, f"--workdir={workdir}", "--config.stages=('sft','grpo','eval')",
-               "--config.sft.start=", "--config.rl.start=", "--config.sft.steps=2",
-               "--config.rl.checkpoint_every=100"]
+    with the preempted code, and the same command resumes there and finishes the stage."""
+    workdir = tmp_path / "run"
+    env = {**os.environ, "SALLM_JAX_CACHE": str(smoke_cache), "JAX_PLATFORMS": "cpu"}
+    command = [*COMMAND, f"--workdir={workdir}", "--config.stages=('grpo',)",
+               "--config.rl.start=init", "--config.rl.checkpoint_every=100"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
@@ -111,8 +109,8 @@ def test_sigterm_saves_the_step_and_the_same_command_resumes(tmp_path):
     saved = sorted(int(p.name) for p in (workdir / "grpo" / "checkpoints").iterdir()
                    if p.name.isdigit())
     assert saved and f"[grpo] stopped by SIGTERM after step {saved[-1]}" in first
-    assert not (workdir / "results.json").exists()
+    assert not (workdir / "grpo" / "params").exists()
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"[grpo] resumed from update {saved[-1]}" in out.stderr
-    assert (workdir / "results.json").exists()
+    assert "[grpo] step 6 " in out.stderr and (workdir / "grpo" / "params").exists()

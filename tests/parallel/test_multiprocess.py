@@ -54,8 +54,8 @@ def metrics(workdir, stage):
     return [r for r in records if "loss" in r]
 
 
-def test_two_processes_match_one_and_resume(tmp_path):
-    cache = tmp_path / "cache"
+def test_two_processes_match_one_and_resume(tmp_path, smoke_cache):
+    cache = smoke_cache
     one, two = tmp_path / "one", tmp_path / "two"
     launch(one, cache, 1)
     launch(two, cache, 2)

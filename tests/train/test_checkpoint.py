@@ -28,7 +28,7 @@ def test_state_and_iterator_round_trip(tmp_path, small_sqa):
     state = create_train_state(params, tx)
     grads = jax.tree.map(jnp.ones_like, params)
     for _ in range(3):
-        state = apply_gradients(state, grads, tx)
+        state, _ = apply_gradients(state, grads, tx, jnp.asarray(1.0))
         next(it)
     ckpt = Checkpointer(tmp_path / "ckpt", save_every=1)
     assert ckpt.save(3, state, it, force=True)
