@@ -9,10 +9,10 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from configs.base import base_config  # noqa: E402
 from sallm_jax.audio.log_mel import num_feature_frames  # noqa: E402
 from sallm_jax.models.config import (  # noqa: E402
     AudioEncoderConfig,
@@ -70,7 +70,8 @@ def run(mesh_sizes, devices):
                                sampling=SamplingConfig(max_new_tokens=C, temperature=0.0),
                                group_size=G, eos_ids=(1,), pad_id=0)
     out = generate(state.params, frozen, batch, jax.random.key(0))
-    cfg = ml_collections.ConfigDict({
+    cfg = base_config().rl  # the defaults of every other GRPO setting
+    cfg.update({
         "group_size": G, "temperature": 1.0, "scale_rewards": "group", "epsilon": 0.2,
         "epsilon_high": 0.28, "beta": 0.04, "loss_aggregation": "dapo",
         "importance_sampling_level": "token", "num_off_policy": 0, "micro_batch_size": 0})

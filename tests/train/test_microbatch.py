@@ -1,12 +1,12 @@
 """Gradient accumulation over micro-batches gives the full-batch GRPO update."""
 
 import jax
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
+from configs.base import base_config
 from sallm_jax.audio.log_mel import num_feature_frames
 from sallm_jax.models.config import (
     AudioEncoderConfig,
@@ -82,7 +82,8 @@ def test_micro_batches_match_full_batch(aggregation):
     batch, group, ref = inputs()
     results = []
     for micro in (0, 1):
-        cfg = ml_collections.ConfigDict({
+        cfg = base_config().rl  # the defaults of every other GRPO setting
+        cfg.update({
             "group_size": G, "temperature": 1.0, "scale_rewards": "group", "epsilon": 0.2,
             "epsilon_high": 0.2, "beta": 0.04, "loss_aggregation": aggregation,
             "importance_sampling_level": "token", "num_off_policy": 0,
