@@ -7,14 +7,23 @@ contractions, verb-second order after a fronted time phrase, separable particles
 dative plurals), so BLEU against it measures translation rather than noise. It plays the role of
 CoVoST2 En->De at a size a tiny model on a CPU can learn from.
 
-One manifest row per clip: task "ast", question = `INSTRUCTION`, answer = the German text,
-source_lang "en", target_lang "de", meta["passage"] = the English text. Layout on disk and caching
-as in `sallm_jax.data.embedded_common`.
+As in CoVoST2, whose one reference per sentence is one translator's choice, the references vary:
+German may open a sentence with its subject or with the time phrase (the verb second either way),
+and each template's two word orders are both correct translations. A passage's reference takes
+the template's usual order in `WORD_ORDER_WEIGHTS[0]` of passages and the other in the rest,
+picked by a hash of the English (`reference_order`), so the passage draws, and the ASR corpus that
+the base model hears them in, stay those of the set without variation.
+
+One manifest row per clip: task "ast", question = `INSTRUCTION`, answer = the German reference,
+source_lang "en", target_lang "de", meta["passage"] = the English text, meta["word_order"] = which
+rendering the reference is (0: the template's usual order). Layout on disk and caching as in
+`sallm_jax.data.embedded_common`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import random
 from collections.abc import Callable
@@ -45,42 +54,72 @@ from sallm_jax.data.phrase_table import (
     when_de,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 INSTRUCTION = "Translate the English speech into German."
 
 # Temporal phrases: a weekday or a time of day, in the same slot.
 WHENS = tuple(f"on {day}" for day in DAYS) + TIMES
 
 
+# How often a reference takes its template's usual word order, and the other one.
+WORD_ORDER_WEIGHTS = (0.6, 0.4)
+
+
+def reference_order(english: str) -> int:
+    """Which rendering is the reference of `english`: 0 (the usual order) with probability
+    `WORD_ORDER_WEIGHTS[0]`, else 1; a fixed function of the text, uniform over hash values."""
+    u = int.from_bytes(hashlib.sha256(english.encode()).digest()[:8], "big") / 2**64
+    return 0 if u < WORD_ORDER_WEIGHTS[0] else 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Translation:
+    """An English passage and its German renderings, the template's usual word order first."""
+
     english: str
-    german: str
+    renderings: tuple[str, str]
+
+    @property
+    def word_order(self) -> int:
+        return reference_order(self.english)
+
+    @property
+    def german(self) -> str:
+        """The reference translation: the rendering `reference_order` picks."""
+        return self.renderings[self.word_order]
+
+
+def _front(when_phrase: str, rest: str) -> str:
+    """A clause opened by its time phrase: "am Dienstag" + "nahm Maria ..." -> "Am Dienstag
+    nahm Maria ..." (German keeps the finite verb second)."""
+    return f"{capitalize_first(when_phrase)} {rest}"
 
 
 def move_sentence(
     name: str, verb: str, number: str, obj: str, place: str, when: str
 ) -> Translation:
     """'Maria took seven apples to the library on Tuesday.'
-    -> 'Maria nahm am Dienstag sieben Äpfel in die Bibliothek mit.' (time before place)"""
+    -> 'Maria nahm am Dienstag sieben Äpfel in die Bibliothek mit.' (time before place), or
+    'Am Dienstag nahm Maria sieben Äpfel in die Bibliothek mit.' (the time phrase first)"""
     finite, particle = VERBS_DE[verb]
-    german = " ".join(
-        word
-        for word in (name, finite, when_de(when), NUMBERS_DE[number], OBJECTS_DE[obj],
-                     PLACES_DE[place].direction(), particle)
-        if word
-    )  # fmt: skip
-    return Translation(f"{name} {verb} {number} {obj} to the {place} {when}.", german + ".")
+    rest = " ".join(w for w in (NUMBERS_DE[number], OBJECTS_DE[obj], PLACES_DE[place].direction(),
+                                particle) if w)
+    return Translation(f"{name} {verb} {number} {obj} to the {place} {when}.",
+                       (f"{name} {finite} {when_de(when)} {rest}.",
+                        _front(when_de(when), f"{finite} {name} {rest}.")))
 
 
 def visit_sentence(when: str, name: str, place: str, number: str, obj: str) -> Translation:
     """'On Tuesday, Maria went to the library. She bought seven apples.'
-    -> 'Am Dienstag ging Maria in die Bibliothek. Sie kaufte sieben Äpfel.' (verb second)"""
+    -> 'Am Dienstag ging Maria in die Bibliothek. Sie kaufte sieben Äpfel.' (verb second), or
+    'Maria ging am Dienstag in die Bibliothek. ...' (the subject first)"""
     pronoun = NAMES[name]
+    direction = PLACES_DE[place].direction()
+    second = f" {PRONOUNS_DE[pronoun]} kaufte {NUMBERS_DE[number]} {OBJECTS_DE[obj]}."
     return Translation(
         f"{capitalize_first(when)}, {name} went to the {place}. {pronoun} bought {number} {obj}.",
-        f"{capitalize_first(when_de(when))} ging {name} {PLACES_DE[place].direction()}. "
-        f"{PRONOUNS_DE[pronoun]} kaufte {NUMBERS_DE[number]} {OBJECTS_DE[obj]}.",
+        (_front(when_de(when), f"ging {name} {direction}.") + second,
+         f"{name} ging {when_de(when)} {direction}." + second),
     )
 
 
@@ -88,21 +127,26 @@ def meeting_sentence(
     name: str, other: str, place: str, when: str, number: str, obj: str
 ) -> Translation:
     """'Maria met Omar at the station in the evening. They shared two cups.'
-    -> 'Maria traf Omar am Abend am Bahnhof. Sie teilten sich zwei Tassen.'"""
+    -> 'Maria traf Omar am Abend am Bahnhof. Sie teilten sich zwei Tassen.', or
+    'Am Abend traf Maria Omar am Bahnhof. ...' (the time phrase first)"""
+    location = PLACES_DE[place].location()
+    second = f" Sie teilten sich {NUMBERS_DE[number]} {OBJECTS_DE[obj]}."
     return Translation(
         f"{name} met {other} at the {place} {when}. They shared {number} {obj}.",
-        f"{name} traf {other} {when_de(when)} {PLACES_DE[place].location()}. "
-        f"Sie teilten sich {NUMBERS_DE[number]} {OBJECTS_DE[obj]}.",
+        (f"{name} traf {other} {when_de(when)} {location}." + second,
+         _front(when_de(when), f"traf {name} {other} {location}.") + second),
     )
 
 
 def return_sentence(when: str, name: str, place: str, number: str, obj: str) -> Translation:
     """'After work, Maria came back from the library with seven apples.'
-    -> 'Nach der Arbeit kam Maria mit sieben Äpfeln aus der Bibliothek zurück.' (dative plural)"""
+    -> 'Nach der Arbeit kam Maria mit sieben Äpfeln aus der Bibliothek zurück.' (dative plural),
+    or 'Maria kam nach der Arbeit mit sieben Äpfeln aus der Bibliothek zurück.'"""
+    rest = (f"mit {NUMBERS_DE[number]} {dative_plural(OBJECTS_DE[obj])} "
+            f"{PLACES_DE[place].origin()} zurück.")
     return Translation(
         f"{capitalize_first(when)}, {name} came back from the {place} with {number} {obj}.",
-        f"{capitalize_first(when_de(when))} kam {name} mit {NUMBERS_DE[number]} "
-        f"{dative_plural(OBJECTS_DE[obj])} {PLACES_DE[place].origin()} zurück.",
+        (_front(when_de(when), f"kam {name} {rest}"), f"{name} kam {when_de(when)} {rest}"),
     )
 
 
@@ -146,7 +190,7 @@ def _rows(translation: Translation, clip: SynthesisedClip) -> list[ManifestRow]:
             answer=translation.german,
             source_lang="en",
             target_lang="de",
-            meta=clip.meta,
+            meta={**clip.meta, "word_order": translation.word_order},
         )
     ]
 

@@ -1,4 +1,5 @@
-"""The embedded En->De translation set: hand-checked German, determinism, split hygiene."""
+"""The embedded En->De translation set: hand-checked German in both word orders, how often each
+is the reference, determinism, split hygiene."""
 
 import hashlib
 import random
@@ -28,36 +29,57 @@ def built(tmp_path_factory):
     return root, build_embedded_ast(root, seed=3, **SIZES)
 
 
-# (template output, English, German written by hand).
+# (template output, English, German written by hand in the template's usual word order, and
+# in the other).
 HAND_CHECKED = [
     (move_sentence("Maria", "took", "seven", "apples", "library", "on Tuesday"),
      "Maria took seven apples to the library on Tuesday.",
-     "Maria nahm am Dienstag sieben Äpfel in die Bibliothek mit."),
+     "Maria nahm am Dienstag sieben Äpfel in die Bibliothek mit.",
+     "Am Dienstag nahm Maria sieben Äpfel in die Bibliothek mit."),
     (move_sentence("Lucy", "sent", "four", "letters", "museum", "after dinner"),
      "Lucy sent four letters to the museum after dinner.",
-     "Lucy schickte nach dem Abendessen vier Briefe ins Museum."),
+     "Lucy schickte nach dem Abendessen vier Briefe ins Museum.",
+     "Nach dem Abendessen schickte Lucy vier Briefe ins Museum."),
     (visit_sentence("on Friday", "Omar", "station", "twelve", "cups"),
      "On Friday, Omar went to the station. He bought twelve cups.",
-     "Am Freitag ging Omar zum Bahnhof. Er kaufte zwölf Tassen."),
+     "Am Freitag ging Omar zum Bahnhof. Er kaufte zwölf Tassen.",
+     "Omar ging am Freitag zum Bahnhof. Er kaufte zwölf Tassen."),
     (visit_sentence("at night", "Grace", "beach", "five", "bottles"),
      "At night, Grace went to the beach. She bought five bottles.",
-     "In der Nacht ging Grace an den Strand. Sie kaufte fünf Flaschen."),
+     "In der Nacht ging Grace an den Strand. Sie kaufte fünf Flaschen.",
+     "Grace ging in der Nacht an den Strand. Sie kaufte fünf Flaschen."),
     (meeting_sentence("Emma", "Ken", "market", "in the evening", "two", "keys"),
      "Emma met Ken at the market in the evening. They shared two keys.",
-     "Emma traf Ken am Abend auf dem Markt. Sie teilten sich zwei Schlüssel."),
+     "Emma traf Ken am Abend auf dem Markt. Sie teilten sich zwei Schlüssel.",
+     "Am Abend traf Emma Ken auf dem Markt. Sie teilten sich zwei Schlüssel."),
     (return_sentence("before breakfast", "Tom", "kitchen", "three", "books"),
      "Before breakfast, Tom came back from the kitchen with three books.",
-     "Vor dem Frühstück kam Tom mit drei Büchern aus der Küche zurück."),
+     "Vor dem Frühstück kam Tom mit drei Büchern aus der Küche zurück.",
+     "Tom kam vor dem Frühstück mit drei Büchern aus der Küche zurück."),
     (return_sentence("on Sunday", "Nina", "school", "twenty", "plates"),
      "On Sunday, Nina came back from the school with twenty plates.",
-     "Am Sonntag kam Nina mit zwanzig Tellern von der Schule zurück."),
+     "Am Sonntag kam Nina mit zwanzig Tellern von der Schule zurück.",
+     "Nina kam am Sonntag mit zwanzig Tellern von der Schule zurück."),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("translation, english, german", HAND_CHECKED)
-def test_hand_checked_translations(translation, english, german):
+@pytest.mark.parametrize("translation, english, usual, other", HAND_CHECKED)
+def test_hand_checked_translations(translation, english, usual, other):
     assert translation.english == english
-    assert translation.german == german
+    assert translation.renderings == (usual, other)
+    assert translation.german == translation.renderings[translation.word_order]
+
+
+def test_references_vary_in_word_order_at_the_stated_rate():
+    rng = random.Random(1)
+    passages = {embedded_ast.sample_translation(rng) for _ in range(4000)}
+    orders = [t.word_order for t in passages]
+    # 0.6 of 3,000+ distinct passages: a binomial std of under 0.01.
+    assert abs(orders.count(0) / len(orders) - embedded_ast.WORD_ORDER_WEIGHTS[0]) < 0.03
+    # Both renderings hold the same words (one capital moves): either is a full translation.
+    for t in passages:
+        assert sorted(t.renderings[0].lower().split()) == sorted(t.renderings[1].lower().split())
+        assert t.renderings[0] != t.renderings[1]
 
 
 def test_sampled_german_is_well_formed():
@@ -84,6 +106,7 @@ def test_rows(built):
         assert (row.task, row.source_lang, row.target_lang) == ("ast", "en", "de")
         assert row.question == INSTRUCTION and row.audio.startswith(str(root))
         assert row.meta["passage"].endswith(".") and row.answer != row.meta["passage"]
+        assert row.meta["word_order"] == embedded_ast.reference_order(row.meta["passage"])
 
 
 def test_instruction_names_no_slot_value():
