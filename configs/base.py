@@ -86,7 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
     # The base model (stage "base"): the configured model trained from random initialisation
     # to transcribe the embedded ASR corpus (never the task), with a tokenizer trained on that
     # corpus; cached in $SALLM_JAX_CACHE/base/<key of these settings and the model's>.
-    c.base = sft_section(steps=600, batch_size=24, learning_rate=2e-3, warmup_steps=50,
+    c.base = sft_section(steps=600, batch_size=20, learning_rate=2e-3, warmup_steps=50,
                          max_target_tokens=20, checkpoint_every=100, ctc_weight=0.3)
     c.base.num_train = 4000  # corpus clips; validation clips give the held-out WER
     c.base.num_validation = 100
