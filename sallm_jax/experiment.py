@@ -50,6 +50,7 @@ from sallm_jax.parallel.distributed import initialize as initialize_distributed
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.parallel.sharding import data_parallel_size
+from sallm_jax.report import write_report_or_warn
 from sallm_jax.rl.rollout import SamplingConfig
 from sallm_jax.train.base import (
     base_directory,
@@ -407,4 +408,6 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     if results and jax.process_index() == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
         print(format_table(results), flush=True)
+    if jax.process_index() == 0:  # plots/ and report.md; a failure is only a warning
+        write_report_or_warn(workdir)
     return results
