@@ -80,7 +80,8 @@ def test_random_sigkills_and_restarts_give_the_uninterrupted_results(tmp_path, s
     with open(tmp_path / "reference.log", "w") as log:
         began = time.monotonic()
         proc = launch(reference, smoke_cache, log)
-        assert wait_for(lambda: trained_a_step(reference), proc, 900)
+        assert wait_for(lambda: trained_a_step(reference), proc, 900), (
+            (tmp_path / "reference.log").read_text()[-3000:])
         startup = time.monotonic() - began
         assert proc.wait(timeout=900) == 0, (tmp_path / "reference.log").read_text()[-3000:]
         total = time.monotonic() - began
