@@ -87,14 +87,17 @@ def plots_section(plots: list[Plot], report_dir: pathlib.Path) -> list[str]:
 
 def groups_section(run: R.Run, config: dict, stage_dir: pathlib.Path | None,
                    max_groups: int = 3) -> list[str]:
-    """The first and last logged GRPO groups (and one between), each sample's reward and its
-    group-relative advantage."""
+    """Up to `max_groups` logged GRPO groups, spread from the first to the last, each sample's
+    reward and its group-relative advantage."""
     groups = R.logged_groups(stage_dir) if stage_dir is not None else []
     if not groups:
         return []
     scale = config.get("rl", {}).get("scale_rewards", "group")
-    picked = groups if len(groups) <= max_groups else [groups[0], groups[len(groups) // 2],
-                                                       groups[-1]]
+    # Spread over the stage: the first and the last, and evenly between.
+    last = len(groups) - 1
+    picked = groups if len(groups) <= max_groups else [
+        groups[i] for i in sorted({round(k * last / max(max_groups - 1, 1))
+                                   for k in range(max_groups)} if max_groups > 1 else {last})]
     note = ("(r - mean) / (std + 1e-4), the group's std" if scale == "group" else
             "r - mean (the run scaled by the batch's std, which the log does not hold)"
             if scale == "batch" else "r - mean")
