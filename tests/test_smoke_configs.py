@@ -74,9 +74,12 @@ def test_smoke_preset_finishes_with_the_tasks_results(name, tmp_path, smoke_cach
 
     # The printed table (stdout; the logs go to stderr): the task's columns, one row per
     # (stage, evaluation), each cell the results' value to two decimals.
-    header, *rows = out.stdout.strip().splitlines()
-    assert header.split() == ["stage", "evaluation", *columns], out.stdout
+    lines = out.stdout.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.split()[:2] == ["stage", "evaluation"]]
+    assert len(starts) == 1, out.stdout
     expected_rows = [(stage, evaluation) for stage in stages for evaluation in evaluations]
+    header, rows = lines[starts[0]], lines[starts[0] + 1:starts[0] + 1 + len(expected_rows)]
+    assert header.split() == ["stage", "evaluation", *columns], out.stdout
     assert [tuple(row.split()[:2]) for row in rows] == expected_rows, out.stdout
     for row, (stage, evaluation) in zip(rows, expected_rows, strict=True):
         cells = row.split()[2:]
