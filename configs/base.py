@@ -101,8 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     # The SFT arm: as many training examples as the GRPO arm's prompts (steps x batch_size).
     # The two arms' learning rates are those `sallm_jax.grpo_vs_sft` chose on the validation
-    # split from {0.5, 1, 2} x (1e-3 for SFT, 2e-4 for GRPO) (README, "GRPO vs SFT").
-    c.sft = sft_section(steps=100, batch_size=16, learning_rate=5e-4, warmup_steps=5)
+    # split from {0.5, 1, 2} x (5e-4 for SFT, 4e-4 for GRPO) (README, "GRPO vs SFT").
+    c.sft = sft_section(steps=100, batch_size=16, learning_rate=1e-3, warmup_steps=5)
     c.sft.start = "warmup"
 
     c.rl = ml_collections.ConfigDict()
