@@ -8,6 +8,7 @@ the code treats it exactly like a Hub checkpoint's tokenizer (`apply_chat_templa
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -104,10 +105,19 @@ def train_tokenizer(
         model_max_length=1 << 20,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
+    save_atomically(tokenizer, Path(out_dir))
     return tokenizer
+
+
+def save_atomically(tokenizer: transformers.PreTrainedTokenizerBase, out_dir: Path) -> None:
+    """Save into a sibling folder, then rename it to `out_dir`: a run killed while saving leaves
+    no `tokenizer.json` behind (which `load_tokenizer` would take for a whole tokenizer), so the
+    next start trains it again."""
+    staging = out_dir.with_name(f"{out_dir.name}.saving-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(out_dir, ignore_errors=True)  # what an older, interrupted save left
+    os.replace(staging, out_dir)
 
 
 def load_tokenizer(directory: str | os.PathLike) -> transformers.PreTrainedTokenizerBase:

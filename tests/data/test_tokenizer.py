@@ -1,6 +1,9 @@
 """The trained byte-level BPE tokenizer, its special tokens, chat template and the SQA prompt."""
 
+import pathlib
+
 import pytest
+import transformers
 
 from sallm_jax.data.prompts import sqa_prompt
 from sallm_jax.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
@@ -93,3 +96,27 @@ def test_sqa_prompt_with_model_audio_token_count(saved):
     assert count == 75
     ids = tokenizer.encode(sqa_prompt(QUESTION, count), add_special_tokens=False)
     assert ids.count(tokenizer.convert_tokens_to_ids("<|AUDIO|>")) == 75
+
+
+def test_a_save_cut_short_leaves_no_tokenizer(tmp_path, monkeypatch):
+    """A run killed while writing the tokenizer must not leave a partial tokenizer.json, which
+    the next start would load as a whole one; an older partial folder is replaced."""
+    out = tmp_path / "tokenizer"
+    out.mkdir()
+    (out / "tokenizer_config.json").write_text("{}")  # an older save, cut short
+    real_save = transformers.PreTrainedTokenizerFast.save_pretrained
+
+    def cut_short(self, directory, *args, **kwargs):
+        pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+        (pathlib.Path(directory) / "tokenizer.json").write_text('{"trunc')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.PreTrainedTokenizerFast, "save_pretrained", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        train_tokenizer(["a few words to learn from"] * 4, out, vocab_size=300)
+    assert not (out / "tokenizer.json").exists()
+
+    monkeypatch.setattr(transformers.PreTrainedTokenizerFast, "save_pretrained", real_save)
+    tokenizer = train_tokenizer(["a few words to learn from"] * 4, out, vocab_size=300)
+    assert load_tokenizer(out).encode("a few words") == tokenizer.encode("a few words")
+    assert not (out / "tokenizer_config.json").read_text() == "{}"
