@@ -127,6 +127,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.delta = 0.0
     c.rl.sapo_tau_pos = 1.0
     c.rl.sapo_tau_neg = 1.05
+    # Keep only the top fraction of completion tokens by the policy's entropy in the policy
+    # term (the high-entropy "forking" tokens carry the signal; 1.0 keeps all, 0.2 is the
+    # paper's), and an entropy bonus weight (0: off) against entropy collapse.
+    c.rl.top_entropy_quantile = 1.0
+    c.rl.entropy_coef = 0.0
     c.rl.num_off_policy = 0  # mixed-policy GRPO: ground-truth answers added to each group
     # Advantages r - mean(group), not divided by the group's std ("group", the papers' setting,
     # and "batch" divide): with the tiny model's templated answers many groups differ by a few
@@ -138,11 +143,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.reward_fns = ("bleu",)
     c.rl.reward_weights = (1.0,)
     c.rl.reward_failure_value = 0.0  # reward of a sample whose reward function raised
+    # Several rewards: "sum" forms the advantages from the weighted sum; "per_reward" (GDPO)
+    # normalises each reward within its group first, then the weighted sum over the batch, so
+    # an easy reward (format) cannot drown a hard one (accuracy) in ties of their sum.
+    c.rl.multi_reward_normalization = "sum"
     # Stop when one reward function fails on at least this fraction of the samples for this
     # many steps in a row (a bug, not an odd completion); its first traceback is shown.
     c.rl.reward_failure_stop_fraction = 1.0
     c.rl.reward_failure_stop_steps = 3
     c.rl.temperature = 1.0
+    # Warn (once per stage) when the sampler's log-probs of its tokens and the trainer's at the
+    # same parameters differ by more than this on average: they should agree up to numerics
+    # (~1e-6 in float32, ~1e-2 in bfloat16), a larger gap means stale weights or a mismatched
+    # temperature. 0 never warns.
+    c.rl.warn_logp_diff_above = 0.05
     c.rl.top_p = 1.0
     c.rl.top_k = 0
     c.rl.max_completion_length = 16

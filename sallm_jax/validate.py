@@ -10,7 +10,12 @@ import math
 import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
-from sallm_jax.rl.grpo import AGGREGATIONS, IMPORTANCE_LEVELS, POLICY_TERMS
+from sallm_jax.rl.grpo import (
+    AGGREGATIONS,
+    IMPORTANCE_LEVELS,
+    MULTI_REWARD_NORMALIZATIONS,
+    POLICY_TERMS,
+)
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
 
@@ -128,6 +133,13 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(rl.sapo_tau_pos > 0 and rl.sapo_tau_neg > 0, "rl.sapo_tau_pos",
                 "positive temperatures (rl.sapo_tau_pos, rl.sapo_tau_neg)",
                 (rl.sapo_tau_pos, rl.sapo_tau_neg))
+        require(0 < rl.top_entropy_quantile <= 1, "rl.top_entropy_quantile",
+                "a fraction in (0, 1] of the completion tokens kept (1.0: all)",
+                rl.top_entropy_quantile)
+        require(math.isfinite(rl.entropy_coef), "rl.entropy_coef", "a finite number",
+                rl.entropy_coef)
+        require(rl.warn_logp_diff_above >= 0, "rl.warn_logp_diff_above",
+                "a gap in nats >= 0 (0: never warn)", rl.warn_logp_diff_above)
         require(rl.loss_aggregation in AGGREGATIONS, "rl.loss_aggregation",
                  f"one of {sorted(AGGREGATIONS)}", rl.loss_aggregation)
         require(rl.importance_sampling_level in IMPORTANCE_LEVELS,
@@ -148,6 +160,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
                  f"{len(rl.reward_fns)} weights, one per entry of rl.reward_fns",
                  rl.reward_weights)
         get_reward_fns(rl.reward_fns)
+        require(rl.multi_reward_normalization in MULTI_REWARD_NORMALIZATIONS,
+                "rl.multi_reward_normalization", f"one of {MULTI_REWARD_NORMALIZATIONS}",
+                rl.multi_reward_normalization)
         require(rl.select_on in SELECTABLE, "rl.select_on",
                 f"a metric where higher is better, one of {SELECTABLE}", rl.select_on)
     if "eval" in stages:

@@ -31,6 +31,44 @@ def group_advantages(rewards: jax.Array, scale: str = "group") -> jax.Array:
     return centred / (std + ADVANTAGE_EPS)
 
 
+MULTI_REWARD_NORMALIZATIONS = ("sum", "per_reward")
+
+
+def _masked_moments(x: jax.Array, valid: jax.Array, axis) -> tuple[jax.Array, jax.Array]:
+    """Mean and unbiased (ddof=1) std of `x` over `axis`, counting only the `valid` entries;
+    a mean over none is 0 and a std over fewer than two is 0."""
+    n = valid.sum(axis, keepdims=True)
+    mean = jnp.where(valid, x, 0.0).sum(axis, keepdims=True) / jnp.maximum(n, 1)
+    sq = jnp.where(valid, (x - mean) ** 2, 0.0).sum(axis, keepdims=True)
+    return mean, jnp.sqrt(sq / jnp.maximum(n - 1, 1))
+
+
+def per_reward_advantages(per_fn: jax.Array, weights: jax.Array,
+                          scale: str = "group") -> jax.Array:
+    """GDPO advantages (Liu et al. 2026, arXiv 2601.05242) for per-function rewards
+    [batch, group, F], NaN where a reward does not apply: each reward is normalised within its
+    group on its own, A_k = (r_k - mean_group r_k) / (std_group r_k + 1e-4) (over the samples
+    it applies to; 0 on the others; `scale` as in `group_advantages`), the weighted sum
+    S = sum_k w_k A_k is formed, and S is normalised over the batch,
+    A = (S - mean_batch S) / (std_batch S + 1e-4). Rewards of different scale and difficulty
+    thus keep their own resolution instead of collapsing into the few values of their sum.
+
+    Returns [batch, group] advantages.
+    """
+    valid = ~jnp.isnan(per_fn)
+    rewards = jnp.where(valid, per_fn, 0.0)
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"rl.scale_rewards: expected 'group', 'batch' or 'none', got {scale!r}")
+    mean, std = _masked_moments(rewards, valid, axis=1)
+    centred = jnp.where(valid, rewards - mean, 0.0)
+    if scale == "group":
+        centred = centred / (std + ADVANTAGE_EPS)
+    elif scale == "batch":
+        centred = centred / (_masked_moments(rewards, valid, axis=(0, 1))[1] + ADVANTAGE_EPS)
+    summed = (centred * weights).sum(-1)
+    return (summed - summed.mean()) / (summed.std(ddof=1) + ADVANTAGE_EPS)
+
+
 def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
     """Per-token k3 estimator of KL(pi || pi_ref): exp(ref - logp) - (ref - logp) - 1."""
     delta = ref_logp - logp
@@ -113,6 +151,19 @@ def sapo_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, ta
 POLICY_TERMS = {"grpo": clipped_term, "cispo": cispo_term, "sapo": sapo_term}
 
 
+def high_entropy_mask(entropy: jax.Array, mask: jax.Array, top_quantile: float) -> jax.Array:
+    """[N, C] bool: the completion tokens whose entropy is at least the (1 - top_quantile)
+    quantile (linear interpolation, as `np.quantile`) of the entropies under `mask`.
+
+    The loss then keeps the top `top_quantile` fraction of tokens by entropy, the "forking"
+    tokens that carry the learning signal (Wang et al. 2025, "Beyond the 80/20 Rule"; TRL's
+    `top_entropy_quantile`); ties at the threshold are kept. The threshold carries no gradient.
+    """
+    values = jnp.where(mask > 0, jax.lax.stop_gradient(entropy), jnp.nan)
+    threshold = jnp.nanquantile(values, 1.0 - top_quantile)
+    return (entropy >= threshold) & (mask > 0)
+
+
 def grpo_loss(
     logp: jax.Array,
     old_logp: jax.Array,
@@ -130,11 +181,17 @@ def grpo_loss(
     delta: float | None = None,
     sapo_tau_pos: float = 1.0,
     sapo_tau_neg: float = 1.05,
+    entropy: jax.Array | None = None,
+    top_entropy_quantile: float = 1.0,
+    entropy_coef: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The GRPO objective as a loss to minimise, a pure function of arrays.
 
-    per_token = policy term + beta * k3(logp, ref_logp); the policy term is `loss_type`'s
-    (`POLICY_TERMS`), by default -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A).
+    per_token = keep * policy term + beta * k3(logp, ref_logp) - entropy_coef * H; the policy
+    term is `loss_type`'s (`POLICY_TERMS`), by default
+    -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A). keep is 1 everywhere, or with
+    `top_entropy_quantile` < 1 the `high_entropy_mask` (the aggregation's normaliser still
+    counts every completion token, as in TRL). H is the policy's entropy at each position.
 
     Off-policy rows (mixed-policy GRPO: ground-truth answers added to the group) use
     ratio = pi_theta(y_t) / pi_phi(y_t) with pi_phi = 1, i.e. exp(logp), and are not clipped:
@@ -155,9 +212,16 @@ def grpo_loss(
       off_policy: [N] bool, rows that were not sampled from the policy; None means none.
       loss_type: "grpo" (the clipped surrogate, `delta` capping it), "cispo" or "sapo" (with
         `sapo_tau_pos` / `sapo_tau_neg`); see `POLICY_TERMS`.
+      entropy: [N, C] the policy's entropy at each completion position (from the log-softmax
+        that gave `logp`), needed when `top_entropy_quantile` < 1 or `entropy_coef` != 0.
+      top_entropy_quantile: the fraction of completion tokens, by entropy, kept in the policy
+        term; 1.0 keeps all.
+      entropy_coef: weight of the entropy bonus (its gradient raises the entropy).
     Returns:
-      (scalar loss, metrics: kl, clip_fraction, ratio_mean — mask-weighted means over the
-      on-policy tokens for the ratio metrics).
+      (scalar loss, metrics: kl, clip_fraction (= clip_fraction/region: the tokens where the
+      term cut the ratio's gradient), clip_fraction/low (ratio < 1, the lower bound binding),
+      clip_fraction/high (ratio > 1), ratio_mean — mask-weighted means over the on-policy
+      tokens — and entropy_kept_fraction when tokens are selected by entropy).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"rl.loss_aggregation: expected one of {sorted(AGGREGATIONS)}, "
@@ -180,8 +244,19 @@ def grpo_loss(
     denom = jnp.maximum(on_policy_mask.sum(), 1.0)
     metrics = {
         "clip_fraction": (cut * on_policy_mask).sum() / denom,
+        "clip_fraction/low": (cut * (log_ratio < 0) * on_policy_mask).sum() / denom,
+        "clip_fraction/high": (cut * (log_ratio > 0) * on_policy_mask).sum() / denom,
+        "clip_fraction/region": (cut * on_policy_mask).sum() / denom,
         "ratio_mean": (ratio * on_policy_mask).sum() / denom,
     }
+    if (top_entropy_quantile < 1.0 or entropy_coef != 0.0) and entropy is None:
+        raise ValueError("rl.top_entropy_quantile / rl.entropy_coef need the policy's entropy")
+    if top_entropy_quantile < 1.0:
+        keep = high_entropy_mask(entropy, mask, top_entropy_quantile)
+        per_token = per_token * keep
+        metrics["entropy_kept_fraction"] = keep.sum() / jnp.maximum(mask.sum(), 1.0)
+    if entropy_coef != 0.0:
+        per_token = per_token - entropy_coef * entropy
     if beta != 0.0:
         kl = k3_kl(logp, ref_logp)
         per_token = per_token + beta * kl

@@ -10,6 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def join_groups(sampled: np.ndarray, refs: np.ndarray, num_off_policy: int) -> np.ndarray:
+    """[B * n, ...] sampled rows and [B, ...] references -> [B * (n + num_off_policy), ...],
+    prompt-major, each reference repeated `num_off_policy` times at the end of its group."""
+    b = refs.shape[0]
+    n = sampled.shape[0] // b
+    sampled = sampled.reshape(b, n, *sampled.shape[1:])
+    refs = np.repeat(refs[:, None], num_off_policy, axis=1).astype(sampled.dtype)
+    return np.concatenate([sampled, refs], axis=1).reshape(b * (n + num_off_policy),
+                                                           *sampled.shape[2:])
+
+
 def mix_in_references(ids: np.ndarray, mask: np.ndarray, truncated: np.ndarray,
                       target_ids: np.ndarray, target_mask: np.ndarray,
                       num_off_policy: int) -> tuple[np.ndarray, ...]:
@@ -26,15 +37,8 @@ def mix_in_references(ids: np.ndarray, mask: np.ndarray, truncated: np.ndarray,
     b, c = target_ids.shape
     if ids.shape[1] != c:
         raise ValueError(f"completion length {ids.shape[1]} differs from the target length {c}")
-    n = ids.shape[0] // b
-
-    def join(sampled: np.ndarray, refs: np.ndarray) -> np.ndarray:
-        sampled = sampled.reshape(b, n, *sampled.shape[1:])
-        refs = np.repeat(refs[:, None], num_off_policy, axis=1).astype(sampled.dtype)
-        return np.concatenate([sampled, refs], axis=1).reshape(b * (n + num_off_policy),
-                                                               *sampled.shape[2:])
-
-    off_policy = join(np.zeros(b * n, bool), np.ones(b, bool))
+    k = num_off_policy
+    off_policy = join_groups(np.zeros(len(ids), bool), np.ones(b, bool), k)
     # A reference is ground truth, never a truncated sample, even when cut to C tokens.
-    return (join(ids, target_ids), join(mask, target_mask), join(truncated, np.zeros(b, bool)),
-            off_policy)
+    return (join_groups(ids, target_ids, k), join_groups(mask, target_mask, k),
+            join_groups(truncated, np.zeros(b, bool), k), off_policy)

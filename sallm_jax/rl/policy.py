@@ -27,6 +27,47 @@ def merge_policy(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
     return model
 
 
+def token_logprobs_and_entropy(logits: jax.Array,
+                               ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """log pi(ids) and the entropy of pi, both from one log-softmax over the vocabulary.
+
+    Args:
+      logits: [N, C, V] logits already divided by the temperature.
+      ids: [N, C] int32 tokens.
+    Returns:
+      ([N, C] float32 log-probabilities of `ids`, [N, C] float32 entropies
+      H = -sum_v pi_v log pi_v of each position's distribution).
+    """
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    return jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0], entropy
+
+
+def completion_logprobs_and_entropy(
+    model: SpeechLM,
+    batch: dict[str, jax.Array],
+    completion_ids: jax.Array,
+    completion_mask: jax.Array,
+    *,
+    group_size: int = 1,
+    temperature: float = 1.0,
+    audio_embeds: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """`completion_logprobs` and, from the same forward pass and log-softmax, the policy's
+    entropy at each completion position: ([B * group, C], [B * group, C]) float32."""
+    prompt_logits, prefix = model.prefill(batch, audio_embeds)
+    # Completion positions continue each prompt's; their own keys follow its shared ones.
+    mask = jnp.concatenate([jnp.repeat(prefix.mask, group_size, axis=0),
+                            completion_mask.astype(bool)], axis=1)
+    completion_logits, _ = model.forward_embeds(model.embed(completion_ids),
+                                                positions_from_mask(mask)[:, prefix.mask.shape[1]:],
+                                                completion_mask.astype(bool), prefix=prefix)
+    # The prompt's last logit predicts completion token 0; completion token t predicts t + 1.
+    logits = jnp.concatenate([jnp.repeat(prompt_logits[:, None], group_size, axis=0),
+                              completion_logits[:, :-1]], axis=1) / temperature
+    return token_logprobs_and_entropy(logits, completion_ids)
+
+
 def completion_logprobs(
     model: SpeechLM,
     batch: dict[str, jax.Array],
@@ -55,15 +96,7 @@ def completion_logprobs(
     Returns:
       [B * group, C] float32 log-probabilities (padding positions hold arbitrary finite values).
     """
-    prompt_logits, prefix = model.prefill(batch, audio_embeds)
-    # Completion positions continue each prompt's; their own keys follow its shared ones.
-    mask = jnp.concatenate([jnp.repeat(prefix.mask, group_size, axis=0),
-                            completion_mask.astype(bool)], axis=1)
-    completion_logits, _ = model.forward_embeds(model.embed(completion_ids),
-                                                positions_from_mask(mask)[:, prefix.mask.shape[1]:],
-                                                completion_mask.astype(bool), prefix=prefix)
-    # The prompt's last logit predicts completion token 0; completion token t predicts t + 1.
-    logits = jnp.concatenate([jnp.repeat(prompt_logits[:, None], group_size, axis=0),
-                              completion_logits[:, :-1]], axis=1) / temperature
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, completion_ids[..., None], axis=-1)[..., 0]
+    # The unused entropy is dead code to XLA: it costs nothing here.
+    return completion_logprobs_and_entropy(model, batch, completion_ids, completion_mask,
+                                           group_size=group_size, temperature=temperature,
+                                           audio_embeds=audio_embeds)[0]

@@ -5,11 +5,17 @@ multiple choice also "choices" and "answer_index") to a float, higher is better.
 registered rewards ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "wer", "cer",
 "accuracy", "format", "mmau") or user functions by import path ("package.module:function").
 `compute_rewards` applies the configured functions and their weights to a whole rollout, and a
-function that raises on a sample costs that sample its reward, never the run.
+function that raises on a sample costs that sample its reward, never the run. A function may be
+`async def` (its calls for the whole rollout, and those of the other async functions, are
+awaited together: a reward that waits on a judge model or a sandbox costs one round trip, not
+N) and may return None for "not applicable" to this sample (neither a failure nor a zero: the
+sample is left out of that reward's statistics).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import importlib
 import inspect
@@ -27,7 +33,7 @@ from sallm_jax.eval.meteor import meteor
 from sallm_jax.eval.metrics import rouge_l, rouge_n
 from sallm_jax.rl.aqa_rewards import accuracy_reward, format_reward, mmau_reward
 
-RewardFn = Callable[[str, Mapping[str, Any]], float]
+RewardFn = Callable[[str, Mapping[str, Any]], float | None]
 REWARD_FNS: dict[str, RewardFn] = {}
 _LOG = logging.getLogger(__name__)
 
@@ -188,10 +194,42 @@ def reward_name(fn: RewardFn) -> str:
 class Rewards(NamedTuple):
     """What `compute_rewards` returns."""
 
-    total: np.ndarray  # [N] float32, weighted sum over functions
-    per_fn: np.ndarray  # [N, F] float32, one column per reward function
+    total: np.ndarray  # [N] float32, weighted sum over the functions that apply
+    per_fn: np.ndarray  # [N, F] float32, one column per reward function; NaN: not applicable
     failures: dict[str, int]  # reward name -> samples on which it raised (0 included)
     first_errors: dict[str, BaseException]  # reward name -> its first error, when it failed
+
+
+def _run_together(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Await the coroutines made by `calls` concurrently; each result is its value or the
+    exception it raised. Runs in a fresh event loop (in a worker thread when the caller is
+    itself inside one, e.g. a notebook)."""
+
+    async def gather():
+        async def one(call):
+            return await call()  # a raise inside call() itself is caught by gather too
+
+        return await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+
+    try:
+        asyncio.get_running_loop()
+        inside_a_loop = True
+    except RuntimeError:
+        inside_a_loop = False
+    if not inside_a_loop:  # outside the except block: no stray context on reward errors
+        return asyncio.run(gather())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, gather()).result()
+
+
+def _as_reward(value: Any) -> float | None:
+    """A reward's return value as a finite float, or None (not applicable); raises otherwise."""
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"reward is {value}")
+    return value
 
 
 def compute_rewards(
@@ -205,13 +243,15 @@ def compute_rewards(
 ) -> Rewards:
     """Score every completion with every reward function.
 
-    A function that raises on a sample, or returns something that is not a finite number, gives
-    that sample `failure_value` (a NaN reward would turn the whole group's advantages into NaN);
-    failures are counted per function and logged once per function per call, with the first
-    exception's traceback.
+    A function that raises on a sample, or returns something that is not a finite number or
+    None, gives that sample `failure_value` (a NaN reward would turn the whole group's
+    advantages into NaN); failures are counted per function and logged once per function per
+    call, with the first exception's traceback. None means the reward does not apply to the
+    sample: `per_fn` holds NaN there, and the total sums only the rewards that apply. Async
+    functions' calls are all awaited together.
 
     Args:
-      reward_fns: F functions fn(completion, example) -> float.
+      reward_fns: F functions fn(completion, example) -> float | None, or async ones.
       weights: F weights (the config's rl.reward_weights).
       completions: N decoded completions.
       examples: N examples (the prompt's example repeated for each of its samples).
@@ -230,29 +270,42 @@ def compute_rewards(
         names = _unique([reward_name(fn) for fn in reward_fns])
     elif len(names) != len(reward_fns):
         raise ValueError(f"{len(names)} names for {len(reward_fns)} reward functions")
+    pairs = list(zip(completions, examples, strict=True))
+    is_async = [inspect.iscoroutinefunction(fn) for fn in reward_fns]
+    awaited = iter(_run_together([functools.partial(fn, c, e)
+                                  for fn, a in zip(reward_fns, is_async, strict=True) if a
+                                  for c, e in pairs]))
     per_fn = np.full((len(completions), len(reward_fns)), failure_value, np.float32)
     failures: dict[str, int] = {}
     first_errors: dict[str, BaseException] = {}
     for k, (fn, name) in enumerate(zip(reward_fns, names, strict=True)):
-        first_error: Exception | None = None
+        first_error: BaseException | None = None
         count = 0
-        for n, (completion, example) in enumerate(zip(completions, examples, strict=True)):
+        for n, (completion, example) in enumerate(pairs):
             try:
-                value = float(fn(completion, example))
-                if not math.isfinite(value):
-                    raise ValueError(f"reward is {value}")
+                if is_async[k]:
+                    result = next(awaited)
+                    if isinstance(result, BaseException):
+                        raise result
+                else:
+                    result = fn(completion, example)
+                value = _as_reward(result)
             except Exception as err:  # any bug in a reward must not end the run
                 count += 1
                 if first_error is None:
                     first_error = err
                 continue
-            per_fn[n, k] = value
+            per_fn[n, k] = np.nan if value is None else value
         failures[name] = count
         if first_error is not None:
             first_errors[name] = first_error
             _LOG.warning("reward %s failed on %d of %d completions, scored %s; first error:",
                          name, count, len(completions), failure_value, exc_info=first_error)
-    return Rewards(per_fn @ np.asarray(weights, np.float32), per_fn, failures, first_errors)
+    # Zero-filling the inapplicable entries leaves the matmul, and so the total, bit for bit
+    # what it is when every reward applies.
+    total = np.where(np.isnan(per_fn), 0.0, per_fn).astype(np.float32) @ np.asarray(
+        weights, np.float32)
+    return Rewards(total, per_fn, failures, first_errors)
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -35,6 +35,10 @@ class Rollout(NamedTuple):
     ids: jax.Array  # [B * group, C] int32, pad after the end-of-sequence token
     mask: jax.Array  # [B * group, C] int32, 1 through the end-of-sequence token
     truncated: jax.Array  # [B * group] bool, no end-of-sequence token within C
+    # [B * group, C] float32 log pi(token) under the sampling temperature (before top-k /
+    # top-p), from the logits the sampler drew it with: what the trainer's log-probs of the same
+    # tokens at the same parameters should equal. None where a caller built a Rollout by hand.
+    logp: jax.Array | None = None
 
 
 def _tile(x: jax.Array, group: int, axis: int = 0) -> jax.Array:
@@ -58,7 +62,10 @@ def rollout(
         "prompt_mask" [B, P]; without "waveforms" the prompts are text only.
       rng: PRNG key.
     Returns:
-      Rollout with C = sampling.max_new_tokens.
+      Rollout with C = sampling.max_new_tokens; `logp` is log_softmax(logits / T) at each
+      sampled token (T = sampling.temperature, or 1 for greedy decoding), the distribution the
+      trainer's `completion_logprobs` scores, got from the decode step's logits with no extra
+      forward pass.
     """
     c = sampling.max_new_tokens
     n = batch["prompt_ids"].shape[0] * group_size
@@ -68,30 +75,35 @@ def rollout(
     key_mask = jnp.ones((n, c), bool)
     next_position = _tile(prefix.mask.astype(jnp.int32).sum(-1), group_size)
     eos = jnp.asarray(eos_ids, jnp.int32)
+    scoring_temperature = sampling.temperature or 1.0
 
     def cond(state):
-        t, _, _, _, done, _ = state
+        t, _, _, _, _, done, _ = state
         return (t < c) & ~jnp.all(done)
 
     def body(state):
-        t, tokens, last_logits, cache, done, rng = state
+        t, tokens, logps, last_logits, cache, done, rng = state
         rng, step_rng = jax.random.split(rng)
         token = sample_token(last_logits, step_rng, temperature=sampling.temperature,
                              top_k=sampling.top_k, top_p=sampling.top_p)
         token = jnp.where(done, pad_id, token)
         tokens = tokens.at[:, t].set(token)
+        # As the trainer computes it: divide, then the float32 log-softmax.
+        step_logp = jax.nn.log_softmax((last_logits / scoring_temperature).astype(jnp.float32),
+                                       axis=-1)
+        logps = logps.at[:, t].set(jnp.take_along_axis(step_logp, token[:, None], axis=-1)[:, 0])
         done = done | jnp.isin(token, eos)
         step_embeds = model.embed(token[:, None], None)
         step_logits, cache = model.forward_embeds(step_embeds, (next_position + t)[:, None],
                                                   key_mask, cache, t, prefix=prefix)
-        return t + 1, tokens, step_logits[:, -1], cache, done, rng
+        return t + 1, tokens, logps, step_logits[:, -1], cache, done, rng
 
-    init = (jnp.int32(0), jnp.full((n, c), pad_id, jnp.int32), _tile(last_logits, group_size),
-            cache, jnp.zeros((n,), bool), rng)
-    _, tokens, _, _, _, _ = jax.lax.while_loop(cond, body, init)
+    init = (jnp.int32(0), jnp.full((n, c), pad_id, jnp.int32), jnp.zeros((n, c), jnp.float32),
+            _tile(last_logits, group_size), cache, jnp.zeros((n,), bool), rng)
+    _, tokens, logps, _, _, _, _ = jax.lax.while_loop(cond, body, init)
     is_eos = jnp.isin(tokens, eos)
     # A token counts while no end-of-sequence token came before it; the loop stops early only
     # when every row has ended, so the unwritten tail is always masked.
     ended_before = jnp.cumsum(is_eos, axis=1) - is_eos
     mask = (ended_before == 0).astype(jnp.int32)
-    return Rollout(ids=tokens, mask=mask, truncated=~jnp.any(is_eos, axis=1))
+    return Rollout(ids=tokens, mask=mask, truncated=~jnp.any(is_eos, axis=1), logp=logps)

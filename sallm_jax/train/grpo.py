@@ -26,9 +26,15 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.rl.grpo import group_advantages, grpo_loss
-from sallm_jax.rl.mixed_policy import mix_in_references
-from sallm_jax.rl.policy import completion_logprobs, merge_policy
+from sallm_jax.rl.diagnostics import (
+    LogpDiffWatch,
+    completion_length_range,
+    logp_difference,
+    masked_mean,
+)
+from sallm_jax.rl.grpo import group_advantages, grpo_loss, per_reward_advantages
+from sallm_jax.rl.mixed_policy import join_groups, mix_in_references
+from sallm_jax.rl.policy import completion_logprobs, completion_logprobs_and_entropy, merge_policy
 from sallm_jax.rl.rewards import RewardWatch, compute_rewards, get_reward_fns
 from sallm_jax.rl.rollout import SamplingConfig, rollout
 from sallm_jax.train.best import BestKeeper
@@ -86,34 +92,47 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                      state_shardings: TrainState, frozen_shardings: nnx.State):
     """jit(update(state, frozen, batch, group, old_logp, ref_logp) -> (state, metrics)).
 
-    `group` holds "ids", "mask" [B * G, C], "rewards" [B, G] and "off_policy" [B * G];
+    `group` holds "ids", "mask" [B * G, C], "rewards" [B, G], "off_policy" [B * G], with
+    `multi_reward_normalization="per_reward"` "per_fn" [B, G, F] (NaN: not applicable), and
+    optionally "rollout_logp" [B * G, C] (the sampler's log-probs of the tokens; then the
+    metrics hold their gap to this update's log-probs, "logp_diff/mean" and "/max");
     `old_logp` / `ref_logp` may be None (one update per rollout / beta == 0). With
     `cfg.micro_batch_size` > 0 the loss and gradients are accumulated over micro-batches of
-    that many prompts (same result, less activation memory).
+    that many prompts (same result, less activation memory; a `top_entropy_quantile`
+    threshold is then taken within each micro-batch). "entropy" is the policy's mean entropy
+    over the sampled completion tokens, from the same log-softmax as the log-probs.
     """
 
     def loss_fn(params, frozen, rows):
-        logp = completion_logprobs(merge_policy(graphdef, params, frozen), rows["batch"],
-                                   rows["ids"], rows["mask"], group_size=cfg.group_size,
-                                   temperature=cfg.temperature)
+        logp, entropy = completion_logprobs_and_entropy(
+            merge_policy(graphdef, params, frozen), rows["batch"], rows["ids"], rows["mask"],
+            group_size=cfg.group_size, temperature=cfg.temperature)
         old = jax.lax.stop_gradient(logp) if rows["old_logp"] is None else rows["old_logp"]
-        return grpo_loss(logp, old, rows["ref_logp"], rows["advantages"],
-                         rows["mask"].astype(jnp.float32), epsilon=cfg.epsilon,
-                         epsilon_high=cfg.epsilon_high, beta=cfg.beta,
-                         aggregation=cfg.loss_aggregation,
-                         importance_sampling_level=cfg.importance_sampling_level,
-                         off_policy=rows["off_policy"] if cfg.num_off_policy else None,
-                         loss_type=cfg.loss_type, delta=cfg.delta or None,
-                         sapo_tau_pos=cfg.sapo_tau_pos, sapo_tau_neg=cfg.sapo_tau_neg)
+        loss, metrics = grpo_loss(
+            logp, old, rows["ref_logp"], rows["advantages"], rows["mask"].astype(jnp.float32),
+            epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
+            aggregation=cfg.loss_aggregation,
+            importance_sampling_level=cfg.importance_sampling_level,
+            off_policy=rows["off_policy"] if cfg.num_off_policy else None,
+            loss_type=cfg.loss_type, delta=cfg.delta or None, sapo_tau_pos=cfg.sapo_tau_pos,
+            sapo_tau_neg=cfg.sapo_tau_neg, entropy=entropy,
+            top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=cfg.entropy_coef)
+        return loss, (metrics, jax.lax.stop_gradient({"logp": logp, "entropy": entropy}))
+
+    def advantages(group):
+        if cfg.multi_reward_normalization == "per_reward":
+            weights = jnp.asarray(cfg.reward_weights, jnp.float32)
+            return per_reward_advantages(group["per_fn"], weights, cfg.scale_rewards)
+        return group_advantages(group["rewards"], cfg.scale_rewards)
 
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
         rows = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
                 "off_policy": group["off_policy"], "old_logp": old_logp, "ref_logp": ref_logp,
-                "advantages": group_advantages(group["rewards"], cfg.scale_rewards).reshape(-1)}
+                "advantages": advantages(group).reshape(-1)}
         grad_fn = jax.value_and_grad(lambda p, r: loss_fn(p, frozen, r), has_aux=True)
         num_prompts = group["rewards"].shape[0]
         if not cfg.micro_batch_size or cfg.micro_batch_size >= num_prompts:
-            (loss, metrics), grads = grad_fn(state.params, rows)
+            (loss, (metrics, per_token)), grads = grad_fn(state.params, rows)
         else:
             k = num_prompts // cfg.micro_batch_size
             chunks = {**split_prompts({n: v for n, v in rows.items() if n != "batch"}, k,
@@ -123,7 +142,13 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                 weights = chunks["mask"].sum((1, 2)) / jnp.maximum(group["mask"].sum(), 1)
             else:
                 weights = jnp.full((k,), 1.0 / k)
-            (loss, metrics), grads = accumulate(grad_fn, state.params, chunks, weights)
+            (loss, (metrics, per_token)), grads = accumulate(grad_fn, state.params, chunks,
+                                                             weights, per_chunk=True)
+            per_token = jax.tree.map(lambda x: join_prompts(x, cfg.group_size), per_token)
+        sampled = group["mask"] * ~group["off_policy"][:, None]
+        metrics = {**metrics, "entropy": masked_mean(per_token["entropy"], sampled)}
+        if group.get("rollout_logp") is not None:
+            metrics.update(logp_difference(group["rollout_logp"], per_token["logp"], sampled))
         metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
         state, metrics["finite"] = apply_gradients(state, grads, tx, loss)
         return state, metrics
@@ -151,17 +176,23 @@ class ScoredGroups:
     texts: list[str]
     examples: list[dict]
     rewards: np.ndarray  # [B * G] weighted sum
-    per_fn: np.ndarray  # [B * G, num reward functions]
+    per_fn: np.ndarray  # [B * G, num reward functions], NaN where a reward does not apply
     failures: dict[str, int]
     first_errors: dict[str, BaseException]
+    rollout_logp: np.ndarray | None = None  # [B * G, C] the sampler's; 0 on off-policy rows
 
     def device_group(self, cfg: ml_collections.ConfigDict,
                      partitioner: Partitioner) -> dict[str, jax.Array]:
         """What the update consumes; truncated samples leave the loss when so configured."""
         mask = self.mask * ~self.truncated[:, None] if cfg.mask_truncated_completions else self.mask
-        return partitioner.to_global({"ids": self.ids, "mask": mask,
-                                      "rewards": self.rewards.reshape(-1, cfg.group_size),
-                                      "off_policy": self.off_policy})
+        group = {"ids": self.ids, "mask": mask,
+                 "rewards": self.rewards.reshape(-1, cfg.group_size),
+                 "off_policy": self.off_policy}
+        if cfg.multi_reward_normalization == "per_reward":
+            group["per_fn"] = self.per_fn.reshape(-1, cfg.group_size, self.per_fn.shape[1])
+        if self.rollout_logp is not None:
+            group["rollout_logp"] = self.rollout_logp
+        return partitioner.to_global(group)
 
 
 def score_groups(out, host_batch: dict, rows: Sequence[ManifestRow], tokenizer, reward_fns,
@@ -169,8 +200,12 @@ def score_groups(out, host_batch: dict, rows: Sequence[ManifestRow], tokenizer, 
     """Bring this process's rows of a rollout to the host, add the ground-truth rows
     (mixed-policy GRPO), decode, and score every completion with the configured rewards."""
     ids, mask, truncated = (partitioner.to_local(x) for x in (out.ids, out.mask, out.truncated))
+    logp = None if out.logp is None else partitioner.to_local(out.logp)
     off_policy = np.zeros(len(ids), bool)
     if cfg.num_off_policy:
+        if logp is not None:
+            logp = join_groups(logp, np.zeros((len(host_batch["target_ids"]), logp.shape[1]),
+                                              logp.dtype), cfg.num_off_policy)
         ids, mask, truncated, off_policy = mix_in_references(
             ids, mask, truncated, host_batch["target_ids"], host_batch["target_mask"],
             cfg.num_off_policy)
@@ -183,7 +218,7 @@ def score_groups(out, host_batch: dict, rows: Sequence[ManifestRow], tokenizer, 
         reward_fns, cfg.reward_weights, texts, examples, failure_value=cfg.reward_failure_value,
         names=list(cfg.reward_fns))
     return ScoredGroups(ids, mask, truncated, off_policy, texts, examples, rewards, per_fn,
-                        failures, first_errors)
+                        failures, first_errors, logp)
 
 
 def gathered_failures(groups: ScoredGroups,
@@ -213,8 +248,11 @@ def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
                    partitioner.gather(groups.rewards), cfg.group_size),
                "completion_length": lengths.mean(),
                "truncated_fraction": partitioner.gather(groups.truncated)[on].mean(),
-               "completion_tokens": lengths.sum()}
-    scalars.update({f"reward/{name}": per_fn[:, i].mean() for i, name in enumerate(cfg.reward_fns)})
+               "completion_tokens": lengths.sum(), **completion_length_range(lengths)}
+    for i, name in enumerate(cfg.reward_fns):
+        applies = ~np.isnan(per_fn[:, i])  # None: the reward does not apply to the sample
+        if applies.any():
+            scalars[f"reward/{name}"] = per_fn[applies, i].mean()
     names = list(groups.failures)
     failures = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
     scalars.update({f"reward_failures/{n}": c for n, c in zip(names, failures, strict=True) if c})
@@ -273,11 +311,13 @@ class GRPOStep:
         ref = state.params if self.ref_params is None else self.ref_params
         ref_logp = (self.ref_logprobs(ref, frozen, batch, group["ids"], group["mask"])
                     if cfg.beta != 0.0 else None)
-        finite = True
-        for _ in range(cfg.num_iterations):
+        finite, gap = True, {}
+        for i in range(cfg.num_iterations):
             state, metrics = self.update(state, frozen, batch, group, old_logp, ref_logp)
             finite = finite & metrics["finite"]
-        return state, {**metrics, "finite": finite}, groups
+            if i == 0:  # the only update at the sampler's parameters
+                gap = {k: v for k, v in metrics.items() if k.startswith("logp_diff/")}
+        return state, {**metrics, **gap, "finite": finite}, groups
 
 
 def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
@@ -302,6 +342,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     (default: stop on a non-finite one).
     """
     health = health or HealthCheck(stage="grpo")
+    logp_watch = LogpDiffWatch(cfg.warn_logp_diff_above)
     reward_watch = RewardWatch(cfg.reward_failure_stop_fraction, cfg.reward_failure_stop_steps)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
@@ -330,6 +371,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
         state, metrics, groups = grpo_step(state, next(data_iter),
                                            jax.random.fold_in(base_rng, step))
         health.after_step(step + 1, metrics)
+        logp_watch.after_step(step + 1, metrics)
         progress.step_done(step + 1, {"reward": float(groups.rewards.mean())})
         reward_watch.after_step(step + 1, *gathered_failures(groups, partitioner),
                                 groups.first_errors)

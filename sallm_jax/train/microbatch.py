@@ -35,24 +35,29 @@ def join_prompts(x: jax.Array, rows_per_prompt: int = 1) -> jax.Array:
     return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[3:])
 
 
-def accumulate(grad_fn: Callable, params, chunks, weights: jax.Array):
+def accumulate(grad_fn: Callable, params, chunks, weights: jax.Array, *,
+               per_chunk: bool = False):
     """Sum of weights[j] x (loss, metrics, grads) of grad_fn(params, chunks[j]) over j.
 
     Args:
       grad_fn: (params, chunk) -> ((loss, metrics), grads), e.g. jax.value_and_grad(...,
-        has_aux=True).
+        has_aux=True); with `per_chunk`, (params, chunk) -> ((loss, (metrics, outputs)), grads).
       chunks: pytree whose leaves have a leading micro-batch axis.
       weights: [num_chunks] each micro-batch's share of the batch-wide normaliser.
+      per_chunk: `outputs` (e.g. per-token arrays) are not summed but returned stacked, each
+        leaf [num_chunks, ...]: ((loss, (metrics, outputs)), grads).
     """
 
     def body(acc, xs):
         chunk, weight = xs
-        (loss, metrics), grads = grad_fn(params, chunk)
+        (loss, aux), grads = grad_fn(params, chunk)
+        metrics, outputs = aux if per_chunk else (aux, None)
         scaled = jax.tree.map(lambda a, g: a + weight * g, acc[2], grads)
         metrics = jax.tree.map(lambda a, m: a + weight * m, acc[1], metrics)
-        return (acc[0] + weight * loss, metrics, scaled), None
+        return (acc[0] + weight * loss, metrics, scaled), outputs
 
-    (loss, metrics), _ = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], chunks))
+    (loss, aux), _ = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], chunks))
+    metrics = aux[0] if per_chunk else aux
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), (loss, metrics, params))
-    (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (chunks, weights))
-    return (loss, metrics), grads
+    (loss, metrics, grads), outputs = jax.lax.scan(body, zeros, (chunks, weights))
+    return ((loss, (metrics, outputs)) if per_chunk else (loss, metrics)), grads

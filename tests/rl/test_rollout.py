@@ -122,3 +122,42 @@ def test_sampled_groups_differ_and_respect_top_k(model):
     np.testing.assert_array_equal(out.ids, np.repeat(np.asarray(greedy.ids), 4, axis=0))
     hot = run(model, batch, group=4, temperature=5.0)
     assert len({tuple(r) for r in np.asarray(hot.ids)[:4]}) > 1
+
+
+def test_rollout_logprobs_match_the_trainer_and_rise_when_the_parameters_move(model):
+    from sallm_jax.rl.diagnostics import logp_difference
+
+    batch = make_batch()
+    temperature = 0.7
+    out = run(model, batch, group=2, temperature=temperature, top_k=20)
+    m = np.asarray(out.mask).astype(bool)
+    # Reference: a cache-free forward over prompt + completion, log-softmax of logits / T.
+    features = model.audio_features(batch["waveforms"], batch["num_samples"])
+    full = model(jnp.concatenate([jnp.repeat(batch["prompt_ids"], 2, 0), out.ids], 1),
+                 jnp.concatenate([jnp.repeat(batch["prompt_mask"], 2, 0), out.mask], 1),
+                 *(jnp.repeat(f, 2, 0) for f in features))
+    p = batch["prompt_ids"].shape[1]
+    full_logp = np.asarray(jax.nn.log_softmax(full[:, p - 1 : -1] / temperature))
+    expected = np.take_along_axis(full_logp, np.asarray(out.ids)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(out.logp)[m], expected[m], atol=1e-5)
+    # The trainer's log-probs at the same parameters: the gap is float32 noise.
+    trainer = completion_logprobs(model, batch, out.ids, out.mask, group_size=2,
+                                  temperature=temperature)
+    same = logp_difference(out.logp, trainer, out.mask)
+    assert float(same["logp_diff/max"]) < 1e-5
+    assert float(same["logp_diff/mean"]) <= float(same["logp_diff/max"])
+    # Parameters moved between rollout and update (stale sampler weights): the gap shows it.
+    graphdef, state = nnx.split(model)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    moved = nnx.merge(graphdef, jax.tree.unflatten(treedef, [
+        x + 0.05 * jax.random.normal(k, x.shape, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+        else x for x, k in zip(leaves, keys, strict=True)]))
+    stale = logp_difference(out.logp, completion_logprobs(moved, batch, out.ids, out.mask,
+                                                          group_size=2, temperature=temperature),
+                            out.mask)
+    diff = np.abs(np.asarray(out.logp) - np.asarray(completion_logprobs(
+        moved, batch, out.ids, out.mask, group_size=2, temperature=temperature)))[m]
+    np.testing.assert_allclose(stale["logp_diff/mean"], diff.mean(), rtol=1e-5)
+    np.testing.assert_allclose(stale["logp_diff/max"], diff.max(), rtol=1e-6)
+    assert float(stale["logp_diff/mean"]) > 1e-3

@@ -39,6 +39,14 @@ def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa)
         assert r["ratio_mean"] == 1.0  # old log-probs are the current ones, exactly
         assert "kl" not in r
         assert 0.0 <= r["reward_mean"] <= 1.0
+        # Diagnostics: the sampler's log-probs of its tokens equal the trainer's at the same
+        # parameters up to float32 noise (the ground-truth rows are left out of the gap).
+        assert 0.0 <= r["logp_diff/mean"] <= r["logp_diff/max"] < 1e-5
+        assert 0.0 < r["entropy"] <= np.log(mcfg.text.vocab_size) + 1e-3
+        assert (1 <= r["completion_length/min"] <= r["completion_length"]
+                <= r["completion_length/max"] <= cfg.rl.max_completion_length)
+        assert r["clip_fraction/low"] + r["clip_fraction/high"] == pytest.approx(
+            r["clip_fraction"])
 
 
 def test_lora_grpo_trains_adapters_only_against_the_adapter_free_reference(tmp_path, small_sqa):

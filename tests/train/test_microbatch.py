@@ -102,3 +102,46 @@ def test_micro_batches_match_full_batch(aggregation):
     assert micro_norm == pytest.approx(full_norm, rel=1e-5)
     for a, b in zip(jax.tree.leaves(micro_params), jax.tree.leaves(full), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def numpy_gdpo_group(per_fn, weights):
+    """GDPO with group scaling over complete per-function rewards [B, G, F] (NumPy)."""
+    centred = per_fn - per_fn.mean(1, keepdims=True)
+    summed = (centred / (per_fn.std(1, ddof=1, keepdims=True) + 1e-4) * weights).sum(-1)
+    return (summed - summed.mean()) / (summed.std(ddof=1) + 1e-4)
+
+
+def test_update_diagnostics_and_per_reward_advantages_with_and_without_micro_batches():
+    from sallm_jax.rl.policy import completion_logprobs_and_entropy
+
+    partitioner = Partitioner(make_mesh({"data": -1}), ())
+    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    batch, group, _ = inputs()
+    rng = np.random.default_rng(7)
+    weights = np.array([1.0, 0.5], np.float32)
+    per_fn = rng.random((B, G, 2)).astype(np.float32)
+    group = {**group, "per_fn": per_fn,
+             "rollout_logp": rng.normal(-4, 0.5, (B * G, C)).astype(np.float32)}
+    logp, entropy = (np.asarray(x) for x in completion_logprobs_and_entropy(
+        nnx.merge(graphdef, params, frozen), batch, group["ids"], group["mask"], group_size=G))
+    m = group["mask"].astype(np.float32)
+    # On-policy, ratio 1, dapo: the loss is -sum A over the tokens / their number.
+    advantages = numpy_gdpo_group(per_fn.astype(np.float64), weights).reshape(-1)
+    expected_loss = -(advantages[:, None] * m).sum() / m.sum()
+    gap = np.abs(group["rollout_logp"] - logp)[m > 0]
+    for micro in (0, 1):
+        cfg = base_config().rl
+        cfg.update({"group_size": G, "beta": 0.0, "scale_rewards": "group",
+                    "multi_reward_normalization": "per_reward", "reward_weights": (1.0, 0.5),
+                    "reward_fns": ("bleu", "chrf"), "micro_batch_size": micro})
+        tx = optax.sgd(1e-2)
+        state, shardings = partitioner.train_state(params, tx, copy=True)
+        update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
+                                  partitioner.param_shardings(frozen))
+        _, metrics = update(state, frozen, partitioner.to_global(batch),
+                            partitioner.to_global(group), None, None)
+        assert float(metrics["loss"]) == pytest.approx(expected_loss, rel=1e-4, abs=1e-6)
+        assert float(metrics["entropy"]) == pytest.approx((entropy * m).sum() / m.sum(),
+                                                          rel=1e-5)
+        assert float(metrics["logp_diff/mean"]) == pytest.approx(gap.mean(), rel=1e-5)
+        assert float(metrics["logp_diff/max"]) == pytest.approx(gap.max(), rel=1e-6)
