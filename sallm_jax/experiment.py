@@ -126,15 +126,18 @@ def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[Man
 
 
 def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],
-                workdir: pathlib.Path, tokenizer=None):
+                workdir: pathlib.Path, tokenizer=None, partitioner: Partitioner | None = None):
     """(model, tokenizer): a local Hugging Face checkpoint (model.checkpoint) with its own
     tokenizer, or a new model of the configured sizes with `tokenizer` (the base model's) or
-    the configured one; LoRA adapters added when lora.rank > 0."""
+    the configured one; LoRA adapters added when lora.rank > 0. With `partitioner`, a
+    checkpoint's tensors are placed straight into their mesh shardings as they are read (each
+    process reading only the rows it holds): a process holds only its shards of the model."""
     if cfg.model.checkpoint:
         checkpoint = load_checkpoint(pathlib.Path(cfg.model.checkpoint).expanduser(),
                                      dtype=cfg.model.dtype,
                                      compute_dtype=cfg.model.compute_dtype or None,
-                                     adapter_dir=cfg.lora.adapter_dir or None)
+                                     adapter_dir=cfg.lora.adapter_dir or None,
+                                     shardings=partitioner and partitioner.param_shardings)
         model, tokenizer = checkpoint.model, checkpoint.tokenizer
         if cfg.tokenizer.path or tokenizer is None:
             tokenizer = prepare_tokenizer(cfg, splits, workdir)
@@ -254,7 +257,8 @@ class Experiment:
                 self.base_dir, self.corpus["train"], cfg.tokenizer.vocab_size, cfg.base.seed))
         else:
             tokenizer = None
-        model, self.tokenizer = build_model(cfg, self.splits, workdir, tokenizer)
+        model, self.tokenizer = build_model(cfg, self.splits, workdir, tokenizer,
+                                            self.partitioner)
         self.model_config = model.config
         self.graphdef, params, self.frozen = nnx.split(
             model, trainable_filter(cfg.lora.trainable) if cfg.lora.rank else nnx.Param, ...)
