@@ -14,7 +14,7 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.report import write_report, write_report_or_warn
 from sallm_jax.report.__main__ import main as report_main
 from sallm_jax.report.plots import draw
-from sallm_jax.report.runs import parse_group
+from sallm_jax.report.runs import MISSING, config_diff, parse_group
 from sallm_jax.train.metric_writer import MetricWriter
 
 SFT_LOSS = [4.5, 3.25, 2.75]
@@ -150,3 +150,10 @@ def test_a_failing_report_is_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert write_report_or_warn(tmp_path / "missing") is None
     assert "could not write" in caplog.text and "sallm_jax.report" in caplog.text
+
+
+def test_config_diff_names_changed_and_absent_keys():
+    run = {"rl": {"beta": 0.07, "steps": 3}, "stages": ["grpo", "eval"], "old_key": 1}
+    preset = {"rl": {"beta": 0.02, "steps": 3, "new_key": 0.5}, "stages": ["grpo", "eval"]}
+    assert config_diff(run, preset) == {"old_key": (MISSING, 1), "rl.beta": (0.02, 0.07),
+                                        "rl.new_key": (0.5, MISSING)}

@@ -146,7 +146,8 @@ def config_section(config: dict, preset: str | None) -> list[str]:
              f"Against `{spec}`, the preset closest to it (give `--preset` to name another)")
     if not diff:
         return [title + ": no difference.", ""]
-    rows = [[f"`{k}`", json.dumps(a), json.dumps(b)] for k, (a, b) in diff.items()]
+    rows = [[f"`{k}`", *(v if v is R.MISSING else json.dumps(v) for v in pair)]
+            for k, pair in diff.items()]
     return [title + ":", "", *table(["key", "preset", "this run"], rows), ""]
 
 

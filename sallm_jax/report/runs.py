@@ -264,12 +264,16 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
+MISSING = "(absent)"  # the side of a diff that lacks the key (a config of another version)
+
+
 def config_diff(config: dict, preset: dict) -> dict[str, tuple[object, object]]:
-    """Key -> (the preset's value, the run's) for every key where they differ (a key only one
-    side has shows None on the other)."""
+    """Key -> (the preset's value, the run's) for every key where they differ; a key only one
+    side has shows MISSING on the other."""
     ours, theirs = flatten(config), flatten(preset)
-    return {k: (theirs.get(k), ours.get(k)) for k in sorted(ours.keys() | theirs.keys())
-            if not _same(theirs.get(k), ours.get(k))}
+    return {k: (theirs.get(k, MISSING), ours.get(k, MISSING))
+            for k in sorted(ours.keys() | theirs.keys())
+            if k not in ours or k not in theirs or not _same(theirs[k], ours[k])}
 
 
 def closest_preset(config: dict) -> tuple[str, dict[str, tuple[object, object]]] | None:
