@@ -14,7 +14,9 @@ from configs.base import apply_smoke, base_config
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c = base_config()
     c.data.name = "embedded_aqa"
-    c.data.max_prompt_text_tokens = 64  # question + four choices + the answer instruction
+    # Question + four choices + the answer instruction: up to 75 text tokens with the base
+    # tokenizer over the embedded splits.
+    c.data.max_prompt_text_tokens = 80
     c.warmup.max_target_tokens = c.sft.max_target_tokens = 16
     c.rl.max_completion_length = c.eval.max_new_tokens = 16
     c.rl.reward_fns, c.rl.reward_weights = ("accuracy", "format"), (1.0, 1.0)
