@@ -9,7 +9,8 @@ from configs.ast_grpo import get_config as get_ast_config
 from configs.sqa_grpo import get_config
 from sallm_jax.data import embedded_aqa, embedded_asr, embedded_ast, embedded_sqa
 from sallm_jax.data.manifest import ManifestRow
-from sallm_jax.data.prompts import target_text, user_text
+from sallm_jax.data.pipeline import prompt_text_tokens
+from sallm_jax.data.prompts import target_text
 from sallm_jax.train.base import base_directory, base_tokenizer
 
 CACHE = pathlib.Path("/cache")
@@ -47,7 +48,9 @@ def test_bookkeeping_and_task_settings_keep_the_key():
 
 def test_base_tokenizer_fits_every_task_preset(tmp_path):
     """The base's tokenizer learns the tasks' kinds of text too, so every tiny preset's prompts
-    and targets fit its token limits (targets with their end token)."""
+    and targets fit its token limits (targets with their end token). Prompts are counted as the
+    input pipeline's length screen counts them: the whole chat prompt, audio placeholders
+    aside."""
     rng = random.Random(7)
     corpus = [ManifestRow(id=str(i), audio="", task="asr", question=embedded_asr.INSTRUCTION,
                           answer=text, meta={"passage": text})
@@ -58,12 +61,14 @@ def test_base_tokenizer_fits_every_task_preset(tmp_path):
     sqa, ast, aqa = (get_config("tiny"), get_ast_config("tiny"), get_aqa_config("tiny"))
     for _ in range(300):
         for qa in embedded_sqa.sample_passage(rng).questions:
-            assert count(qa.question) <= sqa.data.max_prompt_text_tokens
+            row = ManifestRow(id="q", audio="", task="sqa", question=qa.question,
+                              answer=qa.answers[0])
+            assert prompt_text_tokens(row, tok) <= sqa.data.max_prompt_text_tokens
             assert count(qa.answers[0]) + 1 <= sqa.sft.max_target_tokens
         assert count(embedded_ast.sample_translation(rng).german) + 1 <= ast.sft.max_target_tokens
         _, _, _, item = embedded_aqa.sample_item(rng)
         row = ManifestRow(id="q", audio="", task="aqa", question=item.question,
                           answer=item.choices[item.answer_index], choices=list(item.choices),
                           answer_index=item.answer_index)
-        assert count(user_text(row)) <= aqa.data.max_prompt_text_tokens
+        assert prompt_text_tokens(row, tok) <= aqa.data.max_prompt_text_tokens
         assert count(target_text(row)) + 1 <= aqa.sft.max_target_tokens
