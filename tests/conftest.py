@@ -25,3 +25,12 @@ def smoke_cache(tmp_path_factory):
     test_multiprocess): the embedded data and compiled programs are built once. None of them
     but test_main's first builds a base model, whose caching that test checks."""
     return tmp_path_factory.mktemp("smoke_cache")
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`-n auto --dist loadgroup`) the tests that share `smoke_cache` run
+    in one worker, in collection order, so its data, compiled programs and base model are built
+    once (each worker has a session of its own)."""
+    for item in items:
+        if "smoke_cache" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_cache"))
