@@ -138,6 +138,10 @@ def base_config() -> ml_collections.ConfigDict:
     # hundredths of BLEU, which std-normalisation would blow up to full-size advantages.
     c.rl.scale_rewards = "none"
     c.rl.num_iterations = 1
+    # One generation: steps_per_generation batches rolled out at the same parameters and
+    # scored together, then one optimiser step per batch (num_iterations each); the ratio is
+    # live from the generation's second update on. rl.steps must be a multiple of it.
+    c.rl.steps_per_generation = 1
     c.rl.micro_batch_size = 0  # prompts per gradient-accumulation micro-batch; 0: whole batch
     c.rl.mask_truncated_completions = False
     c.rl.reward_fns = ("bleu",)

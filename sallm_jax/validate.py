@@ -119,7 +119,11 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(rl.reward_failure_stop_steps >= 1, "rl.reward_failure_stop_steps",
                 "an integer >= 1", rl.reward_failure_stop_steps)
         _positive_ints(rl, "rl", ("steps", "batch_size", "max_completion_length",
-                                  "num_iterations", "checkpoint_every", "log_every"))
+                                  "num_iterations", "steps_per_generation", "checkpoint_every",
+                                  "log_every"))
+        require(rl.steps % rl.steps_per_generation == 0, "rl.steps",
+                f"a multiple of rl.steps_per_generation = {rl.steps_per_generation} (each "
+                "generation is trained on in full)", rl.steps)
         require(isinstance(rl.group_size, int) and rl.group_size >= 2, "rl.group_size",
                  "an integer >= 2 (advantages compare samples within a group)", rl.group_size)
         require(rl.loss_type in POLICY_TERMS, "rl.loss_type", f"one of {sorted(POLICY_TERMS)}",
