@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.timing import Row, Stat
-from configs.base import base_config
+from sallm_jax.configs.base import base_config
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.audio_tokens import num_audio_tokens

@@ -21,7 +21,7 @@ from flax import nnx
 from benchmarks.checkpoints import hf_config
 from benchmarks.rollout import COMPLETION, GROUP, prompt_batch
 from benchmarks.timing import Row, Stat, alternate, rates
-from configs.base import base_config
+from sallm_jax.configs.base import base_config
 from sallm_jax.models.hf_weights import speech_lm_config_from_hf
 from sallm_jax.models.speech_lm import SpeechLM, count_params
 from sallm_jax.parallel.mesh import make_mesh

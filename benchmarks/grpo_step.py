@@ -30,7 +30,7 @@ from flax import nnx
 
 from benchmarks.checkpoints import save_random_checkpoint
 from benchmarks.timing import Row, paired_ratios, rates
-from configs.base import base_config
+from sallm_jax.configs.base import base_config
 from sallm_jax.data.embedded_sqa import sample_passage
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.tokenizer import train_tokenizer

@@ -30,13 +30,14 @@ import pathlib
 
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from sallm_jax.config_file import define_config_flag
 from sallm_jax.experiment import default_cache_dir, run_experiment
 from sallm_jax.train.base import base_directory
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=False)
+_CONFIG = define_config_flag("config", "Experiment config file: configs/<name>.py[:preset] or "
+                             "<name>[:preset] (the shipped configs), or a path.",
+                             lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs and the table go.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the arms' runs.")
 _ARMS = flags.DEFINE_list("arms", ["sft", "grpo", "mp_grpo"], "Arms to run (see the module "

@@ -1,5 +1,8 @@
 """Entry point: `python -m sallm_jax.main --config=configs/sqa_grpo.py[:preset] [--workdir=DIR]`.
 
+The config file is found from any directory: `configs/sqa_grpo.py` (or the bare name
+`sqa_grpo`) names the shipped `sallm_jax/configs/sqa_grpo.py` (sallm_jax.config_file).
+
 Config fields can be overridden on the command line, e.g. `--config.rl.beta=0.02`.
 """
 
@@ -10,8 +13,8 @@ import pathlib
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from sallm_jax.config_file import config_stem, define_config_flag
 from sallm_jax.experiment import run_experiment
 from sallm_jax.rl.rewards import RewardFailing
 from sallm_jax.train.health import TrainingDiverged
@@ -22,8 +25,9 @@ EXIT_DIVERGED = 3  # a non-finite step (train.on_nonfinite) or a reward failing 
 EXIT_LOCKED = 4  # another run holds the work directory
 EXIT_PREEMPTED = 5  # stopped by SIGTERM / SIGINT after saving a checkpoint; run again to resume
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = define_config_flag("config", "Experiment config file: configs/<name>.py[:preset] or "
+                             "<name>[:preset] (the shipped configs), or a path.",
+                             lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Where checkpoints, logs and results go "
                                "(default: runs/<config file name>).")
@@ -37,7 +41,7 @@ def _own_info_only(record: std_logging.LogRecord) -> bool:
 def main(argv: list[str]) -> None:
     del argv
     config = _CONFIG.value
-    workdir = _WORKDIR.value or f"runs/{pathlib.Path(flags.FLAGS['config'].config_filename).stem}"
+    workdir = _WORKDIR.value or f"runs/{config_stem(flags.FLAGS['config'].config_filename)}"
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_own_info_only)
     try:

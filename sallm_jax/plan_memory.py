@@ -49,6 +49,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from sallm_jax.config_file import resolve_config_file
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
 from sallm_jax.models.granite_config import GraniteSpeechConfig, GraniteTextConfig
 from sallm_jax.models.granite_speech import GraniteSpeechLM
@@ -307,8 +308,8 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def load_rules(spec: str) -> Rules:
-    """`parallel.rules` of a config file "path.py[:preset]"."""
-    path, _, preset = spec.partition(":")
+    """`parallel.rules` of a config file "path.py[:preset]" (found as sallm_jax.main finds it)."""
+    path, _, preset = resolve_config_file(spec).partition(":")
     module_spec = importlib.util.spec_from_file_location("_plan_memory_config", path)
     if module_spec is None or module_spec.loader is None:
         raise ValueError(f"--config: cannot load {path!r}")

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from configs.sqa_grpo import get_config
+from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.grpo_vs_sft import arm_config, summarise
 from sallm_jax.validate import validate_config
 

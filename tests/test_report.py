@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from configs.sqa_grpo import get_config
+from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.report import write_report, write_report_or_warn
 from sallm_jax.report.__main__ import main as report_main

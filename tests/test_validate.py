@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-from configs.sqa_grpo import get_config
+from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.validate import validate_config
 
 
@@ -12,7 +12,7 @@ from sallm_jax.validate import validate_config
     (name, preset) for name in ("sqa_grpo", "sqa_sft", "ast_grpo", "aqa_grpo")
     for preset in ("tiny", "smoke", "paper")] + [("ast_grpo", "paper_mp")])
 def test_presets_are_valid(name, preset):
-    cfg = importlib.import_module(f"configs.{name}").get_config(preset)
+    cfg = importlib.import_module(f"sallm_jax.configs.{name}").get_config(preset)
     if preset.startswith("paper"):
         cfg.data.train_manifest, cfg.data.test_manifest = "train.jsonl", "test.jsonl"
         cfg.model.checkpoint = "Qwen2-Audio-7B-Instruct"

@@ -139,8 +139,8 @@ def config_section(config: dict, preset: str | None) -> list[str]:
     else:
         found = R.closest_preset(config)
         if found is None:
-            return ["The presets in `configs/` could not be imported (run from the checkout, "
-                    "or give `--preset`).", ""]
+            return ["The presets in `sallm_jax/configs/` could not be imported (give "
+                    "`--preset`).", ""]
         spec, diff = found
     title = (f"Against `{spec}`" if preset else
              f"Against `{spec}`, the preset closest to it (give `--preset` to name another)")

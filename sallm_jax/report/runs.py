@@ -253,7 +253,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 def preset_config(spec: str) -> dict:
     """The resolved config of `configs/<name>.py[:preset]` (or `<name>[:preset]`) as JSON data."""
     name, _, preset = spec.partition(":")
-    module = importlib.import_module(f"configs.{pathlib.Path(name).stem}")
+    module = importlib.import_module(f"sallm_jax.configs.{pathlib.Path(name).stem}")
     config = module.get_config(preset) if preset else module.get_config()
     return json.loads(config.to_json_best_effort())
 
@@ -278,7 +278,7 @@ def config_diff(config: dict, preset: dict) -> dict[str, tuple[object, object]]:
 
 def closest_preset(config: dict) -> tuple[str, dict[str, tuple[object, object]]] | None:
     """(`configs/<name>.py:<preset>`, its diff) of the preset with the fewest keys that differ
-    from `config`; None when the configs cannot be imported (not run from the checkout)."""
+    from `config`; None when the shipped configs cannot be imported."""
     best = None
     for module in CONFIG_MODULES:
         for preset in PRESET_NAMES:

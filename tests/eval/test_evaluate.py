@@ -6,7 +6,7 @@ import json
 import numpy as np
 from flax import nnx
 
-from configs.sqa_grpo import get_config
+from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.eval.metrics import text_metrics
 from sallm_jax.experiment import batch_spec, model_config

@@ -12,8 +12,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from configs.base import base_config  # noqa: E402
 from sallm_jax.audio.log_mel import num_feature_frames  # noqa: E402
+from sallm_jax.configs.base import base_config  # noqa: E402
 from sallm_jax.models.config import (  # noqa: E402
     AudioEncoderConfig,
     SpeechLMConfig,

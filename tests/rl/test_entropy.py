@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.base import base_config
+from sallm_jax.configs.base import base_config
 from sallm_jax.rl.grpo import grpo_loss, high_entropy_mask
 from sallm_jax.rl.policy import token_logprobs_and_entropy
 from sallm_jax.validate import validate_config

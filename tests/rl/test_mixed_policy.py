@@ -23,7 +23,7 @@ def test_references_join_each_group():
 def test_scored_groups_give_references_their_reward(small_sqa):
     import jax.numpy as jnp
 
-    from configs.sqa_grpo import get_config
+    from sallm_jax.configs.sqa_grpo import get_config
     from sallm_jax.data.pipeline import BatchLoader, BatchSpec, screen_rows
     from sallm_jax.parallel.mesh import make_mesh
     from sallm_jax.parallel.partitioner import Partitioner

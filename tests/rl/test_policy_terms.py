@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.base import base_config, gspo
+from sallm_jax.configs.base import base_config, gspo
 from sallm_jax.rl.grpo import grpo_loss
 from sallm_jax.validate import validate_config
 

@@ -4,9 +4,9 @@ not) and its tokenizer (every task's text fits the presets' limits)."""
 import pathlib
 import random
 
-from configs.aqa_grpo import get_config as get_aqa_config
-from configs.ast_grpo import get_config as get_ast_config
-from configs.sqa_grpo import get_config
+from sallm_jax.configs.aqa_grpo import get_config as get_aqa_config
+from sallm_jax.configs.ast_grpo import get_config as get_ast_config
+from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.data import embedded_aqa, embedded_asr, embedded_ast, embedded_sqa
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import prompt_text_tokens

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.sqa_grpo import get_config
+from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.experiment import batch_spec, model_config
 from sallm_jax.models.lora import apply_lora, trainable_filter
 from sallm_jax.models.speech_lm import SpeechLM

@@ -6,8 +6,8 @@ import optax
 import pytest
 from flax import nnx
 
-from configs.base import base_config
 from sallm_jax.audio.log_mel import num_feature_frames
+from sallm_jax.configs.base import base_config
 from sallm_jax.models.config import (
     AudioEncoderConfig,
     SpeechLMConfig,

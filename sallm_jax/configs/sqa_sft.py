@@ -7,7 +7,7 @@ model.checkpoint; the SFT settings of the Granite Speech paper's baseline).
 
 import ml_collections
 
-from configs.base import apply_smoke, base_config, paper_grpo
+from sallm_jax.configs.base import apply_smoke, base_config, paper_grpo
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:

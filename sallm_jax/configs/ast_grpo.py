@@ -8,7 +8,7 @@ paper_mp (the same with mixed-policy GRPO: one ground-truth translation in each 
 
 import ml_collections
 
-from configs.base import apply_smoke, base_config, paper_grpo
+from sallm_jax.configs.base import apply_smoke, base_config, paper_grpo
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:

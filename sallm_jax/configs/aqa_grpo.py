@@ -8,7 +8,7 @@ test split, Qwen2-Audio-7B-Instruct as model.checkpoint; R1-AQA's settings, REFE
 
 import ml_collections
 
-from configs.base import apply_smoke, base_config
+from sallm_jax.configs.base import apply_smoke, base_config
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:

@@ -13,7 +13,7 @@ Presets (`--config=configs/sqa_grpo.py:PRESET`):
 
 import ml_collections
 
-from configs.base import apply_smoke, base_config, paper_grpo
+from sallm_jax.configs.base import apply_smoke, base_config, paper_grpo
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
