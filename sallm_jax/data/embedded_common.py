@@ -30,6 +30,7 @@ import soxr
 from sallm_jax.data.manifest import ManifestRow, write_manifest
 from sallm_jax.data.prompts import target_text, user_text
 from sallm_jax.data.speech_synth import Speaker, synthesize
+from sallm_jax.train.progress import track
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "validation", "test")
@@ -156,22 +157,25 @@ def write_clip(path: Path, text: str, speaker: Speaker, seed: int) -> float:
 
 
 def _build_into(
-    directory: Path, plan: Mapping[str, list[tuple[Clip, Item]]], to_rows: ToRows
+    directory: Path, plan: Mapping[str, list[tuple[Clip, Item]]], to_rows: ToRows, dataset: str
 ) -> None:
+    """Synthesise every clip of `plan`, one progress ("synth <dataset>") over all splits."""
+    clips = [(split, index, clip, item)
+             for split in SPLITS for index, (clip, item) in enumerate(plan[split])]
+    rows: dict[str, list[ManifestRow]] = {split: [] for split in SPLITS}
+    for split, index, clip, item in track(clips, f"synth {dataset}", len(clips), unit="clip"):
+        passage_id = f"{split}-{index:05d}"
+        audio = directory / "audio" / split / f"{passage_id}.wav"
+        duration = write_clip(audio, clip.text, clip.speaker, seed=index)
+        meta = {
+            "passage": clip.text,
+            "passage_id": passage_id,
+            "speaker": speaker_name(clip.speaker),
+            "audio_seconds": round(duration, 4),
+        }
+        rows[split] += to_rows(item, SynthesisedClip(passage_id, str(audio), meta))
     for split in SPLITS:
-        rows: list[ManifestRow] = []
-        for index, (clip, item) in enumerate(plan[split]):
-            passage_id = f"{split}-{index:05d}"
-            audio = directory / "audio" / split / f"{passage_id}.wav"
-            duration = write_clip(audio, clip.text, clip.speaker, seed=index)
-            meta = {
-                "passage": clip.text,
-                "passage_id": passage_id,
-                "speaker": speaker_name(clip.speaker),
-                "audio_seconds": round(duration, 4),
-            }
-            rows += to_rows(item, SynthesisedClip(passage_id, str(audio), meta))
-        write_manifest(directory / f"{split}.jsonl", rows)
+        write_manifest(directory / f"{split}.jsonl", rows[split])
 
 
 def build_embedded(
@@ -224,7 +228,7 @@ def build_embedded(
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
-        _build_into(staging, plan_splits(seed, sizes, draw), to_rows)
+        _build_into(staging, plan_splits(seed, sizes, draw), to_rows, dataset)
         # build.json last: its presence means the manifests and audio are complete.
         (staging / "build.json").write_text(json.dumps(params, indent=2) + "\n")
         if root.exists():

@@ -1,5 +1,9 @@
-"""Progress of a training stage: steps done, rate and time left, shown in the stage's log lines
-and, when stderr is a terminal, as a live tqdm bar.
+"""Progress of a long phase (a training stage, data synthesis, an evaluation pass): steps done,
+rate and time left, shown as a live tqdm bar when stderr is a terminal and in log lines when not.
+
+A training stage puts `describe` at the end of its own metric lines; a phase without log lines
+of its own (`track`) logs "[phase] describe" at its first and last step and every
+LOG_EVERY_S seconds between.
 
 The rate leaves out the first step of each start (it compiles the step's programs) and the
 steps a resumed stage ran before it restarted.
@@ -7,11 +11,16 @@ steps a resumed stage ran before it restarted.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from tqdm import tqdm
+
+LOG_EVERY_S = 30.0  # seconds between the log lines of a phase `track` follows
+T = TypeVar("T")
 
 
 def duration(seconds: float) -> str:
@@ -25,16 +34,21 @@ def duration(seconds: float) -> str:
 
 
 class StageProgress:
-    """Call `step_done(step, scalars)` after each step; `describe(step)` for a log line."""
+    """Call `step_done(step, scalars)` after each step; `describe(step)` for a log line.
+
+    `unit` names a step ("step", "clip", "batch"); `leave=False` clears the bar when it closes
+    (a validation pass inside a training stage)."""
 
     def __init__(self, stage: str, total: int, start_step: int = 0,
-                 clock: Callable[[], float] = time.perf_counter, bar: bool | None = None):
-        self.stage, self.total, self.clock = stage, total, clock
+                 clock: Callable[[], float] = time.perf_counter, bar: bool | None = None,
+                 unit: str = "step", leave: bool = True):
+        self.stage, self.total, self.clock, self.unit = stage, total, clock, unit
         self.first: tuple[int, float] | None = None  # (step, time) once the first step is done
         self.last = start_step
+        self.logged: float | None = None  # when log_if_due last logged
         show = sys.stderr.isatty() if bar is None else bar
-        self.bar = (tqdm(total=total, initial=start_step, desc=stage, unit="step",
-                         dynamic_ncols=True) if show else None)
+        self.bar = (tqdm(total=total, initial=start_step, desc=stage, unit=unit,
+                         dynamic_ncols=True, leave=leave) if show else None)
 
     def step_done(self, step: int, scalars: Mapping[str, float] | None = None) -> None:
         if self.first is None:
@@ -58,8 +72,33 @@ class StageProgress:
         rate = self.rate(step)
         if rate is None:
             return text
-        return f"{text}, {rate:.3g} steps/s, ETA {duration((self.total - step) / rate)}"
+        units = self.unit + ("es" if self.unit.endswith("ch") else "s")  # steps, batches
+        return f"{text}, {rate:.3g} {units}/s, ETA {duration((self.total - step) / rate)}"
+
+    def log_if_due(self, step: int, every_s: float = LOG_EVERY_S) -> None:
+        """Without a bar, log "[stage] describe(step)" at the first and the last step and when
+        `every_s` seconds have passed since the last line."""
+        if self.bar is not None:
+            return
+        now = self.clock()
+        if self.logged is None or step >= self.total or now - self.logged >= every_s:
+            logging.info("[%s] %s", self.stage, self.describe(step))
+            self.logged = now
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def track(items: Iterable[T], stage: str, total: int, unit: str = "step",
+          leave: bool = True, bar: bool | None = None) -> Iterator[T]:
+    """`items` (`total` of them), each counted as a step of `stage` once the loop body that
+    took it has run: a bar on a terminal, log lines (`log_if_due`) otherwise."""
+    progress = StageProgress(stage, total, bar=bar, unit=unit, leave=leave)
+    try:
+        for step, item in enumerate(items, 1):
+            yield item
+            progress.step_done(step)
+            progress.log_if_due(step)
+    finally:
+        progress.close()

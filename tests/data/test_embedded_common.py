@@ -1,9 +1,13 @@
-"""Helpers shared by the embedded sets: the split plan and the tokenizer corpus."""
+"""Helpers shared by the embedded sets: the split plan, the tokenizer corpus, the synthesis
+progress."""
+
+import logging
 
 import pytest
 
 from sallm_jax.data.embedded_common import Clip, embedded_corpus_texts, plan_splits
-from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.data.embedded_sqa import build_embedded_sqa
+from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.speech_synth import Speaker
 
 
@@ -43,3 +47,15 @@ def test_plan_splits_sizes_and_exhaustion():
     assert len(used) == len(set(used))
     with pytest.raises(ValueError, match="only 6 distinct passages"):
         plan_splits(0, {"train": 20, "validation": 2, "test": 2}, draw)
+
+
+def test_synthesis_reports_its_progress_over_every_clip(tmp_path, caplog):
+    """Without a terminal the build logs "[synth <set>] done/total": its first line at clip 1,
+    its last at the number of wav files the manifests name."""
+    caplog.set_level(logging.INFO)
+    manifests = build_embedded_sqa(tmp_path / "sqa", seed=3, num_train=6, num_validation=2,
+                                   num_test=2)
+    clips = {row.audio for path in manifests.values() for row in read_manifest(path)}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[synth sqa]")]
+    assert lines[0] == f"[synth sqa] 1/{len(clips)} ({1 / len(clips):.0%})"
+    assert lines[-1].startswith(f"[synth sqa] {len(clips)}/{len(clips)} (100%), ")
