@@ -42,7 +42,7 @@ from benchmarks.timing import Row, Stat
 from sallm_jax.configs.base import base_config
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.models.attention import set_fused_attention
-from sallm_jax.models.audio_tokens import num_audio_tokens
+from sallm_jax.models.families import num_audio_tokens
 from sallm_jax.models.granite_config import (
     GraniteEncoderConfig,
     GraniteProjectorConfig,

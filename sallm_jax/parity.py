@@ -33,17 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sallm_jax.models.config import audio_token_count
-from sallm_jax.models.granite_config import granite_audio_token_count
+from sallm_jax.models.families import family_for_type
 from sallm_jax.models.hf_weights import Checkpoint, load_checkpoint
-
-# transformers class per config.json model_type.
-_HF_CLASSES = {
-    "qwen2_audio": "Qwen2AudioForConditionalGeneration",
-    "granite_speech": "GraniteSpeechForConditionalGeneration",
-}
-# Granite's encoder accepts any length; 150 stacked frames (3 s) cover 10 projector windows.
-_GRANITE_FRAMES = 150
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,15 +60,10 @@ def parity_inputs(checkpoint: Checkpoint, *, seed: int = 0, text_tokens: int = 8
     """Random features and prompts shaped for `checkpoint`'s family."""
     rng = np.random.default_rng(seed)
     config = checkpoint.model.config
-    if checkpoint.family.model_type == "qwen2_audio":
-        # transformers' Whisper encoder insists on exactly 2 x max_source_positions frames.
-        frames = config.audio.max_mel_frames
-        lengths = np.array([frames, 2 * frames // 3], np.int32)
-        audio_tokens = audio_token_count(lengths)
-    else:
-        frames = _GRANITE_FRAMES
-        lengths = np.array([frames, 2 * frames // 3], np.int32)
-        audio_tokens = granite_audio_token_count(lengths, config.window_size, config.num_queries)
+    family = checkpoint.family
+    frames = family.reference_frames(config)
+    lengths = np.array([frames, 2 * frames // 3], np.int32)
+    audio_tokens = family.audio_tokens(config, lengths)
     features = rng.normal(size=(2, frames, checkpoint.processor.feature_size)).astype(np.float32)
     # The extractor pads a short clip with a constant floor, not noise.
     features[1, lengths[1] :] = -0.75
@@ -125,7 +111,8 @@ def transformers_logits(
     import transformers
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    model = getattr(transformers, _HF_CLASSES[model_type]).from_pretrained(path, dtype=torch_dtype)
+    family = family_for_type(model_type)
+    model = getattr(transformers, family.architecture).from_pretrained(path, dtype=torch_dtype)
     if adapter_dir is not None:
         import peft
 
@@ -137,17 +124,8 @@ def transformers_logits(
         attention_mask=torch.from_numpy(inputs.attention_mask).long(),
         position_ids=torch.from_numpy(positions).long(),
     )
-    if model_type == "qwen2_audio":
-        frames = inputs.features.shape[1]
-        feature_mask = np.arange(frames)[None, :] < inputs.lengths[:, None]
-        kwargs["input_features"] = torch.from_numpy(inputs.features.transpose(0, 2, 1).copy())
-        kwargs["feature_attention_mask"] = torch.from_numpy(feature_mask.astype(np.int64))
-    else:
-        counts = inputs.audio_tokens
-        kwargs["input_features"] = torch.from_numpy(inputs.features)
-        kwargs["input_features_mask"] = torch.from_numpy(
-            np.arange(counts.max())[None, :] < counts[:, None]
-        )
+    audio = family.reference_audio_inputs(inputs.features, inputs.lengths, inputs.audio_tokens)
+    kwargs.update({name: torch.from_numpy(array) for name, array in audio.items()})
     kwargs["input_features"] = kwargs["input_features"].to(torch_dtype)
     with torch.no_grad():
         return model(**kwargs).logits.float().numpy()

@@ -51,12 +51,11 @@ from jax.sharding import PartitionSpec
 
 from sallm_jax.config_file import resolve_config_file
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.granite_config import GraniteSpeechConfig, GraniteTextConfig
-from sallm_jax.models.granite_speech import GraniteSpeechLM
+from sallm_jax.models.families import family_for_config
+from sallm_jax.models.granite_config import GraniteTextConfig
 from sallm_jax.models.lora import LoRAParam, apply_lora
 from sallm_jax.models.presets import PRESETS as MODEL_PRESETS
 from sallm_jax.models.presets import ModelConfig
-from sallm_jax.models.speech_lm import SpeechLM
 from sallm_jax.parallel.mesh import AXES, mesh_shape
 from sallm_jax.parallel.sharding import BATCH_AXES, DEFAULT_RULES, Rules, mesh_specs
 
@@ -98,7 +97,7 @@ def abstract_params(config: ModelConfig, *, dtype=jnp.bfloat16, lora_rank: int =
     LoRA adapters go on the language model's q_proj and v_proj, as in the released Granite
     Speech checkpoints and `apply_lora`'s default.
     """
-    model_cls = GraniteSpeechLM if isinstance(config, GraniteSpeechConfig) else SpeechLM
+    model_cls = family_for_config(config).model_class
 
     def build() -> nnx.Module:
         model = model_cls(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype)

@@ -10,14 +10,13 @@ PEFT maps onto transformers 5.x modules as it does for the released Granite Spee
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import jax.numpy as jnp
@@ -25,14 +24,8 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import save_file
 
-from sallm_jax.models.config import SpeechLMConfig
-from sallm_jax.models.granite_config import GraniteSpeechConfig
-from sallm_jax.models.hf_weights import (
-    ModelFamily,
-    ParamPath,
-    _variable,
-    family_of,
-)
+from sallm_jax.models.families import ModelFamily, family_for_config, family_for_model
+from sallm_jax.models.hf_weights import ParamPath, _variable
 from sallm_jax.models.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoRALinear, lora_modules
 from sallm_jax.models.safetensors_io import (
     CHUNK_BYTES,
@@ -57,56 +50,9 @@ _TOKENIZER_FILES = re.compile(
 )
 
 
-def _rope(text: Mapping) -> dict:
-    # 5.x configs hold theta in rope_parameters; 4.x readers find it at the top level.
-    theta = text.pop("rope_theta")
-    return {
-        **text,
-        "rope_theta": theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": theta},
-    }
-
-
-def hf_config_dict(config: SpeechLMConfig | GraniteSpeechConfig) -> dict:
-    """The `config.json` dict for a model config: the inverse of the family's `config_from_hf`,
-    except that a tied Qwen2-Audio comes back untied (its head is exported as its own tensor)."""
-    text = dataclasses.asdict(config.text)
-    tie = text.pop("tie_word_embeddings")
-    if isinstance(config, SpeechLMConfig):
-        audio = dataclasses.asdict(config.audio)
-        audio.pop("layer_norm_eps")  # fixed at 1e-5 in transformers, not a config field
-        return {
-            "model_type": "qwen2_audio",
-            "architectures": ["Qwen2AudioForConditionalGeneration"],
-            "audio_token_index": config.audio_token_id,
-            "audio_config": {"model_type": "qwen2_audio_encoder", **audio},
-            # The head is written as a tensor of its own (`hf_tensors`), which transformers'
-            # class reads whatever these flags say; false states what the file holds.
-            "text_config": {"model_type": "qwen2", **_rope(text), "tie_word_embeddings": False},
-            "tie_word_embeddings": False,
-        }
-    if isinstance(config, GraniteSpeechConfig):
-        encoder = dataclasses.asdict(config.encoder)
-        for key in ("layer_norm_eps", "batch_norm_eps"):  # torch module defaults, not fields
-            encoder.pop(key)
-        text.pop("apply_logits_scaling")  # ours, not a transformers field
-        return {
-            "model_type": "granite_speech",
-            "architectures": ["GraniteSpeechForConditionalGeneration"],
-            "audio_token_index": config.audio_token_id,
-            "window_size": config.window_size,
-            "downsample_rate": config.downsample_rate,
-            "has_lora_adapter": False,
-            "encoder_config": {"model_type": "granite_speech_encoder", **encoder},
-            "projector_config": {
-                "model_type": "blip_2_qformer",
-                **dataclasses.asdict(config.projector),
-            },
-            "text_config": {"model_type": "granite", **_rope(text)},
-            # 5.23's speech wrapper ties its head by the top-level flag.
-            "tie_word_embeddings": tie,
-        }
-    raise NotImplementedError(f"no config.json writer for {type(config).__name__}")
+def hf_config_dict(config) -> dict:
+    """The `config.json` dict for a model config, written by its family (`config_to_hf`)."""
+    return family_for_config(config).config_to_hf(config)
 
 
 def _module_names(family: ModelFamily, config) -> dict[ParamPath, str]:
@@ -133,7 +79,7 @@ def hf_tensor_specs(
         base kernels are written as they are.
       dtype: output dtype (default: each parameter's own).
     """
-    family = family_of(model)
+    family = family_for_model(model)
     table = family.param_map(model.config)
     if family.own_head and model.config.text.tie_word_embeddings:
         head, embeddings = family.own_head  # transformers reads a head of its own: write it
@@ -227,7 +173,7 @@ def save_peft_adapter(model: nnx.Module, adapter_dir: str | os.PathLike) -> None
             f"adapters with different (rank, alpha) {sorted(settings)} cannot be saved"
         )
     ((rank, alpha),) = settings
-    family = family_of(model)
+    family = family_for_model(model)
     names = _module_names(family, model.config)
     tensors = {}
     for path, module in modules:

@@ -15,6 +15,7 @@ read by nothing at inference and skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from sallm_jax.models.hf_weights import (
     ParamTable,
     Transform,
     assign_tensors,
+    hf_rope,
     hub_key,
 )
 from sallm_jax.models.safetensors_io import SafetensorsDir
@@ -135,6 +137,33 @@ def load_granite_config(
         return granite_speech_config_from_hf(
             json.load(f), apply_logits_scaling=apply_logits_scaling
         )
+
+
+def granite_speech_config_to_hf(config: GraniteSpeechConfig) -> dict:
+    """The Granite Speech `config.json` dict for `config`: the inverse of
+    `granite_speech_config_from_hf`."""
+    text = dataclasses.asdict(config.text)
+    tie = text.pop("tie_word_embeddings")
+    text.pop("apply_logits_scaling")  # ours, not a transformers field
+    encoder = dataclasses.asdict(config.encoder)
+    for key in ("layer_norm_eps", "batch_norm_eps"):  # torch module defaults, not fields
+        encoder.pop(key)
+    return {
+        "model_type": "granite_speech",
+        "architectures": ["GraniteSpeechForConditionalGeneration"],
+        "audio_token_index": config.audio_token_id,
+        "window_size": config.window_size,
+        "downsample_rate": config.downsample_rate,
+        "has_lora_adapter": False,
+        "encoder_config": {"model_type": "granite_speech_encoder", **encoder},
+        "projector_config": {
+            "model_type": "blip_2_qformer",
+            **dataclasses.asdict(config.projector),
+        },
+        "text_config": {"model_type": "granite", **hf_rope(text)},
+        # 5.23's speech wrapper ties its head by the top-level flag.
+        "tie_word_embeddings": tie,
+    }
 
 
 def granite_param_map(config: GraniteSpeechConfig) -> dict[str, tuple[ParamPath, Transform]]:

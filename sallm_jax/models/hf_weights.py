@@ -13,7 +13,7 @@ Layout conversions: torch Linear weight [out, in] -> Flax kernel [in, out]; Conv
 Embedding weight -> embedding.
 
 The user-facing entry is `load_checkpoint(path, dtype=..., adapter_dir=...)`: it picks the model
-family from config.json's `model_type` (`model_families()`: Qwen2-Audio here, Granite Speech in
+family from config.json (`families.family_for_hf_config`: Qwen2-Audio here, Granite Speech in
 granite_weights.py) and returns the model, its tokenizer and its `ProcessorSettings`. Weights
 stream from the safetensors files (`SafetensorsDir`) block by block into the target dtype.
 """
@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
+from sallm_jax.models.families import ModelFamily, family_for_hf_config, family_for_model
 from sallm_jax.models.safetensors_io import CHUNK_BYTES, SafetensorsDir, aligned_empty
 from sallm_jax.models.speech_lm import SpeechLM
 
@@ -182,6 +183,37 @@ def load_hf_config(path: str | os.PathLike) -> SpeechLMConfig:
     """Reads `config.json` of a checkpoint directory into a `SpeechLMConfig`."""
     with open(os.path.join(os.fspath(path), "config.json")) as f:
         return speech_lm_config_from_hf(json.load(f))
+
+
+def hf_rope(text: Mapping) -> dict:
+    """A text_config dict with rope theta where both readers look: `rope_parameters` (5.x) and
+    the top level (4.x)."""
+    text = dict(text)
+    theta = text.pop("rope_theta")
+    return {
+        **text,
+        "rope_theta": theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+    }
+
+
+def speech_lm_config_to_hf(config: SpeechLMConfig) -> dict:
+    """The Qwen2-Audio `config.json` dict for `config`: the inverse of `speech_lm_config_from_hf`,
+    except that a tied model comes back untied (its head is exported as its own tensor)."""
+    text = dataclasses.asdict(config.text)
+    text.pop("tie_word_embeddings")
+    audio = dataclasses.asdict(config.audio)
+    audio.pop("layer_norm_eps")  # fixed at 1e-5 in transformers, not a config field
+    return {
+        "model_type": "qwen2_audio",
+        "architectures": ["Qwen2AudioForConditionalGeneration"],
+        "audio_token_index": config.audio_token_id,
+        "audio_config": {"model_type": "qwen2_audio_encoder", **audio},
+        # The head is written as a tensor of its own (`export.hf_tensor_specs`), which
+        # transformers' class reads whatever these flags say; false states what the file holds.
+        "text_config": {"model_type": "qwen2", **hf_rope(text), "tie_word_embeddings": False},
+        "tie_word_embeddings": False,
+    }
 
 
 def hub_key(key: str) -> str:
@@ -360,82 +392,10 @@ def from_pretrained(
 # Model families and the user-facing loader.
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelFamily:
-    """How one `config.json` model_type maps onto a model class of this package.
-
-    Attributes:
-      model_type: the `model_type` field of config.json.
-      model_class: the nnx.Module built for it (constructor `(config, *, rngs, dtype,
-        param_dtype)`).
-      config_from_hf: config.json dict -> config dataclass.
-      param_map: config -> {Hub key: (variable path, layout conversion)}.
-      load_state_dict: `(model, tensors, *, source)` -> model, filling it in place.
-      audio_token: the processor's default audio placeholder string.
-      sampling_rate: audio sample rate the feature extractor expects.
-      own_head: (head key, embedding key) when transformers' class keeps its LM head as a
-        tensor of its own whatever the config says (Qwen2-Audio): an exported model whose
-        head is tied to its embeddings then writes the table under both keys. None when the
-        class ties by the config (Granite Speech).
-    """
-
-    model_type: str
-    model_class: type
-    config_from_hf: Callable[[Mapping], object]
-    param_map: Callable[[object], dict[str, tuple[ParamPath, Transform]]]
-    load_state_dict: Callable[..., nnx.Module]
-    audio_token: str
-    sampling_rate: int = 16000
-    own_head: tuple[str, str] | None = None
-
-
-def model_families() -> dict[str, ModelFamily]:
-    """model_type -> ModelFamily for every supported checkpoint class."""
-    # Imported here: granite_weights imports this module.
-    from sallm_jax.models import granite_weights
-    from sallm_jax.models.granite_speech import GraniteSpeechLM
-
-    families = [
-        ModelFamily(
-            model_type="qwen2_audio",
-            model_class=SpeechLM,
-            config_from_hf=speech_lm_config_from_hf,
-            param_map=hf_param_map,
-            load_state_dict=load_hf_state_dict,
-            audio_token="<|AUDIO|>",
-            own_head=("language_model.lm_head.weight", "language_model.model.embed_tokens.weight"),
-        ),
-        ModelFamily(
-            model_type="granite_speech",
-            model_class=GraniteSpeechLM,
-            config_from_hf=granite_weights.granite_speech_config_from_hf,
-            param_map=granite_weights.granite_param_map,
-            load_state_dict=granite_weights.load_granite_state_dict,
-            audio_token="<|audio|>",
-        ),
-    ]
-    return {f.model_type: f for f in families}
-
-
-def family_of(model_or_type: nnx.Module | str) -> ModelFamily:
-    """The family of a model instance or of a config.json `model_type`."""
-    families = model_families()
-    if isinstance(model_or_type, str):
-        if model_or_type not in families:
-            raise NotImplementedError(
-                f"config.json model_type={model_or_type!r}; supported: {sorted(families)}"
-            )
-        return families[model_or_type]
-    for family in families.values():
-        if isinstance(model_or_type, family.model_class):
-            return family
-    raise TypeError(f"{type(model_or_type).__name__} is not a supported speech LM")
-
-
 def module_path_fn(model: nnx.Module) -> Callable[[str], ParamPath | None]:
     """Maps a checkpoint module name (a Linear weight key without `.weight`, Hub or in-memory
     layout) to that layer's path in `model`, or None; built from the family's key map."""
-    family = family_of(model)
+    family = family_for_model(model)
     suffix = ".weight"
     linears = {
         key[: -len(suffix)]: path[:-1]
@@ -546,7 +506,7 @@ def load_checkpoint(
     hf_config = _read_json(os.path.join(path, "config.json"))
     if not hf_config:
         raise FileNotFoundError(f"no config.json in {path!r}")
-    family = family_of(hf_config.get("model_type", ""))
+    family = family_for_hf_config(hf_config)
     config = family.config_from_hf(hf_config)
     model = nnx.eval_shape(
         lambda: family.model_class(config, rngs=nnx.Rngs(0), dtype=jdtype,
@@ -575,10 +535,8 @@ def load_checkpoint(
     num_mel_bins = int(melspec.get("n_mels", features.get("feature_size", 0)))
     feature_size = 2 * num_mel_bins if melspec else num_mel_bins
     if not num_mel_bins:  # no preprocessor file: the model's own input width
-        feature_size = (
-            config.audio.num_mel_bins if hasattr(config, "audio") else config.encoder.input_dim
-        )
-        num_mel_bins = feature_size if hasattr(config, "audio") else feature_size // 2
+        feature_size = family.input_width(config)
+        num_mel_bins = feature_size // family.frames_per_input
     settings = ProcessorSettings(
         num_mel_bins=num_mel_bins,
         feature_size=feature_size,

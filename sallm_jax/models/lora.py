@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from flax import nnx
 from safetensors.numpy import load_file
 
+from sallm_jax.models.families import families
 from sallm_jax.models.hf_weights import ParamPath, _variable, module_path_fn
 
 
@@ -256,11 +257,6 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
 
 TrainableMode = Literal["adapters", "adapters+projector", "adapters+projector+encoder", "all"]
 
-# Top-level attribute names of the audio path in each family (Qwen2-Audio, Granite Speech).
-_PROJECTORS = ("multi_modal_projector", "projector")
-_ENCODERS = ("audio_tower", "encoder")
-
-
 def _under(names: Sequence[str]) -> nnx.filterlib.Filter:
     return lambda path, _: bool(path) and path[0] in names
 
@@ -270,20 +266,24 @@ def trainable_filter(mode: TrainableMode) -> nnx.filterlib.Filter:
 
     Modes (the `model.trainable` config knob):
       "adapters": LoRAParam leaves only (the base model is frozen).
-      "adapters+projector": also the projector (`multi_modal_projector` / `projector`).
-      "adapters+projector+encoder": also the audio encoder (`audio_tower` / `encoder`).
+      "adapters+projector": also the projector (each family's `ModelFamily.projector`:
+        `multi_modal_projector` / `projector`).
+      "adapters+projector+encoder": also the audio encoder (`ModelFamily.encoder`:
+        `audio_tower` / `encoder`).
       "all": every nnx.Param (full fine-tuning; LoRAParam is a Param, so adapters are included).
 
     Use it as `trainable, frozen = nnx.state(model, trainable_filter(mode), ...)` or with
     `nnx.split(model, trainable_filter(mode), ...)`; non-Param state (BatchNorm statistics) is
     never selected.
     """
+    projectors = tuple(f.projector for f in families().values())
+    encoders = tuple(f.encoder for f in families().values())
     if mode == "adapters":
         return LoRAParam
     if mode == "adapters+projector":
-        return nnx.Any(LoRAParam, nnx.All(nnx.Param, _under(_PROJECTORS)))
+        return nnx.Any(LoRAParam, nnx.All(nnx.Param, _under(projectors)))
     if mode == "adapters+projector+encoder":
-        return nnx.Any(LoRAParam, nnx.All(nnx.Param, _under(_PROJECTORS + _ENCODERS)))
+        return nnx.Any(LoRAParam, nnx.All(nnx.Param, _under(projectors + encoders)))
     if mode == "all":
         return nnx.Param
     raise ValueError(

@@ -22,15 +22,14 @@ import jax
 from flax import nnx
 
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
+from sallm_jax.models.families import family_for_config
 from sallm_jax.models.granite_config import (
     GraniteEncoderConfig,
     GraniteProjectorConfig,
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
-from sallm_jax.models.granite_speech import GraniteSpeechLM
 from sallm_jax.models.lora import apply_lora
-from sallm_jax.models.speech_lm import SpeechLM
 
 ModelConfig = SpeechLMConfig | GraniteSpeechConfig
 
@@ -127,7 +126,7 @@ def abstract_model(config: ModelConfig, *, lora_rank: int = 0, lora_alpha: float
     With `lora_rank` > 0 the language model's q_proj / v_proj get adapters (`apply_lora`'s
     defaults, the layers the released Granite Speech adapters use).
     """
-    model_class = GraniteSpeechLM if isinstance(config, GraniteSpeechConfig) else SpeechLM
+    model_class = family_for_config(config).model_class
 
     def build() -> nnx.Module:
         model = model_class(config, rngs=nnx.Rngs(0))

@@ -1,0 +1,50 @@
+"""The Qwen2-Audio family: `SpeechLM` and its Hub reader and writer, registered by model_type."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sallm_jax.audio.log_mel import num_feature_frames
+from sallm_jax.models.config import SpeechLMConfig, audio_token_count
+from sallm_jax.models.families import ModelFamily, register_family
+from sallm_jax.models.hf_weights import (
+    hf_param_map,
+    load_hf_state_dict,
+    speech_lm_config_from_hf,
+    speech_lm_config_to_hf,
+)
+from sallm_jax.models.speech_lm import SpeechLM
+
+
+def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,
+                           audio_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """transformers' audio inputs: features [B, mel bins, frames] and their frame mask."""
+    del audio_tokens  # the processor's placeholders carry the count
+    feature_mask = np.arange(features.shape[1])[None, :] < lengths[:, None]
+    return {
+        "input_features": features.transpose(0, 2, 1).copy(),
+        "feature_attention_mask": feature_mask.astype(np.int64),
+    }
+
+
+QWEN2_AUDIO = register_family(ModelFamily(
+    model_type="qwen2_audio",
+    architecture="Qwen2AudioForConditionalGeneration",
+    config_class=SpeechLMConfig,
+    model_class=SpeechLM,
+    config_from_hf=speech_lm_config_from_hf,
+    config_to_hf=speech_lm_config_to_hf,
+    param_map=hf_param_map,
+    load_state_dict=load_hf_state_dict,
+    feature_frames=num_feature_frames,
+    audio_tokens=lambda config, frames: audio_token_count(frames),
+    input_width=lambda config: config.audio.num_mel_bins,
+    frames_per_input=1,
+    encoder="audio_tower",
+    projector="multi_modal_projector",
+    audio_token="<|AUDIO|>",
+    # transformers' Whisper encoder insists on exactly 2 x max_source_positions frames.
+    reference_frames=lambda config: config.audio.max_mel_frames,
+    reference_audio_inputs=reference_audio_inputs,
+    own_head=("language_model.lm_head.weight", "language_model.model.embed_tokens.weight"),
+))
