@@ -52,6 +52,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.parallel.sharding import data_parallel_size
 from sallm_jax.report import write_report_or_warn
 from sallm_jax.rl.rollout import SamplingConfig
+from sallm_jax.run_summary import parameter_counts, run_summary
 from sallm_jax.train.base import (
     base_directory,
     base_tokenizer,
@@ -260,11 +261,9 @@ class Experiment:
         model, self.tokenizer = build_model(cfg, self.splits, workdir, tokenizer,
                                             self.partitioner)
         self.model_config = model.config
-        self.graphdef, params, self.frozen = nnx.split(
-            model, trainable_filter(cfg.lora.trainable) if cfg.lora.rank else nnx.Param, ...)
-        logging.info("model: %d trainable parameters, %d frozen values",
-                     sum(x.size for x in jax.tree.leaves(params)),
-                     sum(x.size for x in jax.tree.leaves(self.frozen)))
+        trainable = trainable_filter(cfg.lora.trainable) if cfg.lora.rank else nnx.Param
+        self.parameters = parameter_counts(model, trainable)
+        self.graphdef, params, self.frozen = nnx.split(model, trainable, ...)
         if cfg.init_params:
             params = restore_params(pathlib.Path(cfg.init_params).expanduser(), params,
                                     self.partitioner)
@@ -278,19 +277,28 @@ class Experiment:
         return batch_spec(self.cfg, self.model_config, f"{section}.batch_size", max_target_tokens,
                           self.partitioner)
 
+    def summary(self) -> str:
+        """The start-up screen (`run_summary`)."""
+        return run_summary(self.cfg, workdir=self.workdir, cache_dir=default_cache_dir(),
+                           splits=self.splits, parameters=self.parameters,
+                           base_splits=self.corpus if self.base_dir is not None else None,
+                           base_dir=self.base_dir, protocols=tuple(self.protocols))
+
     def evaluate(self, params: nnx.State, rows, protocol: str = "",
-                 out_dir: pathlib.Path | None = None) -> dict[str, float]:
+                 out_dir: pathlib.Path | None = None, name: str = "eval") -> dict[str, float]:
         sampling, num_samples = self.protocols[protocol]
         return evaluate(self.graphdef, params, self.frozen, rows, self.tokenizer, self.eval_spec,
                         sampling, partitioner=self.partitioner, out_dir=out_dir,
-                        seed=self.cfg.seed, skip_log=self.skip_log, num_samples=num_samples)
+                        seed=self.cfg.seed, skip_log=self.skip_log, num_samples=num_samples,
+                        name=name)
 
     def validator(self, metric: str):
         """params -> the validation split's `metric` under the evaluation protocol, or None
         without a validation split."""
         if "validation" not in self.splits:
             return None
-        return lambda params: self.evaluate(params, self.splits["validation"])[metric]
+        return lambda params: self.evaluate(params, self.splits["validation"],
+                                            name="validation")[metric]
 
     def start_params(self, section: ml_collections.ConfigDict, previous: nnx.State) -> nnx.State:
         """Where a stage starts: the stage `start` names, the initial parameters ("init"), or
@@ -315,7 +323,7 @@ class Experiment:
         heldout = evaluate(self.graphdef, params, self.frozen, self.corpus["validation"],
                            self.tokenizer, self.spec("base", cfg.base.max_target_tokens), greedy,
                            partitioner=self.partitioner, out_dir=directory / "heldout",
-                           skip_log=self.skip_log)
+                           skip_log=self.skip_log, name="base heldout")
         finish_base(directory, cfg, params, save_params, heldout)
         return params
 
@@ -353,7 +361,7 @@ class Experiment:
                     key = split + suffix
                     results.setdefault(name, {})[key] = self.evaluate(
                         params, self.splits[split], suffix,
-                        out_dir=self.workdir / "eval" / name / key)
+                        out_dir=self.workdir / "eval" / name / key, name=f"eval {name}/{key}")
         return results
 
 
@@ -389,6 +397,8 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     run = Experiment(cfg, workdir)
+    if jax.process_index() == 0:
+        print(run.summary(), flush=True)
     runners = {"base": lambda stage, start: run.run_base(start), "warmup": run.run_sft,
                "sft": run.run_sft, "grpo": run.run_grpo}
     params, results = run.initial, {}

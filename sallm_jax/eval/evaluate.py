@@ -25,6 +25,7 @@ from sallm_jax.eval.mmau import mmau_accuracy
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig
 from sallm_jax.train.grpo import decode_completions, make_rollout_fn
+from sallm_jax.train.progress import track
 from sallm_jax.train.sft import device_batch
 
 
@@ -33,12 +34,13 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
                      tokenizer, spec: BatchSpec, sampling: SamplingConfig, *,
                      partitioner: Partitioner, seed: int = 0,
                      skip_log: SkipLog | None = None,
-                     num_samples: int = 1) -> list[list[str] | None]:
+                     num_samples: int = 1, name: str = "eval") -> list[list[str] | None]:
     """`num_samples` decoded answers per row, in row order, on every process; None for a row
     that the "skip" bad-input policy left out.
 
     `spec.batch_size` is each process's share; every process decodes its own batches and the
-    answers are gathered.
+    answers are gathered. The batches show their progress as phase `name` (a bar that stays
+    unless it is nested in a training stage's, or a log line every 30 s).
     """
     skip_log = skip_log or SkipLog("error")
     params, frozen = partitioner.shard_params(params), partitioner.shard_params(frozen)
@@ -51,7 +53,7 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
     rng = jax.random.key(seed)
     batches = evaluation_batches(rows, tokenizer, spec, process_index=jax.process_index(),
                                  process_count=jax.process_count(), skip_log=skip_log)
-    for i, batch in enumerate(batches):
+    for i, batch in enumerate(track(batches, name, len(batches), unit="batch", leave=None)):
         out = generate(params, frozen, device_batch(batch, partitioner),
                        jax.random.fold_in(rng, i))
         ids, mask = (partitioner.gather(partitioner.to_local(x)) for x in (out.ids, out.mask))
@@ -99,9 +101,9 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
              spec: BatchSpec, sampling: SamplingConfig, *,
              partitioner: Partitioner, out_dir: pathlib.Path | None = None,
              seed: int = 0, skip_log: SkipLog | None = None,
-             num_samples: int = 1) -> dict[str, float]:
+             num_samples: int = 1, name: str = "eval") -> dict[str, float]:
     """Decode `rows` (`num_samples` draws each; 1 for greedy decoding), score every draw
-    (`task_metrics`), and write predictions.jsonl + metrics.json.
+    (`task_metrics`), and write predictions.jsonl + metrics.json; `name` labels its progress.
 
     Returns the mean over draws of each metric, with `<metric>_std` when there are several.
     Rows that the "skip" bad-input policy left out are not scored; "num_skipped" counts them.
@@ -110,7 +112,7 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
         raise ValueError(f"num_samples: greedy decoding gives one answer, got {num_samples}")
     answers = generate_answers(graphdef, params, frozen, rows, tokenizer, spec, sampling,
                                partitioner=partitioner, seed=seed, skip_log=skip_log,
-                               num_samples=num_samples)
+                               num_samples=num_samples, name=name)
     scored = [i for i, answer in enumerate(answers) if answer is not None]
     metrics = mean_over_draws([
         task_metrics([rows[i] for i in scored], [answers[i][draw] for i in scored])

@@ -2,6 +2,8 @@
 and the reported metrics are the mean and population std over the draws."""
 
 import json
+import logging
+import re
 
 import numpy as np
 from flax import nnx
@@ -16,7 +18,8 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig
 
 
-def test_sampled_evaluation_reports_mean_and_spread_over_draws(tmp_path, small_sqa):
+def test_sampled_evaluation_reports_mean_and_spread_over_draws(tmp_path, small_sqa, caplog):
+    caplog.set_level(logging.INFO)
     rows, tok = small_sqa
     cfg = get_config("smoke")
     mcfg = model_config(cfg, tok)
@@ -25,7 +28,9 @@ def test_sampled_evaluation_reports_mean_and_spread_over_draws(tmp_path, small_s
     metrics = evaluate(graphdef, params, frozen, rows["test"], tok, spec,
                        SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9),
                        partitioner=Partitioner(make_mesh({"data": -1}), ()), out_dir=tmp_path,
-                       num_samples=3)
+                       num_samples=3, name="eval smoke/test")
+    # Its progress, logged without a terminal, ends with every batch done.
+    assert re.fullmatch(r"\[eval smoke/test\] (\d+)/\1 \(100%\).*", caplog.messages[-1])
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").open()]
     assert len(records) == len(rows["test"]) and all(len(r["draws"]) == 3 for r in records)
     assert any(len(set(r["draws"])) > 1 for r in records)  # the draws are samples, not copies
