@@ -36,12 +36,12 @@ def duration(seconds: float) -> str:
 class StageProgress:
     """Call `step_done(step, scalars)` after each step; `describe(step)` for a log line.
 
-    `unit` names a step ("step", "clip", "batch"); `leave=False` clears the bar when it closes
-    (a validation pass inside a training stage)."""
+    `unit` names a step ("step", "clip", "batch"); `leave` is tqdm's: False clears the bar when
+    it closes, None clears it only when nested in another (a validation pass in a stage)."""
 
     def __init__(self, stage: str, total: int, start_step: int = 0,
                  clock: Callable[[], float] = time.perf_counter, bar: bool | None = None,
-                 unit: str = "step", leave: bool = True):
+                 unit: str = "step", leave: bool | None = True):
         self.stage, self.total, self.clock, self.unit = stage, total, clock, unit
         self.first: tuple[int, float] | None = None  # (step, time) once the first step is done
         self.last = start_step
@@ -91,7 +91,7 @@ class StageProgress:
 
 
 def track(items: Iterable[T], stage: str, total: int, unit: str = "step",
-          leave: bool = True, bar: bool | None = None) -> Iterator[T]:
+          leave: bool | None = True, bar: bool | None = None) -> Iterator[T]:
     """`items` (`total` of them), each counted as a step of `stage` once the loop body that
     took it has run: a bar on a terminal, log lines (`log_if_due`) otherwise."""
     progress = StageProgress(stage, total, bar=bar, unit=unit, leave=leave)
