@@ -6,7 +6,8 @@ of its own (`track`) logs "[phase] describe" at its first and last step and ever
 LOG_EVERY_S seconds between.
 
 The rate leaves out the first step of each start (it compiles the step's programs) and the
-steps a resumed stage ran before it restarted.
+steps a resumed stage ran before it restarted. While a bar is drawn, the log lines meant for the
+terminal go through `tqdm.write`, so they print above the bar instead of through it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,34 @@ from tqdm import tqdm
 
 LOG_EVERY_S = 30.0  # seconds between the log lines of a phase `track` follows
 T = TypeVar("T")
+
+
+class _AboveTheBars(logging.Handler):
+    """Writes what a console handler would (its level, filters and format) with tqdm.write."""
+
+    def __init__(self, console: logging.Handler):
+        super().__init__(console.level)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.console.filter(record):
+            tqdm.write(self.console.format(record), file=sys.stderr)
+
+
+def _writes_to_console(handler: logging.Handler) -> bool:
+    # absl's handler writes through the stream handler it wraps.
+    stream = getattr(getattr(handler, "python_handler", handler), "stream", None)
+    return stream is not None and stream in (sys.stderr, sys.stdout)
+
+
+def _log_above_the_bars() -> list[tuple[logging.Handler, logging.Handler]]:
+    """Swap the root logger's console handlers for `_AboveTheBars`; the (console, swap) pairs."""
+    root = logging.getLogger()
+    swaps = [(h, _AboveTheBars(h)) for h in root.handlers if _writes_to_console(h)]
+    for console, swap in swaps:
+        root.removeHandler(console)
+        root.addHandler(swap)
+    return swaps
 
 
 def duration(seconds: float) -> str:
@@ -49,6 +78,7 @@ class StageProgress:
         show = sys.stderr.isatty() if bar is None else bar
         self.bar = (tqdm(total=total, initial=start_step, desc=stage, unit=unit,
                          dynamic_ncols=True, leave=leave) if show else None)
+        self.swaps = _log_above_the_bars() if show else []
 
     def step_done(self, step: int, scalars: Mapping[str, float] | None = None) -> None:
         if self.first is None:
@@ -88,6 +118,11 @@ class StageProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        root = logging.getLogger()
+        for console, swap in self.swaps:
+            root.removeHandler(swap)
+            root.addHandler(console)
+        self.swaps = []
 
 
 def track(items: Iterable[T], stage: str, total: int, unit: str = "step",

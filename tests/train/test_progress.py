@@ -4,6 +4,8 @@ phases without log lines of their own log one now and then, or draw a bar on a t
 from __future__ import annotations
 
 import logging
+import re
+import sys
 
 from sallm_jax.train.progress import StageProgress, duration, track
 
@@ -62,3 +64,24 @@ def test_track_draws_a_bar_on_a_terminal(capsys, caplog):
     err = capsys.readouterr().err
     assert "synth asr" in err and "4/4" in err and "clip/s" in err
     assert not caplog.records  # the bar replaces the log lines
+
+
+def test_log_lines_print_above_a_bar_through_the_console_handlers_filters(capsys):
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("LOG %(message)s"))
+    console.addFilter(lambda record: "chatter" not in record.getMessage())
+    root = logging.getLogger()
+    root.addHandler(console)
+    try:
+        progress = StageProgress("sft", total=2, bar=True)
+        assert console not in root.handlers  # swapped while the bar is drawn
+        logging.warning("step 1 loss=3")
+        logging.warning("library chatter")
+        progress.step_done(1)
+        progress.close()
+        assert console in root.handlers  # and back once it closes
+    finally:
+        root.removeHandler(console)
+    err = capsys.readouterr().err
+    assert re.search(r"\r +\rLOG step 1 loss=3\n", err)  # the bar cleared, the line, the bar
+    assert "chatter" not in err
