@@ -50,10 +50,10 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from sallm_jax.config_file import resolve_config_file
+from sallm_jax.models.abstract import abstract_model
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.families import family_for_config
 from sallm_jax.models.granite_config import GraniteTextConfig
-from sallm_jax.models.lora import LoRAParam, apply_lora
+from sallm_jax.models.lora import LoRAParam
 from sallm_jax.models.presets import PRESETS as MODEL_PRESETS
 from sallm_jax.models.presets import ModelConfig
 from sallm_jax.parallel.mesh import AXES, mesh_shape
@@ -94,18 +94,11 @@ PRESETS: dict[str, ModelConfig] = {**MODEL_PRESETS, "tiny": tiny()}
 def abstract_params(config: ModelConfig, *, dtype=jnp.bfloat16, lora_rank: int = 0) -> nnx.State:
     """Every nnx.Param of the model (LoRA factors included) as ShapeDtypeStructs in `dtype`.
 
-    LoRA adapters go on the language model's q_proj and v_proj, as in the released Granite
-    Speech checkpoints and `apply_lora`'s default.
+    LoRA adapters (alpha 2 r) go on the language model's q_proj and v_proj, as in the released
+    Granite Speech checkpoints and `apply_lora`'s default.
     """
-    model_cls = family_for_config(config).model_class
-
-    def build() -> nnx.Module:
-        model = model_cls(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype)
-        if lora_rank:
-            apply_lora(model, rank=lora_rank, alpha=2 * lora_rank, rngs=nnx.Rngs(1))
-        return model
-
-    return nnx.state(nnx.eval_shape(build), nnx.Param)
+    model = abstract_model(config, dtype=dtype, lora_rank=lora_rank, lora_alpha=2 * lora_rank)
+    return nnx.state(model, nnx.Param)
 
 
 def _shard_factor(spec: PartitionSpec, axis_sizes: Mapping[str, int]) -> int:

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from benchmarks.device import decoder_matmul_params, smoke_config
-from sallm_jax.models.presets import abstract_model
+from sallm_jax.models.abstract import abstract_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

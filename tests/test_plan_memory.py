@@ -6,8 +6,9 @@ import pytest
 from flax import nnx
 
 from sallm_jax import plan_memory as pm
+from sallm_jax.models.abstract import count_params
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.speech_lm import SpeechLM, count_params
+from sallm_jax.models.speech_lm import SpeechLM
 from sallm_jax.rl.policy import completion_logprobs
 
 UNSHARDED = {"data": 1, "fsdp": 1, "tensor": 1}

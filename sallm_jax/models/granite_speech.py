@@ -19,8 +19,6 @@ ones, as they do in transformers for a padded batch.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -107,11 +105,3 @@ class GraniteSpeechLM(SpeechLMForward, nnx.Module):
         if audio_embeds is None:
             return embeds
         return scatter_audio(embeds, is_audio, audio_embeds)
-
-
-def count_params(config: GraniteSpeechConfig) -> int:
-    """Parameters of `GraniteSpeechLM(config)` from shapes alone (BatchNorm statistics excluded,
-    as torch's `parameters()` excludes buffers)."""
-    abstract = nnx.eval_shape(lambda: GraniteSpeechLM(config, rngs=nnx.Rngs(0)))
-    leaves = jax.tree.leaves(nnx.state(abstract, nnx.Param))
-    return sum(math.prod(leaf.shape) for leaf in leaves)

@@ -1,8 +1,8 @@
 """Architectures of the published checkpoints this project trains, by name.
 
 Values are those of the checkpoints' config.json files (Qwen2-Audio-7B-Instruct,
-granite-speech-3.3-2b, granite-speech-3.3-8b). Parameter counts from `count_params` (shapes only,
-nothing allocated; equal to transformers' `sum(p.numel())` for the same config, see
+granite-speech-3.3-2b, granite-speech-3.3-8b). Parameter counts from `abstract.count_params`
+(shapes only, nothing allocated; equal to transformers' `sum(p.numel())` for the same config, see
 tests/models/test_presets.py):
 
     preset              total          encoder   projector  language model  LoRA r=64 (q, v)
@@ -16,20 +16,13 @@ untied 156,032-row lm_head (0.64 B) take the whole model to 8.4 B, the figure th
 
 from __future__ import annotations
 
-import math
-
-import jax
-from flax import nnx
-
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.families import family_for_config
 from sallm_jax.models.granite_config import (
     GraniteEncoderConfig,
     GraniteProjectorConfig,
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
-from sallm_jax.models.lora import apply_lora
 
 ModelConfig = SpeechLMConfig | GraniteSpeechConfig
 
@@ -118,33 +111,3 @@ def get_preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]
-
-
-def abstract_model(config: ModelConfig, *, lora_rank: int = 0, lora_alpha: float = 0.0):
-    """The model for `config` built under `nnx.eval_shape`: every array is a ShapeDtypeStruct.
-
-    With `lora_rank` > 0 the language model's q_proj / v_proj get adapters (`apply_lora`'s
-    defaults, the layers the released Granite Speech adapters use).
-    """
-    model_class = family_for_config(config).model_class
-
-    def build() -> nnx.Module:
-        model = model_class(config, rngs=nnx.Rngs(0))
-        if lora_rank:
-            apply_lora(model, rank=lora_rank, alpha=lora_alpha or lora_rank, rngs=nnx.Rngs(1))
-        return model
-
-    return nnx.eval_shape(build)
-
-
-def count_params(
-    config: ModelConfig, *, lora_rank: int = 0, filter: nnx.filterlib.Filter = nnx.Param
-) -> int:
-    """Number of parameters selected by `filter`, from shapes alone (nothing is allocated).
-
-    The default counts every `nnx.Param` (BatchNorm statistics are not parameters, as torch's
-    `parameters()` leaves out buffers), LoRA factors included when `lora_rank` > 0; pass
-    `filter=LoRAParam` to count only the adapters.
-    """
-    state = nnx.state(abstract_model(config, lora_rank=lora_rank), filter)
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state))

@@ -8,8 +8,6 @@ whose id is `config.audio_token_id`; the prompt must already hold one placeholde
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -96,10 +94,3 @@ class SpeechLM(SpeechLMForward, nnx.Module):
             return embeds
         is_audio = input_ids == self.config.audio_token_id
         return scatter_audio(embeds, is_audio, audio_embeds)
-
-
-def count_params(config: SpeechLMConfig) -> int:
-    """Number of parameters of `SpeechLM(config)`, from shapes alone (nothing is allocated)."""
-    abstract = nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0)))
-    leaves = jax.tree.leaves(nnx.state(abstract, nnx.Param))
-    return sum(math.prod(leaf.shape) for leaf in leaves)

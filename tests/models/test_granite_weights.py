@@ -12,12 +12,13 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from sallm_jax.models.abstract import count_params  # noqa: E402
 from sallm_jax.models.granite_config import (  # noqa: E402
     GraniteEncoderConfig,
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
-from sallm_jax.models.granite_speech import GraniteSpeechLM, count_params  # noqa: E402
+from sallm_jax.models.granite_speech import GraniteSpeechLM  # noqa: E402
 from sallm_jax.models.granite_weights import (  # noqa: E402
     granite_from_pretrained,
     granite_param_map,

@@ -12,9 +12,10 @@ import dataclasses
 
 import pytest
 
+from sallm_jax.models.abstract import count_params
 from sallm_jax.models.config import SpeechLMConfig
 from sallm_jax.models.lora import LoRAParam
-from sallm_jax.models.presets import PRESETS, count_params, get_preset
+from sallm_jax.models.presets import PRESETS, get_preset
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -13,9 +13,9 @@ transformers = pytest.importorskip("transformers")
 from cached_decoding import cached_logits  # noqa: E402
 from hf_tiny import hf_logits, qwen2_audio_inputs, save_qwen2_audio  # noqa: E402
 
+from sallm_jax.models.abstract import count_params  # noqa: E402
 from sallm_jax.models.config import audio_token_count  # noqa: E402
 from sallm_jax.models.hf_weights import from_pretrained  # noqa: E402
-from sallm_jax.models.speech_lm import count_params  # noqa: E402
 
 TOL = 1e-4
 

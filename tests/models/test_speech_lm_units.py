@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from sallm_jax.models.abstract import count_params
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.speech_lm import SpeechLM, count_params
+from sallm_jax.models.speech_lm import SpeechLM
 
 AUDIO_ID = 47
 CONFIG = SpeechLMConfig(
