@@ -88,7 +88,7 @@ def measure(path: str, dtype: str, export_dir: str) -> dict:
     import jax
 
     from sallm_jax.models.export import export_hf
-    from sallm_jax.models.hf_weights import load_checkpoint
+    from sallm_jax.models.load import load_checkpoint
 
     jax.block_until_ready(jax.numpy.zeros(1))  # the runtime's own start-up, outside the figure
     before_load = _status("VmRSS")

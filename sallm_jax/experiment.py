@@ -42,7 +42,7 @@ from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
 from sallm_jax.models.families import num_audio_tokens
-from sallm_jax.models.hf_weights import load_checkpoint
+from sallm_jax.models.load import load_checkpoint
 from sallm_jax.models.lora import apply_lora, lora_modules, trainable_filter
 from sallm_jax.models.remat import set_remat
 from sallm_jax.models.speech_lm import SpeechLM

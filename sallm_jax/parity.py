@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from sallm_jax.models.families import family_for_type
-from sallm_jax.models.hf_weights import Checkpoint, load_checkpoint
+from sallm_jax.models.load import Checkpoint, load_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

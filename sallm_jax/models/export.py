@@ -22,11 +22,11 @@ from typing import Literal
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors.numpy import save_file
 
-from sallm_jax.models.families import ModelFamily, family_for_config, family_for_model
-from sallm_jax.models.hf_weights import ParamPath, _variable
-from sallm_jax.models.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoRALinear, lora_modules
+from sallm_jax.models.families import family_for_config, family_for_model
+from sallm_jax.models.lora import LoRALinear, lora_modules
+from sallm_jax.models.paths import node_at
+from sallm_jax.models.peft import save_peft_adapter
 from sallm_jax.models.safetensors_io import (
     CHUNK_BYTES,
     TensorSpec,
@@ -55,15 +55,6 @@ def hf_config_dict(config) -> dict:
     return family_for_config(config).config_to_hf(config)
 
 
-def _module_names(family: ModelFamily, config) -> dict[ParamPath, str]:
-    """Path of each Linear in the model -> its Hub module name (weight key without `.weight`)."""
-    return {
-        path[:-1]: key[: -len(".weight")]
-        for key, (path, transform) in family.param_map(config).items()
-        if transform == "linear"
-    }
-
-
 def hf_tensor_specs(
     model: nnx.Module, *, merge_lora: bool = True, dtype=None
 ) -> list[TensorSpec]:
@@ -86,7 +77,7 @@ def hf_tensor_specs(
         table = {**table, head: table[embeddings]}
     specs = []
     for key, (path, transform) in sorted(table.items()):
-        variable, parent = _variable(model, path), _variable(model, path[:-1])
+        variable, parent = node_at(model, path), node_at(model, path[:-1])
         merge = (merge_lora and path[-1] == "kernel" and isinstance(parent, LoRALinear)
                  and parent.enabled)
         value = variable.get_value()
@@ -151,61 +142,6 @@ def save_safetensors_dir(
     with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
         json.dump(index, f, indent=2)
     return names
-
-
-def save_peft_adapter(model: nnx.Module, adapter_dir: str | os.PathLike) -> None:
-    """Writes the model's LoRA adapters as PEFT `adapter_config.json` + `adapter_model.safetensors`.
-
-    lora_A [r, in] = lora_a.T and lora_B [out, r] = lora_b.T. `target_modules` is a regex that
-    PEFT full-matches against module names of either transformers layout.
-
-    Raises:
-      ValueError when the model has no adapters or their ranks / alphas differ (PEFT would need
-      rank_pattern / alpha_pattern, which this writer does not produce).
-    """
-    adapter_dir = os.fspath(adapter_dir)
-    modules = list(lora_modules(model))
-    if not modules:
-        raise ValueError(f"{type(model).__name__} has no LoRA adapters to save")
-    settings = {(m.rank, m.alpha) for _, m in modules}
-    if len(settings) > 1:
-        raise ValueError(
-            f"adapters with different (rank, alpha) {sorted(settings)} cannot be saved"
-        )
-    ((rank, alpha),) = settings
-    family = family_for_model(model)
-    names = _module_names(family, model.config)
-    tensors = {}
-    for path, module in modules:
-        name = f"base_model.model.{names[path]}"
-        for factor, param in (("A", module.lora_a), ("B", module.lora_b)):
-            array = np.asarray(param.get_value()).T  # Flax [in, r] / [r, out] -> PyTorch layout
-            tensors[f"{name}.lora_{factor}.weight"] = np.ascontiguousarray(array)
-    scopes = sorted({str(path[0]) for path, _ in modules})
-    leaves = sorted({str(path[-1]) for path, _ in modules})
-    target = rf".*(?:{'|'.join(map(re.escape, scopes))})\..*\.(?:{'|'.join(leaves)})"
-    config = {
-        "peft_type": "LORA",
-        "task_type": None,
-        "base_model_name_or_path": None,
-        "r": rank,
-        "lora_alpha": alpha,
-        "target_modules": target,
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "use_rslora": False,
-        "use_dora": False,
-        "init_lora_weights": True,
-        "inference_mode": True,
-        "modules_to_save": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-    }
-    os.makedirs(adapter_dir, exist_ok=True)
-    with open(os.path.join(adapter_dir, ADAPTER_CONFIG), "w") as f:
-        json.dump(config, f, indent=2)
-    save_file(tensors, os.path.join(adapter_dir, ADAPTER_WEIGHTS), metadata={"format": "pt"})
 
 
 def export_hf(

@@ -31,14 +31,8 @@ from sallm_jax.models.granite_config import (
     GraniteTextConfig,
 )
 from sallm_jax.models.granite_speech import GraniteSpeechLM
-from sallm_jax.models.hf_weights import (
-    ParamPath,
-    ParamTable,
-    Transform,
-    assign_tensors,
-    hf_rope,
-    hub_key,
-)
+from sallm_jax.models.hf_weights import ParamTable, Transform, assign_tensors, hf_rope, hub_key
+from sallm_jax.models.paths import ParamPath
 from sallm_jax.models.safetensors_io import SafetensorsDir
 
 # config.json may spell encoder fields by their transformers attribute_map aliases.

@@ -24,7 +24,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 import jax
@@ -33,12 +33,11 @@ import numpy as np
 from flax import nnx
 
 from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.families import ModelFamily, family_for_hf_config, family_for_model
+from sallm_jax.models.paths import ParamPath, node_at
 from sallm_jax.models.safetensors_io import CHUNK_BYTES, SafetensorsDir, aligned_empty
 from sallm_jax.models.speech_lm import SpeechLM
 
 Transform = Literal["copy", "linear", "conv"]
-ParamPath = tuple[str | int, ...]
 
 # Defaults of transformers' Qwen2Config / Qwen2AudioEncoderConfig / Qwen2AudioConfig, used for
 # fields a config.json leaves out (save_pretrained in 5.x writes them all; older files may not).
@@ -296,13 +295,6 @@ def hf_param_map(config: SpeechLMConfig) -> dict[str, tuple[ParamPath, Transform
     return table
 
 
-def _variable(model: nnx.Module, path: ParamPath) -> nnx.Variable:
-    node = model
-    for part in path:
-        node = node[part] if isinstance(part, int) else getattr(node, part)
-    return node
-
-
 def load_hf_state_dict(
     model: SpeechLM, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"
 ) -> SpeechLM:
@@ -356,7 +348,7 @@ def assign_tensors(
         stored = _shape(tensors, keys[key])
         # Both layout conversions reverse the axes (linear .T, conv transpose(2, 1, 0)).
         converted = stored if transform == "copy" else stored[::-1]
-        expected = tuple(_variable(model, path).get_value().shape)
+        expected = tuple(node_at(model, path).get_value().shape)
         if converted != expected:
             problems.append(
                 f"shape mismatch for {key}: checkpoint {stored} "
@@ -367,7 +359,7 @@ def assign_tensors(
         raise ValueError(f"cannot load {source} into {name}: " + "; ".join(problems))
     for key in sorted(table):
         path, transform = table[key]
-        variable = _variable(model, path)
+        variable = node_at(model, path)
         variable.set_value(placed_tensor(tensors, keys[key], transform, variable.get_value()))
     return model
 
@@ -386,163 +378,3 @@ def from_pretrained(
     )
     with SafetensorsDir(path) as tensors:
         return load_hf_state_dict(model, tensors, source=os.fspath(path))
-
-
-# ---------------------------------------------------------------------------------------------
-# Model families and the user-facing loader.
-
-
-def module_path_fn(model: nnx.Module) -> Callable[[str], ParamPath | None]:
-    """Maps a checkpoint module name (a Linear weight key without `.weight`, Hub or in-memory
-    layout) to that layer's path in `model`, or None; built from the family's key map."""
-    family = family_for_model(model)
-    suffix = ".weight"
-    linears = {
-        key[: -len(suffix)]: path[:-1]
-        for key, (path, transform) in family.param_map(model.config).items()
-        if transform == "linear"
-    }
-    return lambda name: linears.get(hub_key(name + suffix)[: -len(suffix)])
-
-
-DType = Literal["float32", "bfloat16"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcessorSettings:
-    """What turns audio and text into model inputs for a checkpoint.
-
-    Attributes:
-      num_mel_bins: log-mel bins per frame (128 Qwen2-Audio, 80 Granite Speech).
-      feature_size: model input width per frame (num_mel_bins; 2 x that for Granite's stacked
-        frame pairs).
-      sampling_rate: audio sample rate in Hz.
-      audio_token: placeholder string the processor expands to one token per audio embedding.
-      audio_token_id: its id (`config.audio_token_id`).
-      chat_template: Jinja chat template, or None when the directory holds none.
-    """
-
-    num_mel_bins: int
-    feature_size: int
-    sampling_rate: int
-    audio_token: str
-    audio_token_id: int
-    chat_template: str | None
-
-
-@dataclasses.dataclass
-class Checkpoint:
-    """A loaded checkpoint: `model`, its `tokenizer` (None when the directory has no tokenizer
-    files) and its `processor` settings; `family` names the model class."""
-
-    model: nnx.Module
-    tokenizer: object | None
-    processor: ProcessorSettings
-    family: ModelFamily
-
-
-def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def _chat_template(path: str, tokenizer) -> str | None:
-    """The template from chat_template.jinja / .json, processor_config.json or the tokenizer."""
-    jinja = os.path.join(path, "chat_template.jinja")
-    if os.path.exists(jinja):
-        with open(jinja) as f:
-            return f.read()
-    for name in ("chat_template.json", "processor_config.json"):
-        template = _read_json(os.path.join(path, name)).get("chat_template")
-        if template:
-            return template
-    return getattr(tokenizer, "chat_template", None)
-
-
-def _has_tokenizer(path: str) -> bool:
-    names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-    return any(os.path.exists(os.path.join(path, n)) for n in names)
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    *,
-    dtype: DType = "float32",
-    compute_dtype: DType | None = None,
-    adapter_dir: str | os.PathLike | None = None,
-    shardings: Callable[[nnx.State], nnx.State] | None = None,
-) -> Checkpoint:
-    """Loads a Hugging Face speech-LM directory: model, tokenizer and processor settings.
-
-    The family (Qwen2-Audio or Granite Speech) comes from config.json's `model_type`. The model
-    is built abstractly and its weights are converted into `dtype` tensor by tensor. The
-    tokenizer is `transformers.AutoTokenizer` on the directory.
-
-    Args:
-      path: checkpoint directory (config.json, model.safetensors or shards, tokenizer and
-        preprocessor files).
-      dtype: "float32" or "bfloat16", the parameters' storage.
-      compute_dtype: the activations' dtype, `dtype` when None; "bfloat16" over float32
-        storage is mixed precision (logits stay float32 either way).
-      adapter_dir: a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) to wrap
-        the model with; the checkpoint directory itself is used when it holds one and this is
-        None (as the released Granite Speech checkpoints do).
-      shardings: maps the abstract model state to a `NamedSharding` per variable (for example
-        `Partitioner.param_shardings`); each tensor is then placed straight into its sharding,
-        each process reading only the rows of the blocks it holds. None: one device.
-
-    Returns:
-      Checkpoint(model, tokenizer or None, ProcessorSettings, family).
-    """
-    from sallm_jax.models import lora  # lora imports this module
-
-    path = os.fspath(path)
-    for name, value in (("dtype", dtype), ("compute_dtype", compute_dtype or dtype)):
-        if value not in ("float32", "bfloat16"):
-            raise ValueError(f"{name}={value!r}; expected 'float32' or 'bfloat16'")
-    param_dtype, jdtype = jnp.dtype(dtype), jnp.dtype(compute_dtype or dtype)
-    hf_config = _read_json(os.path.join(path, "config.json"))
-    if not hf_config:
-        raise FileNotFoundError(f"no config.json in {path!r}")
-    family = family_for_hf_config(hf_config)
-    config = family.config_from_hf(hf_config)
-    model = nnx.eval_shape(
-        lambda: family.model_class(config, rngs=nnx.Rngs(0), dtype=jdtype,
-                                   param_dtype=param_dtype)
-    )
-    if shardings is not None:
-        state = nnx.state(model)
-        nnx.update(model, jax.tree.map(
-            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-            state, shardings(state)))
-    with SafetensorsDir(path) as tensors:
-        family.load_state_dict(model, tensors, source=path)
-    if adapter_dir is None and os.path.exists(os.path.join(path, lora.ADAPTER_CONFIG)):
-        adapter_dir = path
-    if adapter_dir is not None:
-        lora.load_peft_adapter(model, adapter_dir)
-
-    tokenizer = None
-    if _has_tokenizer(path):
-        import transformers
-
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    features = _read_json(os.path.join(path, "preprocessor_config.json"))
-    processor = _read_json(os.path.join(path, "processor_config.json"))
-    melspec = features.get("melspec_kwargs") or {}  # Granite's extractor nests its mel options
-    num_mel_bins = int(melspec.get("n_mels", features.get("feature_size", 0)))
-    feature_size = 2 * num_mel_bins if melspec else num_mel_bins
-    if not num_mel_bins:  # no preprocessor file: the model's own input width
-        feature_size = family.input_width(config)
-        num_mel_bins = feature_size // family.frames_per_input
-    settings = ProcessorSettings(
-        num_mel_bins=num_mel_bins,
-        feature_size=feature_size,
-        sampling_rate=int(features.get("sampling_rate", family.sampling_rate)),
-        audio_token=processor.get("audio_token", family.audio_token),
-        audio_token_id=config.audio_token_id,
-        chat_template=_chat_template(path, tokenizer),
-    )
-    return Checkpoint(model=model, tokenizer=tokenizer, processor=settings, family=family)

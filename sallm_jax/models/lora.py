@@ -24,7 +24,7 @@ called once with adapters on and once off compiles two programs instead of reusi
 Training config knobs this module serves (names proposed for the experiment configs):
   model.lora.rank (0 = no LoRA), model.lora.alpha, model.lora.target_modules (attribute names,
   default ("q_proj", "v_proj")), model.lora.scope ("language_model" or None for the whole
-  model), model.lora.adapter_dir (start from a PEFT adapter: `load_peft_adapter`), and
+  model), model.lora.adapter_dir (start from a PEFT adapter: `peft.load_peft_adapter`), and
   model.trainable, one of `trainable_filter`'s modes ("adapters", "adapters+projector",
   "adapters+projector+encoder", "all"). "adapters" on a model without LoRA selects nothing,
   which the config validation should reject.
@@ -33,20 +33,16 @@ Training config knobs this module serves (names proposed for the experiment conf
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from safetensors.numpy import load_file
 
 from sallm_jax.models.families import families
-from sallm_jax.models.hf_weights import ParamPath, _variable, module_path_fn
+from sallm_jax.models.paths import ParamPath, node_at, set_node_at
 
 
 class LoRAParam(nnx.Param):
@@ -146,14 +142,6 @@ def lora_modules(model: nnx.Module) -> Iterator[tuple[ParamPath, LoRALinear]]:
             yield tuple(path), module
 
 
-def _set_child(model: nnx.Module, path: ParamPath, value) -> None:
-    parent = _variable(model, path[:-1])
-    if isinstance(path[-1], int):
-        parent[path[-1]] = value
-    else:
-        setattr(parent, path[-1], value)
-
-
 def wrap_linear(
     model: nnx.Module, path: ParamPath, *, rank: int, alpha: float, rngs: nnx.Rngs
 ) -> LoRALinear:
@@ -161,13 +149,13 @@ def wrap_linear(
 
     A path that already holds a LoRALinear gets fresh adapters of the new rank/alpha.
     """
-    module = _variable(model, path)
+    module = node_at(model, path)
     if isinstance(module, LoRALinear):
         module = module.base
     if not isinstance(module, nnx.Linear):
         raise TypeError(f"{'.'.join(map(str, path))} is a {type(module).__name__}, not nnx.Linear")
     wrapped = LoRALinear(module, rank=rank, alpha=alpha, rngs=rngs)
-    _set_child(model, path, wrapped)
+    set_node_at(model, path, wrapped)
     return wrapped
 
 
@@ -251,7 +239,7 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
             kernel = base.kernel.get_value()
             merged = kernel.astype(jnp.float32) + module.delta()
             base.kernel.set_value(merged.astype(kernel.dtype))
-        _set_child(model, path, base)
+        set_node_at(model, path, base)
     return model
 
 
@@ -290,104 +278,3 @@ def trainable_filter(mode: TrainableMode) -> nnx.filterlib.Filter:
         f"trainable={mode!r}; expected one of 'adapters', 'adapters+projector', "
         "'adapters+projector+encoder', 'all'"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# PEFT files.
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_PEFT_PREFIX = "base_model.model."
-_PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])(?:\.default)?\.weight$")
-
-
-def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
-    """Reads and validates `adapter_config.json` (LoRA without DoRA, bias or extra modules).
-
-    `lora_dropout` is read by nothing: it only acts while PEFT trains.
-    """
-    path = os.path.join(os.fspath(adapter_dir), ADAPTER_CONFIG)
-    with open(path) as f:
-        config = json.load(f)
-    problems = []
-    if config.get("peft_type", "LORA") != "LORA":
-        problems.append(f"peft_type={config['peft_type']!r} (expected 'LORA')")
-    for key in ("use_dora", "fan_in_fan_out", "lora_bias"):
-        if config.get(key):
-            problems.append(f"{key}=true is not supported")
-    if config.get("bias", "none") != "none":
-        problems.append(f"bias={config['bias']!r} is not supported (expected 'none')")
-    for key in ("rank_pattern", "alpha_pattern", "modules_to_save"):
-        if config.get(key):
-            problems.append(f"{key} is not supported")
-    if problems:
-        raise NotImplementedError(f"{path}: " + "; ".join(problems))
-    return config
-
-
-def adapter_scaling(config: dict) -> tuple[int, float]:
-    """(r, alpha) such that alpha / r is PEFT's scaling (rsLoRA's alpha / sqrt(r) folded in)."""
-    r, alpha = int(config["r"]), float(config["lora_alpha"])
-    if config.get("use_rslora"):
-        alpha = alpha * r / math.sqrt(r)
-    return r, alpha
-
-
-def load_peft_adapter(
-    model: nnx.Module,
-    adapter_dir: str | os.PathLike,
-    *,
-    module_path: Callable[[str], ParamPath | None] | None = None,
-    rngs: nnx.Rngs | None = None,
-) -> nnx.Module:
-    """Wraps the modules a PEFT adapter names and loads its factors, in place.
-
-    The modules come from the keys of `adapter_model.safetensors`, not from `target_modules`,
-    so an adapter saved for the language model never touches same-named encoder layers.
-
-    Args:
-      model: the model to adapt.
-      adapter_dir: holds adapter_config.json and adapter_model.safetensors.
-      module_path: maps a checkpoint module name (a weight key without `.weight`, either layout
-        transformers uses) to the module's path in `model`, or None when it names none;
-        default `hf_weights.module_path_fn(model)`, which reuses the family's key map.
-      rngs: only seeds lora_a before it is overwritten (default nnx.Rngs(0)).
-
-    Raises:
-      ValueError naming every key that matches no module, lacks its partner factor, or has the
-      wrong shape.
-    """
-    adapter_dir = os.fspath(adapter_dir)
-    module_path = module_path or module_path_fn(model)
-    config = read_adapter_config(adapter_dir)
-    rank, alpha = adapter_scaling(config)
-    tensors = load_file(os.path.join(adapter_dir, ADAPTER_WEIGHTS))
-    factors: dict[ParamPath, dict[str, object]] = {}
-    problems = []
-    for key, array in tensors.items():
-        match = _PEFT_KEY.match(key.removeprefix(_PEFT_PREFIX))
-        path = module_path(match["module"]) if match else None
-        if path is None:
-            problems.append(f"{key} matches no linear layer of {type(model).__name__}")
-            continue
-        factors.setdefault(path, {})[match["factor"]] = (key, array)
-    for path, pair in factors.items():
-        for factor in {"A", "B"} - set(pair):
-            problems.append(f"{'.'.join(map(str, path))} lacks lora_{factor}")
-    if problems:
-        raise ValueError(f"cannot load {adapter_dir}: " + "; ".join(sorted(problems)))
-    rngs = rngs or nnx.Rngs(0)
-    for path, pair in sorted(factors.items(), key=lambda item: str(item[0])):
-        module = wrap_linear(model, path, rank=rank, alpha=alpha, rngs=rngs)
-        for factor, target in (("A", module.lora_a), ("B", module.lora_b)):
-            key, array = pair[factor]
-            value = array.T  # PyTorch [r, in] / [out, r] -> Flax [in, r] / [r, out]
-            if value.shape != tuple(target.get_value().shape):
-                problems.append(
-                    f"{key}: shape {array.shape}, expected {tuple(target.get_value().shape[::-1])}"
-                )
-                continue
-            target.set_value(jnp.asarray(value, dtype=target.get_value().dtype))
-    if problems:
-        raise ValueError(f"cannot load {adapter_dir}: " + "; ".join(problems))
-    return model

@@ -24,10 +24,8 @@ from hf_tiny import (  # noqa: E402
 )
 
 from sallm_jax.models.export import export_hf, hf_config_dict  # noqa: E402
-from sallm_jax.models.hf_weights import (  # noqa: E402
-    load_checkpoint,
-    speech_lm_config_from_hf,
-)
+from sallm_jax.models.hf_weights import speech_lm_config_from_hf  # noqa: E402
+from sallm_jax.models.load import load_checkpoint  # noqa: E402
 
 TOL = 1e-4
 forward = nnx.jit(lambda model, *args: model(*args))

@@ -13,7 +13,7 @@ from hf_tiny import merge_adapter_by_hand, save_granite_speech, write_adapter  #
 
 from sallm_jax import parity  # noqa: E402
 from sallm_jax.models.export import export_hf  # noqa: E402
-from sallm_jax.models.hf_weights import load_checkpoint  # noqa: E402
+from sallm_jax.models.load import load_checkpoint  # noqa: E402
 
 TOL = 1e-4
 

@@ -24,17 +24,18 @@ from hf_tiny import (  # noqa: E402
     save_qwen2_audio,
 )
 
-from sallm_jax.models.hf_weights import from_pretrained, load_checkpoint  # noqa: E402
+from sallm_jax.models.hf_weights import from_pretrained  # noqa: E402
+from sallm_jax.models.load import load_checkpoint  # noqa: E402
 from sallm_jax.models.lora import (  # noqa: E402
     LoRALinear,
     LoRAParam,
     apply_lora,
-    load_peft_adapter,
     lora_disabled,
     lora_modules,
     merge_lora,
     trainable_filter,
 )
+from sallm_jax.models.peft import load_peft_adapter  # noqa: E402
 
 RANK, ALPHA = 4, 12.0  # scaling 3: a wrong alpha / r would show
 TOL = 1e-4
