@@ -31,8 +31,7 @@ from sallm_jax.models.config import audio_token_count
 from sallm_jax.models.hf_weights import from_pretrained
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.rl.rollout import SamplingConfig
-from sallm_jax.train.grpo import make_rollout_fn
+from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
 
 # Prompts per call. The issue asks for 8; on a shared 2-core CPU one transformers call of the
 # 100M model at 8 x 8 takes 1-2 minutes, so the default run uses 2 x 8 there (--full: 8).

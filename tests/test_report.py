@@ -1,6 +1,6 @@
 """The report of a work directory built here by hand (metrics through the project's own
 MetricWriter): PNG plots whose drawn lines equal the scalars written, report.md with the
-results and their decoding protocols, logged groups with hand-computed advantages, the config's
+results and their decoding protocols, logged groups with their advantages, the config's
 difference from its preset, timings and skipped inputs; several runs overlaid."""
 
 import json
@@ -14,7 +14,7 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.report import write_report, write_report_or_warn
 from sallm_jax.report.__main__ import main as report_main
 from sallm_jax.report.plots import draw
-from sallm_jax.report.runs import MISSING, config_diff, parse_group
+from sallm_jax.report.runs import MISSING, config_diff, logged_groups
 from sallm_jax.train.metric_writer import MetricWriter
 
 SFT_LOSS = [4.5, 3.25, 2.75]
@@ -27,6 +27,14 @@ REWARDS = [0.5, 0.0, 1.0, 0.5]
 STD = math.sqrt(0.5 / 3)
 ADVANTAGES = [(r - 0.5) / (STD + 1e-4) for r in REWARDS]
 TEXTS = ["Ken took it.", "it's\nodd", 'a "quoted" one', ""]
+
+
+def group_record():
+    """One logged group, as `sallm_jax.rl.scoring.completions_table` writes it."""
+    return {"id": "train-7", "question": "Who took the cups?", "reference": "Ken took the cups.",
+            "samples": [{"completion": t, "reward": r, "rewards": {"bleu": r}, "advantage": a,
+                         "off_policy": False}
+                        for t, r, a in zip(TEXTS, REWARDS, ADVANTAGES, strict=True)]}
 
 
 def make_workdir(root, scale=1.0):
@@ -45,10 +53,8 @@ def make_workdir(root, scale=1.0):
     grpo = MetricWriter(root / "grpo", "grpo")
     for i in range(3):
         grpo.write(i + 1, {k: v[i] * scale for k, v in GRPO.items()} | {"step_seconds": 2.0})
-        # As the GRPO stage logs its first group (rl.log_completions_every).
-        grpo.write_text(i + 1, "completions", "\n".join(
-            f"[{r:.3f}] {t!r} (reference: {'Ken took the cups.'!r})"
-            for r, t in zip(REWARDS, TEXTS, strict=True)))
+        # As the GRPO stage logs its groups (rl.log_completions_every).
+        grpo.write_completions(i + 1, [group_record()])
     grpo.close()
     results = {"warmup": {"test": {"bleu": 11.5, "bleu_std": 0.5, "wer": 70.0, "wer_std": 1.0,
                                    "num_examples": 8, "num_samples": 2},
@@ -110,12 +116,19 @@ def test_report_plots_equal_the_metrics_and_the_report_holds_every_section(tmp_p
     assert "| grpo |" in text.split("## Timings")[1]
 
 
-def test_logged_group_round_trips_the_stage_format():
-    lines = [f"[{r:.3f}] {t!r} (reference: {'x'!r})" for r, t in zip(REWARDS, TEXTS,
-                                                                       strict=True)]
-    group = parse_group(5, "\n".join(lines))
-    assert [s.reward for s in group.samples] == REWARDS
-    assert [s.text for s in group.samples] == TEXTS
+def test_logged_groups_round_trip_and_a_resumed_stage_logs_each_step_once(tmp_path):
+    writer = MetricWriter(tmp_path, "grpo")
+    for step in (1, 2, 3):
+        writer.write_completions(step, [group_record(), {**group_record(), "id": "other"}])
+    writer.close()
+    writer = MetricWriter(tmp_path, "grpo", resume_step=2)  # resumed after step 2
+    writer.write_completions(3, [{**group_record(), "reference": "again"}])
+    writer.close()
+    groups = logged_groups(tmp_path)
+    assert [g.step for g in groups] == [1, 2, 3]
+    assert groups[0].id == "train-7" and groups[-1].reference == "again"
+    assert [s["completion"] for s in groups[0].samples] == TEXTS
+    assert [s["advantage"] for s in groups[0].samples] == ADVANTAGES
 
 
 def test_several_runs_overlay_and_need_an_output_directory(tmp_path, capsys):

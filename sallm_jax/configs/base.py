@@ -166,7 +166,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.max_completion_length = 16
     c.rl.checkpoint_every = 20
     c.rl.log_every = 5
-    c.rl.log_completions_every = 25
+    c.rl.log_completions_every = 25  # steps between records of grpo/completions.jsonl
     # Score the policy on the validation split every eval_every steps (0: never) and keep the
     # best parameters, the starting ones included; select_on names the metric.
     c.rl.eval_every = 25

@@ -23,8 +23,8 @@ from sallm_jax.data.pipeline import BatchSpec, evaluation_batches
 from sallm_jax.eval.metrics import text_metrics
 from sallm_jax.eval.mmau import mmau_accuracy
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.rl.rollout import SamplingConfig
-from sallm_jax.train.grpo import decode_completions, make_rollout_fn
+from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
+from sallm_jax.rl.scoring import decode_completions
 from sallm_jax.train.progress import track
 from sallm_jax.train.sft import device_batch
 

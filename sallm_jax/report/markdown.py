@@ -85,30 +85,26 @@ def plots_section(plots: list[Plot], report_dir: pathlib.Path) -> list[str]:
     return lines or ["No training scalars found (no `<stage>/metrics.jsonl`).", ""]
 
 
-def groups_section(run: R.Run, config: dict, stage_dir: pathlib.Path | None,
+def groups_section(run: R.Run, stage_dir: pathlib.Path | None,
                    max_groups: int = 3) -> list[str]:
     """Up to `max_groups` logged GRPO groups, spread from the first to the last, each sample's
-    reward and its group-relative advantage."""
+    reward and the advantage the update weighted it by."""
     groups = R.logged_groups(stage_dir) if stage_dir is not None else []
     if not groups:
         return []
-    scale = config.get("rl", {}).get("scale_rewards", "group")
     # Spread over the stage: the first and the last, and evenly between.
     last = len(groups) - 1
     picked = groups if len(groups) <= max_groups else [
         groups[i] for i in sorted({round(k * last / max(max_groups - 1, 1))
                                    for k in range(max_groups)} if max_groups > 1 else {last})]
-    note = ("(r - mean) / (std + 1e-4), the group's std" if scale == "group" else
-            "r - mean (the run scaled by the batch's std, which the log does not hold)"
-            if scale == "batch" else "r - mean")
-    lines = [f"Advantages recomputed from the logged rewards (rounded to 3 decimals): {note}.",
-             ""]
+    lines = ["From `grpo/completions.jsonl`; a ground-truth row of mixed-policy GRPO is "
+             "marked (ground truth).", ""]
     for group in picked:
-        rewards = [s.reward for s in group.samples]
-        rows = [[i, f"{s.reward:.3f}", f"{a:+.3f}", repr(s.text)] for i, (s, a) in
-                enumerate(zip(group.samples, R.advantages(rewards, scale), strict=True))]
-        lines += [f"**{run.label}, step {group.step}**, reference: "
-                  f"{cell(repr(group.samples[0].reference))}", "",
+        rows = [[i, f"{s['reward']:.3f}", f"{s['advantage']:+.3f}",
+                 repr(s["completion"]) + (" (ground truth)" if s["off_policy"] else "")]
+                for i, s in enumerate(group.samples)]
+        lines += [f"**{run.label}, step {group.step}**, {cell(group.id)}: "
+                  f"{cell(repr(group.question))}, reference: {cell(repr(group.reference))}", "",
                   *table(["sample", "reward", "advantage", "completion"], rows), ""]
     return lines
 
@@ -192,7 +188,7 @@ def report_markdown(title: str, runs: list[R.Run], plots: list[Plot],
         metrics = R.read_metrics(dirs)
         timings = {s: t for s, d in dirs.items()
                    if (t := R.stage_timing(d, metrics[s])) is not None}
-        groups = groups_section(run, config, dirs.get("grpo"))
+        groups = groups_section(run, dirs.get("grpo"))
         if groups:
             lines += [f"## GRPO sample groups{heading}", "", *groups]
         answers = answers_section(run, results)

@@ -4,14 +4,12 @@ skipped inputs (layout in `sallm_jax.experiment`'s docstring)."""
 
 from __future__ import annotations
 
-import ast
 import collections
 import dataclasses
 import importlib
 import json
 import math
 import pathlib
-import re
 import struct
 from collections.abc import Iterator
 
@@ -128,64 +126,30 @@ def stage_events(directory: pathlib.Path) -> list:
 
 
 @dataclasses.dataclass
-class Sample:
-    """One logged completion of a GRPO group."""
-
-    reward: float
-    text: str
-    reference: str
-
-
-@dataclasses.dataclass
 class LoggedGroup:
-    """The first group of a GRPO step's rollout, as the stage logged it
-    (`rl.log_completions_every`): G completions with their rewards, rounded to 3 decimals."""
+    """The first group of a GRPO step as the stage logged it (`rl.log_completions_every`,
+    `<stage>/completions.jsonl`): the prompt and its reference, and each sample's completion,
+    reward, reward by function, advantage and whether it is a ground-truth row."""
 
     step: int
-    samples: list[Sample]
-
-
-_SAMPLE_LINE = re.compile(r"^\[(?P<reward>[^\]]+)\] (?P<text>'.*'|\".*\") "
-                          r"\(reference: (?P<reference>'.*'|\".*\")\)$")
-
-
-def parse_group(step: int, text: str) -> LoggedGroup:
-    """A group from the text the GRPO stage logs: one `[reward] 'completion' (reference:
-    'answer')` line per sample (each string in Python's repr)."""
-    samples = []
-    for line in text.splitlines():
-        match = _SAMPLE_LINE.match(line)
-        if match:
-            samples.append(Sample(float(match["reward"]), ast.literal_eval(match["text"]),
-                                  ast.literal_eval(match["reference"])))
-    return LoggedGroup(step, samples)
+    id: str
+    question: str
+    reference: str
+    samples: list[dict]
 
 
 def logged_groups(directory: pathlib.Path) -> list[LoggedGroup]:
-    """The GRPO groups a stage logged (TensorBoard text summaries named `completions`), by
-    step; a step logged twice (a resumed stage) keeps its last record."""
-    groups: dict[int, LoggedGroup] = {}
-    for event in stage_events(directory):
-        for value in event.summary.value:
-            if value.tag.split("/")[1:2] == ["completions"] and value.tensor.string_val:
-                text = value.tensor.string_val[0].decode("utf-8")
-                group = parse_group(event.step, text)
-                if group.samples:
-                    groups[event.step] = group
-    return [groups[s] for s in sorted(groups)]
-
-
-def advantages(rewards: list[float], scale: str) -> list[float]:
-    """Group-relative advantages of one group's rewards under `rl.scale_rewards` ("group" or
-    "none"; "batch" needs the whole batch, so it is shown centred only)."""
-    import numpy as np
-
-    from sallm_jax.rl.grpo import group_advantages
-
-    if len(rewards) < 2:
-        return [0.0] * len(rewards)
-    values = np.asarray(rewards, np.float64)[None]
-    return [float(a) for a in group_advantages(values, "group" if scale == "group" else "none")[0]]
+    """The first group of every step a stage logged, by step."""
+    path = directory / "completions.jsonl"
+    if not path.exists():
+        return []
+    groups = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        first = record["groups"][0]
+        groups.append(LoggedGroup(record["step"], first["id"], first["question"],
+                                  first["reference"], first["samples"]))
+    return groups
 
 
 @dataclasses.dataclass

@@ -9,14 +9,19 @@ has ended.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from sallm_jax.models.kv_cache import init_cache
 from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.rl.policy import merge_policy
 from sallm_jax.rl.sampling import sample_token
+
+if TYPE_CHECKING:
+    from sallm_jax.parallel.partitioner import Partitioner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,3 +112,17 @@ def rollout(
     ended_before = jnp.cumsum(is_eos, axis=1) - is_eos
     mask = (ended_before == 0).astype(jnp.int32)
     return Rollout(ids=tokens, mask=mask, truncated=~jnp.any(is_eos, axis=1), logp=logps)
+
+
+def make_rollout_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
+                    frozen_shardings: nnx.State, partitioner: Partitioner, *,
+                    sampling: SamplingConfig, group_size: int, eos_ids: tuple[int, ...],
+                    pad_id: int):
+    """jit(fn(params, frozen, batch, rng) -> Rollout), completions split along the batch axis."""
+
+    def fn(params, frozen, batch, rng):
+        return rollout(merge_policy(graphdef, params, frozen), batch, rng, sampling=sampling,
+                       group_size=group_size, eos_ids=eos_ids, pad_id=pad_id)
+
+    return jax.jit(fn, in_shardings=(param_shardings, frozen_shardings, partitioner.batch,
+                                     partitioner.replicated), out_shardings=partitioner.batch)

@@ -29,6 +29,13 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def will_save(self, step: int, *, force: bool = False) -> bool:
+        """Whether `save(step, ..., force=force)` writes a checkpoint."""
+        return force or self.manager.should_save(step)
+
+    def kept_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
     def save(self, step: int, state: TrainState, data_iter: grain.DatasetIterator | None = None,
              *, force: bool = False) -> bool:
         items = {"state": ocp.args.StandardSave(state)}

@@ -2,8 +2,9 @@
 
 One step, as data: B prompts with audio -> `rollout` samples G completions each ([B * G, C], the
 prefill done once per prompt) -> decoded and scored on the host -> rewards [B, G] back to the
-device -> advantages, reference log-probs (when beta > 0) and old log-probs (when
-num_iterations > 1) -> `grpo_loss` -> AdamW update with the state's buffers donated.
+device -> advantages, reference log-probs (when beta > 0) and old log-probs (when the batch is
+updated after the parameters moved: num_iterations > 1, or a later batch of a generation of
+steps_per_generation > 1) -> `grpo_loss` -> AdamW update with the state's buffers donated.
 """
 
 from __future__ import annotations
@@ -26,19 +27,27 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.rl.diagnostics import (
-    LogpDiffWatch,
-    completion_length_range,
-    logp_difference,
-    masked_mean,
-)
+from sallm_jax.rl.diagnostics import LogpDiffWatch, logp_difference, masked_mean
 from sallm_jax.rl.grpo import group_advantages, grpo_loss, per_reward_advantages
-from sallm_jax.rl.mixed_policy import join_groups, mix_in_references
 from sallm_jax.rl.policy import completion_logprobs, completion_logprobs_and_entropy, merge_policy
-from sallm_jax.rl.rewards import RewardWatch, compute_rewards, get_reward_fns
-from sallm_jax.rl.rollout import SamplingConfig, rollout
+from sallm_jax.rl.rewards import RewardWatch, get_reward_fns
+from sallm_jax.rl.rollout import Rollout, SamplingConfig, make_rollout_fn
+from sallm_jax.rl.scoring import (
+    ScoredGroups,
+    completions_table,
+    gathered_failures,
+    local_rollout,
+    rollout_scalars,
+    score_groups,
+)
 from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
+from sallm_jax.train.generation import (
+    SavedGeneration,
+    load_generation,
+    prune_generations,
+    save_generation,
+)
 from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.microbatch import accumulate, join_prompts, split_prompts
@@ -46,20 +55,6 @@ from sallm_jax.train.preemption import stop_here
 from sallm_jax.train.progress import StageProgress
 from sallm_jax.train.sft import device_batch
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
-
-
-def make_rollout_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
-                    frozen_shardings: nnx.State, partitioner: Partitioner, *,
-                    sampling: SamplingConfig, group_size: int, eos_ids: tuple[int, ...],
-                    pad_id: int):
-    """jit(fn(params, frozen, batch, rng) -> Rollout), completions split along the batch axis."""
-
-    def fn(params, frozen, batch, rng):
-        return rollout(merge_policy(graphdef, params, frozen), batch, rng, sampling=sampling,
-                       group_size=group_size, eos_ids=eos_ids, pad_id=pad_id)
-
-    return jax.jit(fn, in_shardings=(param_shardings, frozen_shardings, partitioner.batch,
-                                     partitioner.replicated), out_shardings=partitioner.batch)
 
 
 def make_logprob_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
@@ -85,6 +80,16 @@ def make_logprob_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
     batch = partitioner.batch
     return jax.jit(fn, in_shardings=(param_shardings, frozen_shardings, batch, batch, batch),
                    out_shardings=batch)
+
+
+def batch_advantages(cfg: ml_collections.ConfigDict, rewards: jax.Array,
+                     per_fn: jax.Array | None) -> jax.Array:
+    """Advantages [B, G] of a batch's rewards [B, G] (or, under
+    `multi_reward_normalization="per_reward"`, of each reward function's values [B, G, F])."""
+    if cfg.multi_reward_normalization == "per_reward":
+        weights = jnp.asarray(cfg.reward_weights, jnp.float32)
+        return per_reward_advantages(per_fn, weights, cfg.scale_rewards)
+    return group_advantages(rewards, cfg.scale_rewards)
 
 
 def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
@@ -119,16 +124,11 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=cfg.entropy_coef)
         return loss, (metrics, jax.lax.stop_gradient({"logp": logp, "entropy": entropy}))
 
-    def advantages(group):
-        if cfg.multi_reward_normalization == "per_reward":
-            weights = jnp.asarray(cfg.reward_weights, jnp.float32)
-            return per_reward_advantages(group["per_fn"], weights, cfg.scale_rewards)
-        return group_advantages(group["rewards"], cfg.scale_rewards)
-
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
         rows = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
                 "off_policy": group["off_policy"], "old_logp": old_logp, "ref_logp": ref_logp,
-                "advantages": advantages(group).reshape(-1)}
+                "advantages": batch_advantages(cfg, group["rewards"],
+                                               group.get("per_fn")).reshape(-1)}
         grad_fn = jax.value_and_grad(lambda p, r: loss_fn(p, frozen, r), has_aux=True)
         num_prompts = group["rewards"].shape[0]
         if not cfg.micro_batch_size or cfg.micro_batch_size >= num_prompts:
@@ -159,109 +159,36 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                    out_shardings=(state_shardings, partitioner.replicated), donate_argnums=0)
 
 
-def decode_completions(tokenizer, ids: np.ndarray, mask: np.ndarray) -> list[str]:
-    """Text of each completion row, special tokens (the end token) removed."""
-    return [tokenizer.decode(row[: int(m.sum())], skip_special_tokens=True).strip()
-            for row, m in zip(ids, mask, strict=True)]
-
-
 @dataclasses.dataclass
-class ScoredGroups:
-    """One rollout batch on the host: B prompts x G completions, prompt-major."""
+class GenerationBatch:
+    """One batch of a generation, scored and on the device, ready for its updates."""
 
-    ids: np.ndarray  # [B * G, C]
-    mask: np.ndarray  # [B * G, C]
-    truncated: np.ndarray  # [B * G] bool
-    off_policy: np.ndarray  # [B * G] bool, ground-truth rows of mixed-policy GRPO
-    texts: list[str]
-    examples: list[dict]
-    rewards: np.ndarray  # [B * G] weighted sum
-    per_fn: np.ndarray  # [B * G, num reward functions], NaN where a reward does not apply
-    failures: dict[str, int]
-    first_errors: dict[str, BaseException]
-    rollout_logp: np.ndarray | None = None  # [B * G, C] the sampler's; 0 on off-policy rows
-
-    def device_group(self, cfg: ml_collections.ConfigDict,
-                     partitioner: Partitioner) -> dict[str, jax.Array]:
-        """What the update consumes; truncated samples leave the loss when so configured."""
-        mask = self.mask * ~self.truncated[:, None] if cfg.mask_truncated_completions else self.mask
-        group = {"ids": self.ids, "mask": mask,
-                 "rewards": self.rewards.reshape(-1, cfg.group_size),
-                 "off_policy": self.off_policy}
-        if cfg.multi_reward_normalization == "per_reward":
-            group["per_fn"] = self.per_fn.reshape(-1, cfg.group_size, self.per_fn.shape[1])
-        if self.rollout_logp is not None:
-            group["rollout_logp"] = self.rollout_logp
-        return partitioner.to_global(group)
+    host: dict[str, np.ndarray]  # this process's host batch
+    local: Rollout  # this process's rows of its rollout (NumPy)
+    groups: ScoredGroups
+    batch: dict[str, jax.Array]
+    group: dict[str, jax.Array]
+    old_logp: jax.Array | None  # at the sampler's parameters; None: the first update is the only
 
 
-def score_groups(out, host_batch: dict, rows: Sequence[ManifestRow], tokenizer, reward_fns,
-                 cfg: ml_collections.ConfigDict, partitioner: Partitioner) -> ScoredGroups:
-    """Bring this process's rows of a rollout to the host, add the ground-truth rows
-    (mixed-policy GRPO), decode, and score every completion with the configured rewards."""
-    ids, mask, truncated = (partitioner.to_local(x) for x in (out.ids, out.mask, out.truncated))
-    logp = None if out.logp is None else partitioner.to_local(out.logp)
-    off_policy = np.zeros(len(ids), bool)
-    if cfg.num_off_policy:
-        if logp is not None:
-            logp = join_groups(logp, np.zeros((len(host_batch["target_ids"]), logp.shape[1]),
-                                              logp.dtype), cfg.num_off_policy)
-        ids, mask, truncated, off_policy = mix_in_references(
-            ids, mask, truncated, host_batch["target_ids"], host_batch["target_mask"],
-            cfg.num_off_policy)
-    # A prompt whose example was skipped (bad audio, "skip" policy) leaves the loss.
-    mask = mask * np.repeat(host_batch["valid"], cfg.group_size)[:, None]
-    texts = decode_completions(tokenizer, ids, mask)
-    examples = [dataclasses.asdict(rows[i])
-                for i in np.repeat(host_batch["index"], cfg.group_size)]
-    rewards, per_fn, failures, first_errors = compute_rewards(
-        reward_fns, cfg.reward_weights, texts, examples, failure_value=cfg.reward_failure_value,
-        names=list(cfg.reward_fns))
-    return ScoredGroups(ids, mask, truncated, off_policy, texts, examples, rewards, per_fn,
-                        failures, first_errors, logp)
-
-
-def gathered_failures(groups: ScoredGroups,
-                      partitioner: Partitioner) -> tuple[dict[str, int], int]:
-    """(per reward, the samples it failed on this step over all processes; their number)."""
-    names = list(groups.failures)
-    counts = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
-    total = int(partitioner.gather(np.array([len(groups.texts)])).sum())
-    return dict(zip(names, counts.tolist(), strict=True)), total
-
-
-def frac_equal_reward_groups(rewards: np.ndarray, group_size: int) -> float:
-    """The fraction of groups whose rewards [B * G] are all equal: their advantages are zero,
-    so they teach nothing (TRL's `frac_reward_zero_std`)."""
-    groups = rewards.reshape(-1, group_size)
-    return float((groups.max(1) == groups.min(1)).mean())
-
-
-def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
-                    partitioner: Partitioner) -> dict[str, float]:
-    """Reward and completion statistics of the sampled (on-policy) rows of every process."""
-    on = partitioner.gather(~groups.off_policy)
-    rewards, per_fn = partitioner.gather(groups.rewards)[on], partitioner.gather(groups.per_fn)[on]
-    lengths = partitioner.gather(groups.mask.sum(1))[on]
-    scalars = {"reward_mean": rewards.mean(), "reward_std": rewards.std(),
-               "frac_reward_zero_std": frac_equal_reward_groups(
-                   partitioner.gather(groups.rewards), cfg.group_size),
-               "completion_length": lengths.mean(),
-               "truncated_fraction": partitioner.gather(groups.truncated)[on].mean(),
-               "completion_tokens": lengths.sum(), **completion_length_range(lengths)}
-    for i, name in enumerate(cfg.reward_fns):
-        applies = ~np.isnan(per_fn[:, i])  # None: the reward does not apply to the sample
-        if applies.any():
-            scalars[f"reward/{name}"] = per_fn[applies, i].mean()
-    names = list(groups.failures)
-    failures = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
-    scalars.update({f"reward_failures/{n}": c for n, c in zip(names, failures, strict=True) if c})
-    return scalars
+def logged_completions(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
+                       partitioner: Partitioner) -> list[dict]:
+    """This process's groups as `completions_table` records, with the advantages the update
+    formed from every process's rewards."""
+    shape = (-1, cfg.group_size)
+    per_fn = partitioner.gather(groups.per_fn)
+    advantages = batch_advantages(cfg, partitioner.gather(groups.rewards).reshape(shape),
+                                  per_fn.reshape(*shape, per_fn.shape[1]))
+    n = len(groups.texts)
+    mine = np.asarray(advantages).reshape(-1)[jax.process_index() * n:][:n]
+    return completions_table(groups, mine, list(cfg.reward_fns), cfg.group_size)
 
 
 class GRPOStep:
-    """One GRPO step on a host batch: rollout -> decode and score on the host -> old log-probs
-    (num_iterations > 1) and reference log-probs (beta > 0) -> `num_iterations` updates.
+    """GRPO on host batches: a generation (`generate`: every batch rolled out at the same
+    parameters, decoded and scored on the host, old log-probs where an update will come after
+    the parameters moved) and then each batch's `num_iterations` updates (`train`, reference
+    log-probs when beta > 0). Calling it runs a generation of one batch and its updates.
 
     The compiled programs are built once. `frozen` is the rest of the model state; the
     reference is `ref_params` with any LoRA adapters off, or with `ref_params=None` the
@@ -295,29 +222,73 @@ class GRPOStep:
         self.update = make_grpo_update(graphdef, tx, cfg, partitioner, state_shardings,
                                        frozen_shardings)
 
-    def __call__(self, state: TrainState, host_batch: dict[str, np.ndarray],
-                 rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array], ScoredGroups]:
-        """(new state, the last update's metrics, the scored rollout); `state` is donated."""
+    def _scored(self, host: dict[str, np.ndarray], local: Rollout,
+                batch: dict[str, jax.Array] | None = None) -> GenerationBatch:
+        groups = score_groups(local, host, self.rows, self.tokenizer, self.reward_fns, self.cfg)
+        batch = device_batch(host, self.partitioner) if batch is None else batch
+        return GenerationBatch(host, local, groups, batch,
+                               groups.device_group(self.cfg, self.partitioner), None)
+
+    def generate(self, state: TrainState, hosts: Sequence[dict[str, np.ndarray]],
+                 rngs: Sequence[jax.Array]) -> list[GenerationBatch]:
+        """Roll out every batch at `state`'s parameters, score them, and compute the old
+        log-probs of each batch that gets an update after the parameters moved: every batch
+        when num_iterations > 1, all but the first otherwise (its single update is at the
+        sampler's parameters, where the ratio is exactly 1 without them)."""
+        batches = [device_batch(host, self.partitioner) for host in hosts]
+        local = [local_rollout(self.sample(state.params, self.frozen, batch, rng),
+                               self.partitioner)
+                 for batch, rng in zip(batches, rngs, strict=True)]
+        generation = [self._scored(*b) for b in zip(hosts, local, batches, strict=True)]
+        for j, b in enumerate(generation):
+            if j > 0 or self.cfg.num_iterations > 1:
+                b.old_logp = self.logprobs(state.params, self.frozen, b.batch, b.group["ids"],
+                                           b.group["mask"])
+        return generation
+
+    def saved(self, generation: Sequence[GenerationBatch], first_step: int) -> SavedGeneration:
+        """This process's part of `generation`, for a checkpoint inside it."""
+        return SavedGeneration(first_step, [b.host for b in generation],
+                               [b.local for b in generation],
+                               [None if b.old_logp is None else self.partitioner.to_local(
+                                   b.old_logp) for b in generation])
+
+    def restored(self, saved: SavedGeneration) -> list[GenerationBatch]:
+        """The generation `saved` holds, scored again from its completions."""
+        generation = [self._scored(h, out) for h, out in zip(saved.batches, saved.rollouts,
+                                                             strict=True)]
+        for b, old in zip(generation, saved.old_logp, strict=True):
+            if old is not None:
+                b.old_logp = self.partitioner.to_global({"old_logp": old})["old_logp"]
+        return generation
+
+    def train(self, state: TrainState, b: GenerationBatch) -> tuple[TrainState, dict]:
+        """`num_iterations` updates on one batch of a generation: (new state, the last
+        update's metrics, with the sampler-vs-trainer gap at the sampler's parameters);
+        `state` is donated."""
         cfg, frozen = self.cfg, self.frozen
-        batch = device_batch(host_batch, self.partitioner)
-        out = self.sample(state.params, frozen, batch, rng)
-        groups = score_groups(out, host_batch, self.rows, self.tokenizer, self.reward_fns, cfg,
-                              self.partitioner)
-        group = groups.device_group(cfg, self.partitioner)
-        # Log-probs of the policy that sampled (needed only when it gets several updates) and
-        # of the reference (only when the KL term is on): no forward pass is spent otherwise.
-        old_logp = (self.logprobs(state.params, frozen, batch, group["ids"], group["mask"])
-                    if cfg.num_iterations > 1 else None)
+        # Log-probs of the reference only when the KL term is on: no forward pass otherwise.
         ref = state.params if self.ref_params is None else self.ref_params
-        ref_logp = (self.ref_logprobs(ref, frozen, batch, group["ids"], group["mask"])
+        ref_logp = (self.ref_logprobs(ref, frozen, b.batch, b.group["ids"], b.group["mask"])
                     if cfg.beta != 0.0 else None)
         finite, gap = True, {}
         for i in range(cfg.num_iterations):
-            state, metrics = self.update(state, frozen, batch, group, old_logp, ref_logp)
+            state, metrics = self.update(state, frozen, b.batch, b.group, b.old_logp, ref_logp)
             finite = finite & metrics["finite"]
-            if i == 0:  # the only update at the sampler's parameters
+            if i == 0:
                 gap = {k: v for k, v in metrics.items() if k.startswith("logp_diff/")}
-        return state, {**metrics, **gap, "finite": finite}, groups
+        if gap and b.old_logp is not None:
+            # The parameters may have moved since the rollout: compare the sampler with the
+            # old log-probs, which the trainer took at the sampler's parameters.
+            on_policy = b.group["mask"] * ~b.group["off_policy"][:, None]
+            gap = logp_difference(b.group["rollout_logp"], b.old_logp, on_policy)
+        return state, {**metrics, **gap, "finite": finite}
+
+    def __call__(self, state: TrainState, host_batch: dict[str, np.ndarray],
+                 rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array], ScoredGroups]:
+        """(new state, the last update's metrics, the scored rollout); `state` is donated."""
+        (b,) = self.generate(state, [host_batch], [rng])
+        return (*self.train(state, b), b.groups)
 
 
 def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
@@ -336,6 +307,12 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     each update donates), so they can serve as `ref_params`. `spec.batch_size` is this
     process's share of the prompts.
 
+    A step trains on one batch. Every `cfg.steps_per_generation` steps a generation rolls out
+    that many batches at once (the first step's `step_seconds` holds their rollouts); batch j
+    of the generation starting at step s is sampled with the key of step s + j, so with one
+    step per generation this is plain GRPO. A checkpoint inside a generation keeps its samples
+    in `workdir/generations/`, and a resumed stage trains on them.
+
     With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
     parameters and those every `eval_every` steps are scored and the best are returned (the
     papers keep the best checkpoint on the validation split). `health` watches every step
@@ -352,13 +329,32 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count(), skip_log=skip_log,
                                       num_workers=num_workers))
-    ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(state, data_iter)
-        logging.info("[grpo] resumed from update %d", int(state.step))
     grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=state_shardings,
                          frozen=frozen, ref_params=ref_params, rows=rows, tokenizer=tokenizer,
                          partitioner=partitioner)
+    per_generation = cfg.steps_per_generation
+    ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
+    generations = workdir / "generations"
+    generation, saved = [], None
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(state, data_iter)
+        logging.info("[grpo] resumed from update %d", int(state.step))
+        if (done := int(state.step) // cfg.num_iterations) % per_generation:
+            saved = load_generation(generations, done - done % per_generation,
+                                    jax.process_index())
+            generation = grpo_step.restored(saved)
+
+    def save(step: int, *, force: bool = False, now: bool = False) -> None:
+        nonlocal saved
+        inside = step % per_generation
+        if inside and saved is None and (now or ckpt.will_save(step, force=force)):
+            saved = grpo_step.saved(generation, step - inside)
+            save_generation(generations, saved, jax.process_index())
+        if now:
+            ckpt.save_now(step, state, data_iter)
+        elif ckpt.save(step, state, data_iter, force=force) and (kept := ckpt.kept_steps()):
+            prune_generations(generations, min(kept) - min(kept) % per_generation)
+
     writer = MetricWriter(workdir, "grpo", resume_step=int(state.step) // cfg.num_iterations)
     keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
               if validate is not None and cfg.eval_every else None)
@@ -368,8 +364,14 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     progress = StageProgress("grpo", cfg.steps, int(state.step) // cfg.num_iterations)
     while (step := int(state.step) // cfg.num_iterations) < cfg.steps:
         start = time.perf_counter()
-        state, metrics, groups = grpo_step(state, next(data_iter),
-                                           jax.random.fold_in(base_rng, step))
+        if step % per_generation == 0:
+            generation = grpo_step.generate(
+                state, [next(data_iter) for _ in range(per_generation)],
+                [jax.random.fold_in(base_rng, step + j) for j in range(per_generation)])
+            saved = None
+        b = generation[step % per_generation]
+        state, metrics = grpo_step.train(state, b)
+        groups = b.groups
         health.after_step(step + 1, metrics)
         logp_watch.after_step(step + 1, metrics)
         progress.step_done(step + 1, {"reward": float(groups.rewards.mean())})
@@ -383,18 +385,13 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
             scalars["tokens_per_s"] = scalars.pop("completion_tokens") / seconds
             writer.write(step + 1, scalars, progress.describe(step + 1))
         if cfg.log_completions_every and (step + 1) % cfg.log_completions_every == 0:
-            shown = [f"[{groups.rewards[i]:.3f}] {groups.texts[i]!r} "
-                     f"(reference: {groups.examples[i]['answer']!r})"
-                     for i in range(cfg.group_size)]
-            writer.write_text(step + 1, "completions", "\n".join(shown))
+            writer.write_completions(step + 1, logged_completions(groups, cfg, partitioner))
         if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
             writer.write(step + 1, {"validation_score": score})
-        ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
-        stop_here("grpo", step + 1, functools.partial(ckpt.save_now, step + 1, state, data_iter))
+        save(step + 1, force=step + 1 == cfg.steps)
+        stop_here("grpo", step + 1, functools.partial(save, step + 1, now=True))
     progress.close()
     ckpt.wait()
     ckpt.close()
     writer.close()
     return keeper.best(state.params) if keeper else state.params
-
-

@@ -1,4 +1,5 @@
-"""Training feedback: one-line console logs, a metrics JSONL and TensorBoard event files."""
+"""Training feedback: one-line console logs, a metrics JSONL, TensorBoard event files and (GRPO)
+a JSONL table of logged completions."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def truncate_records(path: pathlib.Path, last_step: int) -> None:
 
 
 class MetricWriter:
-    """Writes scalars to `<directory>/metrics.jsonl` and TensorBoard, and logs a summary line.
+    """Writes scalars to `<directory>/metrics.jsonl` and TensorBoard, and logs a summary line;
+    logged GRPO groups go to `<directory>/completions.jsonl`.
 
     Only process 0 writes (the scalars it receives are already combined over processes).
     """
@@ -43,8 +45,10 @@ class MetricWriter:
         if not self.active:
             return
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.completions = directory, None
         path = directory / "metrics.jsonl"
         truncate_records(path, resume_step)
+        truncate_records(directory / "completions.jsonl", resume_step)
         self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self.tb = SummaryWriter(str(directory / "tensorboard"), purge_step=resume_step + 1)
 
@@ -61,14 +65,29 @@ class MetricWriter:
         logging.info("[%s] step %d %s%s", self.stage, step, summary,
                      f" | {progress}" if progress else "")
 
-    def write_text(self, step: int, name: str, text: str) -> None:
-        if not self.active:
+    def write_completions(self, step: int, groups: list[dict]) -> None:
+        """Append the step's logged groups (`completions_table` records) to completions.jsonl,
+        and show the first group in TensorBoard text and the log."""
+        if not self.active or not groups:
             return
-        self.tb.add_text(f"{self.stage}/{name}", text, step)
-        logging.info("[%s] step %d %s:\n%s", self.stage, step, name, text)
+        if self.completions is None:
+            self.completions = open(self.directory / "completions.jsonl", "a",  # noqa: SIM115
+                                    encoding="utf-8")
+        self.completions.write(json.dumps({"stage": self.stage, "step": step,
+                                           "groups": groups}) + "\n")
+        self.completions.flush()
+        first = groups[0]
+        text = "\n".join([f"{first['id']}: {first['question']!r} (reference: "
+                          f"{first['reference']!r})"] + [
+            f"[reward {s['reward']:.3f}, advantage {s['advantage']:+.3f}] {s['completion']!r}"
+            for s in first["samples"]])
+        self.tb.add_text(f"{self.stage}/completions", text, step)
+        logging.info("[%s] step %d completions:\n%s", self.stage, step, text)
 
     def close(self) -> None:
         if not self.active:
             return
         self.jsonl.close()
+        if self.completions is not None:
+            self.completions.close()
         self.tb.close()

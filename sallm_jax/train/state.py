@@ -18,13 +18,24 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
 
 
+def learning_rate_schedule(learning_rate: float, warmup_steps: int,
+                           total_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 over `warmup_steps` updates (the first update's rate is 0), then
+    cosine decay to 10% at `total_steps`; with `warmup_steps=0` the first update has the full
+    rate."""
+    if warmup_steps == 0:
+        return optax.cosine_decay_schedule(learning_rate, decay_steps=max(total_steps, 1),
+                                           alpha=0.1)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
+        decay_steps=max(total_steps, warmup_steps + 1), end_value=0.1 * learning_rate)
+
+
 def make_optimizer(*, learning_rate: float, warmup_steps: int, total_steps: int,
                    weight_decay: float, max_grad_norm: float, b1: float = 0.9,
                    b2: float = 0.999) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW with linear warm-up and cosine decay to 10%."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=learning_rate, warmup_steps=max(warmup_steps, 1),
-        decay_steps=max(total_steps, warmup_steps + 1), end_value=0.1 * learning_rate)
+    """Global-norm clipping, then AdamW on `learning_rate_schedule`."""
+    schedule = learning_rate_schedule(learning_rate, warmup_steps, total_steps)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm),
                        optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
 

@@ -29,7 +29,7 @@ def test_scored_groups_give_references_their_reward(small_sqa):
     from sallm_jax.parallel.partitioner import Partitioner
     from sallm_jax.rl.rewards import get_reward_fns
     from sallm_jax.rl.rollout import Rollout
-    from sallm_jax.train.grpo import score_groups
+    from sallm_jax.rl.scoring import local_rollout, score_groups
 
     rows, tok = small_sqa
     cfg = get_config("smoke").rl
@@ -45,8 +45,8 @@ def test_scored_groups_give_references_their_reward(small_sqa):
     mask = (np.arange(16) < len(junk)).astype(np.int32)[None].repeat(4, 0)
     out = Rollout(jnp.asarray(ids), jnp.asarray(mask), jnp.zeros(4, bool))
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    groups = score_groups(out, host_batch, rows["train"], tok, get_reward_fns(["bleu"]), cfg,
-                          partitioner)
+    groups = score_groups(local_rollout(out, partitioner), host_batch, rows["train"], tok,
+                          get_reward_fns(["bleu"]), cfg)
     np.testing.assert_array_equal(groups.off_policy, [False, False, True] * 2)
     assert groups.texts[2] == rows["train"][first[0]].answer
     assert groups.texts[5] == rows["train"][first[1]].answer

@@ -95,7 +95,7 @@ def test_gspo_preset_and_loss_type_checks():
 
 
 def test_fraction_of_groups_that_teach_nothing():
-    from sallm_jax.train.grpo import frac_equal_reward_groups
+    from sallm_jax.rl.scoring import frac_equal_reward_groups
 
     rewards = np.array([0.5, 0.5, 0.5, 0.1, 0.9, 0.9, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
     assert frac_equal_reward_groups(rewards, 3) == 0.75  # groups 1, 3 and 4 of 4 are flat

@@ -1,11 +1,12 @@
 """The GRPO stage on real (small) data: no reference pass at beta = 0, ratio exactly 1 with one
-update per rollout, mixed-policy groups scored with their ground truth."""
+update per rollout, mixed-policy groups scored with their ground truth, the completions table."""
 
 import json
 
 import jax
 import numpy as np
 import pytest
+import sacrebleu
 from flax import nnx
 
 from sallm_jax.configs.sqa_grpo import get_config
@@ -47,6 +48,23 @@ def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa)
                 <= r["completion_length/max"] <= cfg.rl.max_completion_length)
         assert r["clip_fraction/low"] + r["clip_fraction/high"] == pytest.approx(
             r["clip_fraction"])
+    # The completions table: every group of each step, rewards as sacrebleu scores them, the
+    # advantages the update used (scale_rewards "none": r - mean), the ground truth last.
+    logged = [json.loads(line) for line in (tmp_path / "completions.jsonl").open()]
+    assert [r["step"] for r in logged] == [1, 2]
+    for record in logged:
+        assert len(record["groups"]) == cfg.rl.batch_size
+        for group in record["groups"]:
+            samples = group["samples"]
+            rewards = np.array([s["reward"] for s in samples])
+            np.testing.assert_allclose([s["advantage"] for s in samples],
+                                       rewards - rewards.mean(), atol=1e-6)
+            assert [s["off_policy"] for s in samples] == [False] * (cfg.rl.group_size - 1) + [True]
+            # (cut at rl.max_completion_length tokens, as the update sees it)
+            assert group["reference"].startswith(samples[-1]["completion"])
+            for s in samples:
+                bleu = sacrebleu.sentence_bleu(s["completion"], [group["reference"]]).score
+                assert s["rewards"]["bleu"] == pytest.approx(bleu / 100) == s["reward"]
 
 
 def test_lora_grpo_trains_adapters_only_against_the_adapter_free_reference(tmp_path, small_sqa):

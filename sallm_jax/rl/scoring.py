@@ -1,0 +1,154 @@
+"""A GRPO rollout on the host: decode, add the ground-truth rows (mixed-policy GRPO), score
+every completion, and the reward and length statistics the stage logs.
+
+Shapes: B prompts x G completions, prompt-major (row b * G + g is sample g of prompt b), C
+completion tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import jax
+import ml_collections
+import numpy as np
+
+from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.rl.diagnostics import completion_length_range
+from sallm_jax.rl.mixed_policy import join_groups, mix_in_references
+from sallm_jax.rl.rewards import compute_rewards
+from sallm_jax.rl.rollout import Rollout
+
+if TYPE_CHECKING:
+    from sallm_jax.parallel.partitioner import Partitioner
+
+
+def decode_completions(tokenizer, ids: np.ndarray, mask: np.ndarray) -> list[str]:
+    """Text of each completion row, special tokens (the end token) removed."""
+    return [tokenizer.decode(row[: int(m.sum())], skip_special_tokens=True).strip()
+            for row, m in zip(ids, mask, strict=True)]
+
+
+def local_rollout(out: Rollout, partitioner: Partitioner) -> Rollout:
+    """This process's rows of a rollout, as NumPy arrays (what `score_groups` reads and a
+    checkpoint inside a generation keeps)."""
+    return Rollout(*(None if x is None else partitioner.to_local(x) for x in out))
+
+
+@dataclasses.dataclass
+class ScoredGroups:
+    """One rollout batch on the host: B prompts x G completions, prompt-major."""
+
+    ids: np.ndarray  # [B * G, C]
+    mask: np.ndarray  # [B * G, C]
+    truncated: np.ndarray  # [B * G] bool
+    off_policy: np.ndarray  # [B * G] bool, ground-truth rows of mixed-policy GRPO
+    texts: list[str]
+    examples: list[dict]
+    rewards: np.ndarray  # [B * G] weighted sum
+    per_fn: np.ndarray  # [B * G, num reward functions], NaN where a reward does not apply
+    failures: dict[str, int]
+    first_errors: dict[str, BaseException]
+    rollout_logp: np.ndarray | None = None  # [B * G, C] the sampler's; 0 on off-policy rows
+
+    def device_group(self, cfg: ml_collections.ConfigDict,
+                     partitioner: Partitioner) -> dict[str, jax.Array]:
+        """What the update consumes; truncated samples leave the loss when so configured."""
+        mask = self.mask * ~self.truncated[:, None] if cfg.mask_truncated_completions else self.mask
+        group = {"ids": self.ids, "mask": mask,
+                 "rewards": self.rewards.reshape(-1, cfg.group_size),
+                 "off_policy": self.off_policy}
+        if cfg.multi_reward_normalization == "per_reward":
+            group["per_fn"] = self.per_fn.reshape(-1, cfg.group_size, self.per_fn.shape[1])
+        if self.rollout_logp is not None:
+            group["rollout_logp"] = self.rollout_logp
+        return partitioner.to_global(group)
+
+
+def score_groups(local: Rollout, host_batch: dict, rows: Sequence[ManifestRow], tokenizer,
+                 reward_fns, cfg: ml_collections.ConfigDict) -> ScoredGroups:
+    """Add the ground-truth rows (mixed-policy GRPO) to this process's rows of a rollout
+    (`local_rollout`), decode, and score every completion with the configured rewards."""
+    ids, mask, truncated, logp = local
+    off_policy = np.zeros(len(ids), bool)
+    if cfg.num_off_policy:
+        if logp is not None:
+            logp = join_groups(logp, np.zeros((len(host_batch["target_ids"]), logp.shape[1]),
+                                              logp.dtype), cfg.num_off_policy)
+        ids, mask, truncated, off_policy = mix_in_references(
+            ids, mask, truncated, host_batch["target_ids"], host_batch["target_mask"],
+            cfg.num_off_policy)
+    # A prompt whose example was skipped (bad audio, "skip" policy) leaves the loss.
+    mask = mask * np.repeat(host_batch["valid"], cfg.group_size)[:, None]
+    texts = decode_completions(tokenizer, ids, mask)
+    examples = [dataclasses.asdict(rows[i])
+                for i in np.repeat(host_batch["index"], cfg.group_size)]
+    rewards, per_fn, failures, first_errors = compute_rewards(
+        reward_fns, cfg.reward_weights, texts, examples, failure_value=cfg.reward_failure_value,
+        names=list(cfg.reward_fns))
+    return ScoredGroups(ids, mask, truncated, off_policy, texts, examples, rewards, per_fn,
+                        failures, first_errors, logp)
+
+
+def gathered_failures(groups: ScoredGroups,
+                      partitioner: Partitioner) -> tuple[dict[str, int], int]:
+    """(per reward, the samples it failed on this step over all processes; their number)."""
+    names = list(groups.failures)
+    counts = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
+    total = int(partitioner.gather(np.array([len(groups.texts)])).sum())
+    return dict(zip(names, counts.tolist(), strict=True)), total
+
+
+def frac_equal_reward_groups(rewards: np.ndarray, group_size: int) -> float:
+    """The fraction of groups whose rewards [B * G] are all equal: their advantages are zero,
+    so they teach nothing (TRL's `frac_reward_zero_std`)."""
+    groups = rewards.reshape(-1, group_size)
+    return float((groups.max(1) == groups.min(1)).mean())
+
+
+def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
+                    partitioner: Partitioner) -> dict[str, float]:
+    """Reward and completion statistics of the sampled (on-policy) rows of every process."""
+    on = partitioner.gather(~groups.off_policy)
+    rewards, per_fn = partitioner.gather(groups.rewards)[on], partitioner.gather(groups.per_fn)[on]
+    lengths = partitioner.gather(groups.mask.sum(1))[on]
+    scalars = {"reward_mean": rewards.mean(), "reward_std": rewards.std(),
+               "frac_reward_zero_std": frac_equal_reward_groups(
+                   partitioner.gather(groups.rewards), cfg.group_size),
+               "completion_length": lengths.mean(),
+               "truncated_fraction": partitioner.gather(groups.truncated)[on].mean(),
+               "completion_tokens": lengths.sum(), **completion_length_range(lengths)}
+    for i, name in enumerate(cfg.reward_fns):
+        applies = ~np.isnan(per_fn[:, i])  # None: the reward does not apply to the sample
+        if applies.any():
+            scalars[f"reward/{name}"] = per_fn[applies, i].mean()
+    names = list(groups.failures)
+    failures = partitioner.gather(np.array([[groups.failures[n] for n in names]])).sum(0)
+    scalars.update({f"reward_failures/{n}": c for n, c in zip(names, failures, strict=True) if c})
+    return scalars
+
+
+def completions_table(groups: ScoredGroups, advantages: np.ndarray, reward_names: Sequence[str],
+                      group_size: int) -> list[dict]:
+    """This process's groups of a step as table records (TRL's completions table): the
+    prompt's id, question and reference, and for each sample its completion, reward (the
+    weighted sum), each reward function's value (None: not applicable), the advantage [B * G]
+    the update weighted it by, and whether it is a ground-truth row. A prompt the "skip"
+    bad-input policy left out (no completion tokens) has no record."""
+    records = []
+    for first in range(0, len(groups.texts), group_size):
+        rows = range(first, first + group_size)
+        if not groups.mask[first:first + group_size].any():
+            continue
+        example = groups.examples[first]
+        records.append({
+            "id": example["id"], "question": example["question"], "reference": example["answer"],
+            "samples": [{"completion": groups.texts[i], "reward": float(groups.rewards[i]),
+                         "rewards": {n: None if np.isnan(v) else float(v)
+                                     for n, v in zip(reward_names, groups.per_fn[i],
+                                                     strict=True)},
+                         "advantage": float(advantages[i]),
+                         "off_policy": bool(groups.off_policy[i])} for i in rows]})
+    return records
