@@ -43,12 +43,12 @@ from sallm_jax.configs.base import base_config
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import num_audio_tokens
-from sallm_jax.models.granite_config import (
+from sallm_jax.models.granite_speech.config import (
     GraniteEncoderConfig,
     GraniteProjectorConfig,
     GraniteSpeechConfig,
 )
-from sallm_jax.models.granite_speech import GraniteSpeechLM
+from sallm_jax.models.granite_speech.model import GraniteSpeechLM
 from sallm_jax.models.lora import LoRAParam, apply_lora
 from sallm_jax.models.presets import get_preset
 from sallm_jax.models.remat import set_remat

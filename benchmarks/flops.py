@@ -23,8 +23,8 @@ from benchmarks.rollout import COMPLETION, GROUP, prompt_batch
 from benchmarks.timing import Row, Stat, alternate, rates
 from sallm_jax.configs.base import base_config
 from sallm_jax.models.abstract import count_params
-from sallm_jax.models.hf_weights import speech_lm_config_from_hf
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.hub import speech_lm_config_from_hf
+from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.grpo import make_grpo_update

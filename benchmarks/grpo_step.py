@@ -34,7 +34,7 @@ from sallm_jax.configs.base import base_config
 from sallm_jax.data.embedded_sqa import sample_passage
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.tokenizer import train_tokenizer
-from sallm_jax.models.hf_weights import from_pretrained
+from sallm_jax.models.qwen2_audio.hub import from_pretrained
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rewards import get_reward_fns

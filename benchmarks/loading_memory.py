@@ -27,11 +27,11 @@ import time
 import numpy as np
 from flax import nnx
 
-from sallm_jax.models.export import hf_config_dict
-from sallm_jax.models.hf_weights import hf_param_map
+from sallm_jax.models.hub.export import hf_config_dict
+from sallm_jax.models.hub.safetensors_io import CHUNK_BYTES, write_safetensors
 from sallm_jax.models.presets import get_preset
-from sallm_jax.models.safetensors_io import CHUNK_BYTES, write_safetensors
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.hub import hf_param_map
+from sallm_jax.models.qwen2_audio.model import SpeechLM
 
 GIB = 1024**3
 
@@ -87,8 +87,8 @@ def measure(path: str, dtype: str, export_dir: str) -> dict:
     """In this process: load, then export; resident bytes before each and their peaks."""
     import jax
 
-    from sallm_jax.models.export import export_hf
-    from sallm_jax.models.load import load_checkpoint
+    from sallm_jax.models.hub.export import export_hf
+    from sallm_jax.models.hub.load import load_checkpoint
 
     jax.block_until_ready(jax.numpy.zeros(1))  # the runtime's own start-up, outside the figure
     before_load = _status("VmRSS")

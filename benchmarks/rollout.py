@@ -27,8 +27,8 @@ from flax import nnx
 from benchmarks.checkpoints import CLIP_SECONDS, SIZES, save_random_checkpoint
 from benchmarks.features import SAMPLE_RATE, speechlike_clips
 from benchmarks.timing import Row, alternate, paired_ratios, rates
-from sallm_jax.models.config import audio_token_count
-from sallm_jax.models.hf_weights import from_pretrained
+from sallm_jax.models.qwen2_audio.config import audio_token_count
+from sallm_jax.models.qwen2_audio.hub import from_pretrained
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn

@@ -40,12 +40,13 @@ from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.models.attention import set_fused_attention
-from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
 from sallm_jax.models.families import num_audio_tokens
-from sallm_jax.models.load import load_checkpoint
+from sallm_jax.models.hub.load import load_checkpoint
 from sallm_jax.models.lora import apply_lora, lora_modules, trainable_filter
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.models.remat import set_remat
-from sallm_jax.models.speech_lm import SpeechLM
 from sallm_jax.parallel.distributed import initialize as initialize_distributed
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner

@@ -4,7 +4,7 @@
                                [--adapter ADAPTER_DIR] [--seed 0]
 
 Random log-mel features and random prompt tokens (with the audio placeholders expanded) go
-through both `sallm_jax.models.hf_weights.load_checkpoint` and the transformers class of the
+through both `sallm_jax.models.hub.load.load_checkpoint` and the transformers class of the
 checkpoint; the command prints the largest absolute logit difference over the non-padding
 positions and exits 0 when it is at most the tolerance, 1 above it, and 2 when it cannot run
 (no torch / transformers, unreadable checkpoint). A PEFT adapter in the checkpoint directory, or
@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from sallm_jax.models.families import family_for_type
-from sallm_jax.models.load import Checkpoint, load_checkpoint
+from sallm_jax.models.hub.load import Checkpoint, load_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

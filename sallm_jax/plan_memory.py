@@ -51,11 +51,12 @@ from jax.sharding import PartitionSpec
 
 from sallm_jax.config_file import resolve_config_file
 from sallm_jax.models.abstract import abstract_model
-from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.granite_config import GraniteTextConfig
+from sallm_jax.models.granite_speech.config import GraniteTextConfig
 from sallm_jax.models.lora import LoRAParam
 from sallm_jax.models.presets import PRESETS as MODEL_PRESETS
 from sallm_jax.models.presets import ModelConfig
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.mesh import AXES, mesh_shape
 from sallm_jax.parallel.sharding import BATCH_AXES, DEFAULT_RULES, Rules, mesh_specs
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import loading_memory
-from sallm_jax.models.safetensors_io import SafetensorsDir
+from sallm_jax.models.hub.safetensors_io import SafetensorsDir
 
 FIXED_BYTES = 256 * 2**20  # allowance above the runtime's resident start-up size
 

@@ -7,8 +7,9 @@ from flax import nnx
 
 from sallm_jax import plan_memory as pm
 from sallm_jax.models.abstract import count_params
-from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.rl.policy import completion_logprobs
 
 UNSHARDED = {"data": 1, "fsdp": 1, "tensor": 1}

@@ -32,7 +32,7 @@ from sallm_jax.audio.log_mel import N_FFT, num_feature_frames
 from sallm_jax.data.bad_input import Skip, SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.prompts import chat_prompt, target_text, user_text
-from sallm_jax.models.config import audio_token_count
+from sallm_jax.models.qwen2_audio.config import audio_token_count
 
 SAMPLE_RATE = 16000
 TRUNCATION_TOLERANCE = 16  # samples: resampling may round the length by a few

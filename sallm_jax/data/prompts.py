@@ -23,8 +23,9 @@ def chat_prompt(text: str, num_audio_tokens: int) -> str:
 
     Qwen2-Audio's processor expands the single placeholder of the chat template to one token per
     audio embedding before tokenising; the model then scatters the clip's embeddings into those
-    positions. Use `sallm_jax.models.config.audio_token_count(num_feature_frames(samples))` for
-    the count. Renders the same string as the tokenizer's chat template for
+    positions. Use
+    `sallm_jax.models.qwen2_audio.config.audio_token_count(num_feature_frames(samples))` for the
+    count. Renders the same string as the tokenizer's chat template for
     [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": text}]}]
     with add_generation_prompt=True, before expansion.
     """

@@ -17,8 +17,8 @@ import numpy as np
 
 # Modules that call `register_family` for the families this package ships.
 BUILTIN_FAMILIES = (
-    "sallm_jax.models.qwen2_audio_family",
-    "sallm_jax.models.granite_family",
+    "sallm_jax.models.qwen2_audio.family",
+    "sallm_jax.models.granite_speech.family",
 )
 
 

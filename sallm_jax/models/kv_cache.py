@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.models.config import TextConfig
+from sallm_jax.models.qwen2_config import TextConfig
 
 
 class KVCache(NamedTuple):

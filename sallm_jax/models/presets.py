@@ -16,13 +16,14 @@ untied 156,032-row lm_head (0.64 B) take the whole model to 8.4 B, the figure th
 
 from __future__ import annotations
 
-from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.granite_config import (
+from sallm_jax.models.granite_speech.config import (
     GraniteEncoderConfig,
     GraniteProjectorConfig,
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_config import TextConfig
 
 ModelConfig = SpeechLMConfig | GraniteSpeechConfig
 

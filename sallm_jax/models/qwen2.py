@@ -5,7 +5,7 @@ SiLU-gated MLP; final RMSNorm and an lm_head that is `embed_tokens` transposed w
 `tie_word_embeddings`. RMSNorm and the attention softmax run in float32; logits are float32.
 
 The layers take the options Granite differs by (no q/k/v biases, its attention scale and residual
-multiplier), so `GraniteLM` (granite_lm.py) is a `Qwen2LM` built with them.
+multiplier), so `GraniteLM` (granite_speech/lm.py) is a `Qwen2LM` built with them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from sallm_jax.models.attention import (
     normal_init,
     prefix_attention,
 )
-from sallm_jax.models.config import TextConfig
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix
 from sallm_jax.models.layers import linear
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.models.remat import remat_layer
 
 

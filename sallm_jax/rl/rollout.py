@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.kv_cache import init_cache
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.rl.policy import merge_policy
 from sallm_jax.rl.sampling import sample_token
 

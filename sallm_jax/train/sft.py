@@ -18,8 +18,8 @@ from sallm_jax.audio.log_mel import num_feature_frames
 from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
-from sallm_jax.models.config import audio_token_count
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.config import audio_token_count
+from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.train.best import BestKeeper

@@ -12,7 +12,7 @@ from sallm_jax.data.pipeline import (
     screen_rows,
     training_dataset,
 )
-from sallm_jax.models.config import audio_token_count
+from sallm_jax.models.qwen2_audio.config import audio_token_count
 
 SPEC = BatchSpec(batch_size=4, audio_buckets_s=(3.0, 5.0), max_prompt_text_tokens=48,
                  max_target_tokens=16)

@@ -7,7 +7,7 @@ import transformers
 
 from sallm_jax.data.prompts import sqa_prompt
 from sallm_jax.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
-from sallm_jax.models.config import audio_token_count
+from sallm_jax.models.qwen2_audio.config import audio_token_count
 
 CORPUS = [
     "Maria took seven apples to the library on Tuesday.",

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import transformers
 
-from sallm_jax.models.config import audio_token_count
+from sallm_jax.models.qwen2_audio.config import audio_token_count
 
 AUDIO_ID = 299
 VOCAB = 300

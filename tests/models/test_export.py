@@ -23,9 +23,9 @@ from hf_tiny import (  # noqa: E402
     save_qwen2_audio,
 )
 
-from sallm_jax.models.export import export_hf, hf_config_dict  # noqa: E402
-from sallm_jax.models.hf_weights import speech_lm_config_from_hf  # noqa: E402
-from sallm_jax.models.load import load_checkpoint  # noqa: E402
+from sallm_jax.models.hub.export import export_hf, hf_config_dict  # noqa: E402
+from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
+from sallm_jax.models.qwen2_audio.hub import speech_lm_config_from_hf  # noqa: E402
 
 TOL = 1e-4
 forward = nnx.jit(lambda model, *args: model(*args))

@@ -12,8 +12,8 @@ transformers = pytest.importorskip("transformers")
 from hf_tiny import merge_adapter_by_hand, save_granite_speech, write_adapter  # noqa: E402
 
 from sallm_jax import parity  # noqa: E402
-from sallm_jax.models.export import export_hf  # noqa: E402
-from sallm_jax.models.load import load_checkpoint  # noqa: E402
+from sallm_jax.models.hub.export import export_hf  # noqa: E402
+from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
 
 TOL = 1e-4
 

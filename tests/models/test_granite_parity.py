@@ -15,8 +15,8 @@ transformers = pytest.importorskip("transformers")
 from cached_decoding import cached_logits  # noqa: E402
 
 from sallm_jax.models.abstract import count_params  # noqa: E402
-from sallm_jax.models.granite_config import granite_audio_token_count  # noqa: E402
-from sallm_jax.models.granite_weights import granite_from_pretrained  # noqa: E402
+from sallm_jax.models.granite_speech.config import granite_audio_token_count  # noqa: E402
+from sallm_jax.models.granite_speech.hub import granite_from_pretrained  # noqa: E402
 
 AUDIO_ID = 99
 PAD_ID = 0

@@ -12,14 +12,14 @@ import pytest
 from flax import nnx
 
 from sallm_jax.audio.granite_features import granite_feature_frames
-from sallm_jax.models.granite_config import (
+from sallm_jax.models.granite_speech.config import (
     GraniteEncoderConfig,
     GraniteProjectorConfig,
     GraniteSpeechConfig,
     GraniteTextConfig,
     granite_audio_token_count,
 )
-from sallm_jax.models.granite_speech import GraniteSpeechLM
+from sallm_jax.models.granite_speech.model import GraniteSpeechLM
 
 AUDIO_ID = 47
 CONFIG = GraniteSpeechConfig(

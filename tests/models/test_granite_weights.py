@@ -13,20 +13,20 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from sallm_jax.models.abstract import count_params  # noqa: E402
-from sallm_jax.models.granite_config import (  # noqa: E402
+from sallm_jax.models.granite_speech.config import (  # noqa: E402
     GraniteEncoderConfig,
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
-from sallm_jax.models.granite_speech import GraniteSpeechLM  # noqa: E402
-from sallm_jax.models.granite_weights import (  # noqa: E402
+from sallm_jax.models.granite_speech.hub import (  # noqa: E402
     granite_from_pretrained,
     granite_param_map,
     granite_speech_config_from_hf,
     load_granite_config,
     load_granite_state_dict,
 )
-from sallm_jax.models.safetensors_io import load_safetensors_dir  # noqa: E402
+from sallm_jax.models.granite_speech.model import GraniteSpeechLM  # noqa: E402
+from sallm_jax.models.hub.safetensors_io import load_safetensors_dir  # noqa: E402
 
 
 def _hf_config(**top):

@@ -29,8 +29,8 @@ from hf_tiny import (  # noqa: E402
 )
 
 from sallm_jax.audio.log_mel import num_feature_frames  # noqa: E402
-from sallm_jax.models.config import audio_token_count  # noqa: E402
-from sallm_jax.models.hf_weights import from_pretrained  # noqa: E402
+from sallm_jax.models.qwen2_audio.config import audio_token_count  # noqa: E402
+from sallm_jax.models.qwen2_audio.hub import from_pretrained  # noqa: E402
 from sallm_jax.models.speech_lm_base import positions_from_mask  # noqa: E402
 from sallm_jax.rl.rollout import SamplingConfig, rollout  # noqa: E402
 
@@ -211,8 +211,8 @@ def test_granite_greedy_rollout_matches_transformers_generate(tmp_path):
     except ImportError:
         from tests.models.test_granite_parity import hf_config
 
-    from sallm_jax.models.granite_config import granite_audio_token_count
-    from sallm_jax.models.granite_weights import granite_from_pretrained
+    from sallm_jax.models.granite_speech.config import granite_audio_token_count
+    from sallm_jax.models.granite_speech.hub import granite_from_pretrained
 
     torch.manual_seed(0)
     hf = transformers.GraniteSpeechForConditionalGeneration(hf_config()).eval()

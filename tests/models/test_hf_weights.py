@@ -13,15 +13,15 @@ from safetensors.numpy import save_file
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sallm_jax.models.hf_weights import (  # noqa: E402
+from sallm_jax.models.hub.safetensors_io import load_safetensors_dir  # noqa: E402
+from sallm_jax.models.qwen2_audio.hub import (  # noqa: E402
     from_pretrained,
     hf_param_map,
     load_hf_config,
     load_hf_state_dict,
     speech_lm_config_from_hf,
 )
-from sallm_jax.models.safetensors_io import load_safetensors_dir  # noqa: E402
-from sallm_jax.models.speech_lm import SpeechLM  # noqa: E402
+from sallm_jax.models.qwen2_audio.model import SpeechLM  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from hf_tiny import (  # noqa: E402
     save_qwen2_audio,
 )
 
-from sallm_jax.models.hf_weights import from_pretrained  # noqa: E402
-from sallm_jax.models.load import load_checkpoint  # noqa: E402
+from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
+from sallm_jax.models.hub.peft import load_peft_adapter  # noqa: E402
 from sallm_jax.models.lora import (  # noqa: E402
     LoRALinear,
     LoRAParam,
@@ -35,7 +35,7 @@ from sallm_jax.models.lora import (  # noqa: E402
     merge_lora,
     trainable_filter,
 )
-from sallm_jax.models.peft import load_peft_adapter  # noqa: E402
+from sallm_jax.models.qwen2_audio.hub import from_pretrained  # noqa: E402
 
 RANK, ALPHA = 4, 12.0  # scaling 3: a wrong alpha / r would show
 TOL = 1e-4

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sallm_jax.models.granite_encoder import InferenceBatchNorm
+from sallm_jax.models.granite_speech.encoder import InferenceBatchNorm
 from sallm_jax.models.lora import apply_lora
 from tests.models import test_granite_units as granite
 from tests.models import test_speech_lm_units as qwen2_audio

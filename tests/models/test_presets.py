@@ -13,14 +13,14 @@ import dataclasses
 import pytest
 
 from sallm_jax.models.abstract import count_params
-from sallm_jax.models.config import SpeechLMConfig
 from sallm_jax.models.lora import LoRAParam
 from sallm_jax.models.presets import PRESETS, get_preset
+from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sallm_jax.models.export import hf_config_dict  # noqa: E402
+from sallm_jax.models.hub.export import hf_config_dict  # noqa: E402
 
 
 def _two_layers(config):

@@ -14,8 +14,8 @@ from cached_decoding import cached_logits  # noqa: E402
 from hf_tiny import hf_logits, qwen2_audio_inputs, save_qwen2_audio  # noqa: E402
 
 from sallm_jax.models.abstract import count_params  # noqa: E402
-from sallm_jax.models.config import audio_token_count  # noqa: E402
-from sallm_jax.models.hf_weights import from_pretrained  # noqa: E402
+from sallm_jax.models.qwen2_audio.config import audio_token_count  # noqa: E402
+from sallm_jax.models.qwen2_audio.hub import from_pretrained  # noqa: E402
 
 TOL = 1e-4
 
@@ -84,8 +84,9 @@ def test_count_params_matches_transformers(models):
 
 
 def test_shapes_and_token_count():
-    from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-    from sallm_jax.models.speech_lm import SpeechLM
+    from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+    from sallm_jax.models.qwen2_audio.model import SpeechLM
+    from sallm_jax.models.qwen2_config import TextConfig
 
     assert audio_token_count(3000) == 750
     np.testing.assert_array_equal(

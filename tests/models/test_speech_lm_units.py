@@ -11,8 +11,9 @@ import pytest
 from flax import nnx
 
 from sallm_jax.models.abstract import count_params
-from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_config import TextConfig
 
 AUDIO_ID = 47
 CONFIG = SpeechLMConfig(

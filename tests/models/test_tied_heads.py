@@ -27,10 +27,10 @@ from hf_tiny import (  # noqa: E402
 )
 
 from sallm_jax import parity  # noqa: E402
-from sallm_jax.models.export import export_hf  # noqa: E402
-from sallm_jax.models.hf_weights import load_hf_state_dict  # noqa: E402
-from sallm_jax.models.load import load_checkpoint  # noqa: E402
-from sallm_jax.models.speech_lm import SpeechLM  # noqa: E402
+from sallm_jax.models.hub.export import export_hf  # noqa: E402
+from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
+from sallm_jax.models.qwen2_audio.hub import load_hf_state_dict  # noqa: E402
+from sallm_jax.models.qwen2_audio.model import SpeechLM  # noqa: E402
 
 TOL = 1e-4
 HEAD, EMBED = "language_model.lm_head.weight", "language_model.model.embed_tokens.weight"

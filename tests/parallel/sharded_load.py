@@ -16,7 +16,7 @@ from hf_tiny import save_qwen2_audio, save_tokenizer  # noqa: E402
 
 from sallm_jax.configs.base import base_config  # noqa: E402
 from sallm_jax.experiment import build_model  # noqa: E402
-from sallm_jax.models.load import load_checkpoint  # noqa: E402
+from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
 from sallm_jax.parallel.mesh import make_mesh  # noqa: E402
 from sallm_jax.parallel.partitioner import Partitioner  # noqa: E402
 from sallm_jax.parallel.sharding import DEFAULT_RULES  # noqa: E402

@@ -14,13 +14,13 @@ from flax import nnx  # noqa: E402
 
 from sallm_jax.audio.log_mel import num_feature_frames  # noqa: E402
 from sallm_jax.configs.base import base_config  # noqa: E402
-from sallm_jax.models.config import (  # noqa: E402
+from sallm_jax.models.qwen2_audio.config import (  # noqa: E402
     AudioEncoderConfig,
     SpeechLMConfig,
-    TextConfig,
     audio_token_count,
 )
-from sallm_jax.models.speech_lm import SpeechLM  # noqa: E402
+from sallm_jax.models.qwen2_audio.model import SpeechLM  # noqa: E402
+from sallm_jax.models.qwen2_config import TextConfig  # noqa: E402
 from sallm_jax.parallel.mesh import make_mesh  # noqa: E402
 from sallm_jax.parallel.partitioner import Partitioner  # noqa: E402
 from sallm_jax.parallel.sharding import DEFAULT_RULES  # noqa: E402

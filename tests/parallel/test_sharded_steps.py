@@ -11,8 +11,9 @@ import jax
 import pytest
 from flax import nnx
 
-from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.mesh import make_mesh, mesh_shape
 from sallm_jax.parallel.sharding import DEFAULT_RULES, logical_to_mesh, mesh_specs, param_shardings
 

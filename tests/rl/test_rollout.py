@@ -8,13 +8,13 @@ import pytest
 from flax import nnx
 
 from sallm_jax.audio.log_mel import num_feature_frames
-from sallm_jax.models.config import (
+from sallm_jax.models.qwen2_audio.config import (
     AudioEncoderConfig,
     SpeechLMConfig,
-    TextConfig,
     audio_token_count,
 )
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.rl.policy import completion_logprobs
 from sallm_jax.rl.rollout import SamplingConfig, rollout
 

@@ -8,13 +8,13 @@ from flax import nnx
 
 from sallm_jax.audio.log_mel import num_feature_frames
 from sallm_jax.configs.base import base_config
-from sallm_jax.models.config import (
+from sallm_jax.models.qwen2_audio.config import (
     AudioEncoderConfig,
     SpeechLMConfig,
-    TextConfig,
     audio_token_count,
 )
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.grpo import make_grpo_update, make_logprob_fn

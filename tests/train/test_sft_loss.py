@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sallm_jax.models.config import AudioEncoderConfig, SpeechLMConfig, TextConfig
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.train.sft import sft_loss, transcript_ctc_loss
 
 BLANK = 0

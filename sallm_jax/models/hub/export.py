@@ -1,7 +1,8 @@
 """Write a model back out as a Hugging Face checkpoint directory that transformers (and PEFT) load.
 
-The inverse of `hf_weights`: the same per-family key map (`ModelFamily.param_map`) read the other
-way, and the same layout conversions (each reverses the axes, so it is its own inverse).
+The inverse of the families' readers: the same per-family key map (`ModelFamily.param_map`) read
+the other way, and the same layout conversions (each reverses the axes, so it is its own
+inverse).
 LoRA adapters are either folded into the base kernels ("merged": one plain checkpoint) or
 written beside the base weights as PEFT files ("adapter": `adapter_config.json` +
 `adapter_model.safetensors`, keys `base_model.model.<Hub module name>.lora_{A,B}.weight`, which
@@ -24,15 +25,15 @@ import numpy as np
 from flax import nnx
 
 from sallm_jax.models.families import family_for_config, family_for_model
-from sallm_jax.models.lora import LoRALinear, lora_modules
-from sallm_jax.models.paths import node_at
-from sallm_jax.models.peft import save_peft_adapter
-from sallm_jax.models.safetensors_io import (
+from sallm_jax.models.hub.peft import save_peft_adapter
+from sallm_jax.models.hub.safetensors_io import (
     CHUNK_BYTES,
     TensorSpec,
     row_blocks,
     write_safetensors,
 )
+from sallm_jax.models.lora import LoRALinear, lora_modules
+from sallm_jax.models.paths import node_at
 
 LoRAExport = Literal["merged", "adapter"]
 

@@ -1,4 +1,4 @@
-"""Architecture hyper-parameters of the speech-aware LM (Qwen2-Audio layout).
+"""Architecture hyper-parameters of the Qwen2-Audio speech LM.
 
 Field names follow the Hugging Face `Qwen2AudioConfig` (`audio_config`, `text_config`) so that a
 checkpoint's `config.json` maps onto these dataclasses one to one.
@@ -7,6 +7,8 @@ checkpoint's `config.json` maps onto these dataclasses one to one.
 from __future__ import annotations
 
 import dataclasses
+
+from sallm_jax.models.qwen2_config import TextConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,25 +27,6 @@ class AudioEncoderConfig:
     def max_mel_frames(self) -> int:
         """Longest log-mel input the positional table covers (2 x max_source_positions)."""
         return 2 * self.max_source_positions
-
-
-@dataclasses.dataclass(frozen=True)
-class TextConfig:
-    """Qwen2 decoder (`Qwen2Config`)."""
-
-    vocab_size: int = 156032
-    hidden_size: int = 4096
-    intermediate_size: int = 11008
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 32
-    num_key_value_heads: int = 32
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-5
-    tie_word_embeddings: bool = False
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
 
 @dataclasses.dataclass(frozen=True)

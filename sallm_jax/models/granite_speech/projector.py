@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.attention import dot_product_attention
-from sallm_jax.models.granite_config import GraniteProjectorConfig, GraniteSpeechConfig
+from sallm_jax.models.granite_speech.config import GraniteProjectorConfig, GraniteSpeechConfig
 from sallm_jax.models.layers import layer_norm, linear
 
 

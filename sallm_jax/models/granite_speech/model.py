@@ -24,10 +24,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.audio.granite_features import granite_log_mel
-from sallm_jax.models.granite_config import GraniteSpeechConfig
-from sallm_jax.models.granite_encoder import GraniteConformerEncoder
-from sallm_jax.models.granite_lm import GraniteLM
-from sallm_jax.models.granite_projector import GraniteProjector
+from sallm_jax.models.granite_speech.config import GraniteSpeechConfig
+from sallm_jax.models.granite_speech.encoder import GraniteConformerEncoder
+from sallm_jax.models.granite_speech.lm import GraniteLM
+from sallm_jax.models.granite_speech.projector import GraniteProjector
 from sallm_jax.models.speech_lm_base import SpeechLMForward, scatter_audio
 
 

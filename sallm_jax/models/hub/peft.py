@@ -20,7 +20,7 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from sallm_jax.models.families import family_for_model
-from sallm_jax.models.hf_weights import hub_key
+from sallm_jax.models.hub.param_table import hub_key
 from sallm_jax.models.lora import lora_modules, wrap_linear
 from sallm_jax.models.paths import ParamPath
 

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.audio.log_mel import log_mel_spectrogram, num_feature_frames
-from sallm_jax.models.config import SpeechLMConfig
 from sallm_jax.models.layers import linear
 from sallm_jax.models.qwen2 import Qwen2LM
+from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
+from sallm_jax.models.qwen2_audio.whisper_encoder import WhisperEncoder
 from sallm_jax.models.speech_lm_base import SpeechLMForward, scatter_audio
-from sallm_jax.models.whisper_encoder import WhisperEncoder
 
 
 class SpeechLM(SpeechLMForward, nnx.Module):

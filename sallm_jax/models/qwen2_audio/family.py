@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from sallm_jax.audio.log_mel import num_feature_frames
-from sallm_jax.models.config import SpeechLMConfig, audio_token_count
 from sallm_jax.models.families import ModelFamily, register_family
-from sallm_jax.models.hf_weights import (
+from sallm_jax.models.qwen2_audio.config import SpeechLMConfig, audio_token_count
+from sallm_jax.models.qwen2_audio.hub import (
     hf_param_map,
     load_hf_state_dict,
     speech_lm_config_from_hf,
     speech_lm_config_to_hf,
 )
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.model import SpeechLM
 
 
 def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.attention import dot_product_attention, normal_init
-from sallm_jax.models.config import AudioEncoderConfig
 from sallm_jax.models.layers import layer_norm, linear
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig
 
 
 def conv_output_frames(mel_frames):

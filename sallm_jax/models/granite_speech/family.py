@@ -7,14 +7,14 @@ import numpy as np
 
 from sallm_jax.audio.granite_features import granite_feature_frames
 from sallm_jax.models.families import ModelFamily, register_family
-from sallm_jax.models.granite_config import GraniteSpeechConfig, granite_audio_token_count
-from sallm_jax.models.granite_speech import GraniteSpeechLM
-from sallm_jax.models.granite_weights import (
+from sallm_jax.models.granite_speech.config import GraniteSpeechConfig, granite_audio_token_count
+from sallm_jax.models.granite_speech.hub import (
     granite_param_map,
     granite_speech_config_from_hf,
     granite_speech_config_to_hf,
     load_granite_state_dict,
 )
+from sallm_jax.models.granite_speech.model import GraniteSpeechLM
 
 # The encoder accepts any length; 150 stacked frames (3 s) cover 10 projector windows.
 _REFERENCE_FRAMES = 150

@@ -24,16 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sallm_jax.models.granite_config import (
+from sallm_jax.models.granite_speech.config import (
     GraniteEncoderConfig,
     GraniteProjectorConfig,
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
-from sallm_jax.models.granite_speech import GraniteSpeechLM
-from sallm_jax.models.hf_weights import ParamTable, Transform, assign_tensors, hf_rope, hub_key
+from sallm_jax.models.granite_speech.model import GraniteSpeechLM
+from sallm_jax.models.hub.assign import assign_tensors
+from sallm_jax.models.hub.hf_config import hf_rope
+from sallm_jax.models.hub.param_table import ParamTable, Transform, hub_key
+from sallm_jax.models.hub.safetensors_io import SafetensorsDir
 from sallm_jax.models.paths import ParamPath
-from sallm_jax.models.safetensors_io import SafetensorsDir
 
 # config.json may spell encoder fields by their transformers attribute_map aliases.
 _ENCODER_ALIASES = {
@@ -61,7 +63,7 @@ def granite_speech_config_from_hf(
     rope theta is read from `text_config.rope_parameters` (5.x) or `text_config.rope_theta`
     (4.x). The LM head is tied by the top-level `tie_word_embeddings` (default true), which is
     what `GraniteSpeechForConditionalGeneration` reads in 5.23. `apply_logits_scaling` is not a
-    transformers field: see granite_lm.py for the two logits conventions.
+    transformers field: see granite_speech/lm.py for the two logits conventions.
     """
     encoder = dict(hf_config.get("encoder_config") or {})
     for alias, name in _ENCODER_ALIASES.items():
@@ -248,8 +250,8 @@ def granite_from_pretrained(
 
     The model is created abstractly (no random init is allocated) and filled from the files one
     tensor at a time, each converted straight to `param_dtype`.
-    `apply_logits_scaling` picks the logits convention (see granite_lm.py); the default matches
-    transformers 5.23's `GraniteSpeechForConditionalGeneration`.
+    `apply_logits_scaling` picks the logits convention (see granite_speech/lm.py); the default
+    matches transformers 5.23's `GraniteSpeechForConditionalGeneration`.
     """
     config = load_granite_config(path, apply_logits_scaling=apply_logits_scaling)
     model = nnx.eval_shape(

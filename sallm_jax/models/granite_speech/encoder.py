@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from sallm_jax.models.attention import MASK_VALUE, normal_init
-from sallm_jax.models.granite_config import GraniteEncoderConfig
+from sallm_jax.models.granite_speech.config import GraniteEncoderConfig
 from sallm_jax.models.layers import layer_norm, linear
 
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sallm_jax.models.granite_config import GraniteTextConfig
+from sallm_jax.models.granite_speech.config import GraniteTextConfig
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix
 from sallm_jax.models.qwen2 import Qwen2LM
 

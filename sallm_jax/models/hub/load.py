@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.families import ModelFamily, family_for_hf_config
-from sallm_jax.models.peft import ADAPTER_CONFIG, load_peft_adapter
-from sallm_jax.models.safetensors_io import SafetensorsDir
+from sallm_jax.models.hub.peft import ADAPTER_CONFIG, load_peft_adapter
+from sallm_jax.models.hub.safetensors_io import SafetensorsDir
 
 DType = Literal["float32", "bfloat16"]
 
