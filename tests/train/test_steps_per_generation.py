@@ -12,7 +12,7 @@ from flax import nnx
 
 from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.experiment import batch_spec, model_config
-from sallm_jax.models.speech_lm import SpeechLM
+from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.grpo import run_grpo
