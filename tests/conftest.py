@@ -22,15 +22,7 @@ def small_sqa(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_cache(tmp_path_factory):
     """One $SALLM_JAX_CACHE for the end-to-end runs of the smoke preset (test_main,
-    test_multiprocess): the embedded data and compiled programs are built once. None of them
-    but test_main's first builds a base model, whose caching that test checks."""
+    test_multiprocess, test_smoke_configs, test_fault_injection, test_notebook): the embedded
+    data, the smoke base model and compiled programs are built once per session (under
+    pytest-xdist, once per worker). No test may depend on what another left in it."""
     return tmp_path_factory.mktemp("smoke_cache")
-
-
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`-n auto --dist loadgroup`) the tests that share `smoke_cache` run
-    in one worker, in collection order, so its data, compiled programs and base model are built
-    once (each worker has a session of its own)."""
-    for item in items:
-        if "smoke_cache" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke_cache"))

@@ -37,8 +37,9 @@ def run_until(root, pattern, workdir, cache, log_path):
     assert list(root.glob(pattern)), log_path.read_text()[-3000:]
 
 
-def test_killed_run_resumes_and_reports(tmp_path, smoke_cache):
-    workdir, cache = tmp_path / "run", smoke_cache
+def test_killed_run_resumes_and_reports(tmp_path):
+    # A cache of its own: the base model must not be built yet.
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
     # Killed while the base model trains, then during GRPO: each start resumes where it was.
     run_until(cache, "base/*/train/checkpoints/2", workdir, cache, tmp_path / "first.log")
     assert not list((cache / "base").glob("*/base.json"))

@@ -3,8 +3,7 @@ evaluated stage under the task's evaluation protocols and metrics, and the print
 task's metric columns. (configs/sqa_grpo.py:smoke runs in test_main.)
 
 The runs share the session's `smoke_cache`, so the embedded data, the smoke base model and the
-compiled programs are built once. The file sorts after test_main.py on purpose: test_main's first
-test checks that its run builds the base model, which must then not be cached yet.
+compiled programs are built once (per pytest-xdist worker).
 """
 
 import json
