@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import pathlib
 
 import jax
@@ -58,6 +57,7 @@ from sallm_jax.train.base import (
     base_directory,
     base_tokenizer,
     build_corpus,
+    default_cache_dir,
     finish_base,
     is_built,
     read_corpus,
@@ -70,10 +70,6 @@ from sallm_jax.train.workdir_lock import WorkdirLock
 from sallm_jax.validate import STAGE_SECTIONS, require, validate_config
 
 SPLITS = ("train", "validation", "test")
-
-
-def default_cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("SALLM_JAX_CACHE", "~/.cache/sallm_jax")).expanduser()
 
 
 def first_process_then_rest(name: str, fn):

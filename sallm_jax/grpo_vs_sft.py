@@ -32,8 +32,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from sallm_jax.config_file import define_config_flag
-from sallm_jax.experiment import default_cache_dir, run_experiment
-from sallm_jax.train.base import base_directory
+from sallm_jax.experiment import run_experiment
+from sallm_jax.train.base import base_directory, default_cache_dir
 
 _CONFIG = define_config_flag("config", "Experiment config file: configs/<name>.py[:preset] or "
                              "<name>[:preset] (the shipped configs), or a path.",

@@ -48,7 +48,7 @@ class BatchSpec:
     """Static shapes of the batches (see the module docstring).
 
     `num_audio_tokens` maps a clip's sample count to its audio placeholders; it depends on the
-    model family (`sallm_jax.models.audio_tokens.num_audio_tokens`).
+    model family (`sallm_jax.models.families.num_audio_tokens`).
     """
 
     batch_size: int

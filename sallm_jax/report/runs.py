@@ -73,8 +73,7 @@ def base_train_dir(config: dict) -> pathlib.Path | None:
         return None
     import ml_collections
 
-    from sallm_jax.experiment import default_cache_dir
-    from sallm_jax.train.base import base_directory
+    from sallm_jax.train.base import base_directory, default_cache_dir
 
     try:
         directory = base_directory(ml_collections.ConfigDict(config), default_cache_dir())

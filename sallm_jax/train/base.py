@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import pathlib
 from collections.abc import Callable
 
@@ -41,6 +42,12 @@ _BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")
 # Numerics settings hashed only when they differ from these defaults, so that the keys of
 # bases built before the settings existed stay valid.
 _NUMERICS_DEFAULTS = {"compute_dtype": "", "fused_attention": False}
+
+
+def default_cache_dir() -> pathlib.Path:
+    """The cache root: `$SALLM_JAX_CACHE`, else ~/.cache/sallm_jax (base models, embedded data,
+    compiled programs)."""
+    return pathlib.Path(os.environ.get("SALLM_JAX_CACHE", "~/.cache/sallm_jax")).expanduser()
 
 
 def base_settings(cfg: ml_collections.ConfigDict) -> dict:
