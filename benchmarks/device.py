@@ -57,8 +57,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.plan_memory import PlanInputs, plan_memory
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.train.grpo import GRPOStep
-from sallm_jax.train.sft import device_batch
-from sallm_jax.train.state import make_optimizer
+from sallm_jax.train.state import make_optimizer, sharded_train_state
 
 GIB = 1024**3
 SAMPLE_RATE = 16000
@@ -252,14 +251,14 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
     cfg = rl_config(shapes)
     tx = make_optimizer(learning_rate=1e-5, warmup_steps=0, total_steps=100, weight_decay=0.0,
                         max_grad_norm=1.0)
-    state, shardings = partitioner.train_state(params, tx, copy=True)
+    state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
     batch, rows = host_batch(config, shapes)
     prompt_len = batch["prompt_ids"].shape[1]
     step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=shardings, frozen=frozen,
                     ref_params=None, rows=rows, tokenizer=IdTokenizer(),
                     partitioner=partitioner)
     holder = {"state": state}
-    device_in = device_batch(batch, partitioner)
+    device_in = partitioner.device_batch(batch)
 
     progress("rollout: compiling and timing")
     sample = lambda: step.sample(holder["state"].params, step.frozen, device_in,  # noqa: E731

@@ -29,7 +29,7 @@ from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.grpo import make_grpo_update
 from sallm_jax.train.sft import make_sft_step
-from sallm_jax.train.state import make_optimizer
+from sallm_jax.train.state import make_optimizer, sharded_train_state
 
 MATMUL = 4096
 BATCH = 8
@@ -83,7 +83,7 @@ def run_size(size: str, stage: str, reps: int) -> Row:
     partitioner = Partitioner(make_mesh({"data": -1}), ())
     tx = make_optimizer(learning_rate=1e-4, warmup_steps=1, total_steps=1000,
                         weight_decay=0.0, max_grad_norm=1.0)
-    state, shardings = partitioner.train_state(params, tx)
+    state, shardings = sharded_train_state(partitioner, params, tx)
     frozen = partitioner.shard_params(frozen)
     frozen_shardings = partitioner.param_shardings(frozen)
     vocab = config.text.vocab_size

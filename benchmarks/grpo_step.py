@@ -40,7 +40,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
 from sallm_jax.train.grpo import GRPOStep
-from sallm_jax.train.state import make_optimizer
+from sallm_jax.train.state import make_optimizer, sharded_train_state
 
 BATCH, GROUP, COMPLETION = 8, 8, 32
 LEARNING_RATE, BETA, EPSILON = 1e-5, 0.04, 0.2
@@ -109,7 +109,7 @@ class Ours:
         cfg = rl_config()
         tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=0, total_steps=1000,
                             weight_decay=0.0, max_grad_norm=cfg.max_grad_norm)
-        self.state, shardings = self.partitioner.train_state(params, tx, copy=True)
+        self.state, shardings = sharded_train_state(self.partitioner, params, tx, copy=True)
         self.step = GRPOStep(cfg, graphdef=self.graphdef, tx=tx, state_shardings=shardings,
                              frozen=frozen, ref_params=params, rows=rows, tokenizer=tokenizer,
                              partitioner=self.partitioner)

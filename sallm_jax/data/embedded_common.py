@@ -30,7 +30,7 @@ import soxr
 from sallm_jax.data.manifest import ManifestRow, write_manifest
 from sallm_jax.data.prompts import target_text, user_text
 from sallm_jax.data.speech_synth import Speaker, synthesize
-from sallm_jax.train.progress import track
+from sallm_jax.progress import track
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "validation", "test")

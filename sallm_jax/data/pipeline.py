@@ -36,6 +36,9 @@ from sallm_jax.models.qwen2_audio.config import audio_token_count
 
 SAMPLE_RATE = 16000
 TRUNCATION_TOLERANCE = 16  # samples: resampling may round the length by a few
+# The arrays of a batch that a jitted step consumes; the rest ("index") is host bookkeeping.
+DEVICE_KEYS = ("waveforms", "num_samples", "prompt_ids", "prompt_mask", "target_ids",
+               "target_mask", "valid")
 
 
 def qwen2_audio_tokens(num_samples: int) -> int:

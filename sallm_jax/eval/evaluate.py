@@ -23,10 +23,9 @@ from sallm_jax.data.pipeline import BatchSpec, evaluation_batches
 from sallm_jax.eval.metrics import text_metrics
 from sallm_jax.eval.mmau import mmau_accuracy
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.progress import track
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
 from sallm_jax.rl.scoring import decode_completions
-from sallm_jax.train.progress import track
-from sallm_jax.train.sft import device_batch
 
 
 def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
@@ -54,7 +53,7 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
     batches = evaluation_batches(rows, tokenizer, spec, process_index=jax.process_index(),
                                  process_count=jax.process_count(), skip_log=skip_log)
     for i, batch in enumerate(track(batches, name, len(batches), unit="batch", leave=None)):
-        out = generate(params, frozen, device_batch(batch, partitioner),
+        out = generate(params, frozen, partitioner.device_batch(batch),
                        jax.random.fold_in(rng, i))
         ids, mask = (partitioner.gather(partitioner.to_local(x)) for x in (out.ids, out.mask))
         index, valid = partitioner.gather(batch["index"]), partitioner.gather(batch["valid"])

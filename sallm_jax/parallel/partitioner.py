@@ -12,11 +12,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sallm_jax.data.pipeline import DEVICE_KEYS
 from sallm_jax.parallel.sharding import (
     BATCH_AXES,
     Rules,
@@ -24,7 +24,6 @@ from sallm_jax.parallel.sharding import (
     param_shardings,
     replicated,
 )
-from sallm_jax.train.state import TrainState, create_train_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,24 +60,15 @@ class Partitioner:
         relayout = (lambda p: jax.tree.map(jnp.copy, p)) if copy else (lambda p: p)
         return jax.jit(relayout, out_shardings=shardings)(params)
 
-    def train_state(self, params: nnx.State, tx: optax.GradientTransformation, *,
-                    copy: bool = False) -> tuple[TrainState, TrainState]:
-        """(state, its shardings): optimiser moments are sharded like their parameters. With
-        `copy` the state's parameters are fresh buffers, so donating them leaves `params` intact.
-        """
-        params = self.shard_params(params, copy=copy)
-        param_shardings = self.param_shardings(params)
-        init = lambda p: create_train_state(p, tx)  # noqa: E731
-        abstract = jax.eval_shape(init, params)
-        moments = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_shardings,
-                                        transform_non_params=lambda _: self.replicated)
-        shardings = TrainState(step=self.replicated, params=param_shardings, opt_state=moments)
-        return jax.jit(init, out_shardings=shardings)(params), shardings
-
     def to_global(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Process-local batch slices -> global arrays split along the batch axis."""
         return {k: jax.make_array_from_process_local_data(self.batch, np.asarray(v))
                 for k, v in local.items()}
+
+    def device_batch(self, batch: dict) -> dict[str, jax.Array]:
+        """The arrays a jitted step consumes (`DEVICE_KEYS`), as global arrays split along the
+        batch axis; host-only bookkeeping such as "index" stays behind."""
+        return self.to_global({k: batch[k] for k in DEVICE_KEYS if k in batch})
 
     def to_local(self, array: jax.Array) -> np.ndarray:
         """The rows of a batch-sharded global array that belong to this process."""

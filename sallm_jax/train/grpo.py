@@ -27,6 +27,7 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.progress import StageProgress
 from sallm_jax.rl.diagnostics import LogpDiffWatch, logp_difference, masked_mean
 from sallm_jax.rl.grpo import group_advantages, grpo_loss, per_reward_advantages
 from sallm_jax.rl.policy import completion_logprobs, completion_logprobs_and_entropy, merge_policy
@@ -52,9 +53,12 @@ from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.microbatch import accumulate, join_prompts, split_prompts
 from sallm_jax.train.preemption import stop_here
-from sallm_jax.train.progress import StageProgress
-from sallm_jax.train.sft import device_batch
-from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
+from sallm_jax.train.state import (
+    TrainState,
+    apply_gradients,
+    make_optimizer,
+    sharded_train_state,
+)
 
 
 def make_logprob_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
@@ -225,7 +229,7 @@ class GRPOStep:
     def _scored(self, host: dict[str, np.ndarray], local: Rollout,
                 batch: dict[str, jax.Array] | None = None) -> GenerationBatch:
         groups = score_groups(local, host, self.rows, self.tokenizer, self.reward_fns, self.cfg)
-        batch = device_batch(host, self.partitioner) if batch is None else batch
+        batch = self.partitioner.device_batch(host) if batch is None else batch
         return GenerationBatch(host, local, groups, batch,
                                groups.device_group(self.cfg, self.partitioner), None)
 
@@ -235,7 +239,7 @@ class GRPOStep:
         log-probs of each batch that gets an update after the parameters moved: every batch
         when num_iterations > 1, all but the first otherwise (its single update is at the
         sampler's parameters, where the ratio is exactly 1 without them)."""
-        batches = [device_batch(host, self.partitioner) for host in hosts]
+        batches = [self.partitioner.device_batch(host) for host in hosts]
         local = [local_rollout(self.sample(state.params, self.frozen, batch, rng),
                                self.partitioner)
                  for batch, rng in zip(batches, rngs, strict=True)]
@@ -324,7 +328,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
-    state, state_shardings = partitioner.train_state(params, tx, copy=True)
+    state, state_shardings = sharded_train_state(partitioner, params, tx, copy=True)
     data_iter = iter(training_dataset(rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count(), skip_log=skip_log,

@@ -21,23 +21,19 @@ from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.models.qwen2_audio.config import audio_token_count
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.progress import StageProgress
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.preemption import stop_here
-from sallm_jax.train.progress import StageProgress
-from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
-
-DEVICE_KEYS = ("waveforms", "num_samples", "prompt_ids", "prompt_mask", "target_ids",
-               "target_mask", "valid")
-
-
-def device_batch(batch: dict, partitioner: Partitioner) -> dict[str, jax.Array]:
-    """The arrays a jitted step consumes, as global arrays split along the batch axis
-    (host-only bookkeeping such as "index" stays behind)."""
-    return partitioner.to_global({k: batch[k] for k in DEVICE_KEYS if k in batch})
+from sallm_jax.train.state import (
+    TrainState,
+    apply_gradients,
+    make_optimizer,
+    sharded_train_state,
+)
 
 
 def transcript_ctc_loss(model: SpeechLM, batch: dict[str, jax.Array],
@@ -125,7 +121,7 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps, weight_decay=cfg.weight_decay,
                         max_grad_norm=cfg.max_grad_norm)
-    state, state_shardings = partitioner.train_state(params, tx, copy=True)
+    state, state_shardings = sharded_train_state(partitioner, params, tx, copy=True)
     data_iter = iter(training_dataset(rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count(), skip_log=skip_log,
@@ -147,7 +143,7 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     start, tokens = time.perf_counter(), 0
     progress = StageProgress(name, cfg.steps, int(state.step))
     while (step := int(state.step)) < cfg.steps:
-        state, metrics = step_fn(state, frozen, device_batch(next(data_iter), partitioner))
+        state, metrics = step_fn(state, frozen, partitioner.device_batch(next(data_iter)))
         health.after_step(step + 1, metrics)
         tokens += int(metrics["target_tokens"])
         progress.step_done(step + 1, {"loss": metrics["loss"]})

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from sallm_jax.parallel.partitioner import Partitioner
+
 
 class TrainState(NamedTuple):
     """Everything an update changes; a pytree that Orbax saves as is."""
@@ -42,6 +44,23 @@ def make_optimizer(*, learning_rate: float, warmup_steps: int, total_steps: int,
 
 def create_train_state(params: nnx.State, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def sharded_train_state(partitioner: Partitioner, params: nnx.State,
+                        tx: optax.GradientTransformation, *,
+                        copy: bool = False) -> tuple[TrainState, TrainState]:
+    """(state, its shardings) on `partitioner`'s mesh: optimiser moments are sharded like their
+    parameters. With `copy` the state's parameters are fresh buffers, so donating them leaves
+    `params` intact."""
+    params = partitioner.shard_params(params, copy=copy)
+    param_shardings = partitioner.param_shardings(params)
+    init = lambda p: create_train_state(p, tx)  # noqa: E731
+    abstract = jax.eval_shape(init, params)
+    moments = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_shardings,
+                                    transform_non_params=lambda _: partitioner.replicated)
+    shardings = TrainState(step=partitioner.replicated, params=param_shardings,
+                           opt_state=moments)
+    return jax.jit(init, out_shardings=shardings)(params), shardings
 
 
 def apply_gradients(state: TrainState, grads: nnx.State, tx: optax.GradientTransformation,

@@ -27,7 +27,7 @@ from sallm_jax.parallel.sharding import DEFAULT_RULES  # noqa: E402
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn  # noqa: E402
 from sallm_jax.train.grpo import make_grpo_update  # noqa: E402
 from sallm_jax.train.sft import make_sft_step  # noqa: E402
-from sallm_jax.train.state import make_optimizer  # noqa: E402
+from sallm_jax.train.state import make_optimizer, sharded_train_state  # noqa: E402
 
 CONFIG = SpeechLMConfig(
     audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
@@ -63,7 +63,7 @@ def run(mesh_sizes, devices):
     tx = make_optimizer(learning_rate=1e-2, warmup_steps=1, total_steps=10, weight_decay=0.01,
                         max_grad_norm=1.0)
     batch = partitioner.to_global(host_batch())
-    state, shardings = partitioner.train_state(params, tx)
+    state, shardings = sharded_train_state(partitioner, params, tx)
     sft = make_sft_step(graphdef, tx, partitioner, shardings, frozen_shardings)
     state, sft_metrics = sft(state, frozen, batch)
     generate = make_rollout_fn(graphdef, shardings.params, frozen_shardings, partitioner,

@@ -19,6 +19,7 @@ from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.grpo import make_grpo_update, make_logprob_fn
 from sallm_jax.train.microbatch import join_prompts, split_prompts
+from sallm_jax.train.state import sharded_train_state
 
 B, G, C, P = 4, 2, 5, 30
 CONFIG = SpeechLMConfig(
@@ -88,7 +89,7 @@ def test_micro_batches_match_full_batch(aggregation):
             "epsilon_high": 0.2, "beta": 0.04, "loss_aggregation": aggregation,
             "importance_sampling_level": "token", "num_off_policy": 0,
             "micro_batch_size": micro})
-        state, shardings = partitioner.train_state(params, tx, copy=True)
+        state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
         update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
                                   partitioner.param_shardings(frozen))
         for _ in range(2):  # the second step starts from updated parameters
@@ -135,7 +136,7 @@ def test_update_diagnostics_and_per_reward_advantages_with_and_without_micro_bat
                     "multi_reward_normalization": "per_reward", "reward_weights": (1.0, 0.5),
                     "reward_fns": ("bleu", "chrf"), "micro_batch_size": micro})
         tx = optax.sgd(1e-2)
-        state, shardings = partitioner.train_state(params, tx, copy=True)
+        state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
         update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
                                   partitioner.param_shardings(frozen))
         _, metrics = update(state, frozen, partitioner.to_global(batch),
