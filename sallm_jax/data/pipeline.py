@@ -28,11 +28,10 @@ import numpy as np
 from absl import flags
 
 from sallm_jax.audio.io import declared_frames, load_audio
-from sallm_jax.audio.log_mel import N_FFT, num_feature_frames
+from sallm_jax.audio.log_mel import N_FFT
 from sallm_jax.data.bad_input import Skip, SkipLog
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.prompts import chat_prompt, target_text, user_text
-from sallm_jax.models.qwen2_audio.config import audio_token_count
 
 SAMPLE_RATE = 16000
 TRUNCATION_TOLERANCE = 16  # samples: resampling may round the length by a few
@@ -41,24 +40,20 @@ DEVICE_KEYS = ("waveforms", "num_samples", "prompt_ids", "prompt_mask", "target_
                "target_mask", "valid")
 
 
-def qwen2_audio_tokens(num_samples: int) -> int:
-    """Qwen2-Audio placeholders for a clip of `num_samples` 16 kHz samples."""
-    return int(audio_token_count(num_feature_frames(num_samples)))
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchSpec:
     """Static shapes of the batches (see the module docstring).
 
     `num_audio_tokens` maps a clip's sample count to its audio placeholders; it depends on the
-    model family (`sallm_jax.models.families.num_audio_tokens`).
+    model family, so the caller passes it (the experiment passes
+    `functools.partial(sallm_jax.models.families.num_audio_tokens, model_config)`).
     """
 
     batch_size: int
     audio_buckets_s: tuple[float, ...]
     max_prompt_text_tokens: int
     max_target_tokens: int
-    num_audio_tokens: Callable[[int], int] = qwen2_audio_tokens
+    num_audio_tokens: Callable[[int], int]
     truncate_long_audio: bool = False  # cut clips to the largest bucket instead of rejecting
 
     def bucket_samples(self, bucket: int) -> int:

@@ -10,9 +10,10 @@ import soundfile as sf
 from sallm_jax.data.bad_input import BadInputError, SkipLog
 from sallm_jax.data.manifest import ManifestError, read_manifest
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
+from tests.batch_spec import QWEN2_AUDIO_TOKENS
 
 SPEC = BatchSpec(batch_size=2, audio_buckets_s=(3.25, 5.0), max_prompt_text_tokens=40,
-                 max_target_tokens=16)
+                 max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
 
 
 def row(i, audio):
@@ -77,12 +78,14 @@ def test_long_audio_is_truncated_when_configured(bad_set, small_sqa):
     _, tok = small_sqa
     rows = [r for r in read_manifest(bad_set, SkipLog("skip")) if r.id in ("r0", "r4")]
     short = BatchSpec(batch_size=2, audio_buckets_s=(1.0,), max_prompt_text_tokens=40,
-                      max_target_tokens=16, truncate_long_audio=True)
+                      max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS,
+                      truncate_long_audio=True)
     batch = next(iter(training_dataset(rows, tok, short, num_batches=1, seed=0)))
     assert batch["valid"].all()
     np.testing.assert_array_equal(batch["num_samples"], [16000 - 200] * 2)  # 1.5 s cut to fit
     with pytest.raises(BadInputError, match="audio too long"):
-        training_dataset(rows, tok, BatchSpec(2, (1.0,), 40, 16), num_batches=1, seed=0)
+        training_dataset(rows, tok, BatchSpec(2, (1.0,), 40, 16, QWEN2_AUDIO_TOKENS),
+                         num_batches=1, seed=0)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

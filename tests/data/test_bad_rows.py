@@ -14,9 +14,10 @@ from sallm_jax.audio.io import declared_frames
 from sallm_jax.data.bad_input import BadInputError, SkipLog
 from sallm_jax.data.manifest import ManifestError, read_manifest
 from sallm_jax.data.pipeline import BatchSpec, screen_rows
+from tests.batch_spec import QWEN2_AUDIO_TOKENS
 
 SPEC = BatchSpec(batch_size=2, audio_buckets_s=(3.25,), max_prompt_text_tokens=40,
-                 max_target_tokens=16)
+                 max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
 
 
 def line(i, **fields):

@@ -13,9 +13,10 @@ from sallm_jax.data.pipeline import (
     training_dataset,
 )
 from sallm_jax.models.qwen2_audio.config import audio_token_count
+from tests.batch_spec import QWEN2_AUDIO_TOKENS
 
 SPEC = BatchSpec(batch_size=4, audio_buckets_s=(3.0, 5.0), max_prompt_text_tokens=48,
-                 max_target_tokens=16)
+                 max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
 
 
 def test_batch_contents_match_rows(small_sqa):
@@ -46,7 +47,7 @@ def test_buckets_hold_clip_plus_padding(small_sqa):
         n = len(load_audio(row.audio))
         assert n + 200 <= SPEC.bucket_samples(b)
         assert b == 0 or n + 200 > SPEC.bucket_samples(b - 1)
-    tight = BatchSpec(4, (1.0,), 48, 16)
+    tight = BatchSpec(4, (1.0,), 48, 16, QWEN2_AUDIO_TOKENS)
     with pytest.raises(ValueError, match="audio_buckets_s"):
         screen_rows(rows["train"], tight)
 
