@@ -50,6 +50,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from sallm_jax.config_file import resolve_config_file
+from sallm_jax.configs.base import base_config
 from sallm_jax.models.abstract import abstract_model
 from sallm_jax.models.granite_speech.config import GraniteTextConfig
 from sallm_jax.models.lora import LoRAParam
@@ -74,15 +75,13 @@ OPTIMIZER_BYTES = 4  # the moments are float32 whatever the parameter dtype
 
 
 def tiny() -> SpeechLMConfig:
-    """The `tiny` preset of configs/sqa_grpo.py (with its 1024-token vocabulary)."""
-    return SpeechLMConfig(
-        audio=AudioEncoderConfig(num_mel_bins=80, d_model=128, encoder_layers=2,
-                                 encoder_attention_heads=4, encoder_ffn_dim=256,
-                                 max_source_positions=400),
-        text=TextConfig(vocab_size=1024, hidden_size=128, intermediate_size=384,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True),
-        audio_token_id=5)
+    """The configs' default model: configs/base.py's sizes (`tiny_model`) and tokenizer
+    vocabulary. The audio placeholder's id has no bearing on memory."""
+    c = base_config()
+    return SpeechLMConfig(audio=AudioEncoderConfig(**c.model.audio.to_dict()),
+                          text=TextConfig(**c.model.text.to_dict(),
+                                          vocab_size=c.tokenizer.vocab_size),
+                          audio_token_id=5)
 
 
 PRESETS: dict[str, ModelConfig] = {**MODEL_PRESETS, "tiny": tiny()}
@@ -95,10 +94,10 @@ PRESETS: dict[str, ModelConfig] = {**MODEL_PRESETS, "tiny": tiny()}
 def abstract_params(config: ModelConfig, *, dtype=jnp.bfloat16, lora_rank: int = 0) -> nnx.State:
     """Every nnx.Param of the model (LoRA factors included) as ShapeDtypeStructs in `dtype`.
 
-    LoRA adapters (alpha 2 r) go on the language model's q_proj and v_proj, as in the released
-    Granite Speech checkpoints and `apply_lora`'s default.
+    LoRA adapters go where `abstract_model` puts them (the language model's q_proj and v_proj);
+    their alpha scales the update, not the shapes.
     """
-    model = abstract_model(config, dtype=dtype, lora_rank=lora_rank, lora_alpha=2 * lora_rank)
+    model = abstract_model(config, dtype=dtype, lora_rank=lora_rank)
     return nnx.state(model, nnx.Param)
 
 

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from sallm_jax.parallel.sharding import DEFAULT_RULES
+
 
 def sft_section(**settings) -> ml_collections.ConfigDict:
     """Settings of a supervised stage (cross-entropy on the target tokens)."""
@@ -21,6 +23,9 @@ def sft_section(**settings) -> ml_collections.ConfigDict:
 
 
 def tiny_model() -> ml_collections.ConfigDict:
+    """The sizes of the default model, a small Qwen2-Audio architecture (its vocabulary is the
+    tokenizer's, `tokenizer.vocab_size`); `python -m sallm_jax.plan_memory --preset tiny`
+    plans it from here too."""
     return ml_collections.ConfigDict({
         "audio": {"num_mel_bins": 80, "d_model": 128, "encoder_layers": 2,
                   "encoder_attention_heads": 4, "encoder_ffn_dim": 256,
@@ -183,9 +188,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: all remaining devices
     # Logical parameter axes -> mesh axes; batches always split over data x fsdp.
-    c.parallel.rules = (("embed", "fsdp"), ("audio_embed", "fsdp"), ("mlp", "tensor"),
-                        ("audio_mlp", "tensor"), ("heads", "tensor"), ("kv_heads", "tensor"),
-                        ("vocab", "tensor"))
+    c.parallel.rules = DEFAULT_RULES
     c.parallel.coordinator_address = ""  # "host:port" to join several processes by hand
     c.parallel.num_processes = 1
     c.parallel.process_id = 0
