@@ -6,10 +6,12 @@ import pytest
 from flax import nnx
 
 from sallm_jax import plan_memory as pm
+from sallm_jax import step_memory as sm
 from sallm_jax.models.abstract import count_params
 from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.models.qwen2_config import TextConfig
+from sallm_jax.parallel.sharding import DEFAULT_RULES
 from sallm_jax.rl.policy import completion_logprobs
 
 UNSHARDED = {"data": 1, "fsdp": 1, "tensor": 1}
@@ -26,19 +28,19 @@ TINY_REPLICATED = 512 + 2 * 1280 + 2 * 512 + 128 + 128
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_unsharded_parameter_bytes_are_count_params_times_dtype_bytes(dtype):
     config = pm.tiny()
-    params = pm.abstract_params(config, dtype=jnp.dtype(dtype))
+    params = sm.abstract_params(config, dtype=jnp.dtype(dtype))
     expected = count_params(config) * jnp.dtype(dtype).itemsize
-    assert pm.sharded_bytes(params, UNSHARDED, pm.DEFAULT_RULES) == expected
+    assert sm.sharded_bytes(params, UNSHARDED, DEFAULT_RULES) == expected
 
 
 def test_fsdp8_splits_every_named_parameter_eight_ways():
     config = pm.tiny()
-    params = pm.abstract_params(config, dtype=jnp.float32)
+    params = sm.abstract_params(config, dtype=jnp.float32)
     total = count_params(config) * 4
     replicated = TINY_REPLICATED * 4
     sharded = total - replicated
     assert sharded % 8 == 0
-    assert pm.sharded_bytes(params, FSDP8, pm.DEFAULT_RULES) == sharded // 8 + replicated
+    assert sm.sharded_bytes(params, FSDP8, DEFAULT_RULES) == sharded // 8 + replicated
 
 
 def test_kv_cache_bytes_by_hand():
@@ -47,16 +49,16 @@ def test_kv_cache_bytes_by_hand():
     kw = dict(batch_size=4, group_size=8, prompt_len=60, completion_len=40, dtype_bytes=2)
     # Per slot: 2 layers x 2 kv heads x 32 dims x (k, v) x 2 bytes = 512. Prompts: 4 rows x 60
     # slots; samples: 32 rows x 40 slots.
-    assert pm.kv_cache_bytes(text, axis_sizes=UNSHARDED, **kw) == (240 + 1280) * 512
-    assert pm.kv_cache_bytes(text, axis_sizes={"data": 2, "fsdp": 2, "tensor": 1},
+    assert sm.kv_cache_bytes(text, axis_sizes=UNSHARDED, **kw) == (240 + 1280) * 512
+    assert sm.kv_cache_bytes(text, axis_sizes={"data": 2, "fsdp": 2, "tensor": 1},
                              **kw) == (240 + 1280) * 512 // 4
     # 8 data-parallel ways split the 32 sample rows but not the 4 prompts (replicated).
-    assert pm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 8, "tensor": 1},
+    assert sm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 8, "tensor": 1},
                              **kw) == (240 + 1280 // 8) * 512
-    assert pm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 4, "tensor": 2},
+    assert sm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 4, "tensor": 2},
                              **kw) == (240 + 1280) * 512 // 8
     # 2 KV heads do not split 4 ways: they stay replicated over tensor.
-    assert pm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 1, "tensor": 4},
+    assert sm.kv_cache_bytes(text, axis_sizes={"data": 1, "fsdp": 1, "tensor": 4},
                              **kw) == (240 + 1280) * 512
 
 
@@ -65,13 +67,13 @@ def test_activation_bytes_per_token_by_hand():
     # residual 4 x 128 x 2; q, k, v and RoPE'd q, k (2 x 128 + 3 x 64) x 2; attention output
     # 128 x 2; scores 4 heads x 10 keys x (4 + 2); MLP 4 x 384 x 2.
     expected = 1024 + 896 + 256 + 240 + 3072
-    assert pm.activation_bytes_per_token(text, num_keys=10, dtype_bytes=2, tensor=1) == expected
+    assert sm.activation_bytes_per_token(text, num_keys=10, dtype_bytes=2, tensor=1) == expected
 
 
 def test_lora_trains_only_adapters_and_needs_no_reference_copy():
-    inputs = pm.PlanInputs(batch_size=2, group_size=2, prompt_len=8, completion_len=4,
+    inputs = sm.PlanInputs(batch_size=2, group_size=2, prompt_len=8, completion_len=4,
                            dtype="float32", lora_rank=4, beta=0.04)
-    plan = pm.plan_memory(pm.tiny(), UNSHARDED, inputs)
+    plan = sm.plan_memory(pm.tiny(), UNSHARDED, inputs)
     # Per text layer: q_proj adapters 128 x 4 + 4 x 128, v_proj 128 x 4 + 4 x 64; 2 layers.
     adapters = 2 * (1024 + 768)
     assert plan.num_trainable == adapters
@@ -82,20 +84,20 @@ def test_lora_trains_only_adapters_and_needs_no_reference_copy():
 
 
 def test_full_finetuning_keeps_a_reference_copy_unless_beta_is_zero():
-    inputs = pm.PlanInputs(batch_size=2, group_size=2, prompt_len=8, completion_len=4)
-    plan = pm.plan_memory(pm.tiny(), UNSHARDED, inputs)
+    inputs = sm.PlanInputs(batch_size=2, group_size=2, prompt_len=8, completion_len=4)
+    plan = sm.plan_memory(pm.tiny(), UNSHARDED, inputs)
     assert plan.rows["reference policy"] == plan.rows["parameters"] == plan.rows["gradients"]
     # bf16 parameters, float32 moments: each moment is twice the parameter bytes.
     assert plan.rows["optimiser (AdamW, f32)"] == 4 * plan.rows["parameters"]
-    no_kl = pm.plan_memory(pm.tiny(), UNSHARDED, pm.PlanInputs(
+    no_kl = sm.plan_memory(pm.tiny(), UNSHARDED, sm.PlanInputs(
         batch_size=2, group_size=2, prompt_len=8, completion_len=4, beta=0.0))
     assert no_kl.rows["reference policy"] == 0
 
 
 def test_indivisible_mesh_gives_the_sharding_error():
-    params = pm.abstract_params(pm.tiny())
+    params = sm.abstract_params(pm.tiny())
     with pytest.raises(ValueError, match=r"does not divide over mesh axis fsdp of size 3"):
-        pm.sharded_bytes(params, {"data": 1, "fsdp": 3, "tensor": 1}, pm.DEFAULT_RULES)
+        sm.sharded_bytes(params, {"data": 1, "fsdp": 3, "tensor": 1}, DEFAULT_RULES)
 
 
 def test_parse_mesh():
@@ -117,7 +119,7 @@ def test_command_qwen2_audio_7b_on_eight_devices(capsys):
 
 
 def test_rules_come_from_a_config_file():
-    assert pm.load_rules("configs/sqa_grpo.py:smoke") == pm.DEFAULT_RULES
+    assert pm.load_rules("configs/sqa_grpo.py:smoke") == DEFAULT_RULES
 
 
 @pytest.mark.parametrize("group", [1, 4])
@@ -144,7 +146,7 @@ def test_activation_and_logit_rows_track_xla_temp_memory(group):
     prompt_ids = jax.ShapeDtypeStruct((prompts, prompt), jnp.int32)
     ids = jax.ShapeDtypeStruct((prompts * group, completion), jnp.int32)
     xla = jax.jit(jax.grad(neg_logp)).lower(params, prompt_ids, ids).compile().memory_analysis()
-    plan = pm.plan_memory(config, UNSHARDED, pm.PlanInputs(
+    plan = sm.plan_memory(config, UNSHARDED, sm.PlanInputs(
         batch_size=prompts, group_size=group, prompt_len=prompt, completion_len=completion,
         dtype="float32"))
     activations = next(v for k, v in plan.rows.items() if k.startswith("activations"))
