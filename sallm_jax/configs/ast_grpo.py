@@ -8,7 +8,7 @@ paper_mp (the same with mixed-policy GRPO: one ground-truth translation in each 
 
 import ml_collections
 
-from sallm_jax.configs.base import apply_smoke, base_config, paper_grpo
+from sallm_jax.configs.base import apply_smoke, base_config, granite_speech_paper
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -20,7 +20,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     if preset == "smoke":
         apply_smoke(c)
     elif preset in ("paper", "paper_mp"):
-        paper_grpo(c)
+        granite_speech_paper(c)
         c.rl.num_off_policy = 1 if preset == "paper_mp" else 0
     elif preset != "tiny":
         raise ValueError(f"configs/ast_grpo.py: unknown preset {preset!r}; expected tiny, smoke, "

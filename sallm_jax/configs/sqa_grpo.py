@@ -13,7 +13,7 @@ Presets (`--config=configs/sqa_grpo.py:PRESET`):
 
 import ml_collections
 
-from sallm_jax.configs.base import apply_smoke, base_config, paper_grpo
+from sallm_jax.configs.base import apply_smoke, base_config, granite_speech_paper
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -21,7 +21,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     if preset == "smoke":
         apply_smoke(c)
     elif preset == "paper":
-        paper_grpo(c)
+        granite_speech_paper(c)
     elif preset != "tiny":
         raise ValueError(f"configs/sqa_grpo.py: unknown preset {preset!r}; expected tiny, smoke "
                          f"or paper")

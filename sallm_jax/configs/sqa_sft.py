@@ -7,7 +7,7 @@ model.checkpoint; the SFT settings of the Granite Speech paper's baseline).
 
 import ml_collections
 
-from sallm_jax.configs.base import apply_smoke, base_config, paper_grpo
+from sallm_jax.configs.base import apply_smoke, base_config, granite_speech_paper
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -16,7 +16,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     if preset == "smoke":
         apply_smoke(c)
     elif preset == "paper":
-        paper_grpo(c)
+        granite_speech_paper(c)
         c.stages = ("sft", "eval")
         c.sft.learning_rate, c.sft.batch_size, c.sft.steps = 1e-5, 16, 2000
     elif preset != "tiny":

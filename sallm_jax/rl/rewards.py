@@ -2,7 +2,7 @@
 
 A reward function maps one completion and its example (a mapping with at least "answer"; for
 multiple choice also "choices" and "answer_index") to a float, higher is better. A config names
-registered rewards ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "wer", "cer",
+registered rewards ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "wer", "cer",
 "accuracy", "format", "mmau") or user functions by import path ("package.module:function").
 `compute_rewards` applies the configured functions and their weights to a whole rollout, and a
 function that raises on a sample costs that sample its reward, never the run. A function may be
@@ -105,7 +105,7 @@ def rouge2_reward(completion: str, example: Mapping[str, Any]) -> float:
     return rouge_n(completion, example["answer"], 2)
 
 
-@register_reward("rougeL")
+@register_reward("rouge_l")
 def rouge_l_reward(completion: str, example: Mapping[str, Any]) -> float:
     """ROUGE-L F1 (rouge-score tokenisation, no stemming)."""
     return rouge_l(completion, example["answer"])

@@ -74,9 +74,9 @@ def test_rouge_rewards_match_rouge_score():
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     for hyp, ref in _pairs(2):
         want = scorer.score(ref, hyp)
-        for name in ("rouge1", "rouge2", "rougeL"):
+        for name, theirs in (("rouge1", "rouge1"), ("rouge2", "rouge2"), ("rouge_l", "rougeL")):
             got = REWARD_FNS[name](hyp, {"answer": ref})
-            assert got == pytest.approx(want[name].fmeasure, abs=1e-12), (name, hyp, ref)
+            assert got == pytest.approx(want[theirs].fmeasure, abs=1e-12), (name, hyp, ref)
 
 
 def test_error_rate_rewards_match_jiwer():
