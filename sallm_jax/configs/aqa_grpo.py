@@ -3,7 +3,8 @@
 
 Presets: tiny (default, the embedded multiple-choice set), smoke, paper (AVQA training manifests
 from `python -m sallm_jax.data.importers.avqa`, MMAU test-mini from `...importers.mmau` as the
-test split, Qwen2-Audio-7B-Instruct as model.checkpoint; R1-AQA's settings, REFERENCE 1b).
+test split, Qwen2-Audio-7B-Instruct as model.checkpoint; the settings of R1-AQA, "Reinforcement
+Learning Outperforms Supervised Fine-Tuning: A Case Study on Audio Question Answering").
 """
 
 import ml_collections

@@ -78,7 +78,7 @@ def _granite_33_text(hidden_size: int, intermediate_size: int, attention_multipl
 
 PRESETS: dict[str, ModelConfig] = {
     # Qwen2-Audio-7B-Instruct: Whisper-large-v3-sized encoder, Qwen2-7B decoder with an extended
-    # vocabulary and an untied lm_head (REFERENCE.md section 2).
+    # vocabulary and an untied lm_head.
     "qwen2_audio_7b": SpeechLMConfig(
         audio=AudioEncoderConfig(
             num_mel_bins=128,

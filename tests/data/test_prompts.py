@@ -5,7 +5,8 @@ import pytest
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.prompts import chat_prompt, sqa_prompt, target_text, user_text
 
-# REFERENCE.md §2 "Chat template", with the placeholder expanded to three audio tokens.
+# Qwen2-Audio-7B-Instruct's chat template for one clip and a question, written out by hand, with
+# the placeholder expanded to three audio tokens.
 EXPECTED_CHAT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "<|im_start|>user\nAudio 1: <|audio_bos|><|AUDIO|><|AUDIO|><|AUDIO|><|audio_eos|>\n"

@@ -17,7 +17,7 @@ CORPUS = [
 ] * 20
 
 QUESTION = "Where did Maria take the apples?"
-# REFERENCE.md §2 "Chat template", written out by hand.
+# Qwen2-Audio-7B-Instruct's chat template for one clip and a question, written out by hand.
 EXPECTED_PROMPT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "<|im_start|>user\nAudio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n"

@@ -13,15 +13,14 @@ of a padded sequence everything outside the valid [rem, rem] square is masked (r
 Conv module: LN -> 1x1 conv (D -> 2 * inner) -> GLU over channels -> depthwise conv (kernel K,
 padding (K // 2, K // 2 - (K + 1) % 2)) -> BatchNorm with running statistics -> SiLU -> 1x1 conv.
 
-Read against transformers 5.23 (`modeling_granite_speech.py`); REFERENCE §2 agrees with it. Points
-the source settles that the summary leaves open: the relative logits are scaled by dim_head**-0.5
-like q.k (torch's SDPA adds the pre-scaled `pos_attn` to the scaled q.k); masked entries of the last
-block get -finfo.max, so its padding query rows come out uniform, and they are cut off before
-`to_out`; padding is applied after the attention pre-norm (the padded rows are exact zeros); to_q
-and to_kv have no bias (to_kv's output is [k | v] along features) while to_out does; every
-LayerNorm uses torch's eps 1e-5 and BatchNorm1d eps 1e-5; there is no padding mask, so frames past
-a clip's end (whatever the batch padding holds) take part in attention and convolution exactly as
-transformers lets them.
+Read against transformers 5.23 (`modeling_granite_speech.py`), whose source settles these details:
+the relative logits are scaled by dim_head**-0.5 like q.k (torch's SDPA adds the pre-scaled
+`pos_attn` to the scaled q.k); masked entries of the last block get -finfo.max, so its padding query
+rows come out uniform, and they are cut off before `to_out`; padding is applied after the attention
+pre-norm (the padded rows are exact zeros); to_q and to_kv have no bias (to_kv's output is [k | v]
+along features) while to_out does; every LayerNorm uses torch's eps 1e-5 and BatchNorm1d eps 1e-5;
+there is no padding mask, so frames past a clip's end (whatever the batch padding holds) take part
+in attention and convolution exactly as transformers lets them.
 """
 
 from __future__ import annotations
