@@ -1,10 +1,11 @@
-"""The package's import graph, read from the code, and its circles.
+"""The package's import graph, read from the code: its circles and its upward imports.
 
     python tools/import_graph.py [PREFIX]     # e.g. sallm_jax.models
 
-Prints each module of PREFIX (default: the whole package) with the package modules it imports,
-module-level and inside functions alike, then every circle (a strongly connected group of
-modules); exits 1 when there is one.
+Prints each module of PREFIX (default: the whole package) with its layer and the package modules
+it imports, module-level and inside functions alike; then every circle (a strongly connected group
+of modules) and every upward import (a module importing one of a higher layer, `LAYERS`); exits 1
+when there is either.
 """
 
 from __future__ import annotations
@@ -12,10 +13,30 @@ from __future__ import annotations
 import ast
 import pathlib
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = "sallm_jax"
+
+# The package's layers, low to high: a module may import modules of its own layer and lower ones.
+# A pattern names one module, or with ".*" a package and everything in it; the longest pattern
+# that matches a module decides its layer, and a module no pattern matches is in the last layer.
+# Data sits below the models: batches need a model's audio-token count, which the caller passes
+# (`BatchSpec.num_audio_tokens`), never a model module. The configs sit at the top with the entry
+# points: they choose among what every layer offers (configs/base.py reads parallel/sharding.py's
+# DEFAULT_RULES), and no library module reads them.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("foundation", ("sallm_jax", "sallm_jax.progress", "sallm_jax.config_file",
+                    "sallm_jax.audio.*")),
+    ("data", ("sallm_jax.data.*",)),
+    ("models", ("sallm_jax.models.*",)),
+    ("parallel", ("sallm_jax.parallel.*",)),
+    ("metrics", ("sallm_jax.eval.*",)),
+    ("rl", ("sallm_jax.rl.*",)),
+    ("evaluation", ("sallm_jax.eval.evaluate",)),
+    ("train", ("sallm_jax.train.*",)),
+    ("application", ()),  # the entry points, configs, reports, the memory planner, parity
+)
 
 
 def module_names(root: pathlib.Path = ROOT, package: str = PACKAGE) -> dict[str, pathlib.Path]:
@@ -89,17 +110,49 @@ def circles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
     return sorted(groups)
 
 
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.endswith(".*"):
+        package = pattern[:-2]
+        return name == package or name.startswith(package + ".")
+    return name == pattern
+
+
+def layer_of(name: str, layers: Sequence[tuple[str, Sequence[str]]] = LAYERS) -> int:
+    """Index in `layers` of the layer holding module `name`: the layer of the longest pattern
+    that matches it, else the last layer."""
+    matches = [(len(pattern), index) for index, (_, patterns) in enumerate(layers)
+               for pattern in patterns if _matches(pattern, name)]
+    return max(matches)[1] if matches else len(layers) - 1
+
+
+def upward_imports(graph: Mapping[str, Iterable[str]],
+                   layers: Sequence[tuple[str, Sequence[str]]] = LAYERS) -> list[tuple[str, str]]:
+    """Every (importer, imported) pair whose imported module sits in a higher layer, sorted."""
+    return sorted((name, child) for name, children in graph.items() for child in children
+                  if layer_of(child, layers) > layer_of(name, layers))
+
+
+def _layer_label(name: str) -> str:
+    index = layer_of(name)
+    return f"{index} {LAYERS[index][0]}"
+
+
 def main(argv: list[str]) -> int:
     prefix = argv[0] if argv else PACKAGE
     graph = import_graph()
     for name in sorted(graph):
         if name == prefix or name.startswith(prefix + "."):
-            print(f"{name} -> {', '.join(sorted(graph[name])) or '(nothing)'}")
+            imports = ", ".join(sorted(graph[name])) or "(nothing)"
+            print(f"[{_layer_label(name)}] {name} -> {imports}")
     found = circles(graph)
     for group in found:
         print("CIRCLE: " + " <-> ".join(group))
-    print(f"{len(found)} circle(s) among {len(graph)} modules")
-    return 1 if found else 0
+    upward = upward_imports(graph)
+    for name, child in upward:
+        print(f"UPWARD: {name} [{_layer_label(name)}] -> {child} [{_layer_label(child)}]")
+    print(f"{len(found)} circle(s) and {len(upward)} upward import(s) among {len(graph)} modules "
+          f"in {len(LAYERS)} layers")
+    return 1 if found or upward else 0
 
 
 if __name__ == "__main__":
