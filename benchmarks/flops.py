@@ -1,6 +1,6 @@
 """Achieved FLOP/s of the jitted training steps as a fraction of this machine's dense float32
 matmul rate, measured in the same run: the SFT step (`sallm_jax.train.sft.make_sft_step`,
-8 prompts with 32-token targets) and the GRPO update (`sallm_jax.train.grpo.make_grpo_update`,
+8 prompts with 32-token targets) and the GRPO update (`sallm_jax.train.grpo_step.make_grpo_update`,
 8 prompts x 8 completions of 32 tokens, the clipped-ratio loss with a KL term).
 
 FLOPs per step are XLA's own count (`jit(...).lower(...).compile().cost_analysis()["flops"]`)
@@ -27,7 +27,7 @@ from sallm_jax.models.qwen2_audio.hub import speech_lm_config_from_hf
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.train.grpo import make_grpo_update
+from sallm_jax.train.grpo_step import make_grpo_update
 from sallm_jax.train.sft import make_sft_step
 from sallm_jax.train.state import make_optimizer, sharded_train_state
 

@@ -39,7 +39,7 @@ from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
-from sallm_jax.train.grpo import GRPOStep
+from sallm_jax.train.grpo_step import GRPOStep
 from sallm_jax.train.state import make_optimizer, sharded_train_state
 
 BATCH, GROUP, COMPLETION = 8, 8, 32

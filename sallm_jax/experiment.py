@@ -26,7 +26,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -38,6 +37,7 @@ from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
 from sallm_jax.eval.evaluate import evaluate
+from sallm_jax.eval.metric_names import METRICS
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import num_audio_tokens
 from sallm_jax.models.hub.load import load_checkpoint
@@ -53,21 +53,18 @@ from sallm_jax.parallel.sharding import data_parallel_size
 from sallm_jax.report import write_report_or_warn
 from sallm_jax.rl.rollout import SamplingConfig
 from sallm_jax.run_summary import parameter_counts, run_summary
+from sallm_jax.stages import STAGES
 from sallm_jax.train.base import (
     base_directory,
     base_tokenizer,
     build_corpus,
     default_cache_dir,
-    finish_base,
-    is_built,
     read_corpus,
 )
-from sallm_jax.train.grpo import run_grpo
-from sallm_jax.train.health import HealthCheck
+from sallm_jax.train.params_io import restore_params
 from sallm_jax.train.preemption import StopSignal, stop_before
-from sallm_jax.train.sft import run_sft
 from sallm_jax.train.workdir_lock import WorkdirLock
-from sallm_jax.validate import STAGE_SECTIONS, require, validate_config
+from sallm_jax.validate import require, validate_config
 
 SPLITS = ("train", "validation", "test")
 
@@ -182,27 +179,12 @@ def batch_spec(cfg: ml_collections.ConfigDict, model: SpeechLMConfig, key: str,
                      max_target_tokens=max_target_tokens)
 
 
-def save_params(directory: pathlib.Path, params: nnx.State) -> None:
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory.absolute(), params)
-
-
-def restore_params(directory: pathlib.Path, like: nnx.State,
-                   partitioner: Partitioner) -> nnx.State:
-    """Parameters saved by `save_params`, restored straight into the mesh layout."""
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          like, partitioner.param_shardings(like))
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(directory.absolute(), target)
-
-
-TABLE_METRICS = ("bleu", "chrf", "rouge_l", "meteor", "wer", "accuracy")
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """A plain-text table: one row per (stage, evaluation), one column per metric it has (mean
     +- std over the draws of a sampled evaluation)."""
-    names = [n for n in TABLE_METRICS
+    names = [n for n in METRICS
              if any(n in metrics for by_split in results.values() for metrics in by_split.values())]
     lines = [f"{'stage':<8}{'evaluation':<16}" + "".join(f"{n:>16}" for n in names)]
     for stage, by_split in results.items():
@@ -304,63 +286,6 @@ class Experiment:
             return self.initial
         return self.trained[section.start] if section.start else previous
 
-    def run_base(self, start: nnx.State) -> nnx.State:
-        cfg, directory = self.cfg, self.base_dir
-        if is_built(directory):
-            logging.info("[base] loading the cached base model from %s", directory)
-            return restore_params(directory / "params", start, self.partitioner)
-        params = run_sft(cfg.base, graphdef=self.graphdef, params=start, frozen=self.frozen,
-                         rows=self.corpus["train"], tokenizer=self.tokenizer,
-                         spec=self.spec("base", cfg.base.max_target_tokens),
-                         workdir=directory / "train", seed=cfg.base.seed,
-                         partitioner=self.partitioner, skip_log=self.skip_log,
-                         num_workers=cfg.data.num_workers, name="base",
-                         health=HealthCheck.from_config(cfg.train, "base"))
-        greedy = SamplingConfig(max_new_tokens=cfg.base.max_target_tokens, temperature=0.0)
-        heldout = evaluate(self.graphdef, params, self.frozen, self.corpus["validation"],
-                           self.tokenizer, self.spec("base", cfg.base.max_target_tokens), greedy,
-                           partitioner=self.partitioner, out_dir=directory / "heldout",
-                           skip_log=self.skip_log, name="base heldout")
-        finish_base(directory, cfg, params, save_params, heldout)
-        return params
-
-    def run_sft(self, stage: str, start: nnx.State) -> nnx.State:
-        section = self.cfg[stage]
-        validate = self.validator(self.cfg.rl.select_on) if section.eval_every else None
-        return run_sft(section, graphdef=self.graphdef, params=start, frozen=self.frozen,
-                       rows=self.splits["train"], tokenizer=self.tokenizer,
-                       spec=self.spec(stage, section.max_target_tokens),
-                       workdir=self.workdir / stage, seed=self.cfg.seed,
-                       partitioner=self.partitioner, skip_log=self.skip_log, validate=validate,
-                       num_workers=self.cfg.data.num_workers, name=stage,
-                       health=HealthCheck.from_config(self.cfg.train, stage))
-
-    def run_grpo(self, stage: str, start: nnx.State) -> nnx.State:
-        cfg = self.cfg
-        # LoRA on a frozen base: the reference is the policy with adapters off, no copy.
-        lora_reference = bool(cfg.lora.rank) and cfg.lora.trainable == "adapters"
-        validate = self.validator(cfg.rl.select_on) if cfg.rl.eval_every else None
-        return run_grpo(cfg.rl, graphdef=self.graphdef, params=start, frozen=self.frozen,
-                        validate=validate, ref_params=None if lora_reference else start,
-                        rows=self.splits["train"], tokenizer=self.tokenizer,
-                        spec=self.spec("rl", cfg.rl.max_completion_length),
-                        workdir=self.workdir / stage, seed=cfg.seed,
-                        partitioner=self.partitioner, skip_log=self.skip_log,
-                        num_workers=cfg.data.num_workers,
-                        health=HealthCheck.from_config(cfg.train, stage))
-
-    def run_eval(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Every finished stage's parameters on each of eval.splits under each protocol."""
-        results: dict[str, dict[str, dict[str, float]]] = {}
-        for name, params in self.trained.items():
-            for split in self.cfg.eval.splits:
-                for suffix in self.protocols:
-                    key = split + suffix
-                    results.setdefault(name, {})[key] = self.evaluate(
-                        params, self.splits[split], suffix,
-                        out_dir=self.workdir / "eval" / name / key, name=f"eval {name}/{key}")
-        return results
-
 
 def report_skips(skip_log: SkipLog, stage: str) -> None:
     """Log the examples left out so far, by reason, when there are any."""
@@ -396,26 +321,16 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     run = Experiment(cfg, workdir)
     if jax.process_index() == 0:
         print(run.summary(), flush=True)
-    runners = {"base": lambda stage, start: run.run_base(start), "warmup": run.run_sft,
-               "sft": run.run_sft, "grpo": run.run_grpo}
     params, results = run.initial, {}
-    for stage in cfg.stages:
-        stop_before(stage)
-        if stage == "eval":
-            results = run.run_eval()
-            report_skips(run.skip_log, stage)
-            continue
-        start = run.start_params(cfg[STAGE_SECTIONS[stage]], params)
-        stage_dir = workdir / stage
-        if stage != "base" and (stage_dir / "params").exists():
-            logging.info("[%s] already finished; loading its parameters", stage)
-            params = restore_params(stage_dir / "params", start, run.partitioner)
+    for name in cfg.stages:
+        stop_before(name)
+        stage = STAGES[name]
+        if stage.section is None:
+            results = stage.run(run)
         else:
-            params = runners[stage](stage, start)
-            if stage != "base":
-                save_params(stage_dir / "params", params)
-        run.trained[stage] = params
-        report_skips(run.skip_log, stage)
+            params = stage.run(run, name, run.start_params(cfg[stage.section], params))
+            run.trained[name] = params
+        report_skips(run.skip_log, name)
     if results and jax.process_index() == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
         print(format_table(results), flush=True)

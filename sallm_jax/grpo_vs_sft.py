@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from sallm_jax.config_file import define_config_flag
+from sallm_jax.eval.metric_names import HIGHER_IS_BETTER
 from sallm_jax.experiment import run_experiment
 from sallm_jax.train.base import base_directory, default_cache_dir
 
@@ -46,7 +47,6 @@ _LR_FACTORS = flags.DEFINE_list("lr_factors", ["0.5", "1", "2"],
                                 "Multiples of each arm's configured learning rate to try.")
 
 ARMS = {"sft": "+ SFT", "grpo": "+ GRPO", "mp_grpo": "+ MP-GRPO", "grpo_base": "GRPO from base"}
-METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "accuracy")
 
 
 def arm_stage(arm: str) -> str:
@@ -92,7 +92,7 @@ def summarise(results: dict[str, list[dict]]) -> tuple[str, dict]:
     """Markdown table and JSON of mean / std over runs, per arm, evaluation and metric."""
     summary: dict = {}
     evaluations = sorted({k for runs in results.values() for r in runs for k in r})
-    names = [m for m in METRICS
+    names = [m for m in HIGHER_IS_BETTER
              if any(m in r[e] for runs in results.values() for r in runs for e in r)]
     lines = ["| policy | evaluation | runs | " + " | ".join(names) + " |",
              "|---|---|---|" + "---|" * len(names)]

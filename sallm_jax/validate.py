@@ -10,6 +10,7 @@ import math
 import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
+from sallm_jax.eval.metric_names import HIGHER_IS_BETTER
 from sallm_jax.rl.grpo import (
     AGGREGATIONS,
     IMPORTANCE_LEVELS,
@@ -17,13 +18,10 @@ from sallm_jax.rl.grpo import (
     POLICY_TERMS,
 )
 from sallm_jax.rl.rewards import get_reward_fns
+from sallm_jax.stages import STAGES, training_stages
 from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
 
 TRAINABLE = ("adapters", "adapters+projector", "adapters+projector+encoder", "all")
-SELECTABLE = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "accuracy")
-STAGES = ("base", "warmup", "sft", "grpo", "eval")
-# Training stage -> its config section.
-STAGE_SECTIONS = {"base": "base", "warmup": "warmup", "sft": "sft", "grpo": "rl"}
 SFT_KEYS = ("steps", "batch_size", "max_target_tokens", "checkpoint_every", "log_every")
 SCALE_REWARDS = ("group", "batch", "none")
 
@@ -56,9 +54,9 @@ def _positive_ints(cfg: ml_collections.ConfigDict, prefix: str, names: tuple[str
 
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
     """Raise ConfigError for the first setting that cannot work."""
-    stages = tuple(cfg.stages)
+    stages, sections = tuple(cfg.stages), training_stages()
     require(bool(stages) and all(s in STAGES for s in stages), "stages",
-             f"a non-empty sequence of {STAGES}", stages)
+             f"a non-empty sequence of {tuple(STAGES)}", stages)
     require(cfg.data.on_bad_input in POLICIES, "data.on_bad_input", f"one of {POLICIES}",
             cfg.data.on_bad_input)
     require(isinstance(cfg.data.num_workers, int) and cfg.data.num_workers >= 0,
@@ -88,10 +86,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
             key = f"{split}_manifest"
             require(bool(cfg.data[key]), f"data.{key}", "a manifest path", cfg.data[key])
     for index, stage in enumerate(stages):
-        if stage in STAGE_SECTIONS:
-            key = STAGE_SECTIONS[stage]
+        if stage in sections:
+            key = sections[stage]
             start = cfg[key].start
-            earlier = [s for s in stages[:index] if s in STAGE_SECTIONS]
+            earlier = [s for s in stages[:index] if s in sections]
             require(start in ("", "init") or start in earlier, f"{key}.start",
                     f"'' (the previous training stage), 'init' (the initial parameters) or one "
                     f"of the training stages before {stage!r} in stages, {earlier}", start)
@@ -167,8 +165,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(rl.multi_reward_normalization in MULTI_REWARD_NORMALIZATIONS,
                 "rl.multi_reward_normalization", f"one of {MULTI_REWARD_NORMALIZATIONS}",
                 rl.multi_reward_normalization)
-        require(rl.select_on in SELECTABLE, "rl.select_on",
-                f"a metric where higher is better, one of {SELECTABLE}", rl.select_on)
+        require(rl.select_on in HIGHER_IS_BETTER, "rl.select_on",
+                f"a metric where higher is better, one of {HIGHER_IS_BETTER}", rl.select_on)
     if "eval" in stages:
         _positive_ints(cfg.eval, "eval", ("batch_size", "max_new_tokens", "num_samples"))
         require(cfg.eval.temperature > 0 or cfg.eval.num_samples == 1, "eval.num_samples",

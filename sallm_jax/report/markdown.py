@@ -8,11 +8,11 @@ import json
 import os
 import pathlib
 
+from sallm_jax.eval.metric_names import METRICS
 from sallm_jax.report import runs as R
 from sallm_jax.report.plots import Plot
 
 # Columns of the results table, in this order when present; other metrics follow by name.
-METRIC_ORDER = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "wer", "cer", "accuracy")
 COUNTS = ("num_examples", "num_skipped", "num_samples")
 
 
@@ -43,7 +43,7 @@ def protocol(config: dict, evaluation: str, metrics: dict) -> str:
 def metric_names(results: dict) -> list[str]:
     present = {k for by_eval in results.values() for m in by_eval.values() for k in m
                if not k.endswith("_std") and k not in COUNTS}
-    return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
+    return [m for m in METRICS if m in present] + sorted(present - set(METRICS))
 
 
 def results_section(runs: list[tuple[R.Run, dict, dict]]) -> list[str]:

@@ -5,6 +5,7 @@ Shapes: N = batch x group completions, C = completion length.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -88,12 +89,32 @@ def _aggregate_dr_grpo(per_token: jax.Array, mask: jax.Array, max_len: int) -> j
     return (per_token * mask).sum() / (per_token.shape[0] * max_len)
 
 
-AGGREGATIONS: dict[str, Callable[[jax.Array, jax.Array, int], jax.Array]] = {
-    "dapo": _aggregate_dapo,
-    "bnpo": _aggregate_dapo,  # identical on one host; differs from dapo only across processes
-    "grpo": _aggregate_grpo,
-    "dr_grpo": _aggregate_dr_grpo,
+@dataclasses.dataclass(frozen=True)
+class Aggregation:
+    """A loss aggregation: `reduce(per_token [N, C], mask [N, C], max_len)` -> the loss, and
+    whether its normaliser is the batch's token count (`per_token`: a micro-batch's share of
+    the loss is then its share of the tokens) or a fixed count per row (an equal share)."""
+
+    reduce: Callable[[jax.Array, jax.Array, int], jax.Array]
+    per_token: bool
+
+
+AGGREGATIONS: dict[str, Aggregation] = {
+    "dapo": Aggregation(_aggregate_dapo, per_token=True),
+    # identical to dapo on one host; differs from it only across processes
+    "bnpo": Aggregation(_aggregate_dapo, per_token=True),
+    "grpo": Aggregation(_aggregate_grpo, per_token=False),
+    "dr_grpo": Aggregation(_aggregate_dr_grpo, per_token=False),
 }
+
+
+def micro_batch_weights(aggregation: str, masks: jax.Array) -> jax.Array:
+    """[k] each micro-batch's share of the whole batch's loss under `aggregation`, from the
+    micro-batches' completion masks [k, rows, C]: the weights that make the weighted sum of
+    their losses the loss of the batch."""
+    if AGGREGATIONS[aggregation].per_token:
+        return masks.sum((1, 2)) / jnp.maximum(masks.sum(), 1)
+    return jnp.full((masks.shape[0],), 1.0 / masks.shape[0])
 
 
 IMPORTANCE_LEVELS = ("token", "sequence")
@@ -261,5 +282,5 @@ def grpo_loss(
         kl = k3_kl(logp, ref_logp)
         per_token = per_token + beta * kl
         metrics["kl"] = (kl * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-    loss = AGGREGATIONS[aggregation](per_token, mask, logp.shape[1])
+    loss = AGGREGATIONS[aggregation].reduce(per_token, mask, logp.shape[1])
     return loss, metrics

@@ -17,10 +17,10 @@ import shutil
 from collections.abc import Callable
 
 import jax
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.train.params_io import restore_params, save_params
 
 
 class BestKeeper:
@@ -72,8 +72,7 @@ class BestKeeper:
         logging.info("[best] step %d: validation score %.3f", step, score)
         if self.record is None or score > self.record["score"]:
             target = self.directory.parent / f"{self.directory.name}-{step}"
-            with ocp.StandardCheckpointer() as ckptr:
-                ckptr.save(target.absolute(), params, force=True)
+            save_params(target, params, overwrite=True)
             self.record = {"step": step, "score": score, "directory": target.name}
             if jax.process_index() == 0:
                 temporary = self._record_path.with_suffix(".json.tmp")
@@ -88,8 +87,5 @@ class BestKeeper:
         """The kept parameters, laid out like `like`."""
         logging.info("[best] keeping step %d (validation score %.3f)", self.record["step"],
                      self.record["score"])
-        target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                              like, self.partitioner.param_shardings(like))
         saved = self.directory.parent / self.record.get("directory", self.directory.name)
-        with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(saved.absolute(), target)
+        return restore_params(saved, like, self.partitioner)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-import logging
-import pathlib
 import time
-from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -15,25 +12,12 @@ import optax
 from flax import nnx
 
 from sallm_jax.audio.log_mel import num_feature_frames
-from sallm_jax.data.bad_input import SkipLog
-from sallm_jax.data.manifest import ManifestRow
-from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.models.qwen2_audio.config import audio_token_count
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.progress import StageProgress
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
-from sallm_jax.train.best import BestKeeper
-from sallm_jax.train.checkpoint import Checkpointer
-from sallm_jax.train.health import HealthCheck
-from sallm_jax.train.metric_writer import MetricWriter
-from sallm_jax.train.preemption import stop_here
-from sallm_jax.train.state import (
-    TrainState,
-    apply_gradients,
-    make_optimizer,
-    sharded_train_state,
-)
+from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
+from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
 
 def transcript_ctc_loss(model: SpeechLM, batch: dict[str, jax.Array],
@@ -98,67 +82,51 @@ def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                    out_shardings=(state_shardings, partitioner.replicated), donate_argnums=0)
 
 
+class SupervisedSteps(StageSteps):
+    """One supervised update per step; the logged tokens/s covers the steps since the last
+    record."""
+
+    def __init__(self, loop: TrainingLoop, cfg: ml_collections.ConfigDict, *,
+                 graphdef: nnx.GraphDef, tx: optax.GradientTransformation, frozen: nnx.State,
+                 partitioner: Partitioner, blank_id: int):
+        self.loop, self.partitioner = loop, partitioner
+        self.frozen = partitioner.shard_params(frozen)
+        self.step_fn = make_sft_step(graphdef, tx, partitioner, loop.state_shardings,
+                                     partitioner.param_shardings(self.frozen),
+                                     ctc_weight=cfg.ctc_weight, blank_id=blank_id)
+        self.since, self.tokens = None, 0  # the record's timer starts with the first step
+
+    def step(self, state: TrainState, step: int) -> tuple[TrainState, StepResult]:
+        self.since = self.since or time.perf_counter()
+        batch = self.partitioner.device_batch(next(self.loop.data_iter))
+        state, metrics = self.step_fn(state, self.frozen, batch)
+        self.tokens += int(metrics["target_tokens"])
+        return state, StepResult(metrics, {"loss": metrics["loss"]},
+                                 functools.partial(self.scalars, metrics))
+
+    def scalars(self, metrics: dict[str, jax.Array], seconds: float) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.since
+        scalars = {k: metrics[k] for k in ("loss", "ctc_loss", "grad_norm") if k in metrics}
+        scalars["tokens_per_s"] = self.tokens / elapsed
+        self.since, self.tokens = time.perf_counter(), 0
+        return scalars
+
+
 def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
-            frozen: nnx.State,
-            rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, workdir: pathlib.Path,
-            seed: int, partitioner: Partitioner, skip_log: SkipLog | None = None,
-            validate: Callable[[nnx.State], float] | None = None,
-            num_workers: int = 0, name: str = "sft",
-            health: HealthCheck | None = None) -> nnx.State:
+            frozen: nnx.State, tokenizer, name: str = "sft", **loop_args) -> nnx.State:
     """Train for `cfg.steps` steps, resuming from the stage's latest checkpoint; returns params.
 
     `params` are what trains (all parameters, or the LoRA adapters and what the config adds),
-    `frozen` the rest of the model state. `spec.batch_size` is this process's share of the
-    batch. `params` stay untouched (the train state starts from a copy), so another stage can
-    start from them too.
-
-    With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
-    parameters and those every `eval_every` steps are scored and the best are returned, as the
-    GRPO stage does. `name` labels the log lines and metrics (the base and warm-up stages are
-    supervised too). `health` watches every step (default: stop on a non-finite one).
+    `frozen` the rest of the model state; they stay untouched, so another stage can start
+    from them too. `name` labels the log lines and metrics (the base and warm-up stages are
+    supervised too). `loop_args` (rows, spec, workdir, seed, partitioner, skip_log, validate,
+    num_workers, health) are `TrainingLoop`'s: checkpoints, resume, metrics, best on
+    validation and the health check are the loop's.
     """
-    health = health or HealthCheck(stage=name)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps, weight_decay=cfg.weight_decay,
                         max_grad_norm=cfg.max_grad_norm)
-    state, state_shardings = sharded_train_state(partitioner, params, tx, copy=True)
-    data_iter = iter(training_dataset(rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
-                                      process_index=jax.process_index(),
-                                      process_count=jax.process_count(), skip_log=skip_log,
-                                      num_workers=num_workers))
-    ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(state, data_iter)
-        logging.info("[%s] resumed from step %d", name, int(state.step))
-    frozen = partitioner.shard_params(frozen)
-    step_fn = make_sft_step(graphdef, tx, partitioner, state_shardings,
-                            partitioner.param_shardings(frozen),
-                            ctc_weight=cfg.ctc_weight,
-                            blank_id=tokenizer.pad_token_id)
-    writer = MetricWriter(workdir, name, resume_step=int(state.step))
-    keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
-              if validate is not None and cfg.eval_every else None)
-    if keeper:
-        keeper.start(state.params)
-    start, tokens = time.perf_counter(), 0
-    progress = StageProgress(name, cfg.steps, int(state.step))
-    while (step := int(state.step)) < cfg.steps:
-        state, metrics = step_fn(state, frozen, partitioner.device_batch(next(data_iter)))
-        health.after_step(step + 1, metrics)
-        tokens += int(metrics["target_tokens"])
-        progress.step_done(step + 1, {"loss": metrics["loss"]})
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            elapsed = time.perf_counter() - start
-            scalars = {k: metrics[k] for k in ("loss", "ctc_loss", "grad_norm") if k in metrics}
-            writer.write(step + 1, {**scalars, "tokens_per_s": tokens / elapsed},
-                         progress.describe(step + 1))
-            start, tokens = time.perf_counter(), 0
-        if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
-            writer.write(step + 1, {"validation_score": score})
-        ckpt.save(step + 1, state, data_iter, force=step + 1 == cfg.steps)
-        stop_here(name, step + 1, functools.partial(ckpt.save_now, step + 1, state, data_iter))
-    progress.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    return keeper.best(state.params) if keeper else state.params
+    loop = TrainingLoop(name, cfg, params=params, tx=tx, tokenizer=tokenizer, **loop_args)
+    return loop.run(SupervisedSteps(loop, cfg, graphdef=graphdef, tx=tx, frozen=frozen,
+                                    partitioner=loop_args["partitioner"],
+                                    blank_id=tokenizer.pad_token_id))

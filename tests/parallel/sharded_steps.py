@@ -25,7 +25,7 @@ from sallm_jax.parallel.mesh import make_mesh  # noqa: E402
 from sallm_jax.parallel.partitioner import Partitioner  # noqa: E402
 from sallm_jax.parallel.sharding import DEFAULT_RULES  # noqa: E402
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn  # noqa: E402
-from sallm_jax.train.grpo import make_grpo_update  # noqa: E402
+from sallm_jax.train.grpo_step import make_grpo_update  # noqa: E402
 from sallm_jax.train.sft import make_sft_step  # noqa: E402
 from sallm_jax.train.state import make_optimizer, sharded_train_state  # noqa: E402
 

@@ -15,7 +15,7 @@ from sallm_jax.models.lora import apply_lora, trainable_filter
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.train.grpo import run_grpo
+from sallm_jax.train.grpo_stage import run_grpo
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.train.grpo import make_grpo_update, make_logprob_fn
+from sallm_jax.train.grpo_step import make_grpo_update, make_logprob_fn
 from sallm_jax.train.microbatch import join_prompts, split_prompts
 from sallm_jax.train.state import sharded_train_state
 

@@ -1,20 +1,18 @@
-"""The GRPO stage: rollout -> rewards (host) -> group advantages -> clipped-ratio update.
+"""One GRPO step on the device and host: rollout -> rewards (host) -> group advantages ->
+clipped-ratio update.
 
 One step, as data: B prompts with audio -> `rollout` samples G completions each ([B * G, C], the
 prefill done once per prompt) -> decoded and scored on the host -> rewards [B, G] back to the
 device -> advantages, reference log-probs (when beta > 0) and old log-probs (when the batch is
 updated after the parameters moved: num_iterations > 1, or a later batch of a generation of
 steps_per_generation > 1) -> `grpo_loss` -> AdamW update with the state's buffers donated.
+The stage around it (generations, watches, checkpoints) is `train/grpo_stage.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import logging
-import pathlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,41 +21,30 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.manifest import ManifestRow
-from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.progress import StageProgress
-from sallm_jax.rl.diagnostics import LogpDiffWatch, logp_difference, masked_mean
-from sallm_jax.rl.grpo import group_advantages, grpo_loss, per_reward_advantages
+from sallm_jax.rl.diagnostics import logp_difference, masked_mean
+from sallm_jax.rl.grpo import (
+    group_advantages,
+    grpo_loss,
+    micro_batch_weights,
+    per_reward_advantages,
+)
 from sallm_jax.rl.policy import completion_logprobs, completion_logprobs_and_entropy, merge_policy
-from sallm_jax.rl.rewards import RewardWatch, get_reward_fns
+from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.rl.rollout import Rollout, SamplingConfig, make_rollout_fn
 from sallm_jax.rl.scoring import (
     ScoredGroups,
-    completions_table,
-    gathered_failures,
     local_rollout,
-    rollout_scalars,
     score_groups,
 )
-from sallm_jax.train.best import BestKeeper
-from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.generation import (
     SavedGeneration,
-    load_generation,
-    prune_generations,
-    save_generation,
 )
-from sallm_jax.train.health import HealthCheck
-from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.microbatch import accumulate, join_prompts, split_prompts
-from sallm_jax.train.preemption import stop_here
 from sallm_jax.train.state import (
     TrainState,
     apply_gradients,
-    make_optimizer,
-    sharded_train_state,
 )
 
 
@@ -141,11 +128,7 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             k = num_prompts // cfg.micro_batch_size
             chunks = {**split_prompts({n: v for n, v in rows.items() if n != "batch"}, k,
                                       cfg.group_size), "batch": split_prompts(batch, k)}
-            # Each micro-batch's share of the loss's normaliser (see AGGREGATIONS).
-            if cfg.loss_aggregation in ("dapo", "bnpo"):
-                weights = chunks["mask"].sum((1, 2)) / jnp.maximum(group["mask"].sum(), 1)
-            else:
-                weights = jnp.full((k,), 1.0 / k)
+            weights = micro_batch_weights(cfg.loss_aggregation, chunks["mask"])
             (loss, (metrics, per_token)), grads = accumulate(grad_fn, state.params, chunks,
                                                              weights, per_chunk=True)
             per_token = jax.tree.map(lambda x: join_prompts(x, cfg.group_size), per_token)
@@ -173,19 +156,6 @@ class GenerationBatch:
     batch: dict[str, jax.Array]
     group: dict[str, jax.Array]
     old_logp: jax.Array | None  # at the sampler's parameters; None: the first update is the only
-
-
-def logged_completions(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
-                       partitioner: Partitioner) -> list[dict]:
-    """This process's groups as `completions_table` records, with the advantages the update
-    formed from every process's rewards."""
-    shape = (-1, cfg.group_size)
-    per_fn = partitioner.gather(groups.per_fn)
-    advantages = batch_advantages(cfg, partitioner.gather(groups.rewards).reshape(shape),
-                                  per_fn.reshape(*shape, per_fn.shape[1]))
-    n = len(groups.texts)
-    mine = np.asarray(advantages).reshape(-1)[jax.process_index() * n:][:n]
-    return completions_table(groups, mine, list(cfg.reward_fns), cfg.group_size)
 
 
 class GRPOStep:
@@ -293,109 +263,3 @@ class GRPOStep:
         """(new state, the last update's metrics, the scored rollout); `state` is donated."""
         (b,) = self.generate(state, [host_batch], [rng])
         return (*self.train(state, b), b.groups)
-
-
-def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
-             frozen: nnx.State, ref_params: nnx.State | None, rows: Sequence[ManifestRow],
-             tokenizer,
-             spec: BatchSpec, workdir: pathlib.Path, seed: int,
-             partitioner: Partitioner, skip_log: SkipLog | None = None,
-             validate: Callable[[nnx.State], float] | None = None,
-             num_workers: int = 0, health: HealthCheck | None = None) -> nnx.State:
-    """Run `cfg.steps` GRPO steps from `params`, resuming from the stage's latest checkpoint.
-
-    `params` are what trains, `frozen` the rest of the model state. The reference policy
-    (beta > 0) is `ref_params` with any LoRA adapters switched off; `ref_params=None` means the
-    policy's own parameters with adapters off, which is the base model when only adapters train
-    (no second copy). `params` stay untouched (the train state starts from a copy, whose buffers
-    each update donates), so they can serve as `ref_params`. `spec.batch_size` is this
-    process's share of the prompts.
-
-    A step trains on one batch. Every `cfg.steps_per_generation` steps a generation rolls out
-    that many batches at once (the first step's `step_seconds` holds their rollouts); batch j
-    of the generation starting at step s is sampled with the key of step s + j, so with one
-    step per generation this is plain GRPO. A checkpoint inside a generation keeps its samples
-    in `workdir/generations/`, and a resumed stage trains on them.
-
-    With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
-    parameters and those every `eval_every` steps are scored and the best are returned (the
-    papers keep the best checkpoint on the validation split). `health` watches every step
-    (default: stop on a non-finite one).
-    """
-    health = health or HealthCheck(stage="grpo")
-    logp_watch = LogpDiffWatch(cfg.warn_logp_diff_above)
-    reward_watch = RewardWatch(cfg.reward_failure_stop_fraction, cfg.reward_failure_stop_steps)
-    tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-                        total_steps=cfg.steps * cfg.num_iterations,
-                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
-    state, state_shardings = sharded_train_state(partitioner, params, tx, copy=True)
-    data_iter = iter(training_dataset(rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
-                                      process_index=jax.process_index(),
-                                      process_count=jax.process_count(), skip_log=skip_log,
-                                      num_workers=num_workers))
-    grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=state_shardings,
-                         frozen=frozen, ref_params=ref_params, rows=rows, tokenizer=tokenizer,
-                         partitioner=partitioner)
-    per_generation = cfg.steps_per_generation
-    ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
-    generations = workdir / "generations"
-    generation, saved = [], None
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(state, data_iter)
-        logging.info("[grpo] resumed from update %d", int(state.step))
-        if (done := int(state.step) // cfg.num_iterations) % per_generation:
-            saved = load_generation(generations, done - done % per_generation,
-                                    jax.process_index())
-            generation = grpo_step.restored(saved)
-
-    def save(step: int, *, force: bool = False, now: bool = False) -> None:
-        nonlocal saved
-        inside = step % per_generation
-        if inside and saved is None and (now or ckpt.will_save(step, force=force)):
-            saved = grpo_step.saved(generation, step - inside)
-            save_generation(generations, saved, jax.process_index())
-        if now:
-            ckpt.save_now(step, state, data_iter)
-        elif ckpt.save(step, state, data_iter, force=force) and (kept := ckpt.kept_steps()):
-            prune_generations(generations, min(kept) - min(kept) % per_generation)
-
-    writer = MetricWriter(workdir, "grpo", resume_step=int(state.step) // cfg.num_iterations)
-    keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
-              if validate is not None and cfg.eval_every else None)
-    if keeper:
-        keeper.start(state.params)
-    base_rng = jax.random.key(seed)
-    progress = StageProgress("grpo", cfg.steps, int(state.step) // cfg.num_iterations)
-    while (step := int(state.step) // cfg.num_iterations) < cfg.steps:
-        start = time.perf_counter()
-        if step % per_generation == 0:
-            generation = grpo_step.generate(
-                state, [next(data_iter) for _ in range(per_generation)],
-                [jax.random.fold_in(base_rng, step + j) for j in range(per_generation)])
-            saved = None
-        b = generation[step % per_generation]
-        state, metrics = grpo_step.train(state, b)
-        groups = b.groups
-        health.after_step(step + 1, metrics)
-        logp_watch.after_step(step + 1, metrics)
-        progress.step_done(step + 1, {"reward": float(groups.rewards.mean())})
-        reward_watch.after_step(step + 1, *gathered_failures(groups, partitioner),
-                                groups.first_errors)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            seconds = time.perf_counter() - start
-            update = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}
-            scalars = {**update, **rollout_scalars(groups, cfg, partitioner),
-                       "step_seconds": seconds}
-            scalars["tokens_per_s"] = scalars.pop("completion_tokens") / seconds
-            writer.write(step + 1, scalars, progress.describe(step + 1))
-        if cfg.log_completions_every and (step + 1) % cfg.log_completions_every == 0:
-            writer.write_completions(step + 1, logged_completions(groups, cfg, partitioner))
-        if keeper and (score := keeper.after_step(step + 1, cfg.steps, state.params)) is not None:
-            writer.write(step + 1, {"validation_score": score})
-        save(step + 1, force=step + 1 == cfg.steps)
-        stop_here("grpo", step + 1, functools.partial(save, step + 1, now=True))
-    progress.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    return keeper.best(state.params) if keeper else state.params

@@ -1,0 +1,134 @@
+"""The GRPO stage: `GRPOStep`s in the shared `TrainingLoop`, a generation of
+`rl.steps_per_generation` batches at a time, with the reward and sampler-gap watches, the
+completions table and checkpoints that keep the samples of a generation they fall inside."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.rl.diagnostics import LogpDiffWatch
+from sallm_jax.rl.rewards import RewardWatch
+from sallm_jax.rl.scoring import ScoredGroups, completions_table, gathered_failures, rollout_scalars
+from sallm_jax.train.generation import load_generation, prune_generations, save_generation
+from sallm_jax.train.grpo_step import GRPOStep, batch_advantages
+from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
+from sallm_jax.train.metric_writer import MetricWriter
+from sallm_jax.train.state import TrainState, make_optimizer
+
+
+def logged_completions(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
+                       partitioner: Partitioner) -> list[dict]:
+    """This process's groups as `completions_table` records, with the advantages the update
+    formed from every process's rewards."""
+    shape = (-1, cfg.group_size)
+    per_fn = partitioner.gather(groups.per_fn)
+    advantages = batch_advantages(cfg, partitioner.gather(groups.rewards).reshape(shape),
+                                  per_fn.reshape(*shape, per_fn.shape[1]))
+    n = len(groups.texts)
+    mine = np.asarray(advantages).reshape(-1)[jax.process_index() * n:][:n]
+    return completions_table(groups, mine, list(cfg.reward_fns), cfg.group_size)
+
+
+class GRPOSteps(StageSteps):
+    """GRPO's steps in a `TrainingLoop`: a generation every `cfg.steps_per_generation` steps,
+    then one batch of it per step; the reward and sampler-gap watches; the completions table;
+    checkpoints that keep the samples of a generation they fall inside."""
+
+    def __init__(self, loop: TrainingLoop, grpo_step: GRPOStep, cfg: ml_collections.ConfigDict,
+                 *, workdir: pathlib.Path, seed: int, partitioner: Partitioner):
+        self.loop, self.grpo_step, self.cfg, self.partitioner = loop, grpo_step, cfg, partitioner
+        self.logp_watch = LogpDiffWatch(cfg.warn_logp_diff_above)
+        self.reward_watch = RewardWatch(cfg.reward_failure_stop_fraction,
+                                        cfg.reward_failure_stop_steps)
+        self.generations, self.base_rng = workdir / "generations", jax.random.key(seed)
+        self.generation, self.saved, self.groups = [], None, None
+        k = cfg.steps_per_generation
+        if loop.resumed and (done := loop.step) % k:
+            self.saved = load_generation(self.generations, done - done % k, jax.process_index())
+            self.generation = grpo_step.restored(self.saved)
+
+    def step(self, state: TrainState, step: int) -> tuple[TrainState, StepResult]:
+        k = self.cfg.steps_per_generation
+        if step % k == 0:
+            self.generation = self.grpo_step.generate(
+                state, [next(self.loop.data_iter) for _ in range(k)],
+                [jax.random.fold_in(self.base_rng, step + j) for j in range(k)])
+            self.saved = None
+        b = self.generation[step % k]
+        state, metrics = self.grpo_step.train(state, b)
+        self.groups = b.groups
+        return state, StepResult(metrics, {"reward": float(b.groups.rewards.mean())},
+                                 functools.partial(self.scalars, metrics, b.groups))
+
+    def scalars(self, metrics: dict[str, jax.Array], groups: ScoredGroups,
+                seconds: float) -> dict[str, float]:
+        update = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}
+        scalars = {**update, **rollout_scalars(groups, self.cfg, self.partitioner),
+                   "step_seconds": seconds}
+        scalars["tokens_per_s"] = scalars.pop("completion_tokens") / seconds
+        return scalars
+
+    def check(self, step: int, result: StepResult) -> None:
+        self.logp_watch.after_step(step, result.metrics)
+        self.reward_watch.after_step(step, *gathered_failures(self.groups, self.partitioner),
+                                     self.groups.first_errors)
+
+    def record(self, step: int, writer: MetricWriter) -> None:
+        every = self.cfg.log_completions_every
+        if every and step % every == 0:
+            writer.write_completions(step, logged_completions(self.groups, self.cfg,
+                                                              self.partitioner))
+
+    def save(self, step: int, *, force: bool = False, now: bool = False) -> None:
+        """The loop's checkpoint, and before one inside a generation its samples (once per
+        generation); generations no kept checkpoint lies in are pruned."""
+        k, ckpt = self.cfg.steps_per_generation, self.loop.ckpt
+        inside = step % k
+        if inside and self.saved is None and (now or ckpt.will_save(step, force=force)):
+            self.saved = self.grpo_step.saved(self.generation, step - inside)
+            save_generation(self.generations, self.saved, jax.process_index())
+        if self.loop.save(step, force=force, now=now) and not now and (
+                kept := ckpt.kept_steps()):
+            prune_generations(self.generations, min(kept) - min(kept) % k)
+
+
+def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
+             frozen: nnx.State, ref_params: nnx.State | None, rows: Sequence[ManifestRow],
+             tokenizer, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
+             **loop_args) -> nnx.State:
+    """Run `cfg.steps` GRPO steps from `params`, resuming from the stage's latest checkpoint.
+
+    `params` are what trains, `frozen` the rest of the model state. The reference policy
+    (beta > 0) is `ref_params` with any LoRA adapters switched off; `ref_params=None` means the
+    policy's own parameters with adapters off, which is the base model when only adapters train
+    (no second copy). `params` stay untouched (the train state starts from a copy, whose buffers
+    each update donates), so they can serve as `ref_params`.
+
+    A step trains on one batch. Every `cfg.steps_per_generation` steps a generation rolls out
+    that many batches at once (the first step's `step_seconds` holds their rollouts); batch j
+    of the generation starting at step s is sampled with the key of step s + j, so with one
+    step per generation this is plain GRPO. A checkpoint inside a generation keeps its samples
+    in `workdir/generations/`, and a resumed stage trains on them. `loop_args` (spec, skip_log,
+    validate, num_workers, health) are `TrainingLoop`'s: checkpoints, resume, metrics, best on
+    validation and the health check are the loop's.
+    """
+    tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+                        total_steps=cfg.steps * cfg.num_iterations,
+                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
+    loop = TrainingLoop("grpo", cfg, params=params, tx=tx, rows=rows, tokenizer=tokenizer,
+                        workdir=workdir, seed=seed, partitioner=partitioner,
+                        updates_per_step=cfg.num_iterations, counter="update", **loop_args)
+    grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=loop.state_shardings,
+                         frozen=frozen, ref_params=ref_params, rows=rows, tokenizer=tokenizer,
+                         partitioner=partitioner)
+    steps = GRPOSteps(loop, grpo_step, cfg, workdir=workdir, seed=seed, partitioner=partitioner)
+    return loop.run(steps, save=steps.save)

@@ -1,0 +1,148 @@
+"""The loop every training stage runs in, written once: the train state (a copy of the starting
+parameters), the data iterator, Orbax checkpoints and the resume from the latest, the metric
+writer, the best-on-validation keeper, the health check, the progress bar and the preemption
+save. A stage brings only its steps (`StageSteps`).
+
+One pass of the loop, for step s (1-based, counted as the stage's config counts them):
+  steps.step(state, s - 1) -> (state, StepResult)   the stage's own work
+  health.after_step(s, metrics)                     stop (or skip) on a non-finite update
+  steps.check(s, result)                            the stage's own watches
+  progress, and on a log step the record            result.scalars(seconds of the step)
+  steps.record(s, writer)                           the stage's own extra records
+  best-on-validation every cfg.eval_every steps
+  checkpoint every cfg.checkpoint_every steps (and the last); SIGTERM / SIGINT: save and stop
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import pathlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import ml_collections
+import optax
+from flax import nnx
+
+from sallm_jax.data.bad_input import SkipLog
+from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.data.pipeline import BatchSpec, training_dataset
+from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.progress import StageProgress
+from sallm_jax.train.best import BestKeeper
+from sallm_jax.train.checkpoint import Checkpointer
+from sallm_jax.train.health import HealthCheck
+from sallm_jax.train.metric_writer import MetricWriter
+from sallm_jax.train.preemption import stop_here
+from sallm_jax.train.state import TrainState, sharded_train_state
+
+
+@dataclasses.dataclass
+class StepResult:
+    """What one step reports to the loop."""
+
+    metrics: Mapping[str, jax.Array]  # the update's, "finite" included (the health check's)
+    progress: dict[str, float]  # shown on the progress bar
+    scalars: Callable[[float], dict[str, float]]  # seconds of the step -> the logged record
+
+
+class StageSteps:
+    """A training stage's own part: `step`; `check` and `record` do nothing unless a stage
+    needs them, and `save` is the loop's unless a stage keeps more than its checkpoint."""
+
+    def step(self, state: TrainState, step: int) -> tuple[TrainState, StepResult]:
+        """Step `step + 1` from `state` (donated): (new state, its result)."""
+        raise NotImplementedError
+
+    def check(self, step: int, result: StepResult) -> None:
+        """Watches after step `step`'s health check; may raise to stop the stage."""
+
+    def record(self, step: int, writer: MetricWriter) -> None:
+        """Records of step `step` beyond the scalars."""
+
+
+class TrainingLoop:
+    """The skeleton of a training stage named `name`, configured by its section `cfg` (steps,
+    batch_size, checkpoint_every, log_every, eval_every).
+
+    `params` are what trains (all parameters, or the LoRA adapters and what the config adds);
+    they stay untouched, since the train state starts from a copy. `spec.batch_size` is this
+    process's share of the batch. A step runs `updates_per_step` optimiser updates (GRPO's
+    num_iterations), so the state's counter counts updates and `step` is that over
+    `updates_per_step`; `counter` names the state's counter in the resume log line.
+
+    With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
+    parameters and those every `eval_every` steps are scored and `run` returns the best (the
+    papers keep the best checkpoint on the validation split). `health` watches every step
+    (default: stop on a non-finite one).
+    """
+
+    def __init__(self, name: str, cfg: ml_collections.ConfigDict, *, params: nnx.State,
+                 tx: optax.GradientTransformation, rows: Sequence[ManifestRow], tokenizer,
+                 spec: BatchSpec, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
+                 skip_log: SkipLog | None = None,
+                 validate: Callable[[nnx.State], float] | None = None, num_workers: int = 0,
+                 health: HealthCheck | None = None, updates_per_step: int = 1,
+                 counter: str = "step"):
+        self.name, self.cfg, self.updates_per_step = name, cfg, updates_per_step
+        self.health = health or HealthCheck(stage=name)
+        self.state, self.state_shardings = sharded_train_state(partitioner, params, tx,
+                                                               copy=True)
+        self.data_iter = iter(training_dataset(
+            rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            skip_log=skip_log, num_workers=num_workers))
+        self.ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
+        self.resumed = self.ckpt.latest_step() is not None
+        if self.resumed:
+            self.state = self.ckpt.restore(self.state, self.data_iter)
+            logging.info("[%s] resumed from %s %d", name, counter, int(self.state.step))
+        self.writer = MetricWriter(workdir, name, resume_step=self.step)
+        self.keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
+                       if validate is not None and cfg.eval_every else None)
+
+    @property
+    def step(self) -> int:
+        """Steps done."""
+        return int(self.state.step) // self.updates_per_step
+
+    def save(self, step: int, *, force: bool = False, now: bool = False) -> bool:
+        """Checkpoint the state and data position after `step` when due (`force`: always;
+        `now`: always, and wait until it is on disk); whether a save started."""
+        if now:
+            self.ckpt.save_now(step, self.state, self.data_iter)
+            return True
+        return self.ckpt.save(step, self.state, self.data_iter, force=force)
+
+    def run(self, steps: StageSteps,
+            save: Callable[..., object] | None = None) -> nnx.State:
+        """Run the steps left up to `cfg.steps`; the final (or best) parameters. `save` (with
+        `save`'s arguments) replaces the loop's own checkpointing."""
+        cfg, name, save = self.cfg, self.name, save or self.save
+        if self.keeper:
+            self.keeper.start(self.state.params)
+        progress = StageProgress(name, cfg.steps, self.step)
+        while (step := self.step) < cfg.steps:
+            start = time.perf_counter()
+            self.state, result = steps.step(self.state, step)
+            done = step + 1
+            self.health.after_step(done, result.metrics)
+            steps.check(done, result)
+            progress.step_done(done, result.progress)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                self.writer.write(done, result.scalars(time.perf_counter() - start),
+                                  progress.describe(done))
+            steps.record(done, self.writer)
+            if self.keeper and (score := self.keeper.after_step(done, cfg.steps,
+                                                                self.state.params)) is not None:
+                self.writer.write(done, {"validation_score": score})
+            save(done, force=done == cfg.steps)
+            stop_here(name, done, functools.partial(save, done, now=True))
+        progress.close()
+        self.ckpt.wait()
+        self.ckpt.close()
+        self.writer.close()
+        return self.keeper.best(self.state.params) if self.keeper else self.state.params

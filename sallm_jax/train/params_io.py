@@ -1,0 +1,27 @@
+"""Parameters on disk (Orbax): a finished stage's, the best on validation, the base model's."""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from sallm_jax.parallel.partitioner import Partitioner
+
+
+def save_params(directory: pathlib.Path, params: nnx.State, *, overwrite: bool = False) -> None:
+    """Write `params` to `directory` (Orbax finalises it only once complete); `overwrite`
+    replaces a directory that exists."""
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory.absolute(), params, force=overwrite)
+
+
+def restore_params(directory: pathlib.Path, like: nnx.State,
+                   partitioner: Partitioner) -> nnx.State:
+    """Parameters saved by `save_params`, restored straight into the mesh layout of `like`."""
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          like, partitioner.param_shardings(like))
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(directory.absolute(), target)
