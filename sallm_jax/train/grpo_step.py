@@ -99,34 +99,34 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     over the sampled completion tokens, from the same log-softmax as the log-probs.
     """
 
-    def loss_fn(params, frozen, rows):
+    def loss_fn(params, frozen, inputs):
         logp, entropy = completion_logprobs_and_entropy(
-            merge_policy(graphdef, params, frozen), rows["batch"], rows["ids"], rows["mask"],
+            merge_policy(graphdef, params, frozen), inputs["batch"], inputs["ids"], inputs["mask"],
             group_size=cfg.group_size, temperature=cfg.temperature)
-        old = jax.lax.stop_gradient(logp) if rows["old_logp"] is None else rows["old_logp"]
+        old = jax.lax.stop_gradient(logp) if inputs["old_logp"] is None else inputs["old_logp"]
         loss, metrics = grpo_loss(
-            logp, old, rows["ref_logp"], rows["advantages"], rows["mask"].astype(jnp.float32),
+            logp, old, inputs["ref_logp"], inputs["advantages"], inputs["mask"].astype(jnp.float32),
             epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
             aggregation=cfg.loss_aggregation,
             importance_sampling_level=cfg.importance_sampling_level,
-            off_policy=rows["off_policy"] if cfg.num_off_policy else None,
+            off_policy=inputs["off_policy"] if cfg.num_off_policy else None,
             loss_type=cfg.loss_type, delta=cfg.delta or None, sapo_tau_pos=cfg.sapo_tau_pos,
             sapo_tau_neg=cfg.sapo_tau_neg, entropy=entropy,
             top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=cfg.entropy_coef)
         return loss, (metrics, jax.lax.stop_gradient({"logp": logp, "entropy": entropy}))
 
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
-        rows = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
-                "off_policy": group["off_policy"], "old_logp": old_logp, "ref_logp": ref_logp,
-                "advantages": batch_advantages(cfg, group["rewards"],
-                                               group.get("per_fn")).reshape(-1)}
+        inputs = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
+                  "off_policy": group["off_policy"], "old_logp": old_logp, "ref_logp": ref_logp,
+                  "advantages": batch_advantages(cfg, group["rewards"],
+                                                 group.get("per_fn")).reshape(-1)}
         grad_fn = jax.value_and_grad(lambda p, r: loss_fn(p, frozen, r), has_aux=True)
         num_prompts = group["rewards"].shape[0]
         if not cfg.micro_batch_size or cfg.micro_batch_size >= num_prompts:
-            (loss, (metrics, per_token)), grads = grad_fn(state.params, rows)
+            (loss, (metrics, per_token)), grads = grad_fn(state.params, inputs)
         else:
             k = num_prompts // cfg.micro_batch_size
-            chunks = {**split_prompts({n: v for n, v in rows.items() if n != "batch"}, k,
+            chunks = {**split_prompts({n: v for n, v in inputs.items() if n != "batch"}, k,
                                       cfg.group_size), "batch": split_prompts(batch, k)}
             weights = micro_batch_weights(cfg.loss_aggregation, chunks["mask"])
             (loss, (metrics, per_token)), grads = accumulate(grad_fn, state.params, chunks,
