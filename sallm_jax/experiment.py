@@ -37,7 +37,7 @@ from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
 from sallm_jax.eval.evaluate import evaluate
-from sallm_jax.eval.metric_names import METRICS
+from sallm_jax.eval.metric_names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import num_audio_tokens
 from sallm_jax.models.hub.load import load_checkpoint
@@ -184,7 +184,7 @@ def batch_spec(cfg: ml_collections.ConfigDict, model: SpeechLMConfig, key: str,
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """A plain-text table: one row per (stage, evaluation), one column per metric it has (mean
     +- std over the draws of a sampled evaluation)."""
-    names = [n for n in METRICS
+    names = [n for n in SUMMARY
              if any(n in metrics for by_split in results.values() for metrics in by_split.values())]
     lines = [f"{'stage':<8}{'evaluation':<16}" + "".join(f"{n:>16}" for n in names)]
     for stage, by_split in results.items():

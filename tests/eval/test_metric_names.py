@@ -3,7 +3,7 @@ evaluation reports, and their direction is what the metrics do on right and wron
 
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.eval.evaluate import task_metrics
-from sallm_jax.eval.metric_names import HIGHER_IS_BETTER, LOWER_IS_BETTER, METRICS
+from sallm_jax.eval.metric_names import HIGHER_IS_BETTER, LOWER_IS_BETTER, METRICS, SUMMARY
 
 ROWS = [ManifestRow(id="q", audio="a.wav", task="sqa", question="Who spoke?",
                     answer="the old man spoke first"),
@@ -22,6 +22,8 @@ def test_the_names_are_what_an_evaluation_reports():
     assert set(overall(task_metrics(ROWS, RIGHT))) == set(METRICS)
     assert set(HIGHER_IS_BETTER) | set(LOWER_IS_BETTER) == set(METRICS)
     assert not set(HIGHER_IS_BETTER) & set(LOWER_IS_BETTER)
+    assert [m for m in METRICS if m in SUMMARY] == list(SUMMARY)
+    assert {"bleu", "rouge_l", "wer", "accuracy"} <= set(SUMMARY)
 
 
 def test_the_direction_of_each_metric():
