@@ -54,8 +54,8 @@ from sallm_jax.models.presets import get_preset
 from sallm_jax.models.remat import set_remat
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.plan_memory import PlanInputs, plan_memory
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
+from sallm_jax.step_memory import PlanInputs, plan_memory
 from sallm_jax.train.grpo_step import GRPOStep
 from sallm_jax.train.state import make_optimizer, sharded_train_state
 
