@@ -34,7 +34,7 @@ from sallm_jax.configs.base import base_config
 from sallm_jax.data.embedded_sqa import sample_passage
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.tokenizer import train_tokenizer
-from sallm_jax.models.qwen2_audio.hub import from_pretrained
+from sallm_jax.models.hub.load import load_checkpoint
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rewards import get_reward_fns
@@ -103,7 +103,7 @@ class Ours:
 
     def __init__(self, audio_dir: str, rows: list[ManifestRow], tokenizer):
         self.partitioner = Partitioner(make_mesh({"data": -1}), ())
-        model = from_pretrained(audio_dir)
+        model = load_checkpoint(audio_dir).model
         self.graphdef, params, frozen = nnx.split(
             model, nnx.All(nnx.Param, nnx.PathContains("language_model")), ...)
         cfg = rl_config()

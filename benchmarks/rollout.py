@@ -27,8 +27,8 @@ from flax import nnx
 from benchmarks.checkpoints import CLIP_SECONDS, SIZES, save_random_checkpoint
 from benchmarks.features import SAMPLE_RATE, speechlike_clips
 from benchmarks.timing import Row, alternate, paired_ratios, rates
+from sallm_jax.models.hub.load import load_checkpoint
 from sallm_jax.models.qwen2_audio.config import audio_token_count
-from sallm_jax.models.qwen2_audio.hub import from_pretrained
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
@@ -65,7 +65,7 @@ class Ours:
     def __init__(self, path: str, vocab: int, temperature: float):
         self.partitioner = Partitioner(make_mesh({"data": -1}), ())
         # Full fine-tuning's split, as experiment.py makes it without LoRA.
-        graphdef, params, frozen = nnx.split(from_pretrained(path), nnx.Param, ...)
+        graphdef, params, frozen = nnx.split(load_checkpoint(path).model, nnx.Param, ...)
         self.params = self.partitioner.shard_params(params)
         self.frozen = self.partitioner.shard_params(frozen)
         sampling = SamplingConfig(max_new_tokens=COMPLETION, temperature=temperature)

@@ -10,12 +10,13 @@ base weights with a filter (`trainable_filter`) and optax sees only what it shou
 
 Switching adapters off (the GRPO reference policy) needs no second copy of the base weights:
 `LoRALinear.enabled` is a static Python attribute that the forward reads at trace time, and
-`lora_disabled(model)` flips it for a block. Inside a jitted pure function:
+`set_lora_enabled(model, False)` flips it (`rl.policy.merge_policy` does, for the reference).
+Inside a jitted pure function:
 
     def ref_logits(graphdef, state, batch):
         model = nnx.merge(graphdef, state)      # the same arrays the policy uses
-        with lora_disabled(model):
-            return model(*batch)
+        set_lora_enabled(model, False)          # on this merged copy of the modules only
+        return model(*batch)
 
 Because the flag is static, the reference program contains no adapter matmuls at all; because it
 lives on the module, it is part of the graphdef that `nnx.jit` keys its cache on, so a function
@@ -32,7 +33,6 @@ Training config knobs this module serves (names proposed for the experiment conf
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -64,7 +64,7 @@ class LoRALinear(nnx.Module):
       lora_a: LoRAParam [in, rank], PEFT-style uniform init.
       lora_b: LoRAParam [rank, out], zeros, so a fresh adapter leaves the output unchanged.
       rank, alpha: Python numbers (static).
-      enabled: static bool read by the forward; see `lora_disabled`.
+      enabled: static bool read by the forward; see `set_lora_enabled`.
     """
 
     def __init__(self, base: nnx.Linear, *, rank: int, alpha: float, rngs: nnx.Rngs):
@@ -209,21 +209,6 @@ def set_lora_enabled(model: nnx.Module, enabled: bool) -> None:
     for _, module in lora_modules(model):
         module.enabled = bool(enabled)
 
-
-@contextlib.contextmanager
-def lora_disabled(model: nnx.Module) -> Iterator[nnx.Module]:
-    """Runs a block with every adapter off (the base model), restoring the flags afterwards.
-
-    Works eagerly and on a model rebuilt with `nnx.merge` inside a jitted function; the base
-    weights are shared, never copied.
-    """
-    previous = [(module, module.enabled) for _, module in lora_modules(model)]
-    set_lora_enabled(model, False)
-    try:
-        yield model
-    finally:
-        for module, enabled in previous:
-            module.enabled = enabled
 
 
 def merge_lora(model: nnx.Module) -> nnx.Module:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import transformers
 
+from sallm_jax.models.hub.load import load_checkpoint
+from sallm_jax.models.hub.safetensors_io import SafetensorsDir
 from sallm_jax.models.qwen2_audio.config import audio_token_count
 
 AUDIO_ID = 299
@@ -255,3 +257,14 @@ def hf_logits(model: torch.nn.Module, features, lengths, input_ids, attention_ma
             position_ids=torch.from_numpy(positions).long(),
         )
     return out.logits.float().numpy()
+
+
+def jax_model(path):
+    """Our model of a checkpoint directory, read as a run reads it (`load_checkpoint`)."""
+    return load_checkpoint(path).model
+
+
+def read_tensors(path) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint directory (one file, or an index and shards)."""
+    with SafetensorsDir(path) as tensors:
+        return {key: tensors[key] for key in tensors}

@@ -13,10 +13,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from cached_decoding import cached_logits  # noqa: E402
+from hf_tiny import jax_model  # noqa: E402
 
 from sallm_jax.models.abstract import count_params  # noqa: E402
 from sallm_jax.models.granite_speech.config import granite_audio_token_count  # noqa: E402
-from sallm_jax.models.granite_speech.hub import granite_from_pretrained  # noqa: E402
 
 AUDIO_ID = 99
 PAD_ID = 0
@@ -123,7 +123,7 @@ def models(tmp_path_factory):
     randomise(hf)
     path = tmp_path_factory.mktemp("granite_speech_tiny")
     hf.save_pretrained(path)
-    ours = granite_from_pretrained(path)
+    ours = jax_model(path)
 
     features, lengths, input_ids, attention_mask = _inputs()
     counts = granite_audio_token_count(lengths)

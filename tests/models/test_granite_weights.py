@@ -12,6 +12,8 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from hf_tiny import jax_model, read_tensors  # noqa: E402
+
 from sallm_jax.models.abstract import count_params  # noqa: E402
 from sallm_jax.models.granite_speech.config import (  # noqa: E402
     GraniteEncoderConfig,
@@ -19,14 +21,12 @@ from sallm_jax.models.granite_speech.config import (  # noqa: E402
     GraniteTextConfig,
 )
 from sallm_jax.models.granite_speech.hub import (  # noqa: E402
-    granite_from_pretrained,
     granite_param_map,
     granite_speech_config_from_hf,
     load_granite_config,
     load_granite_state_dict,
 )
 from sallm_jax.models.granite_speech.model import GraniteSpeechLM  # noqa: E402
-from sallm_jax.models.hub.safetensors_io import load_safetensors_dir  # noqa: E402
 
 
 def _hf_config(**top):
@@ -142,12 +142,12 @@ def test_4x_config_and_class_defaults():
 
 def test_map_covers_exactly_the_saved_keys_and_converts_layouts(checkpoint):
     path, hf = checkpoint
-    tensors = load_safetensors_dir(path)
+    tensors = read_tensors(path)
     config = load_granite_config(path)
     saved = {k for k in tensors if not k.endswith("num_batches_tracked")}
     assert set(granite_param_map(config)) == saved
     assert "language_model.lm_head.weight" in saved
-    model = granite_from_pretrained(path)
+    model = jax_model(path)
     layer = model.encoder.layers[0]
     np.testing.assert_array_equal(
         layer.attn.to_kv.kernel[...], tensors["encoder.layers.0.attn.to_kv.weight"].T
@@ -187,7 +187,7 @@ def test_map_covers_exactly_the_saved_keys_and_converts_layouts(checkpoint):
 def test_errors_name_every_bad_key(checkpoint):
     path, _ = checkpoint
     config = load_granite_config(path)
-    tensors = load_safetensors_dir(path)
+    tensors = read_tensors(path)
     tensors.pop("encoder.layers.0.conv.batch_norm.running_var")
     tensors["projector.extra.weight"] = np.zeros(3, np.float32)
     tensors["projector.linear.weight"] = np.zeros((12, 9), np.float32)
@@ -206,7 +206,7 @@ def test_tied_checkpoint(checkpoint):
     tied = dataclasses.replace(
         config, text=dataclasses.replace(config.text, tie_word_embeddings=True)
     )
-    tensors = load_safetensors_dir(path)
+    tensors = read_tensors(path)
     # An lm_head that differs from the embeddings cannot be dropped silently.
     with pytest.raises(ValueError, match="differs from language_model.model.embed_tokens"):
         load_granite_state_dict(_abstract(tied), tensors)
@@ -226,9 +226,9 @@ def test_default_tie_follows_the_speech_wrapper(tmp_path):
     assert hf.config.text_config.tie_word_embeddings is False
     assert hf.lm_head.weight.data_ptr() == hf.model.language_model.embed_tokens.weight.data_ptr()
     hf.save_pretrained(tmp_path)
-    assert "language_model.lm_head.weight" not in load_safetensors_dir(tmp_path)
+    assert "language_model.lm_head.weight" not in read_tensors(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is True
-    model = granite_from_pretrained(tmp_path)
+    model = jax_model(tmp_path)
     assert model.language_model.lm_head is None
     assert count_params(model.config) == sum(p.numel() for p in hf.parameters())
 

@@ -23,6 +23,7 @@ from hf_tiny import (  # noqa: E402
     FRAMES,
     PAD_ID,
     VOCAB,
+    jax_model,  # noqa: E402
     qwen2_audio_config,
     randomise,
     save_qwen2_audio,
@@ -30,7 +31,6 @@ from hf_tiny import (  # noqa: E402
 
 from sallm_jax.audio.log_mel import num_feature_frames  # noqa: E402
 from sallm_jax.models.qwen2_audio.config import audio_token_count  # noqa: E402
-from sallm_jax.models.qwen2_audio.hub import from_pretrained  # noqa: E402
 from sallm_jax.models.speech_lm_base import positions_from_mask  # noqa: E402
 from sallm_jax.rl.rollout import SamplingConfig, rollout  # noqa: E402
 
@@ -50,7 +50,7 @@ def greedy_models(tmp_path_factory):
     hf = transformers.Qwen2AudioForConditionalGeneration(qwen2_audio_config()).eval()
     randomise(hf, std=0.3)
     hf.save_pretrained(path)
-    return hf, from_pretrained(path)
+    return hf, jax_model(path)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def models(tmp_path_factory):
     """(hf, ours) from hf_tiny's std 0.1 checkpoint, as in test_speech_lm_parity.py."""
     path = tmp_path_factory.mktemp("qwen2_audio_tiny")
     hf = save_qwen2_audio(path)
-    return hf, from_pretrained(path)
+    return hf, jax_model(path)
 
 
 def _left_pad(rows):
@@ -212,13 +212,12 @@ def test_granite_greedy_rollout_matches_transformers_generate(tmp_path):
         from tests.models.test_granite_parity import hf_config
 
     from sallm_jax.models.granite_speech.config import granite_audio_token_count
-    from sallm_jax.models.granite_speech.hub import granite_from_pretrained
 
     torch.manual_seed(0)
     hf = transformers.GraniteSpeechForConditionalGeneration(hf_config()).eval()
     randomise(hf, std=0.3)  # see greedy_models
     hf.save_pretrained(tmp_path)
-    ours = granite_from_pretrained(tmp_path)
+    ours = jax_model(tmp_path)
     audio_id, vocab = hf.config.audio_token_index, hf.config.text_config.vocab_size
 
     rng = np.random.default_rng(0)

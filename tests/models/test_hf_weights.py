@@ -13,9 +13,9 @@ from safetensors.numpy import save_file
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sallm_jax.models.hub.safetensors_io import load_safetensors_dir  # noqa: E402
+from hf_tiny import jax_model, read_tensors  # noqa: E402
+
 from sallm_jax.models.qwen2_audio.hub import (  # noqa: E402
-    from_pretrained,
     hf_param_map,
     load_hf_config,
     load_hf_state_dict,
@@ -84,10 +84,10 @@ def test_4x_config_and_class_defaults():
 
 def test_map_covers_exactly_the_saved_keys_and_converts_layouts(checkpoint):
     path, hf = checkpoint
-    tensors = load_safetensors_dir(path)
+    tensors = read_tensors(path)
     config = load_hf_config(path)
     assert set(hf_param_map(config)) == set(tensors)
-    model = from_pretrained(path)
+    model = jax_model(path)
     q = model.audio_tower.layers[0].self_attn.q_proj.kernel[...]
     np.testing.assert_array_equal(q, tensors["audio_tower.layers.0.self_attn.q_proj.weight"].T)
     conv = model.audio_tower.conv2.kernel[...]
@@ -105,7 +105,7 @@ def test_map_covers_exactly_the_saved_keys_and_converts_layouts(checkpoint):
 
 def test_sharded_checkpoint(checkpoint, tmp_path):
     path, _ = checkpoint
-    tensors = load_safetensors_dir(path)
+    tensors = read_tensors(path)
     names = sorted(tensors)
     shards = {"model-00001-of-00002.safetensors": names[::2]}
     shards["model-00002-of-00002.safetensors"] = names[1::2]
@@ -113,18 +113,18 @@ def test_sharded_checkpoint(checkpoint, tmp_path):
         save_file({k: tensors[k] for k in keys}, str(tmp_path / shard))
     index = {"metadata": {}, "weight_map": {k: s for s, ks in shards.items() for k in ks}}
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    loaded = load_safetensors_dir(tmp_path)
+    loaded = read_tensors(tmp_path)
     assert set(loaded) == set(tensors)
     for k in names:
         np.testing.assert_array_equal(loaded[k], tensors[k])
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
-        load_safetensors_dir(tmp_path / "missing")
+        read_tensors(tmp_path / "missing")
 
 
 def test_errors_name_every_bad_key(checkpoint):
     path, _ = checkpoint
     config = load_hf_config(path)
-    tensors = load_safetensors_dir(path)
+    tensors = read_tensors(path)
     tensors.pop("language_model.model.layers.0.mlp.up_proj.weight")
     tensors["audio_tower.extra.weight"] = np.zeros(3, np.float32)
     tensors["multi_modal_projector.linear.weight"] = np.zeros((24, 31), np.float32)
@@ -142,7 +142,7 @@ def test_tied_checkpoint_needs_no_lm_head(checkpoint):
     tied = dataclasses.replace(
         config, text=dataclasses.replace(config.text, tie_word_embeddings=True)
     )
-    tensors = load_safetensors_dir(path)
+    tensors = read_tensors(path)
     load_hf_state_dict(_abstract(tied), tensors)  # a present lm_head is ignored
     tensors.pop("language_model.lm_head.weight")
     model = load_hf_state_dict(_abstract(tied), tensors)

@@ -17,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from hf_tiny import (  # noqa: E402
     hf_logits,
+    jax_model,  # noqa: E402
     merged_qwen2_audio,
     qwen2_audio_inputs,
     qwen2_audio_model,
@@ -30,12 +31,11 @@ from sallm_jax.models.lora import (  # noqa: E402
     LoRALinear,
     LoRAParam,
     apply_lora,
-    lora_disabled,
     lora_modules,
     merge_lora,
+    set_lora_enabled,
     trainable_filter,
 )
-from sallm_jax.models.qwen2_audio.hub import from_pretrained  # noqa: E402
 
 RANK, ALPHA = 4, 12.0  # scaling 3: a wrong alpha / r would show
 TOL = 1e-4
@@ -82,7 +82,7 @@ def test_peft_adapter_matches_the_formula(setup):
     assert (
         keys[0] == "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"
     )
-    model = load_peft_adapter(from_pretrained(path), adapter)
+    model = load_peft_adapter(jax_model(path), adapter)
     wrapped = [".".join(map(str, p)) for p, _ in lora_modules(model)]
     assert wrapped == [
         f"language_model.layers.{i}.self_attn.{proj}"
@@ -106,7 +106,7 @@ def test_hub_layout_keys_and_formula(setup, tmp_path):
     }
     save_file(hub, tmp_path / "adapter_model.safetensors")
     (tmp_path / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
-    model = load_peft_adapter(from_pretrained(path), tmp_path)
+    model = load_peft_adapter(jax_model(path), tmp_path)
     base = load_file(path / "model.safetensors")
     name = "language_model.model.layers.1.self_attn.v_proj"
     expected = base[f"{name}.weight"] + (ALPHA / RANK) * (
@@ -124,14 +124,14 @@ def test_hub_layout_keys_and_formula(setup, tmp_path):
 def _reference_logits(graphdef, state, features, lengths, input_ids, attention_mask):
     """The GRPO reference forward: a pure function of (graphdef, state) with adapters off."""
     model = nnx.merge(graphdef, state)  # shares `state`'s arrays: no second base copy
-    with lora_disabled(model):
-        return model(input_ids, attention_mask, features, lengths)
+    set_lora_enabled(model, False)
+    return model(input_ids, attention_mask, features, lengths)
 
 
 def test_adapters_off_restore_base_logits_in_a_pure_jitted_function(setup):
     path, adapter, inputs, base_logits, adapted_logits = setup
-    base = from_pretrained(path)
-    model = load_peft_adapter(from_pretrained(path), adapter)
+    base = jax_model(path)
+    model = load_peft_adapter(jax_model(path), adapter)
     batch = tuple(map(jnp.asarray, inputs))
     reference = jax.jit(_reference_logits, static_argnums=0)
     off = np.asarray(reference(*nnx.split(model), *batch))
@@ -153,7 +153,7 @@ def test_adapters_off_restore_base_logits_in_a_pure_jitted_function(setup):
     np.testing.assert_allclose(on[valid], adapted_logits[valid], atol=TOL, rtol=0)
     # One program holding both forwards fuses differently: equal to float32 rounding.
     np.testing.assert_allclose(off_too, off, atol=1e-5, rtol=0)
-    # The flags are restored: the eager model still runs with adapters on.
+    # Only the merged copy was switched: the eager model still runs with adapters on.
     assert all(m.enabled for _, m in lora_modules(model))
     np.testing.assert_allclose(_logits(model, inputs)[valid], adapted_logits[valid], atol=TOL)
 
@@ -161,7 +161,7 @@ def test_adapters_off_restore_base_logits_in_a_pure_jitted_function(setup):
 def test_apply_lora_wraps_language_model_only_and_starts_at_base(setup):
     path, _, inputs, base_logits, _ = setup
     # RANK / ALPHA as the PEFT adapter: the same graph, so the jitted forward is reused.
-    model = apply_lora(from_pretrained(path), rank=RANK, alpha=ALPHA, rngs=nnx.Rngs(0))
+    model = apply_lora(jax_model(path), rank=RANK, alpha=ALPHA, rngs=nnx.Rngs(0))
     paths = [p for p, _ in lora_modules(model)]
     assert len(paths) == 4 and all(p[0] == "language_model" for p in paths)
     assert isinstance(model.audio_tower.layers[0].self_attn.q_proj, nnx.Linear)
@@ -174,17 +174,17 @@ def test_apply_lora_wraps_language_model_only_and_starts_at_base(setup):
     np.testing.assert_array_equal(layer.lora_b[...], 0.0)
     valid = _valid(inputs)
     np.testing.assert_allclose(_logits(model, inputs)[valid], base_logits[valid], atol=TOL)
-    everywhere = apply_lora(from_pretrained(path), rank=2, alpha=4.0, rngs=nnx.Rngs(0), scope=None)
+    everywhere = apply_lora(jax_model(path), rank=2, alpha=4.0, rngs=nnx.Rngs(0), scope=None)
     assert len(list(lora_modules(everywhere))) == 8  # + the encoder's two layers
     with pytest.raises(ValueError, match="no nnx.Linear named"):
         apply_lora(
-            from_pretrained(path), rank=2, alpha=1.0, target_modules=("nope",), rngs=nnx.Rngs(0)
+            jax_model(path), rank=2, alpha=1.0, target_modules=("nope",), rngs=nnx.Rngs(0)
         )
 
 
 def test_only_adapters_change_under_optax_with_the_trainable_filter(setup):
     path, _, inputs, _, _ = setup
-    model = apply_lora(from_pretrained(path), rank=2, alpha=4.0, rngs=nnx.Rngs(0))
+    model = apply_lora(jax_model(path), rank=2, alpha=4.0, rngs=nnx.Rngs(0))
     graphdef, trainable, frozen = nnx.split(model, trainable_filter("adapters"), ...)
     assert {
         type(v) for v in jax.tree.leaves(trainable, is_leaf=lambda x: isinstance(x, nnx.Variable))
@@ -220,7 +220,7 @@ def test_only_adapters_change_under_optax_with_the_trainable_filter(setup):
 
 def test_trainable_filter_modes(setup):
     path, _, _, _, _ = setup
-    model = apply_lora(from_pretrained(path), rank=2, alpha=4.0, rngs=nnx.Rngs(0))
+    model = apply_lora(jax_model(path), rank=2, alpha=4.0, rngs=nnx.Rngs(0))
 
     def tops(mode):
         flat = nnx.to_flat_state(nnx.state(model, trainable_filter(mode)))
@@ -250,4 +250,4 @@ def test_load_checkpoint_picks_up_an_adapter_and_processor_settings(setup, tmp_p
     bad = json.loads((adapter / "adapter_config.json").read_text()) | {"use_dora": True}
     (tmp_path / "adapter_config.json").write_text(json.dumps(bad))
     with pytest.raises(NotImplementedError, match="use_dora"):
-        load_peft_adapter(from_pretrained(path), tmp_path)
+        load_peft_adapter(jax_model(path), tmp_path)

@@ -11,11 +11,15 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from cached_decoding import cached_logits  # noqa: E402
-from hf_tiny import hf_logits, qwen2_audio_inputs, save_qwen2_audio  # noqa: E402
+from hf_tiny import (  # noqa: E402
+    hf_logits,
+    jax_model,  # noqa: E402
+    qwen2_audio_inputs,
+    save_qwen2_audio,
+)
 
 from sallm_jax.models.abstract import count_params  # noqa: E402
 from sallm_jax.models.qwen2_audio.config import audio_token_count  # noqa: E402
-from sallm_jax.models.qwen2_audio.hub import from_pretrained  # noqa: E402
 
 TOL = 1e-4
 
@@ -29,7 +33,7 @@ def models(tmp_path_factory):
     """(hf model, our SpeechLM loaded from its save_pretrained dir, inputs, hf outputs)."""
     path = tmp_path_factory.mktemp("qwen2_audio_tiny")
     hf = save_qwen2_audio(path)
-    ours = from_pretrained(path)
+    ours = jax_model(path)
 
     features, lengths, input_ids, attention_mask = qwen2_audio_inputs()
     captured = {}

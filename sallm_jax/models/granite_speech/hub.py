@@ -20,9 +20,7 @@ import json
 import os
 from collections.abc import Mapping
 
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from sallm_jax.models.granite_speech.config import (
     GraniteEncoderConfig,
@@ -34,7 +32,6 @@ from sallm_jax.models.granite_speech.model import GraniteSpeechLM
 from sallm_jax.models.hub.assign import assign_tensors
 from sallm_jax.models.hub.hf_config import hf_rope
 from sallm_jax.models.hub.param_table import ParamTable, Transform, hub_key
-from sallm_jax.models.hub.safetensors_io import SafetensorsDir
 from sallm_jax.models.paths import ParamPath
 
 # config.json may spell encoder fields by their transformers attribute_map aliases.
@@ -237,25 +234,3 @@ def load_granite_state_dict(
                 "but the config ties them (top-level tie_word_embeddings=true)"
             )
     return assign_tensors(model, granite_param_map(model.config), state_dict, keys, source=source)
-
-
-def granite_from_pretrained(
-    path: str | os.PathLike,
-    *,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    apply_logits_scaling: bool = False,
-) -> GraniteSpeechLM:
-    """Builds `GraniteSpeechLM` from a checkpoint directory (config.json + safetensors).
-
-    The model is created abstractly (no random init is allocated) and filled from the files one
-    tensor at a time, each converted straight to `param_dtype`.
-    `apply_logits_scaling` picks the logits convention (see granite_speech/lm.py); the default
-    matches transformers 5.23's `GraniteSpeechForConditionalGeneration`.
-    """
-    config = load_granite_config(path, apply_logits_scaling=apply_logits_scaling)
-    model = nnx.eval_shape(
-        lambda: GraniteSpeechLM(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
-    )
-    with SafetensorsDir(path) as tensors:
-        return load_granite_state_dict(model, tensors, source=os.fspath(path))

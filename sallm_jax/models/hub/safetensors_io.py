@@ -146,13 +146,6 @@ class SafetensorsDir(Mapping[str, np.ndarray]):
         self.close()
 
 
-def load_safetensors_dir(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a checkpoint directory (single file or index and shards), as NumPy
-    arrays; bfloat16 tensors come back as `ml_dtypes.bfloat16` arrays."""
-    with SafetensorsDir(path) as tensors:
-        return {key: tensors[key] for key in tensors}
-
-
 # A tensor to write: (name, shape, dtype, a function that yields its row-major blocks).
 TensorSpec = tuple[str, tuple[int, ...], np.dtype, Callable[[], Iterable[np.ndarray]]]
 

@@ -23,14 +23,11 @@ import json
 import os
 from collections.abc import Mapping
 
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from sallm_jax.models.hub.assign import assign_tensors
 from sallm_jax.models.hub.hf_config import hf_rope
 from sallm_jax.models.hub.param_table import ParamTable, Transform, hub_key
-from sallm_jax.models.hub.safetensors_io import SafetensorsDir
 from sallm_jax.models.paths import ParamPath
 from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
 from sallm_jax.models.qwen2_audio.model import SpeechLM
@@ -175,19 +172,3 @@ def load_hf_state_dict(
     if model.config.text.tie_word_embeddings:
         keys.pop("language_model.lm_head.weight", None)
     return assign_tensors(model, hf_param_map(model.config), state_dict, keys, source=source)
-
-
-def from_pretrained(
-    path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32
-) -> SpeechLM:
-    """Builds `SpeechLM` from a checkpoint directory (config.json + safetensors).
-
-    The model is created abstractly (no random init is allocated) and filled from the files one
-    tensor at a time, each converted straight to `param_dtype`.
-    """
-    config = load_hf_config(path)
-    model = nnx.eval_shape(
-        lambda: SpeechLM(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
-    )
-    with SafetensorsDir(path) as tensors:
-        return load_hf_state_dict(model, tensors, source=os.fspath(path))
