@@ -5,9 +5,9 @@
 
 Sized to finish in under 8 minutes on one GPU. On random weights at real widths (the
 `granite_speech_2b` preset: 3.0 B parameters; bfloat16 storage and compute, LoRA r=64 on q/v
-as float32 master weights, remat on) it measures, for the papers' shapes
-(16 prompts x G=8, 256 text tokens + 10 s of audio per prompt, completions of 200 tokens,
-temperature 1, beta 0.04 against the adapters-off reference):
+as float32 master weights, remat on, the decoder layers scanned) it measures, for the papers'
+shapes (16 prompts x G=8, 256 text tokens + 10 s of audio per prompt, completions of 200
+tokens, temperature 1, beta 0.04 against the adapters-off reference):
 
 - the GRPO step (`GRPOStep`: rollout, host scoring, reference log-probs, update);
 - the rollout alone, as completion tokens/s against the HBM roofline of decoding (every
@@ -49,6 +49,7 @@ from sallm_jax.models.granite_speech.config import (
     GraniteSpeechConfig,
 )
 from sallm_jax.models.granite_speech.model import GraniteSpeechLM
+from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import LoRAParam, apply_lora
 from sallm_jax.models.presets import get_preset
 from sallm_jax.models.remat import set_remat
@@ -246,6 +247,7 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
     progress("building the model (abstract, then drawn on the device)")
     model = random_model(config, lora_rank)
     set_remat(model, True)  # the default einsum attention; `attention_rows` tries fused
+    set_scan_layers(model, True)  # 40 layers compiled once (benchmarks/compile_time.py)
     graphdef, params, frozen = nnx.split(model, LoRAParam, ...)
     partitioner = Partitioner(make_mesh({"data": -1}), ())
     cfg = rl_config(shapes)

@@ -41,6 +41,7 @@ from sallm_jax.eval.metric_names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import num_audio_tokens
 from sallm_jax.models.hub.load import load_checkpoint
+from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import apply_lora, lora_modules, trainable_filter
 from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
 from sallm_jax.models.qwen2_audio.model import SpeechLM
@@ -148,6 +149,7 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
                          param_dtype=param_dtype)
     set_remat(model, cfg.model.remat)
     set_fused_attention(model, cfg.model.fused_attention)
+    set_scan_layers(model, cfg.model.scan_layers)
     if cfg.lora.rank and not any(True for _ in lora_modules(model)):
         apply_lora(model, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
                    target_modules=tuple(cfg.lora.target_modules), rngs=nnx.Rngs(cfg.seed))

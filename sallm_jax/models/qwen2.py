@@ -21,6 +21,7 @@ from sallm_jax.models.attention import (
     prefix_attention,
 )
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix
+from sallm_jax.models.layer_scan import StackedLayers, scan_layers, stack_layers
 from sallm_jax.models.layers import linear
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.models.remat import remat_layer
@@ -232,11 +233,14 @@ def run_layers(
     cache: KVCache | None,
     cache_index: jax.Array | int,
     prefix: SharedPrefix | None = None,
+    stacked: StackedLayers | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
-    """The decoder layers of `lm` (a Qwen2LM: `.layers`, `.config`, `.dtype`, `.remat`) on
-    hidden states x [batch, seq, hidden], with RoPE, the causal/key mask, the optional KV
-    cache and the optional shared prompt prefix; layers are rematerialised in cache-free
-    passes when `lm.remat`."""
+    """The decoder layers of `lm` (a Qwen2LM: `.layers`, `.config`, `.dtype`, `.remat`,
+    `.scan_layers`) on hidden states x [batch, seq, hidden], with RoPE, the causal/key mask,
+    the optional KV cache and the optional shared prompt prefix; layers are rematerialised in
+    cache-free passes when `lm.remat`. With `lm.scan_layers` they run as one `lax.scan`
+    (models/layer_scan.py) over `stacked`, the layers already stacked by the caller, or
+    stacked here."""
     seq = x.shape[1]
     if cache is None and key_mask.shape[1] != seq:
         raise ValueError(
@@ -250,6 +254,10 @@ def run_layers(
         )
     cos, sin = rope_cos_sin(positions, lm.config.head_dim, lm.config.rope_theta, lm.dtype)
     mask = decoder_mask(key_mask, seq, cache_index)
+    if lm.scan_layers:
+        if stacked is None:
+            stacked = stack_layers(lm.layers)
+        return scan_layers(stacked, x, cos, sin, mask, cache, cache_index, prefix, lm.remat)
     for i, layer in enumerate(lm.layers):
         if lm.remat and cache is None:
             x = remat_layer(layer, x, cos, sin, mask, i, prefix)
@@ -287,6 +295,7 @@ class Qwen2LM(nnx.Module):
             **kw,
         )
         self.remat = False  # see sallm_jax.models.remat
+        self.scan_layers = False  # see sallm_jax.models.layer_scan
         layer_options = dict(
             qkv_bias=qkv_bias,
             attention_scale=attention_scale,
@@ -315,6 +324,11 @@ class Qwen2LM(nnx.Module):
         """input_ids [batch, seq] int -> [batch, seq, hidden] in the compute dtype."""
         return self.embed_tokens(input_ids)
 
+    def stacked_layers(self) -> StackedLayers | None:
+        """The layers stacked for the layer scan (None when `scan_layers` is off): what a
+        decode loop passes to every step's call, so that the stack is built once."""
+        return stack_layers(self.layers) if self.scan_layers else None
+
     def logits(self, hidden: jax.Array) -> jax.Array:
         """Final-normed hidden states [batch, seq, hidden] -> float32 logits [batch, seq, vocab]."""
         if self.lm_head is None:
@@ -335,6 +349,7 @@ class Qwen2LM(nnx.Module):
         cache_index: jax.Array | int = 0,
         last_only: bool = False,
         prefix: SharedPrefix | None = None,
+        stacked: StackedLayers | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Runs the decoder on embeddings; see `SpeechLM.forward_embeds` for the contract.
 
@@ -347,13 +362,14 @@ class Qwen2LM(nnx.Module):
           last_only: project only the last position onto the vocabulary (a prefill needs no
             other logit).
           prefix: SharedPrefix the rows continue (batch = its prompts x a group), or None.
+          stacked: the layers as `stacked_layers` gives them, or None.
 
         Returns:
           logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
           without one).
         """
         x, cache = run_layers(self, inputs_embeds.astype(self.dtype), positions, key_mask, cache,
-                              cache_index, prefix)
+                              cache_index, prefix, stacked)
         if last_only:
             x = x[:, -1:]
         return self.logits(self.norm(x)), cache

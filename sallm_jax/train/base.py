@@ -41,7 +41,7 @@ _BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")
 
 # Numerics settings hashed only when they differ from these defaults, so that the keys of
 # bases built before the settings existed stay valid.
-_NUMERICS_DEFAULTS = {"compute_dtype": "", "fused_attention": False}
+_NUMERICS_DEFAULTS = {"compute_dtype": "", "fused_attention": False, "scan_layers": False}
 
 
 def default_cache_dir() -> pathlib.Path:
