@@ -14,6 +14,7 @@ from flax import nnx  # noqa: E402
 
 from sallm_jax.audio.log_mel import num_feature_frames  # noqa: E402
 from sallm_jax.configs.base import base_config  # noqa: E402
+from sallm_jax.models.layer_scan import set_scan_layers  # noqa: E402
 from sallm_jax.models.qwen2_audio.config import (  # noqa: E402
     AudioEncoderConfig,
     SpeechLMConfig,
@@ -56,9 +57,10 @@ def host_batch(seed=0):
             "valid": np.ones(B, bool)}
 
 
-def run(mesh_sizes, devices):
+def run(mesh_sizes, devices, scan_layers=False):
     partitioner = Partitioner(make_mesh(mesh_sizes, devices), DEFAULT_RULES)
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    model = set_scan_layers(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), scan_layers)
+    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     frozen_shardings = partitioner.param_shardings(frozen)
     tx = make_optimizer(learning_rate=1e-2, warmup_steps=1, total_steps=10, weight_decay=0.01,
                         max_grad_norm=1.0)
@@ -91,8 +93,9 @@ def main():
     single = run({"data": 1}, jax.devices()[:1])
     report = {}
     for name in sys.argv[1:]:
-        sizes = dict(zip(("data", "fsdp", "tensor"), map(int, name.split("x")), strict=True))
-        other = run(sizes, jax.devices())
+        mesh, _, layers = name.partition("+")  # "2x4x1+scan": the decoder layers scanned
+        sizes = dict(zip(("data", "fsdp", "tensor"), map(int, mesh.split("x")), strict=True))
+        other = run(sizes, jax.devices(), scan_layers=layers == "scan")
         report[name] = {
             "sft_loss": abs(other["sft_loss"] - single["sft_loss"]),
             "grpo_loss": abs(other["grpo_loss"] - single["grpo_loss"]),

@@ -1,5 +1,6 @@
 """On 8 simulated CPU devices, SFT, rollout and GRPO steps under several meshes agree with one
-device (float32 tolerance), and a mesh that cannot split a parameter says which one."""
+device (float32 tolerance), one of them with the decoder layers scanned (against the unrolled
+one-device run), and a mesh that cannot split a parameter says which one."""
 
 import json
 import os
@@ -22,7 +23,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_meshes_match_one_device():
-    meshes = ["1x4x2", "2x4x1"]  # fsdp x tensor; data x fsdp (data parallel: test_multiprocess)
+    # fsdp x tensor; data x fsdp with the layers scanned (data parallel: test_multiprocess)
+    meshes = ["1x4x2", "2x4x1+scan"]
     out = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name(
         "sharded_steps.py")), *meshes], capture_output=True, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
