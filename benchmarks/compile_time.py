@@ -1,6 +1,6 @@
 """What the layer scan saves in compilation: the GRPO rollout and the update's log-prob
-gradient at the papers' shapes and real widths, lowered and compiled with the decoder layers
-unrolled and scanned (`model.scan_layers`).
+gradient at the papers' shapes and real widths, lowered and compiled with the decoder's and
+the audio encoder's layers unrolled and scanned (`model.scan_layers`).
 
     python -m benchmarks.compile_time [--smoke] [--out FILE]
 

@@ -77,8 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
     # in bfloat16, JAX's XLA path elsewhere) instead of the project's einsum attention.
     c.model.fused_attention = False
     c.model.remat = False  # recompute decoder activations in the backward pass (saves memory)
-    # Decoder layers as one lax.scan over their stacked weights: one layer compiled instead of
-    # every layer unrolled (minutes saved at 40 layers), the same arithmetic.
+    # Decoder and audio-encoder layers as one lax.scan over their stacked weights: one layer
+    # compiled instead of every layer unrolled (minutes saved at 40 layers), the same arithmetic.
     c.model.scan_layers = False
 
     # LoRA: rank 0 trains every parameter. With adapters, `trainable` picks what else trains
@@ -246,12 +246,12 @@ def granite_speech_paper(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
     Language Models with GRPO"), both arms: SFT and GRPO each from the checkpoint, prompts <=
     256 and answers <= 200 tokens; GRPO with G = 8, beta = 0.02, temperature 1.0 while training,
     DAPO aggregation and a BLEU reward; evaluation with top-p 0.9 / temperature 0.9; the
-    decoder layers scanned (model.scan_layers). Data from
+    decoder's and encoder's layers scanned (model.scan_layers). Data from
     manifests given on the command line (data.train_manifest, ...), the model from
     model.checkpoint. The SFT-only preset keeps the GRPO arm's settings (unused by its stages),
     so the two presets describe the same experiment."""
     c.data.name = "manifest"
-    c.model.scan_layers = True  # Granite 3.3's 40 decoder layers compile as one
+    c.model.scan_layers = True  # 40 decoder layers, 16 conformer blocks: each compiles as one
     # SFT and GRPO each from the checkpoint, as the paper compares them.
     c.stages = ("sft", "grpo", "eval")
     c.sft.start = c.rl.start = "init"

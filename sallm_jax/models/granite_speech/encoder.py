@@ -34,6 +34,7 @@ from flax import nnx
 
 from sallm_jax.models.attention import MASK_VALUE, normal_init
 from sallm_jax.models.granite_speech.config import GraniteEncoderConfig
+from sallm_jax.models.layer_scan import run_stack
 from sallm_jax.models.layers import layer_norm, linear
 
 
@@ -217,6 +218,7 @@ class GraniteConformerEncoder(nnx.Module):
         # CTC head of the self-conditioning step (output_dim = CTC vocabulary) and its way back.
         self.out = linear(d, config.output_dim, ("audio_embed", None), **kw)
         self.out_mid = linear(config.output_dim, d, (None, "audio_embed"), **kw)
+        self.scan_layers = False  # see sallm_jax.models.layer_scan
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Encodes features.
@@ -231,9 +233,13 @@ class GraniteConformerEncoder(nnx.Module):
         """
         x = self.input_linear(features.astype(self.dtype))
         mid = self.config.num_layers // 2
-        for index, layer in enumerate(self.layers, start=1):
-            x = layer(x)
-            if index == mid:
-                ctc = jax.nn.softmax(self.out(x).astype(jnp.float32), axis=-1)
-                x = x + self.out_mid(ctc.astype(self.dtype))
-        return x
+        x = self._blocks(x, 0, mid)
+        if mid:
+            ctc = jax.nn.softmax(self.out(x).astype(jnp.float32), axis=-1)
+            x = x + self.out_mid(ctc.astype(self.dtype))
+        return self._blocks(x, mid, self.config.num_layers)
+
+    def _blocks(self, x: jax.Array, start: int, stop: int) -> jax.Array:
+        """Blocks start..stop-1 on x, unrolled or scanned (`scan_layers`)."""
+        return run_stack(self.layers[start:stop], x, lambda block, x: block(x),
+                         scan=self.scan_layers, what="audio encoder", first=start)
