@@ -11,16 +11,14 @@ import ml_collections
 import optax
 from flax import nnx
 
-from sallm_jax.audio.log_mel import num_feature_frames
-from sallm_jax.models.qwen2_audio.config import audio_token_count
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.families import family_for_model
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
 from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
 
-def transcript_ctc_loss(model: SpeechLM, batch: dict[str, jax.Array],
+def transcript_ctc_loss(model: nnx.Module, batch: dict[str, jax.Array],
                         audio_embeds: jax.Array, blank_id: int) -> jax.Array:
     """CTC of the audio embeddings, read through the LM head, against the target tokens (the end
     token left out), per target token.
@@ -28,6 +26,8 @@ def transcript_ctc_loss(model: SpeechLM, batch: dict[str, jax.Array],
     The hybrid CTC / attention objective of end-to-end ASR: the alignment-free CTC term teaches
     the encoder and projector which token each stretch of audio holds, which the decoder's
     attention alone learns slowly. `blank_id` is a token no target holds (the pad token).
+    Clip b's frames are its valid audio embeddings, as many as its family's processor gives it
+    placeholders.
 
     Args:
       batch: "num_samples" [B], "target_ids" / "target_mask" [B, T] (each row ends with the
@@ -35,7 +35,8 @@ def transcript_ctc_loss(model: SpeechLM, batch: dict[str, jax.Array],
       audio_embeds: [B, N, hidden] from `model.encode_batch_audio(batch)`.
     """
     logits = model.language_model.logits(audio_embeds)
-    frames = audio_token_count(num_feature_frames(batch["num_samples"]))
+    family = family_for_model(model)
+    frames = family.audio_tokens(model.config, family.feature_frames(batch["num_samples"]))
     logit_paddings = (jnp.arange(logits.shape[1])[None] >= frames[:, None]).astype(jnp.float32)
     target_mask = batch["target_mask"]
     # Drop each row's last real token, the end token, which no stretch of audio says.

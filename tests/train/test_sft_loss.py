@@ -1,5 +1,6 @@
 """The supervised losses: the transcript CTC term against a NumPy restatement of CTC's forward
-recursion (Graves et al., 2006), and the cross-entropy left unchanged by it."""
+recursion (Graves et al., 2006), over each family's valid audio embeddings, and the
+cross-entropy left unchanged by it."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConf
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.train.sft import sft_loss, transcript_ctc_loss
+from tests.models import test_granite_units as granite
 
 BLANK = 0
 
@@ -71,6 +73,20 @@ def test_transcript_ctc_matches_the_forward_recursion():
                            np.float64)
     expected = (numpy_ctc(log_probs[0, :25], [7, 7, 11], BLANK)
                 + numpy_ctc(log_probs[1, :15], [5], BLANK)) / 4  # four transcript tokens
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_granite_transcript_ctc_reads_granite_audio_token_counts():
+    """Granite's processor gives a clip of n samples ceil(((n // 160 + 1) // 2) / 15) * 3
+    placeholders: 12 for 1.0 s and 6 for 0.6 s (Qwen2-Audio's count would be 50 and 30)."""
+    model, batch = granite.random_model(granite.CONFIG), batch_of(np.random.default_rng(0))
+    audio = model.encode_batch_audio(batch)
+    assert audio.shape[1] == 12
+    got = float(transcript_ctc_loss(model, batch, audio, BLANK))
+    log_probs = np.asarray(jax.nn.log_softmax(model.language_model.logits(audio), -1),
+                           np.float64)
+    expected = (numpy_ctc(log_probs[0, :12], [7, 7, 11], BLANK)
+                + numpy_ctc(log_probs[1, :6], [5], BLANK)) / 4
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
