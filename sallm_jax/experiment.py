@@ -181,8 +181,6 @@ def batch_spec(cfg: ml_collections.ConfigDict, model: SpeechLMConfig, key: str,
                      max_target_tokens=max_target_tokens)
 
 
-
-
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """A plain-text table: one row per (stage, evaluation), one column per metric it has (mean
     +- std over the draws of a sampled evaluation)."""
