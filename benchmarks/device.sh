@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The accelerator benchmark (benchmarks/device.py), runnable on a bare device machine:
 #   bash benchmarks/device.sh [--wheels DIR] [--smoke] [--no_peer] [--out FILE]
-# --wheels DIR: packages the machine lacks, as wheels for its Python (for the lent H200:
-# Python 3.12, manylinux x86-64: grain, array-record, portpicker, ml-collections, tensorboardX,
-# soundfile, soxr, cffi, pycparser, trl, datasets, dill, multiprocess). They are installed
-# beside the machine's own packages without their dependencies; the project runs from the
-# checkout. The remaining options go to `python -m benchmarks.device`.
+# --wheels DIR: packages the machine lacks, as wheels for its Python, which
+# `bash benchmarks/device_wheels.sh DIR` downloads beforehand (for the lent H200: Python 3.12,
+# manylinux x86-64). They are installed beside the machine's own packages without their
+# dependencies; the project runs from the checkout. The remaining options go to
+# `python -m benchmarks.device`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--wheels" ]; then
