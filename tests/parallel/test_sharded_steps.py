@@ -1,6 +1,6 @@
 """On 8 simulated CPU devices, SFT, rollout and GRPO steps under several meshes agree with one
-device (float32 tolerance), one of them with the decoder layers scanned (against the unrolled
-one-device run), and a mesh that cannot split a parameter says which one."""
+device (float32 tolerance), one of them with the decoder's and encoder's layers scanned (against
+the unrolled one-device run), and a mesh that cannot split a parameter says which one."""
 
 import json
 import os
