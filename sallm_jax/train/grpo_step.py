@@ -136,7 +136,7 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         metrics = {**metrics, "entropy": masked_mean(per_token["entropy"], sampled)}
         if group.get("rollout_logp") is not None:
             metrics.update(logp_difference(group["rollout_logp"], per_token["logp"], sampled))
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         state, metrics["finite"] = apply_gradients(state, grads, tx, loss)
         return state, metrics
 

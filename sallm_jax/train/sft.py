@@ -75,7 +75,7 @@ def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         grad_fn = jax.value_and_grad(sft_loss, has_aux=True)
         (loss, metrics), grads = grad_fn(state.params, frozen, graphdef, batch, ctc_weight,
                                          blank_id)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         state, metrics["finite"] = apply_gradients(state, grads, tx, loss)
         return state, metrics
 

@@ -69,7 +69,7 @@ def apply_gradients(state: TrainState, grads: nnx.State, tx: optax.GradientTrans
     otherwise the parameters and optimiser state stay those of the last good step (the step
     counter still advances, so the run moves on to the next batch). See `train.health`."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
     return TrainState(step=state.step + 1,
                       params=keep(optax.apply_updates(state.params, updates), state.params),

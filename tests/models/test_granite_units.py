@@ -159,13 +159,13 @@ def test_bfloat16_compute_tracks_float32(model):
 
 def test_parameters_carry_logical_axis_names():
     model = nnx.eval_shape(lambda: GraniteSpeechLM(CONFIG, rngs=nnx.Rngs(0)))
-    specs = nnx.get_partition_spec(nnx.state(model, nnx.Param))
+    specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(model, nnx.Param)))
     leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
     assert leaves and all(set(spec) <= AXIS_NAMES for spec in leaves)
     lm = specs["language_model"]
-    assert tuple(lm["embed_tokens"]["embedding"].value) == ("vocab", "embed")
-    assert tuple(lm["layers"][0]["self_attn"]["k_proj"]["kernel"].value) == ("embed", "kv_heads")
-    assert tuple(specs["projector"]["linear"]["kernel"].value) == ("audio_embed", "embed")
+    assert tuple(lm["embed_tokens"]["embedding"]) == ("vocab", "embed")
+    assert tuple(lm["layers"][0]["self_attn"]["k_proj"]["kernel"]) == ("embed", "kv_heads")
+    assert tuple(specs["projector"]["linear"]["kernel"]) == ("audio_embed", "embed")
 
 
 def test_shapes_at_thirty_seconds():

@@ -116,14 +116,14 @@ def test_bfloat16_compute_tracks_float32(model):
 
 def test_parameters_carry_logical_axis_names():
     model = nnx.eval_shape(lambda: SpeechLM(CONFIG, rngs=nnx.Rngs(0)))
-    specs = nnx.get_partition_spec(nnx.state(model, nnx.Param))
+    specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(model, nnx.Param)))
     leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
     assert leaves and all(set(spec) <= AXIS_NAMES for spec in leaves)
     lm = specs["language_model"]
-    assert tuple(lm["embed_tokens"]["embedding"].value) == ("vocab", "embed")
-    assert tuple(lm["layers"][0]["self_attn"]["k_proj"]["kernel"].value) == ("embed", "kv_heads")
-    assert tuple(lm["lm_head"]["kernel"].value) == ("embed", "vocab")
-    conv1 = specs["audio_tower"]["conv1"]["kernel"].value
+    assert tuple(lm["embed_tokens"]["embedding"]) == ("vocab", "embed")
+    assert tuple(lm["layers"][0]["self_attn"]["k_proj"]["kernel"]) == ("embed", "kv_heads")
+    assert tuple(lm["lm_head"]["kernel"]) == ("embed", "vocab")
+    conv1 = specs["audio_tower"]["conv1"]["kernel"]
     assert tuple(conv1) == ("conv_kernel", "mel", "audio_embed")
 
 

@@ -67,8 +67,8 @@ def test_indivisible_parameter_is_named():
     with pytest.raises(ValueError, match=r"language_model/layers/0/mlp/\w+_proj/kernel: "
                                          r"dimension \d \('mlp', size 36\)"):
         mesh_specs(params, {"data": 1, "fsdp": 1, "tensor": 8}, DEFAULT_RULES)
-    specs = mesh_specs(params, {"data": 1, "fsdp": 2, "tensor": 4}, DEFAULT_RULES)
+    specs = nnx.to_pure_dict(mesh_specs(params, {"data": 1, "fsdp": 2, "tensor": 4}, DEFAULT_RULES))
     kernel = specs["language_model"]["layers"][0]["self_attn"]["q_proj"]["kernel"]
-    assert kernel.value == jax.sharding.PartitionSpec("fsdp", "tensor")
+    assert kernel == jax.sharding.PartitionSpec("fsdp", "tensor")
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
     assert param_shardings(params, mesh, DEFAULT_RULES) is not None

@@ -50,7 +50,7 @@ class Steps(StageSteps):
         self.calls.append(("step", step + 1))
         target = jnp.float32(index)
         loss, grads = jax.value_and_grad(
-            lambda p: ((p["w"].value - target) ** 2).sum())(state.params)
+            lambda p: ((p["w"][...] - target) ** 2).sum())(state.params)
         if step + 1 == self.nan_at:
             loss = jnp.float32(jnp.nan)
         state, finite = apply_gradients(state, grads, TX, loss)
@@ -89,7 +89,7 @@ def test_hooks_records_and_the_returned_parameters(tmp_path, small_sqa):
     w = 0.0
     for index in steps.indices:
         w -= 0.1 * 2 * (w - index)
-    np.testing.assert_allclose(np.asarray(params["w"].value), [w, w], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(params["w"][...]), [w, w], rtol=1e-6)
 
 
 def test_resume_continues_the_data_and_the_parameters(tmp_path, small_sqa):
@@ -106,8 +106,8 @@ def test_resume_continues_the_data_and_the_parameters(tmp_path, small_sqa):
     again_steps = Steps(again)
     resumed = again.run(again_steps)
     assert first_steps.indices + again_steps.indices == alone_steps.indices
-    np.testing.assert_array_equal(np.asarray(resumed["w"].value),
-                                  np.asarray(expected["w"].value))
+    np.testing.assert_array_equal(np.asarray(resumed["w"][...]),
+                                  np.asarray(expected["w"][...]))
     assert [r["step"] for r in records(tmp_path / "cut")] == [2, 4, 6]
 
 
@@ -116,14 +116,14 @@ def test_best_on_validation_is_returned(tmp_path, small_sqa):
     seen = {}
 
     def validate(params):
-        score = -abs(float(params["w"].value[0]) - 1.0)
+        score = -abs(float(params["w"][0]) - 1.0)
         seen[len(seen)] = score
         return score
 
     loop = make_loop(tmp_path, small_sqa, steps=4, validate=validate, eval_every=1)
     best = loop.run(Steps(loop))
     assert len(seen) == 5  # the start and every step
-    assert -abs(float(best["w"].value[0]) - 1.0) == pytest.approx(max(seen.values()))
+    assert -abs(float(best["w"][0]) - 1.0) == pytest.approx(max(seen.values()))
 
 
 def test_a_nonfinite_step_stops_the_stage(tmp_path, small_sqa):
