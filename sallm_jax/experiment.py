@@ -43,9 +43,8 @@ from sallm_jax.models.families import num_audio_tokens
 from sallm_jax.models.hub.load import load_checkpoint
 from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import apply_lora, lora_modules, trainable_filter
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
 from sallm_jax.models.qwen2_audio.model import SpeechLM
-from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.models.remat import set_remat
 from sallm_jax.parallel.distributed import initialize as initialize_distributed
 from sallm_jax.parallel.mesh import make_mesh
@@ -158,9 +157,9 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
 
 def model_config(cfg: ml_collections.ConfigDict, tokenizer) -> SpeechLMConfig:
     """The configured sizes, with the tokenizer's vocabulary and audio token."""
-    return SpeechLMConfig(audio=AudioEncoderConfig(**cfg.model.audio.to_dict()),
-                          text=TextConfig(**cfg.model.text.to_dict(), vocab_size=len(tokenizer)),
-                          audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    return SpeechLMConfig.from_sizes(cfg.model.audio.to_dict(), cfg.model.text.to_dict(),
+                                     vocab_size=len(tokenizer),
+                                     audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
 
 
 def batch_spec(cfg: ml_collections.ConfigDict, model: SpeechLMConfig, key: str,

@@ -20,8 +20,7 @@ from sallm_jax.config_file import resolve_config_file
 from sallm_jax.configs.base import base_config
 from sallm_jax.models.presets import PRESETS as MODEL_PRESETS
 from sallm_jax.models.presets import ModelConfig
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
-from sallm_jax.models.qwen2_config import TextConfig
+from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
 from sallm_jax.parallel.mesh import AXES, mesh_shape
 from sallm_jax.parallel.sharding import DEFAULT_RULES, Rules
 from sallm_jax.step_memory import MemoryPlan, PlanInputs, plan_memory
@@ -36,10 +35,8 @@ def tiny() -> SpeechLMConfig:
     """The configs' default model: configs/base.py's sizes (`tiny_model`) and tokenizer
     vocabulary. The audio placeholder's id has no bearing on memory."""
     c = base_config()
-    return SpeechLMConfig(audio=AudioEncoderConfig(**c.model.audio.to_dict()),
-                          text=TextConfig(**c.model.text.to_dict(),
-                                          vocab_size=c.tokenizer.vocab_size),
-                          audio_token_id=5)
+    return SpeechLMConfig.from_sizes(c.model.audio.to_dict(), c.model.text.to_dict(),
+                                     vocab_size=c.tokenizer.vocab_size, audio_token_id=5)
 
 
 PRESETS: dict[str, ModelConfig] = {**MODEL_PRESETS, "tiny": tiny()}

@@ -7,6 +7,8 @@ checkpoint's `config.json` maps onto these dataclasses one to one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 from sallm_jax.models.qwen2_config import TextConfig
 
@@ -36,6 +38,13 @@ class SpeechLMConfig:
     audio: AudioEncoderConfig = dataclasses.field(default_factory=AudioEncoderConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
     audio_token_id: int = 151646
+
+    @classmethod
+    def from_sizes(cls, audio: Mapping[str, Any], text: Mapping[str, Any], vocab_size: int,
+                   audio_token_id: int) -> SpeechLMConfig:
+        """The model of a config's `model.audio` and `model.text` sizes, with a vocabulary."""
+        return cls(audio=AudioEncoderConfig(**audio),
+                   text=TextConfig(**text, vocab_size=vocab_size), audio_token_id=audio_token_id)
 
 
 def audio_token_count(mel_frames):
