@@ -18,7 +18,13 @@ decoding is bound by memory, the script adds the same bound from bytes: the shar
 decode step's HBM reads that grows with the rows (each row's own cache slots, read whole
 every step) at the papers' shapes on granite_speech_2b, an estimate, not a measurement.
 
+What a GRPO step as a whole could gain is that bound times the decode loop's share of the
+step: for the run's model (`--run-size`, configs/sqa_grpo.py's is "tiny"), the loop's time is
+estimated as its steps (the longest completion) x the full batch's timed decode step, against
+the step's logged `step_seconds`.
+
     python -m benchmarks.ended_rows [--workdir runs/sqa_grpo] [--sizes tiny,100m] [--reps 3]
+        [--run-size tiny]
 """
 
 from __future__ import annotations
@@ -55,6 +61,13 @@ def ended_shares(records: Iterable[dict]) -> list[float]:
     ended: 1 - mean length / longest length (the loop runs the longest row's steps)."""
     return [1.0 - r["completion_length"] / r["completion_length/max"] for r in records
             if r.get("completion_length/max", 0) > 0 and "completion_length" in r]
+
+
+def decode_loop_shares(records: Iterable[dict], decode_step_s: float) -> list[float]:
+    """Per logged GRPO step, the share of its `step_seconds` the rollout's decode loop takes,
+    estimated as the loop's steps (the longest completion) x `decode_step_s`."""
+    return [r["completion_length/max"] * decode_step_s / r["step_seconds"] for r in records
+            if r.get("step_seconds", 0) > 0 and "completion_length/max" in r]
 
 
 def read_metrics(path: pathlib.Path) -> list[dict]:
@@ -117,8 +130,9 @@ def row_bytes_share(config: GraniteSpeechConfig, shapes: Shapes, prompt_len: int
 
 
 def table(step_rows: dict[str, list[tuple[int, list[float]]]], shares: list[float],
-          gpu_share: float) -> str:
-    """The markdown report of the measurements and the bounds they give."""
+          gpu_share: float, records: Sequence[dict] = (), run_size: str = "tiny") -> str:
+    """The markdown report of the measurements and the bounds they give; with the run's
+    `records`, also what that bound is worth in a whole GRPO step of `run_size`'s model."""
     out = ["| model | rows | decode step (ms), median (range) | vs the full batch |",
            "|---|---|---|---|"]
     bounds = []
@@ -148,6 +162,16 @@ def table(step_rows: dict[str, list[tuple[int, list[float]]]], shares: list[floa
         out.append("")
         out += [f"- {size}: {mean * share:.3f}" for size, _, _, share in bounds]
         out.append(f"- granite_speech_2b, bytes estimate: {mean * gpu_share:.3f}")
+        run = {size: share for size, _, _, share in bounds}.get(run_size)
+        full_step_s = statistics.median(step_rows.get(run_size, [(0, [0.0])])[0][1])
+        loop = decode_loop_shares(records, full_step_s)
+        if run is not None and loop:
+            whole = statistics.mean(loop)
+            out.append("")
+            out.append(f"The run's decode loop ({run_size}, {step_rows[run_size][0][0]} rows): "
+                       f"{whole:.3f} of a GRPO step's `step_seconds` (range {min(loop):.3f}-"
+                       f"{max(loop):.3f}), so perfect compaction could save at most "
+                       f"{whole * mean * run:.3f} of a step.")
     return "\n".join(out) + "\n"
 
 
@@ -159,9 +183,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3, help="timed rounds per batch size")
     parser.add_argument("--prompts", default=",".join(map(str, PROMPTS)),
                         help="prompts per batch to time (x 8 rows), the full batch first")
+    parser.add_argument("--run-size", default="tiny", help="the size of the --workdir run's model")
     args = parser.parse_args(argv)
-    shares = (ended_shares(read_metrics(pathlib.Path(args.workdir) / "grpo" / "metrics.jsonl"))
-              if args.workdir else [])
+    records = (read_metrics(pathlib.Path(args.workdir) / "grpo" / "metrics.jsonl")
+               if args.workdir else [])
+    shares = ended_shares(records)
     prompts = [int(p) for p in args.prompts.split(",")]
     step_rows = {}
     for size in args.sizes.split(","):
@@ -171,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"[ended_rows] {size} timed", flush=True)
     granite = get_preset("granite_speech_2b")
     audio = int(num_audio_tokens(granite, int(PAPER.audio_s * 16000)))
-    print(table(step_rows, shares, row_bytes_share(granite, PAPER, PAPER.text_tokens + audio)),
-          flush=True)
+    print(table(step_rows, shares, row_bytes_share(granite, PAPER, PAPER.text_tokens + audio),
+                records, args.run_size), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ share against the arrays a rollout reads, and one run at toy sizes."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +55,22 @@ def test_fit_line_recovers_a_line():
     assert math.isclose(a, 0.5, rel_tol=1e-9) and math.isclose(b, 0.01, rel_tol=1e-9)
 
 
-def test_toy_run_times_every_batch(capsys):
-    ended_rows.main(["--sizes", "tiny", "--reps", "1", "--prompts", "2,1"])
-    lines = capsys.readouterr().out.splitlines()
+def test_toy_run_times_every_batch_and_weighs_the_runs_steps(capsys, tmp_path):
+    (tmp_path / "grpo").mkdir()
+    records = [{"stage": "grpo", "step": 5 * (i + 1), "completion_length": mean,
+                "completion_length/max": longest, "step_seconds": seconds}
+               for i, (mean, longest, seconds) in enumerate([(3.0, 6.0, 0.5), (4.0, 5.0, 0.25)])]
+    (tmp_path / "grpo" / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
+    ended_rows.main(["--sizes", "tiny", "--reps", "1", "--prompts", "2,1",
+                     "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
     timed = [line.split(" | ") for line in lines if line.startswith("| tiny | ")]
     assert [r[1] for r in timed[:2]] == ["16", "8"]
     assert all(float(r[2].split()[0]) > 0 for r in timed[:2])
+    assert "mean 0.350, range 0.200-0.500" in out  # 1 - 3/6 and 1 - 4/5
+    step_s = float(timed[0][2].split()[0]) / 1e3  # the full batch's step, as printed
+    loop = re.search(r"decode loop \(tiny, 16 rows\): ([0-9.]+) of", out)
+    expected = (6.0 * step_s / 0.5 + 5.0 * step_s / 0.25) / 2
+    assert loop and math.isclose(float(loop.group(1)), expected, rel_tol=0.02, abs_tol=1e-3)
