@@ -213,7 +213,9 @@ def update_model_flops(config: GraniteSpeechConfig, shapes: Shapes, prompt_len: 
 
 def decode_bytes_per_step(config: GraniteSpeechConfig, shapes: Shapes, prompt_len: int) -> float:
     """HBM bytes one decode step must read on average: the decoder's bfloat16 matmul weights
-    and the KV cache (each prompt's once, each row's own half-filled on average)."""
+    and the KV cache (each prompt's once, each row's own half-filled on average). This is the
+    ideal decoder's floor; the rollout reads each row's whole preallocated completion cache at
+    every step, masked, so it reads more than this (benchmarks/ended_rows.py counts those)."""
     t = config.text
     layer, head = decoder_matmul_params(config)
     head_dim = t.hidden_size // t.num_attention_heads
