@@ -211,17 +211,24 @@ def update_model_flops(config: GraniteSpeechConfig, shapes: Shapes, prompt_len: 
     return float(matmul + attention)
 
 
+def decode_read_bytes(config: GraniteSpeechConfig, shapes: Shapes, prompt_len: int,
+                      completion_slots: float) -> tuple[float, float]:
+    """HBM bytes one decode step reads in bfloat16, as (once per step, with the rows): the
+    decoder's matmul weights and each prompt's KV cache, and every row's own
+    `completion_slots` cache slots."""
+    t = config.text
+    layer, head = decoder_matmul_params(config)
+    kv_per_token = t.num_hidden_layers * t.num_key_value_heads * t.head_dim * 2 * 2
+    fixed = 2.0 * (t.num_hidden_layers * layer + head) + kv_per_token * shapes.batch * prompt_len
+    return fixed, kv_per_token * shapes.batch * shapes.group * completion_slots
+
+
 def decode_bytes_per_step(config: GraniteSpeechConfig, shapes: Shapes, prompt_len: int) -> float:
     """HBM bytes one decode step must read on average: the decoder's bfloat16 matmul weights
     and the KV cache (each prompt's once, each row's own half-filled on average). This is the
     ideal decoder's floor; the rollout reads each row's whole preallocated completion cache at
     every step, masked, so it reads more than this (benchmarks/ended_rows.py counts those)."""
-    t = config.text
-    layer, head = decoder_matmul_params(config)
-    head_dim = t.hidden_size // t.num_attention_heads
-    kv_per_token = t.num_hidden_layers * t.num_key_value_heads * head_dim * 2 * 2
-    cache_tokens = shapes.batch * prompt_len + shapes.batch * shapes.group * shapes.completion / 2
-    return 2.0 * (t.num_hidden_layers * layer + head) + kv_per_token * cache_tokens
+    return sum(decode_read_bytes(config, shapes, prompt_len, shapes.completion / 2))
 
 
 def row(case: str, unit: str, ours: list[float], reference: float, reference_name: str,

@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.checkpoints import MAX_SOURCE_POSITIONS, SIZES
-from benchmarks.device import PAPER, Shapes, decoder_matmul_params
+from benchmarks.device import PAPER, Shapes, decode_read_bytes
 from benchmarks.rollout import GROUP, prompt_batch
 from benchmarks.timing import alternate
 from sallm_jax.models.families import num_audio_tokens
@@ -121,11 +121,7 @@ def row_bytes_share(config: GraniteSpeechConfig, shapes: Shapes, prompt_len: int
     """Share of a decode step's HBM reads that grows with the rows, in bfloat16: the rows'
     own cache slots (all `completion` of them, read whole every step) against those plus the
     decoder's matmul weights and each prompt's cache, read once per step."""
-    t = config.text
-    layer, head = decoder_matmul_params(config)
-    kv_per_token = t.num_hidden_layers * t.num_key_value_heads * t.head_dim * 2 * 2
-    rows = kv_per_token * shapes.batch * shapes.group * shapes.completion
-    fixed = 2.0 * (t.num_hidden_layers * layer + head) + kv_per_token * shapes.batch * prompt_len
+    fixed, rows = decode_read_bytes(config, shapes, prompt_len, shapes.completion)
     return rows / (rows + fixed)
 
 
