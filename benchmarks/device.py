@@ -40,6 +40,7 @@ from flax import nnx
 
 from benchmarks.timing import Row, Stat
 from sallm_jax.configs.base import base_config
+from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import num_audio_tokens
@@ -48,6 +49,7 @@ from sallm_jax.models.granite_speech.config import (
     GraniteProjectorConfig,
     GraniteSpeechConfig,
 )
+from sallm_jax.models.granite_speech.family import GRANITE_SPEECH
 from sallm_jax.models.granite_speech.model import GraniteSpeechLM
 from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import LoRAParam, apply_lora
@@ -98,13 +100,21 @@ def smoke_config() -> GraniteSpeechConfig:
 
 
 class IdTokenizer:
-    """Decodes ids as their decimal numbers: what `GRPOStep` needs of a tokenizer (end and pad
-    ids, `decode`) for random weights, whose completions are not text anyway."""
+    """Decodes ids as their decimal numbers: what `GRPOStep` needs of a tokenizer (the pad id,
+    `decode`) for random weights, whose completions are not text anyway."""
 
     eos_token_id = pad_token_id = 0
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return " ".join(str(int(i)) for i in ids if not (skip_special_tokens and i == 0))
+
+
+def id_chat(config: GraniteSpeechConfig) -> ChatFormat:
+    """The chat format `GRPOStep` reads for the hand-built batches (`host_batch`): its stop and
+    pad ids, 0, and `IdTokenizer` to decode."""
+    return ChatFormat(tokenizer=IdTokenizer(), audio_token=GRANITE_SPEECH.audio_token,
+                      audio_token_id=config.audio_token_id,
+                      user_content=GRANITE_SPEECH.user_content, turn_end_id=0, stop_ids=(0,))
 
 
 def random_model(config: GraniteSpeechConfig, lora_rank: int) -> GraniteSpeechLM:
@@ -266,7 +276,7 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
     batch, rows = host_batch(config, shapes)
     prompt_len = batch["prompt_ids"].shape[1]
     step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=shardings, frozen=frozen,
-                    ref_params=None, rows=rows, tokenizer=IdTokenizer(),
+                    ref_params=None, rows=rows, chat=id_chat(config),
                     partitioner=partitioner)
     holder = {"state": state}
     device_in = partitioner.device_batch(batch)

@@ -31,10 +31,12 @@ from flax import nnx
 from benchmarks.checkpoints import save_random_checkpoint
 from benchmarks.timing import Row, paired_ratios, rates
 from sallm_jax.configs.base import base_config
+from sallm_jax.data.chat_format import chat_format
 from sallm_jax.data.embedded_sqa import sample_passage
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.tokenizer import train_tokenizer
 from sallm_jax.models.hub.load import load_checkpoint
+from sallm_jax.models.qwen2_audio.family import QWEN2_AUDIO
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rewards import get_reward_fns
@@ -104,6 +106,9 @@ class Ours:
     def __init__(self, audio_dir: str, rows: list[ManifestRow], tokenizer):
         self.partitioner = Partitioner(make_mesh({"data": -1}), ())
         model = load_checkpoint(audio_dir).model
+        # Text-only prompts: the format gives GRPOStep the stop and pad ids and the decoder.
+        chat = chat_format(tokenizer, QWEN2_AUDIO,
+                           tokenizer.convert_tokens_to_ids(QWEN2_AUDIO.audio_token))
         self.graphdef, params, frozen = nnx.split(
             model, nnx.All(nnx.Param, nnx.PathContains("language_model")), ...)
         cfg = rl_config()
@@ -111,7 +116,7 @@ class Ours:
                             weight_decay=0.0, max_grad_norm=cfg.max_grad_norm)
         self.state, shardings = sharded_train_state(self.partitioner, params, tx, copy=True)
         self.step = GRPOStep(cfg, graphdef=self.graphdef, tx=tx, state_shardings=shardings,
-                             frozen=frozen, ref_params=params, rows=rows, tokenizer=tokenizer,
+                             frozen=frozen, ref_params=params, rows=rows, chat=chat,
                              partitioner=self.partitioner)
         self.greedy = make_rollout_fn(
             self.graphdef, shardings.params, self.partitioner.param_shardings(self.step.frozen),

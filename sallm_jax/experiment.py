@@ -30,20 +30,23 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from sallm_jax.data.bad_input import SkipLog
+from sallm_jax.data.chat_format import ChatFormat, chat_format
 from sallm_jax.data.embedded_aqa import build_embedded_aqa
 from sallm_jax.data.embedded_ast import build_embedded_ast
 from sallm_jax.data.embedded_sqa import build_embedded_sqa, embedded_corpus_texts
 from sallm_jax.data.manifest import ManifestRow, read_manifest
-from sallm_jax.data.pipeline import BatchSpec
+from sallm_jax.data.pipeline import BatchSpec, screen_rows
 from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.eval.metric_names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
-from sallm_jax.models.families import num_audio_tokens
+from sallm_jax.models.families import family_for_model, num_audio_tokens
 from sallm_jax.models.hub.load import load_checkpoint
+from sallm_jax.models.hub.resolve import resolve_checkpoint
 from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import apply_lora, lora_modules, trainable_filter
 from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
+from sallm_jax.models.qwen2_audio.family import QWEN2_AUDIO
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.models.remat import set_remat
 from sallm_jax.parallel.distributed import initialize as initialize_distributed
@@ -121,21 +124,28 @@ def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[Man
 
 
 def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],
-                workdir: pathlib.Path, tokenizer=None, partitioner: Partitioner | None = None):
-    """(model, tokenizer): a local Hugging Face checkpoint (model.checkpoint) with its own
-    tokenizer, or a new model of the configured sizes with `tokenizer` (the base model's) or
-    the configured one; LoRA adapters added when lora.rank > 0. With `partitioner`, a
+                workdir: pathlib.Path, tokenizer=None,
+                partitioner: Partitioner | None = None) -> tuple[nnx.Module, ChatFormat]:
+    """(model, chat format): a Hugging Face checkpoint (model.checkpoint, a directory or a Hub
+    id) with its own tokenizer and generation config, or a new model of the configured sizes
+    with `tokenizer` (the base model's) or the configured one; LoRA adapters added when
+    lora.rank > 0. The chat format is the model family's processor over that tokenizer and its
+    chat template (`chat_format`), with data.system_prompt when set. With `partitioner`, a
     checkpoint's tensors are placed straight into their mesh shardings as they are read (each
     process reading only the rows it holds): a process holds only its shards of the model."""
+    eos_token_ids: tuple[int, ...] = ()
     if cfg.model.checkpoint:
-        checkpoint = load_checkpoint(pathlib.Path(cfg.model.checkpoint).expanduser(),
-                                     dtype=cfg.model.dtype,
-                                     compute_dtype=cfg.model.compute_dtype or None,
-                                     adapter_dir=cfg.lora.adapter_dir or None,
-                                     shardings=partitioner and partitioner.param_shardings)
+        adapter = cfg.lora.adapter_dir
+        checkpoint = load_checkpoint(
+            resolve_checkpoint(cfg.model.checkpoint, "model.checkpoint"),
+            dtype=cfg.model.dtype, compute_dtype=cfg.model.compute_dtype or None,
+            adapter_dir=resolve_checkpoint(adapter, "lora.adapter_dir") if adapter else None,
+            shardings=partitioner and partitioner.param_shardings)
         model, tokenizer = checkpoint.model, checkpoint.tokenizer
         if cfg.tokenizer.path or tokenizer is None:
             tokenizer = prepare_tokenizer(cfg, splits, workdir)
+        else:
+            eos_token_ids = checkpoint.processor.eos_token_ids
     else:
         tokenizer = tokenizer or prepare_tokenizer(cfg, splits, workdir)
         # Log-probs and losses stay float32 whatever the compute dtype.
@@ -146,20 +156,23 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
         seed = cfg.base.seed if "base" in cfg.stages else cfg.seed
         model = SpeechLM(model_config(cfg, tokenizer), rngs=nnx.Rngs(seed), dtype=dtype,
                          param_dtype=param_dtype)
+    chat = chat_format(tokenizer, family_for_model(model), model.config.audio_token_id,
+                       system_prompt=cfg.data.system_prompt or None, eos_token_ids=eos_token_ids)
     set_remat(model, cfg.model.remat)
     set_fused_attention(model, cfg.model.fused_attention)
     set_scan_layers(model, cfg.model.scan_layers)
     if cfg.lora.rank and not any(True for _ in lora_modules(model)):
         apply_lora(model, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
                    target_modules=tuple(cfg.lora.target_modules), rngs=nnx.Rngs(cfg.seed))
-    return model, tokenizer
+    return model, chat
 
 
 def model_config(cfg: ml_collections.ConfigDict, tokenizer) -> SpeechLMConfig:
-    """The configured sizes, with the tokenizer's vocabulary and audio token."""
+    """The configured sizes (a Qwen2-Audio architecture), with the tokenizer's vocabulary and
+    its id of the family's audio placeholder."""
+    audio_token_id = tokenizer.convert_tokens_to_ids(QWEN2_AUDIO.audio_token)
     return SpeechLMConfig.from_sizes(cfg.model.audio.to_dict(), cfg.model.text.to_dict(),
-                                     vocab_size=len(tokenizer),
-                                     audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+                                     vocab_size=len(tokenizer), audio_token_id=audio_token_id)
 
 
 def batch_spec(cfg: ml_collections.ConfigDict, model: SpeechLMConfig, key: str,
@@ -218,9 +231,33 @@ def sampling_protocols(cfg: ml_collections.ConfigDict) -> dict[str, tuple[Sampli
     return protocols
 
 
+class EmptySplit(ValueError):
+    """A split the run scores on whose every row was left out."""
+
+
+def scored_splits(cfg: ml_collections.ConfigDict) -> list[str]:
+    """The task's splits the run scores: eval.splits under the eval stage, and validation when
+    a training stage on the task selects its best step on it (the base stage validates on its
+    own corpus)."""
+    sections = [STAGES[name].section for name in cfg.stages]
+    splits = list(cfg.eval.splits) if None in sections else []
+    if any(cfg[s].eval_every for s in sections if s not in (None, "base")):
+        splits.append("validation")
+    return list(dict.fromkeys(splits))
+
+
+def check_rows_left(split: str, rows: list[ManifestRow], buckets, skip_log: SkipLog) -> None:
+    """Raises `EmptySplit` when `screen_rows` left no row of `split` (`buckets` all -1)."""
+    if len(rows) and not (buckets >= 0).any():
+        raise EmptySplit(f"data: every row of the {split} split ({len(rows)}) was left out "
+                         f"under data.on_bad_input=skip ({skip_log.summary()}; each in "
+                         f"{skip_log.path}), so the run would have nothing to score it on")
+
+
 class Experiment:
     """What every stage of a run shares: the model split into (graphdef, params, frozen), the
-    tokenizer, the data, the mesh, and the trained parameters of each finished stage."""
+    chat format (tokenizer and prompts), the data, the mesh, and the trained parameters of each
+    finished stage."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, workdir: pathlib.Path):
         self.cfg, self.workdir = cfg, workdir
@@ -236,8 +273,7 @@ class Experiment:
                 self.base_dir, self.corpus["train"], cfg.tokenizer.vocab_size, cfg.base.seed))
         else:
             tokenizer = None
-        model, self.tokenizer = build_model(cfg, self.splits, workdir, tokenizer,
-                                            self.partitioner)
+        model, self.chat = build_model(cfg, self.splits, workdir, tokenizer, self.partitioner)
         self.model_config = model.config
         trainable = trainable_filter(cfg.lora.trainable) if cfg.lora.rank else nnx.Param
         self.parameters = parameter_counts(model, trainable)
@@ -250,6 +286,11 @@ class Experiment:
         self.protocols = sampling_protocols(cfg)
         self.eval_spec = batch_spec(cfg, model.config, "eval.batch_size", cfg.eval.max_new_tokens,
                                     self.partitioner)
+        for split in scored_splits(cfg):
+            if split in self.splits:
+                rows = self.splits[split]
+                check_rows_left(split, rows, screen_rows(rows, self.eval_spec, self.skip_log,
+                                                         self.chat), self.skip_log)
 
     def spec(self, section: str, max_target_tokens: int) -> BatchSpec:
         return batch_spec(self.cfg, self.model_config, f"{section}.batch_size", max_target_tokens,
@@ -265,7 +306,7 @@ class Experiment:
     def evaluate(self, params: nnx.State, rows, protocol: str = "",
                  out_dir: pathlib.Path | None = None, name: str = "eval") -> dict[str, float]:
         sampling, num_samples = self.protocols[protocol]
-        return evaluate(self.graphdef, params, self.frozen, rows, self.tokenizer, self.eval_spec,
+        return evaluate(self.graphdef, params, self.frozen, rows, self.chat, self.eval_spec,
                         sampling, partitioner=self.partitioner, out_dir=out_dir,
                         seed=self.cfg.seed, skip_log=self.skip_log, num_samples=num_samples,
                         name=name)

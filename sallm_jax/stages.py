@@ -4,7 +4,7 @@ the start-up summary read their names and sections from here.
 
 A training stage's runner takes (experiment, stage name, starting parameters) and returns the
 trained parameters; the evaluation stage's (section None) takes the experiment and returns its
-results. The experiment is `sallm_jax.experiment.Experiment`: the model split, tokenizer, data,
+results. The experiment is `sallm_jax.experiment.Experiment`: the model split, chat format, data,
 mesh, evaluation protocols and the parameters of each finished stage.
 
 Adding a stage (pretraining, say): a runner that calls a `train.loop.TrainingLoop` with its own
@@ -73,7 +73,7 @@ def stage_inputs(experiment, name: str, section: str, max_target_tokens: int) ->
     cfg = experiment.cfg
     every = cfg[section].eval_every
     return dict(graphdef=experiment.graphdef, frozen=experiment.frozen,
-                rows=experiment.splits["train"], tokenizer=experiment.tokenizer,
+                rows=experiment.splits["train"], chat=experiment.chat,
                 spec=experiment.spec(section, max_target_tokens),
                 workdir=experiment.workdir / name, seed=cfg.seed,
                 partitioner=experiment.partitioner, skip_log=experiment.skip_log,
@@ -107,13 +107,13 @@ def train_base(experiment, name: str, start: nnx.State) -> nnx.State:
     spec = experiment.spec("base", cfg.base.max_target_tokens)
     params = run_sft(cfg.base, graphdef=experiment.graphdef, params=start,
                      frozen=experiment.frozen, rows=experiment.corpus["train"],
-                     tokenizer=experiment.tokenizer, spec=spec, workdir=directory / "train",
+                     chat=experiment.chat, spec=spec, workdir=directory / "train",
                      seed=cfg.base.seed, partitioner=experiment.partitioner,
                      skip_log=experiment.skip_log, num_workers=cfg.data.num_workers,
                      name="base", health=HealthCheck.from_config(cfg.train, "base"))
     greedy = SamplingConfig(max_new_tokens=cfg.base.max_target_tokens, temperature=0.0)
     heldout = evaluate(experiment.graphdef, params, experiment.frozen,
-                       experiment.corpus["validation"], experiment.tokenizer, spec, greedy,
+                       experiment.corpus["validation"], experiment.chat, spec, greedy,
                        partitioner=experiment.partitioner, out_dir=directory / "heldout",
                        skip_log=experiment.skip_log, name="base heldout")
     finish_base(directory, cfg, params, save_params, heldout)

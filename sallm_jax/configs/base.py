@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.test_manifest = ""
     c.data.audio_buckets_s = (3.25, 5.0)
     c.data.max_prompt_text_tokens = 48
+    # A system turn of one's own for every prompt; "" keeps the chat template's default
+    # (Qwen2-Audio's "You are a helpful assistant.", Granite's turn with today's date).
+    c.data.system_prompt = ""
 
     c.tokenizer = ml_collections.ConfigDict({"path": "", "vocab_size": 1024})
     c.model = tiny_model()

@@ -2,8 +2,9 @@
 
 Each batch holds examples from one audio-length bucket, so a run compiles one program per bucket:
 waveforms are zero-padded to the bucket's duration and prompts left-padded to the bucket's prompt
-length (its audio-token count plus `max_prompt_text_tokens`). Targets (answer + end token) are
-right-padded to `max_target_tokens`.
+length (its audio-token count plus `max_prompt_text_tokens`). Prompts and targets (answer +
+the token that closes an assistant turn) are made by the model's `ChatFormat`, as its processor
+makes them; targets are right-padded to `max_target_tokens`.
 
 The training stream is a `grain.MapDataset` over a precomputed plan of index batches (reshuffled
 every epoch from the seed), so its iterator state is one position and restores exactly. Decoding,
@@ -30,8 +31,9 @@ from absl import flags
 from sallm_jax.audio.io import declared_frames, load_audio
 from sallm_jax.audio.log_mel import N_FFT
 from sallm_jax.data.bad_input import Skip, SkipLog
+from sallm_jax.data.chat_format import ChatFormat, ChatFormatError
 from sallm_jax.data.manifest import ManifestRow
-from sallm_jax.data.prompts import chat_prompt, target_text, user_text
+from sallm_jax.data.prompts import target_text, user_text
 
 SAMPLE_RATE = 16000
 TRUNCATION_TOLERANCE = 16  # samples: resampling may round the length by a few
@@ -72,20 +74,16 @@ def clip_samples(row: ManifestRow) -> int:
     return int(math.ceil(seconds * SAMPLE_RATE))
 
 
-def prompt_text_tokens(row: ManifestRow, tokenizer) -> int:
-    """Text tokens of the row's chat prompt (its audio placeholders not counted)."""
-    return len(tokenizer(chat_prompt(user_text(row), 1))["input_ids"]) - 1
-
-
 def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
-                skip_log: SkipLog | None = None, tokenizer=None) -> np.ndarray:
+                skip_log: SkipLog | None = None, chat: ChatFormat | None = None) -> np.ndarray:
     """[num_rows] the smallest bucket that holds each row's clip, -1 for a row left out.
 
     A bucket must hold the clip plus half an FFT window of zeros, so that the last frames see
     zero padding (as with the 30 s padding of the reference feature extractor), not reflection.
     A missing audio file or a path that is not a file, an unreadable header, a clip too short
-    for one audio token or longer than the largest bucket, and (given the `tokenizer`) a prompt
-    over `data.max_prompt_text_tokens` go through `skip_log` (default: the "error" policy).
+    for one audio token or longer than the largest bucket, and (given the `chat` format) a prompt
+    whose text tokens, audio tokens not counted, exceed what its bucket leaves room for go
+    through `skip_log` (default: the "error" policy).
     """
     skip_log = skip_log or SkipLog("error")
     limits = np.array([spec.bucket_samples(b) for b in range(len(spec.audio_buckets_s))])
@@ -122,11 +120,11 @@ def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
                             f"{n / SAMPLE_RATE:.2f} s does not fit the largest bucket in "
                             f"data.audio_buckets_s ({spec.audio_buckets_s[-1]} s)")
             continue
-        if tokenizer is not None:
+        if chat is not None:
             # The prompt fits when its text fills no more than the bucket's prompt width less
             # the clip's own audio tokens (a clip shorter than its bucket leaves some over).
             room = spec.prompt_length(int(fits[0])) - spec.num_audio_tokens(n)
-            if (count := prompt_text_tokens(row, tokenizer)) > room:
+            if (count := len(prompt_ids(row, chat, 1)) - 1) > room:
                 skip_log.handle(row.id, row.audio, "prompt too long",
                                 f"{count} text tokens; its bucket has room for {room} "
                                 f"(data.max_prompt_text_tokens={spec.max_prompt_text_tokens})")
@@ -186,6 +184,27 @@ def plan_training(buckets: np.ndarray, batch_size: int, num_batches: int, seed: 
     return plan[:num_batches]
 
 
+def prompt_ids(row: ManifestRow, chat: ChatFormat, num_audio_tokens: int) -> list[int]:
+    """The row's prompt ids, checked to hold exactly one audio-token id per audio embedding of
+    its clip.
+
+    Raises:
+      ChatFormatError naming the row otherwise, whatever the skip policy: a model that would
+      not receive its audio is a run to stop, not a bad row to leave out.
+    """
+    where = f"example {row.id!r} ({row.audio})"
+    try:
+        ids = chat.prompt_ids(user_text(row), num_audio_tokens)
+    except ChatFormatError as error:
+        raise ChatFormatError(f"{where}: {error}") from None
+    if (found := sum(1 for i in ids if i == chat.audio_token_id)) != num_audio_tokens:
+        raise ChatFormatError(
+            f"{where}: its prompt holds {found} audio-token ids ({chat.audio_token!r} = "
+            f"{chat.audio_token_id}) but the model makes {num_audio_tokens} audio embeddings "
+            "for its clip")
+    return ids
+
+
 class BatchLoader:
     """Turns a batch of row indices into padded numpy arrays (a grain map transform).
 
@@ -193,11 +212,10 @@ class BatchLoader:
     examples it had to leave out (`Skip` records, for `SkipLog.absorb` in the main process).
     """
 
-    def __init__(self, rows: Sequence[ManifestRow], buckets: np.ndarray, tokenizer,
+    def __init__(self, rows: Sequence[ManifestRow], buckets: np.ndarray, chat: ChatFormat,
                  spec: BatchSpec):
-        self.rows, self.buckets, self.tokenizer, self.spec = rows, buckets, tokenizer, spec
-        self.pad_id = tokenizer.pad_token_id
-        self.eos_id = tokenizer.eos_token_id
+        self.rows, self.buckets, self.chat, self.spec = rows, buckets, chat, spec
+        self.pad_id = chat.pad_id
 
     def __call__(self, indices: np.ndarray,
                  like: int | None = None) -> tuple[dict[str, np.ndarray], tuple[Skip, ...]]:
@@ -253,7 +271,7 @@ class BatchLoader:
                         f"decoded {len(wave)} samples, more than its bucket's {width} "
                         f"less {N_FFT // 2} samples of padding")
         n_audio = self.spec.num_audio_tokens(len(wave))
-        prompt = self.tokenizer(chat_prompt(user_text(row), n_audio))["input_ids"]
+        prompt = prompt_ids(row, self.chat, n_audio)
         if len(prompt) > prompt_len:  # screen_rows leaves such rows out; this is a backstop
             return Skip(row.id, row.audio, "prompt too long",
                         f"{len(prompt) - n_audio} text tokens, more than "
@@ -262,24 +280,23 @@ class BatchLoader:
         out["num_samples"][slot] = len(wave)
         out["prompt_ids"][slot, prompt_len - len(prompt) :] = prompt
         out["prompt_mask"][slot, prompt_len - len(prompt) :] = 1
-        target = self.tokenizer(target_text(row))["input_ids"] + [self.eos_id]
-        target = target[: self.spec.max_target_tokens]
+        target = self.chat.target_ids(target_text(row))[: self.spec.max_target_tokens]
         out["target_ids"][slot, : len(target)] = target
         out["target_mask"][slot, : len(target)] = 1
         return None
 
 
-def training_dataset(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, *,
+def training_dataset(rows: Sequence[ManifestRow], chat: ChatFormat, spec: BatchSpec, *,
                      num_batches: int, seed: int, process_index: int = 0,
                      process_count: int = 1, skip_log: SkipLog | None = None,
                      num_workers: int = 0) -> grain.IterDataset:
     """Shuffled, bucketed training batches for `num_batches` steps, loaded by prefetch threads or,
     with `num_workers` > 0, by that many worker processes (same batches, same order)."""
     skip_log = skip_log or SkipLog("error")
-    buckets = screen_rows(rows, spec, skip_log, tokenizer)
+    buckets = screen_rows(rows, spec, skip_log, chat)
     plan = plan_training(buckets, spec.batch_size, num_batches, seed, process_index,
                          process_count)
-    ds = grain.MapDataset.source(plan).map(BatchLoader(rows, buckets, tokenizer, spec))
+    ds = grain.MapDataset.source(plan).map(BatchLoader(rows, buckets, chat, spec))
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if num_workers > 0:
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags: defaults outside main
@@ -289,14 +306,14 @@ def training_dataset(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, *,
     return ds.map(skip_log.absorb)
 
 
-def evaluation_batches(rows: Sequence[ManifestRow], tokenizer, spec: BatchSpec, *,
+def evaluation_batches(rows: Sequence[ManifestRow], chat: ChatFormat, spec: BatchSpec, *,
                        process_index: int = 0, process_count: int = 1,
                        skip_log: SkipLog | None = None) -> grain.MapDataset:
     """Every usable row once, in bucket order, this process's slice of each global batch; short
     batches are padded and marked by "valid"."""
     skip_log = skip_log or SkipLog("error")
-    buckets = screen_rows(rows, spec, skip_log, tokenizer)
+    buckets = screen_rows(rows, spec, skip_log, chat)
     plan = plan_epoch(buckets, spec.batch_size * process_count, None, drop_remainder=False)
     items = [(local_share(b, process_index, process_count), int(b[0])) for b in plan]
-    loader = BatchLoader(rows, buckets, tokenizer, spec)
+    loader = BatchLoader(rows, buckets, chat, spec)
     return grain.MapDataset.source(items).map(lambda item: skip_log.absorb(loader(*item)))

@@ -1,7 +1,8 @@
-"""Prompt and target strings for the speech tasks, in the Qwen2-Audio chat format.
+"""The user turn and the reference completion of each speech task.
 
-A manifest row becomes one user turn (`user_text`) wrapped in the chat template with its audio
-(`chat_prompt`), and one reference completion (`target_text`):
+A manifest row becomes one user turn (`user_text`), which the model's chat format wraps in its
+chat template with the row's clip (`sallm_jax.data.chat_format`), and one reference completion
+(`target_text`):
 
   task  user text                                             target
   sqa   the question                                          the answer
@@ -13,35 +14,8 @@ A manifest row becomes one user turn (`user_text`) wrapped in the chat template 
 from __future__ import annotations
 
 from sallm_jax.data.manifest import ManifestRow
-from sallm_jax.data.tokenizer import AUDIO_TOKEN, SYSTEM_PROMPT
 
 TASKS = ("sqa", "ast", "aqa", "asr")
-
-
-def chat_prompt(text: str, num_audio_tokens: int) -> str:
-    """Chat-formatted prompt: one audio clip, then `text`, with `<|AUDIO|>` expanded.
-
-    Qwen2-Audio's processor expands the single placeholder of the chat template to one token per
-    audio embedding before tokenising; the model then scatters the clip's embeddings into those
-    positions. Use
-    `sallm_jax.models.qwen2_audio.config.audio_token_count(num_feature_frames(samples))` for the
-    count. Renders the same string as the tokenizer's chat template for
-    [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": text}]}]
-    with add_generation_prompt=True, before expansion.
-    """
-    if num_audio_tokens < 1:
-        raise ValueError(f"chat_prompt: num_audio_tokens must be >= 1, got {num_audio_tokens}")
-    return (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-        f"<|im_start|>user\nAudio 1: <|audio_bos|>{AUDIO_TOKEN * num_audio_tokens}<|audio_eos|>\n"
-        f"{text}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-
-
-def sqa_prompt(question: str, num_audio_tokens: int) -> str:
-    """The spoken-QA prompt: `chat_prompt` with the question as the user text."""
-    return chat_prompt(question, num_audio_tokens)
 
 
 def _checked_choices(row: ManifestRow) -> tuple[list[str], int]:

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from sallm_jax.data.bad_input import SkipLog
+from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, evaluation_batches
 from sallm_jax.eval.metrics import text_metrics
@@ -30,7 +31,7 @@ from sallm_jax.rl.scoring import decode_completions
 
 def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
                      rows: Sequence[ManifestRow],
-                     tokenizer, spec: BatchSpec, sampling: SamplingConfig, *,
+                     chat: ChatFormat, spec: BatchSpec, sampling: SamplingConfig, *,
                      partitioner: Partitioner, seed: int = 0,
                      skip_log: SkipLog | None = None,
                      num_samples: int = 1, name: str = "eval") -> list[list[str] | None]:
@@ -46,18 +47,17 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
     generate = make_rollout_fn(graphdef, partitioner.param_shardings(params),
                                partitioner.param_shardings(frozen), partitioner,
                                sampling=sampling, group_size=num_samples,
-                               eos_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id),
-                               pad_id=tokenizer.pad_token_id)
+                               eos_ids=chat.stop_ids, pad_id=chat.pad_id)
     answers: list[list[str] | None] = [None] * len(rows)
     rng = jax.random.key(seed)
-    batches = evaluation_batches(rows, tokenizer, spec, process_index=jax.process_index(),
+    batches = evaluation_batches(rows, chat, spec, process_index=jax.process_index(),
                                  process_count=jax.process_count(), skip_log=skip_log)
     for i, batch in enumerate(track(batches, name, len(batches), unit="batch", leave=None)):
         out = generate(params, frozen, partitioner.device_batch(batch),
                        jax.random.fold_in(rng, i))
         ids, mask = (partitioner.gather(partitioner.to_local(x)) for x in (out.ids, out.mask))
         index, valid = partitioner.gather(batch["index"]), partitioner.gather(batch["valid"])
-        texts = decode_completions(tokenizer, ids, mask)
+        texts = decode_completions(chat.tokenizer, ids, mask)
         for b, (row, ok) in enumerate(zip(index, valid, strict=True)):
             if ok:
                 answers[row] = texts[b * num_samples:(b + 1) * num_samples]
@@ -96,7 +96,7 @@ def mean_over_draws(draws: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
-             rows: Sequence[ManifestRow], tokenizer,
+             rows: Sequence[ManifestRow], chat: ChatFormat,
              spec: BatchSpec, sampling: SamplingConfig, *,
              partitioner: Partitioner, out_dir: pathlib.Path | None = None,
              seed: int = 0, skip_log: SkipLog | None = None,
@@ -109,10 +109,13 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
     """
     if sampling.temperature == 0 and num_samples != 1:
         raise ValueError(f"num_samples: greedy decoding gives one answer, got {num_samples}")
-    answers = generate_answers(graphdef, params, frozen, rows, tokenizer, spec, sampling,
+    answers = generate_answers(graphdef, params, frozen, rows, chat, spec, sampling,
                                partitioner=partitioner, seed=seed, skip_log=skip_log,
                                num_samples=num_samples, name=name)
     scored = [i for i, answer in enumerate(answers) if answer is not None]
+    if not scored:
+        raise ValueError(f"{name}: all {len(rows)} rows were left out under "
+                         "data.on_bad_input=skip; there is nothing to score")
     metrics = mean_over_draws([
         task_metrics([rows[i] for i in scored], [answers[i][draw] for i in scored])
         for draw in range(num_samples)])

@@ -42,7 +42,13 @@ class ModelFamily:
       input_width: config -> the model's input features per frame.
       frames_per_input: log-mel frames stacked into one input frame (input_width / mel bins).
       encoder, projector: top-level attribute names of the audio encoder and the projector.
-      audio_token: the processor's default audio placeholder string.
+      audio_token: the processor's default audio placeholder string; the processor expands
+        each one in the rendered chat to one copy per audio embedding of its clip
+        (`audio_tokens`), and config.audio_token_id is its id.
+      user_content: the text of a user turn -> the turn's `content` as the family's chat
+        template takes it with one clip (a list of typed parts for Qwen2-Audio, whose template
+        writes the placeholder; the placeholder and the text in one string for Granite
+        Speech, as its model card writes it).
       reference_frames: config -> feature frames of a clip transformers' class accepts.
       reference_audio_inputs: (features [B, frames, width], lengths [B], audio tokens [B]) ->
         the audio keyword arguments of transformers' forward, as NumPy arrays.
@@ -68,6 +74,7 @@ class ModelFamily:
     encoder: str
     projector: str
     audio_token: str
+    user_content: Callable[[str], object]
     reference_frames: Callable[[object], int]
     reference_audio_inputs: Callable[[np.ndarray, np.ndarray, np.ndarray], dict]
     sampling_rate: int = 16000

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.diagnostics import LogpDiffWatch
@@ -103,7 +104,7 @@ class GRPOSteps(StageSteps):
 
 def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
              frozen: nnx.State, ref_params: nnx.State | None, rows: Sequence[ManifestRow],
-             tokenizer, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
+             chat: ChatFormat, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
              **loop_args) -> nnx.State:
     """Run `cfg.steps` GRPO steps from `params`, resuming from the stage's latest checkpoint.
 
@@ -124,11 +125,11 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
-    loop = TrainingLoop("grpo", cfg, params=params, tx=tx, rows=rows, tokenizer=tokenizer,
+    loop = TrainingLoop("grpo", cfg, params=params, tx=tx, rows=rows, chat=chat,
                         workdir=workdir, seed=seed, partitioner=partitioner,
                         updates_per_step=cfg.num_iterations, counter="update", **loop_args)
     grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=loop.state_shardings,
-                         frozen=frozen, ref_params=ref_params, rows=rows, tokenizer=tokenizer,
+                         frozen=frozen, ref_params=ref_params, rows=rows, chat=chat,
                          partitioner=partitioner)
     steps = GRPOSteps(loop, grpo_step, cfg, workdir=workdir, seed=seed, partitioner=partitioner)
     return loop.run(steps, save=steps.save)

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.diagnostics import logp_difference, masked_mean
@@ -174,8 +175,8 @@ class GRPOStep:
     def __init__(self, cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef,
                  tx: optax.GradientTransformation, state_shardings: TrainState,
                  frozen: nnx.State, ref_params: nnx.State | None,
-                 rows: Sequence[ManifestRow], tokenizer, partitioner: Partitioner):
-        self.cfg, self.rows, self.tokenizer, self.partitioner = cfg, rows, tokenizer, partitioner
+                 rows: Sequence[ManifestRow], chat: ChatFormat, partitioner: Partitioner):
+        self.cfg, self.rows, self.chat, self.partitioner = cfg, rows, chat, partitioner
         self.reward_fns = get_reward_fns(cfg.reward_fns)
         self.frozen = partitioner.shard_params(frozen)
         frozen_shardings = partitioner.param_shardings(self.frozen)
@@ -186,8 +187,7 @@ class GRPOStep:
         self.sample = make_rollout_fn(graphdef, state_shardings.params, frozen_shardings,
                                       partitioner, sampling=sampling,
                                       group_size=cfg.group_size - cfg.num_off_policy,
-                                      eos_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id),
-                                      pad_id=tokenizer.pad_token_id)
+                                      eos_ids=chat.stop_ids, pad_id=chat.pad_id)
         self.logprobs, self.ref_logprobs = (
             make_logprob_fn(graphdef, state_shardings.params, frozen_shardings, partitioner,
                             group_size=cfg.group_size, temperature=cfg.temperature,
@@ -198,7 +198,8 @@ class GRPOStep:
 
     def _scored(self, host: dict[str, np.ndarray], local: Rollout,
                 batch: dict[str, jax.Array] | None = None) -> GenerationBatch:
-        groups = score_groups(local, host, self.rows, self.tokenizer, self.reward_fns, self.cfg)
+        groups = score_groups(local, host, self.rows, self.chat.tokenizer, self.reward_fns,
+                              self.cfg)
         batch = self.partitioner.device_batch(host) if batch is None else batch
         return GenerationBatch(host, local, groups, batch,
                                groups.device_group(self.cfg, self.partitioner), None)

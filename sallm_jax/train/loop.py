@@ -28,6 +28,7 @@ import optax
 from flax import nnx
 
 from sallm_jax.data.bad_input import SkipLog
+from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.parallel.partitioner import Partitioner
@@ -81,7 +82,7 @@ class TrainingLoop:
     """
 
     def __init__(self, name: str, cfg: ml_collections.ConfigDict, *, params: nnx.State,
-                 tx: optax.GradientTransformation, rows: Sequence[ManifestRow], tokenizer,
+                 tx: optax.GradientTransformation, rows: Sequence[ManifestRow], chat: ChatFormat,
                  spec: BatchSpec, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
                  skip_log: SkipLog | None = None,
                  validate: Callable[[nnx.State], float] | None = None, num_workers: int = 0,
@@ -92,7 +93,7 @@ class TrainingLoop:
         self.state, self.state_shardings = sharded_train_state(partitioner, params, tx,
                                                                copy=True)
         self.data_iter = iter(training_dataset(
-            rows, tokenizer, spec, num_batches=cfg.steps, seed=seed,
+            rows, chat, spec, num_batches=cfg.steps, seed=seed,
             process_index=jax.process_index(), process_count=jax.process_count(),
             skip_log=skip_log, num_workers=num_workers))
         self.ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)

@@ -11,6 +11,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.models.families import family_for_model
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
@@ -114,7 +115,7 @@ class SupervisedSteps(StageSteps):
 
 
 def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
-            frozen: nnx.State, tokenizer, name: str = "sft", **loop_args) -> nnx.State:
+            frozen: nnx.State, chat: ChatFormat, name: str = "sft", **loop_args) -> nnx.State:
     """Train for `cfg.steps` steps, resuming from the stage's latest checkpoint; returns params.
 
     `params` are what trains (all parameters, or the LoRA adapters and what the config adds),
@@ -127,7 +128,7 @@ def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: n
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps, weight_decay=cfg.weight_decay,
                         max_grad_norm=cfg.max_grad_norm)
-    loop = TrainingLoop(name, cfg, params=params, tx=tx, tokenizer=tokenizer, **loop_args)
+    loop = TrainingLoop(name, cfg, params=params, tx=tx, chat=chat, **loop_args)
     return loop.run(SupervisedSteps(loop, cfg, graphdef=graphdef, tx=tx, frozen=frozen,
                                     partitioner=loop_args["partitioner"],
-                                    blank_id=tokenizer.pad_token_id))
+                                    blank_id=chat.pad_id))

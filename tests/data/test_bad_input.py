@@ -10,7 +10,7 @@ import soundfile as sf
 from sallm_jax.data.bad_input import BadInputError, SkipLog
 from sallm_jax.data.manifest import ManifestError, read_manifest
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
-from tests.batch_spec import QWEN2_AUDIO_TOKENS
+from tests.batch_spec import QWEN2_AUDIO_TOKENS, qwen2_audio_chat
 
 SPEC = BatchSpec(batch_size=2, audio_buckets_s=(3.25, 5.0), max_prompt_text_tokens=40,
                  max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
@@ -66,36 +66,39 @@ def test_manifest_errors_name_line_and_field(bad_set, line, message):
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_audio_errors_name_the_file(bad_set, small_sqa, audio, reason, num_workers):
     _, tok = small_sqa
+    chat = qwen2_audio_chat(tok)
     rows = [r for r in read_manifest(bad_set, SkipLog("skip"))
             if r.audio.endswith(("good0.wav", "good1.wav", audio))]
     with pytest.raises(BadInputError, match=rf"{audio}: .*{reason}.*example 'r\d'"):
-        for _ in training_dataset(rows, tok, SPEC, num_batches=6, seed=0,
+        for _ in training_dataset(rows, chat, SPEC, num_batches=6, seed=0,
                                   num_workers=num_workers):
             pass
 
 
 def test_long_audio_is_truncated_when_configured(bad_set, small_sqa):
     _, tok = small_sqa
+    chat = qwen2_audio_chat(tok)
     rows = [r for r in read_manifest(bad_set, SkipLog("skip")) if r.id in ("r0", "r4")]
     short = BatchSpec(batch_size=2, audio_buckets_s=(1.0,), max_prompt_text_tokens=40,
                       max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS,
                       truncate_long_audio=True)
-    batch = next(iter(training_dataset(rows, tok, short, num_batches=1, seed=0)))
+    batch = next(iter(training_dataset(rows, chat, short, num_batches=1, seed=0)))
     assert batch["valid"].all()
     np.testing.assert_array_equal(batch["num_samples"], [16000 - 200] * 2)  # 1.5 s cut to fit
     with pytest.raises(BadInputError, match="audio too long"):
-        training_dataset(rows, tok, BatchSpec(2, (1.0,), 40, 16, QWEN2_AUDIO_TOKENS),
+        training_dataset(rows, chat, BatchSpec(2, (1.0,), 40, 16, QWEN2_AUDIO_TOKENS),
                          num_batches=1, seed=0)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_skip_policy_records_every_bad_example(bad_set, small_sqa, tmp_path, num_workers):
     _, tok = small_sqa
+    chat = qwen2_audio_chat(tok)
     log = SkipLog("skip", tmp_path / "work" / "skipped.jsonl")
     rows = read_manifest(bad_set, log)
     assert [r.id for r in rows] == [f"r{i}" for i in range(9)]
     seen = set()
-    for batch in training_dataset(rows, tok, SPEC, num_batches=6, seed=0, skip_log=log,
+    for batch in training_dataset(rows, chat, SPEC, num_batches=6, seed=0, skip_log=log,
                                   num_workers=num_workers):
         seen |= {rows[i].id for i in batch["index"][batch["valid"]]}
     assert seen == {"r0", "r4", "r7", "r8"}

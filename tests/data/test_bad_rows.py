@@ -14,7 +14,7 @@ from sallm_jax.audio.io import declared_frames
 from sallm_jax.data.bad_input import BadInputError, SkipLog
 from sallm_jax.data.manifest import ManifestError, read_manifest
 from sallm_jax.data.pipeline import BatchSpec, screen_rows
-from tests.batch_spec import QWEN2_AUDIO_TOKENS
+from tests.batch_spec import QWEN2_AUDIO_TOKENS, qwen2_audio_chat
 
 SPEC = BatchSpec(batch_size=2, audio_buckets_s=(3.25,), max_prompt_text_tokens=40,
                  max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
@@ -80,6 +80,6 @@ def test_audio_that_is_a_directory_or_too_short(tmp_path, small_sqa):
     with pytest.raises(BadInputError, match=r"folder\.wav: audio is not a file"):
         screen_rows(rows, SPEC)
     log = SkipLog("skip")
-    buckets = screen_rows(rows, SPEC, log, tokenizer)
+    buckets = screen_rows(rows, SPEC, log, qwen2_audio_chat(tokenizer))
     assert buckets.tolist() == [-1, -1, -1, 0]
     assert log.counts == {"audio is not a file": 1, "audio too short": 1, "prompt too long": 1}

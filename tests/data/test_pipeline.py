@@ -13,7 +13,7 @@ from sallm_jax.data.pipeline import (
     training_dataset,
 )
 from sallm_jax.models.qwen2_audio.config import audio_token_count
-from tests.batch_spec import QWEN2_AUDIO_TOKENS
+from tests.batch_spec import QWEN2_AUDIO_TOKENS, qwen2_audio_chat
 
 SPEC = BatchSpec(batch_size=4, audio_buckets_s=(3.0, 5.0), max_prompt_text_tokens=48,
                  max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
@@ -21,7 +21,8 @@ SPEC = BatchSpec(batch_size=4, audio_buckets_s=(3.0, 5.0), max_prompt_text_token
 
 def test_batch_contents_match_rows(small_sqa):
     rows, tok = small_sqa
-    batch = next(iter(training_dataset(rows["train"], tok, SPEC, num_batches=1, seed=0)))
+    chat = qwen2_audio_chat(tok)
+    batch = next(iter(training_dataset(rows["train"], chat, SPEC, num_batches=1, seed=0)))
     audio_id = tok.convert_tokens_to_ids("<|AUDIO|>")
     for slot, index in enumerate(batch["index"]):
         row = rows["train"][index]
@@ -75,7 +76,8 @@ def test_plan_is_seeded_and_shards_disjoint():
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_iterator_state_restores_exactly(small_sqa, num_workers):
     rows, tok = small_sqa
-    ds = training_dataset(rows["train"], tok, SPEC, num_batches=8, seed=0,
+    chat = qwen2_audio_chat(tok)
+    ds = training_dataset(rows["train"], chat, SPEC, num_batches=8, seed=0,
                           num_workers=num_workers)
     it = iter(ds)
     for _ in range(3):
@@ -91,8 +93,9 @@ def test_iterator_state_restores_exactly(small_sqa, num_workers):
 
 def test_worker_processes_load_the_same_batches_as_threads(small_sqa):
     rows, tok = small_sqa
-    threads = list(training_dataset(rows["train"], tok, SPEC, num_batches=6, seed=3))
-    workers = list(training_dataset(rows["train"], tok, SPEC, num_batches=6, seed=3,
+    chat = qwen2_audio_chat(tok)
+    threads = list(training_dataset(rows["train"], chat, SPEC, num_batches=6, seed=3))
+    workers = list(training_dataset(rows["train"], chat, SPEC, num_batches=6, seed=3,
                                     num_workers=2))
     assert len(threads) == len(workers) == 6
     for a, b in zip(threads, workers, strict=True):
@@ -104,7 +107,8 @@ def test_worker_processes_load_the_same_batches_as_threads(small_sqa):
 @pytest.mark.parametrize("process_count", [1, 3])
 def test_evaluation_covers_every_row_once(small_sqa, process_count):
     rows, tok = small_sqa
-    per_process = [list(evaluation_batches(rows["test"], tok, SPEC, process_index=p,
+    chat = qwen2_audio_chat(tok)
+    per_process = [list(evaluation_batches(rows["test"], chat, SPEC, process_index=p,
                                            process_count=process_count))
                    for p in range(process_count)]
     assert len({len(batches) for batches in per_process}) == 1  # same number of steps

@@ -1,17 +1,9 @@
-"""Prompt and target strings per task, compared with formats written out by hand."""
+"""User-turn and target strings per task, compared with formats written out by hand."""
 
 import pytest
 
 from sallm_jax.data.manifest import ManifestRow
-from sallm_jax.data.prompts import chat_prompt, sqa_prompt, target_text, user_text
-
-# Qwen2-Audio-7B-Instruct's chat template for one clip and a question, written out by hand, with
-# the placeholder expanded to three audio tokens.
-EXPECTED_CHAT = (
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "<|im_start|>user\nAudio 1: <|audio_bos|><|AUDIO|><|AUDIO|><|AUDIO|><|audio_eos|>\n"
-    "Where did Maria take the apples?<|im_end|>\n<|im_start|>assistant\n"
-)
+from sallm_jax.data.prompts import target_text, user_text
 
 
 def _row(task: str, **fields) -> ManifestRow:
@@ -24,13 +16,6 @@ AST = _row("ast", question="Translate the English speech into German.",
            answer="Maria nahm sieben Äpfel mit.", source_lang="en", target_lang="de")
 AQA = _row("aqa", question="Where did Ravi take the books?", answer="bakery",
            choices=["office", "bakery", "library", "Lucy's hospital"], answer_index=1)
-
-
-def test_chat_prompt_is_the_reference_template():
-    assert chat_prompt("Where did Maria take the apples?", 3) == EXPECTED_CHAT
-    assert sqa_prompt("Where did Maria take the apples?", 3) == EXPECTED_CHAT
-    with pytest.raises(ValueError, match="num_audio_tokens"):
-        chat_prompt("x", 0)
 
 
 def test_user_text_per_task():

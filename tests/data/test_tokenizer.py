@@ -5,9 +5,9 @@ import pathlib
 import pytest
 import transformers
 
-from sallm_jax.data.prompts import sqa_prompt
 from sallm_jax.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from sallm_jax.models.qwen2_audio.config import audio_token_count
+from tests.batch_spec import qwen2_audio_chat
 
 CORPUS = [
     "Maria took seven apples to the library on Tuesday.",
@@ -80,7 +80,7 @@ def test_load_missing_directory_names_the_file(tmp_path):
 @pytest.mark.parametrize("num_audio_tokens", [1, 7, 750])
 def test_sqa_prompt_expands_audio_placeholder(saved, num_audio_tokens):
     tokenizer, _ = saved
-    prompt = sqa_prompt(QUESTION, num_audio_tokens)
+    prompt = qwen2_audio_chat(tokenizer).render(QUESTION, num_audio_tokens)
     assert prompt.replace("<|AUDIO|>" * num_audio_tokens, "<|AUDIO|>") == EXPECTED_PROMPT
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     audio_id = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
@@ -94,7 +94,7 @@ def test_sqa_prompt_with_model_audio_token_count(saved):
     tokenizer, _ = saved
     count = audio_token_count(300)  # 3 s of audio -> 300 mel frames -> 75 tokens
     assert count == 75
-    ids = tokenizer.encode(sqa_prompt(QUESTION, count), add_special_tokens=False)
+    ids = qwen2_audio_chat(tokenizer).prompt_ids(QUESTION, count)
     assert ids.count(tokenizer.convert_tokens_to_ids("<|AUDIO|>")) == 75
 
 

@@ -16,6 +16,7 @@ from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig
+from tests.batch_spec import qwen2_audio_chat
 
 
 def test_sampled_evaluation_reports_mean_and_spread_over_draws(tmp_path, small_sqa, caplog):
@@ -25,7 +26,7 @@ def test_sampled_evaluation_reports_mean_and_spread_over_draws(tmp_path, small_s
     mcfg = model_config(cfg, tok)
     graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     spec = batch_spec(cfg, mcfg, "eval.batch_size", 6)
-    metrics = evaluate(graphdef, params, frozen, rows["test"], tok, spec,
+    metrics = evaluate(graphdef, params, frozen, rows["test"], qwen2_audio_chat(tok), spec,
                        SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9),
                        partitioner=Partitioner(make_mesh({"data": -1}), ()), out_dir=tmp_path,
                        num_samples=3, name="eval smoke/test")

@@ -30,15 +30,17 @@ def test_scored_groups_give_references_their_reward(small_sqa):
     from sallm_jax.rl.rewards import get_reward_fns
     from sallm_jax.rl.rollout import Rollout
     from sallm_jax.rl.scoring import local_rollout, score_groups
-    from tests.batch_spec import QWEN2_AUDIO_TOKENS
+    from tests.batch_spec import QWEN2_AUDIO_TOKENS, qwen2_audio_chat
 
     rows, tok = small_sqa
+
+    chat = qwen2_audio_chat(tok)
     cfg = get_config("smoke").rl
     cfg.group_size, cfg.num_off_policy = 3, 1
     spec = BatchSpec(2, (3.25, 5.0), 40, 16, QWEN2_AUDIO_TOKENS)
     buckets = screen_rows(rows["train"], spec)
     first = [i for i in range(len(buckets)) if buckets[i] == buckets[0]][:2]
-    host_batch, skips = BatchLoader(rows["train"], buckets, tok, spec)(np.array(first))
+    host_batch, skips = BatchLoader(rows["train"], buckets, chat, spec)(np.array(first))
     assert skips == ()
     junk = tok("zzz")["input_ids"] + [tok.eos_token_id]
     ids = np.zeros((4, 16), np.int32)

@@ -9,7 +9,7 @@ from flax import nnx
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.state import TrainState, apply_gradients, create_train_state
-from tests.batch_spec import QWEN2_AUDIO_TOKENS
+from tests.batch_spec import QWEN2_AUDIO_TOKENS, qwen2_audio_chat
 
 
 class TwoLayer(nnx.Module):
@@ -22,7 +22,7 @@ def test_state_and_iterator_round_trip(tmp_path, small_sqa):
     rows, tok = small_sqa
     spec = BatchSpec(batch_size=2, audio_buckets_s=(3.0, 5.0), max_prompt_text_tokens=48,
                      max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
-    ds = training_dataset(rows["train"], tok, spec, num_batches=10, seed=0)
+    ds = training_dataset(rows["train"], qwen2_audio_chat(tok), spec, num_batches=10, seed=0)
     it = iter(ds)
     _, params = nnx.split(TwoLayer(nnx.Rngs(0)))
     tx = optax.adamw(1e-2)

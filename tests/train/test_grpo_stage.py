@@ -16,6 +16,7 @@ from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.grpo_stage import run_grpo
+from tests.batch_spec import qwen2_audio_chat
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa)
     # beta = 0 and a reference that cannot be used: any reference forward pass would fail.
     run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
              ref_params=jax.tree.map(lambda x: None, params), rows=rows["train"],
-             tokenizer=tok, spec=batch_spec(cfg, mcfg, "rl.batch_size",
+             chat=qwen2_audio_chat(tok), spec=batch_spec(cfg, mcfg, "rl.batch_size",
                                             cfg.rl.max_completion_length),
              workdir=tmp_path, seed=0, partitioner=Partitioner(make_mesh({"data": -1}), ()))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
@@ -78,7 +79,7 @@ def test_lora_grpo_trains_adapters_only_against_the_adapter_free_reference(tmp_p
     base = jax.tree.map(np.asarray, frozen)
     before = jax.tree.map(np.asarray, adapters)
     trained = run_grpo(cfg.rl, graphdef=graphdef, params=adapters, frozen=frozen,
-                       ref_params=None, rows=rows["train"], tokenizer=tok,
+                       ref_params=None, rows=rows["train"], chat=qwen2_audio_chat(tok),
                        spec=batch_spec(cfg, model_config(cfg, tok), "rl.batch_size",
                                        cfg.rl.max_completion_length),
                        workdir=tmp_path, seed=0,

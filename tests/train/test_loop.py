@@ -19,7 +19,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.health import TrainingDiverged
 from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
 from sallm_jax.train.state import apply_gradients
-from tests.batch_spec import QWEN2_AUDIO_TOKENS
+from tests.batch_spec import QWEN2_AUDIO_TOKENS, qwen2_audio_chat
 
 SPEC = BatchSpec(batch_size=2, audio_buckets_s=(3.0, 5.0), max_prompt_text_tokens=48,
                  max_target_tokens=16, num_audio_tokens=QWEN2_AUDIO_TOKENS)
@@ -67,9 +67,10 @@ class Steps(StageSteps):
 
 def make_loop(workdir, small_sqa, steps, validate=None, eval_every=0):
     rows, tok = small_sqa
+    chat = qwen2_audio_chat(tok)
     _, params = nnx.split(Line())
     return TrainingLoop("toy", section(steps, eval_every), params=params, tx=TX,
-                        rows=rows["train"], tokenizer=tok, spec=SPEC, workdir=workdir, seed=3,
+                        rows=rows["train"], chat=chat, spec=SPEC, workdir=workdir, seed=3,
                         partitioner=Partitioner(make_mesh({"data": -1}), ()), validate=validate)
 
 

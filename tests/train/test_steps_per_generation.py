@@ -16,6 +16,7 @@ from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.grpo_stage import run_grpo
+from tests.batch_spec import qwen2_audio_chat
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def train(workdir, small_sqa, steps_per_generation, steps=4):
     mcfg = model_config(cfg, tok)
     graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     trained = run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
-                       ref_params=None, rows=rows["train"], tokenizer=tok,
+                       ref_params=None, rows=rows["train"], chat=qwen2_audio_chat(tok),
                        spec=batch_spec(cfg, mcfg, "rl.batch_size", cfg.rl.max_completion_length),
                        workdir=workdir, seed=0,
                        partitioner=Partitioner(make_mesh({"data": -1}), ()))

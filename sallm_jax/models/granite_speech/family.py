@@ -18,6 +18,7 @@ from sallm_jax.models.granite_speech.model import GraniteSpeechLM
 
 # The encoder accepts any length; 150 stacked frames (3 s) cover 10 projector windows.
 _REFERENCE_FRAMES = 150
+AUDIO_TOKEN = "<|audio|>"  # GraniteSpeechProcessor's placeholder
 
 
 def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,
@@ -28,6 +29,12 @@ def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,
         "input_features": features,
         "input_features_mask": np.arange(audio_tokens.max())[None, :] < audio_tokens[:, None],
     }
+
+
+def user_content(text: str) -> str:
+    """The user turn as Granite Speech's model card writes it: the placeholder, then the text
+    (the chat template takes a plain string)."""
+    return AUDIO_TOKEN + text
 
 
 GRANITE_SPEECH = register_family(ModelFamily(
@@ -46,7 +53,8 @@ GRANITE_SPEECH = register_family(ModelFamily(
     frames_per_input=2,
     encoder="encoder",
     projector="projector",
-    audio_token="<|audio|>",
+    audio_token=AUDIO_TOKEN,
+    user_content=user_content,
     reference_frames=lambda config: _REFERENCE_FRAMES,
     reference_audio_inputs=reference_audio_inputs,
 ))

@@ -36,6 +36,8 @@ class ProcessorSettings:
       audio_token: placeholder string the processor expands to one token per audio embedding.
       audio_token_id: its id (`config.audio_token_id`).
       chat_template: Jinja chat template, or None when the directory holds none.
+      eos_token_ids: generation_config.json's eos ids, which end a generated answer (empty
+        without that file).
     """
 
     num_mel_bins: int
@@ -44,6 +46,7 @@ class ProcessorSettings:
     audio_token: str
     audio_token_id: int
     chat_template: str | None
+    eos_token_ids: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -151,6 +154,7 @@ def load_checkpoint(
     if not num_mel_bins:  # no preprocessor file: the model's own input width
         feature_size = family.input_width(config)
         num_mel_bins = feature_size // family.frames_per_input
+    eos = _read_json(os.path.join(path, "generation_config.json")).get("eos_token_id")
     settings = ProcessorSettings(
         num_mel_bins=num_mel_bins,
         feature_size=feature_size,
@@ -158,5 +162,6 @@ def load_checkpoint(
         audio_token=processor.get("audio_token", family.audio_token),
         audio_token_id=config.audio_token_id,
         chat_template=_chat_template(path, tokenizer),
+        eos_token_ids=tuple(eos if isinstance(eos, list) else [] if eos is None else [eos]),
     )
     return Checkpoint(model=model, tokenizer=tokenizer, processor=settings, family=family)

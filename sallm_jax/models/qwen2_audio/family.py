@@ -27,6 +27,13 @@ def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,
     }
 
 
+def user_content(text: str) -> list[dict]:
+    """The user turn as Qwen2-Audio's chat template takes it: an audio part (the template tests
+    for an "audio" key and writes `Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>`; the clip
+    itself travels apart from the text), then the text part."""
+    return [{"type": "audio", "audio": None}, {"type": "text", "text": text}]
+
+
 QWEN2_AUDIO = register_family(ModelFamily(
     model_type="qwen2_audio",
     architecture="Qwen2AudioForConditionalGeneration",
@@ -43,6 +50,7 @@ QWEN2_AUDIO = register_family(ModelFamily(
     encoder="audio_tower",
     projector="multi_modal_projector",
     audio_token="<|AUDIO|>",
+    user_content=user_content,
     # transformers' Whisper encoder insists on exactly 2 x max_source_positions frames.
     reference_frames=lambda config: config.audio.max_mel_frames,
     reference_audio_inputs=reference_audio_inputs,
