@@ -68,8 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.tokenizer = ml_collections.ConfigDict({"path": "", "vocab_size": 1024})
     c.model = tiny_model()
-    # A local Hugging Face directory (Qwen2-Audio or Granite Speech) to start from instead of
-    # the sizes above, with its own tokenizer.
+    # A Hugging Face checkpoint (Qwen2-Audio or Granite Speech) to start from instead of the
+    # sizes above, with its own tokenizer, chat template and generation config: a directory,
+    # or a Hub id "org/name[@revision]" read through huggingface_hub's cache.
     c.model.checkpoint = ""
     c.model.dtype = "float32"  # parameter storage: float32 or bfloat16
     # Activations and matmuls: "" computes in model.dtype; "bfloat16" with float32 storage is
@@ -92,7 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.lora.alpha = 32.0
     c.lora.target_modules = ("q_proj", "v_proj")
     c.lora.trainable = "adapters"
-    c.lora.adapter_dir = ""  # a PEFT adapter to start from (Granite Speech ships one)
+    # A PEFT adapter to start from (a directory or a Hub id); one inside model.checkpoint's
+    # folder is read without it (Granite Speech ships one).
+    c.lora.adapter_dir = ""
 
     # The base model (stage "base"): the configured model trained from random initialisation
     # to transcribe the embedded ASR corpus (never the task), with a tokenizer trained on that

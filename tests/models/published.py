@@ -117,16 +117,22 @@ def save_granite_speech(path: pathlib.Path, seed: int,
                         adapter: bool) -> transformers.PreTrainedTokenizerFast:
     """Granite Speech at small widths (80 mels stacked in pairs, projector windows of 15
     frames giving 3 queries each, as published), with its LoRA adapter when `adapter`."""
-    try:  # tests/models is on sys.path when pytest collected it, else reach it via the package
-        from test_granite_parity import hf_config
-    except ImportError:
-        from tests.models.test_granite_parity import hf_config
-
     tokenizer = granite_speech_tokenizer()
-    config = hf_config()
-    config.text_config.vocab_size = len(tokenizer) + EMBEDDING_SLACK
-    config.audio_token_index = tokenizer.convert_tokens_to_ids("<|audio|>")
-    config.has_lora_adapter = adapter
+    config = transformers.GraniteSpeechConfig(
+        encoder_config=dict(input_dim=160, num_layers=2, hidden_dim=32, feedforward_mult=2,
+                            num_heads=4, dim_head=8, output_dim=12, context_size=50,
+                            max_pos_emb=50, conv_kernel_size=5, conv_expansion_factor=2),
+        projector_config=dict(model_type="blip_2_qformer", hidden_size=24, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=40,
+                              encoder_hidden_size=32, cross_attention_frequency=1),
+        text_config=dict(model_type="granite", hidden_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+                         vocab_size=len(tokenizer) + EMBEDDING_SLACK, embedding_multiplier=12.0,
+                         attention_multiplier=0.015625, residual_multiplier=0.22,
+                         logits_scaling=8.0, tie_word_embeddings=True,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|audio|>"),
+        has_lora_adapter=adapter, window_size=15, downsample_rate=5)
     torch.manual_seed(seed)
     model = transformers.GraniteSpeechForConditionalGeneration(config).eval()
     randomise(model)
