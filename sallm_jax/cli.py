@@ -70,6 +70,11 @@ COMMANDS = {
         "sallm_jax.plan_memory",
         "per-device memory of GRPO training on a mesh, from shapes alone",
         "--preset qwen2_audio_7b --mesh data=1,fsdp=4,tensor=1 --device h100"),
+    "random-checkpoint": Command(
+        "sallm_jax.random_checkpoint",
+        "a complete random-weight checkpoint at a published config (weights, tokenizer, chat "
+        "template, processor and generation files), for trying a run at that size",
+        "--preset granite_speech_2b --dtype bfloat16 --out ckpt/granite_2b_random"),
     "report": Command(
         "sallm_jax.report",
         "plots of every training scalar and report.md (results, sample groups, config diff, "

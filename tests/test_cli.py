@@ -13,6 +13,7 @@ from sallm_jax import cli, plan_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGPARSE_FLAGS = {"parity": "--checkpoint", "plan-memory": "--mesh", "report": "--preset",
+                  "random-checkpoint": "--encoder_layers",
                   "import-librisqa": "--audio_root", "import-covost2": "--audio_root",
                   "import-avqa": "--validation_fraction", "import-mmau": "--input",
                   "import-librispeech": "--data_dir"}
@@ -34,7 +35,8 @@ def test_the_console_script_is_declared():
 def test_overview_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    expected = ["train", "compare", "parity", "plan-memory", "report", "import-librisqa",
+    expected = ["train", "compare", "parity", "plan-memory", "random-checkpoint", "report",
+                "import-librisqa",
                 "import-covost2", "import-avqa", "import-mmau", "import-librispeech"]
     assert [line.split()[0] for line in out.split("commands:\n")[1].splitlines()
             if line.startswith("  ") and not line.startswith("   ")][:len(expected)] == expected

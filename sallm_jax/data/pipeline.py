@@ -124,7 +124,7 @@ def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
             # The prompt fits when its text fills no more than the bucket's prompt width less
             # the clip's own audio tokens (a clip shorter than its bucket leaves some over).
             room = spec.prompt_length(int(fits[0])) - spec.num_audio_tokens(n)
-            if (count := len(prompt_ids(row, chat, 1)) - 1) > room:
+            if (count := prompt_text_tokens(row, chat)) > room:
                 skip_log.handle(row.id, row.audio, "prompt too long",
                                 f"{count} text tokens; its bucket has room for {room} "
                                 f"(data.max_prompt_text_tokens={spec.max_prompt_text_tokens})")
@@ -203,6 +203,11 @@ def prompt_ids(row: ManifestRow, chat: ChatFormat, num_audio_tokens: int) -> lis
             f"{chat.audio_token_id}) but the model makes {num_audio_tokens} audio embeddings "
             "for its clip")
     return ids
+
+
+def prompt_text_tokens(row: ManifestRow, chat: ChatFormat) -> int:
+    """Text tokens of the row's prompt, its audio tokens not counted."""
+    return len(prompt_ids(row, chat, 1)) - 1
 
 
 class BatchLoader:

@@ -12,6 +12,7 @@ from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import prompt_text_tokens
 from sallm_jax.data.prompts import target_text
 from sallm_jax.train.base import base_directory, base_tokenizer
+from tests.batch_spec import qwen2_audio_chat
 
 CACHE = pathlib.Path("/cache")
 
@@ -57,18 +58,19 @@ def test_base_tokenizer_fits_every_task_preset(tmp_path):
               for i, text in enumerate(embedded_asr.sample_text(rng) for _ in range(200))]
     tok = base_tokenizer(tmp_path, corpus, vocab_size=1024)
     assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
+    chat = qwen2_audio_chat(tok)
     count = lambda text: len(tok(text)["input_ids"])  # noqa: E731
     sqa, ast, aqa = (get_config("tiny"), get_ast_config("tiny"), get_aqa_config("tiny"))
     for _ in range(300):
         for qa in embedded_sqa.sample_passage(rng).questions:
             row = ManifestRow(id="q", audio="", task="sqa", question=qa.question,
                               answer=qa.answers[0])
-            assert prompt_text_tokens(row, tok) <= sqa.data.max_prompt_text_tokens
+            assert prompt_text_tokens(row, chat) <= sqa.data.max_prompt_text_tokens
             assert count(qa.answers[0]) + 1 <= sqa.sft.max_target_tokens
         assert count(embedded_ast.sample_translation(rng).german) + 1 <= ast.sft.max_target_tokens
         _, _, _, item = embedded_aqa.sample_item(rng)
         row = ManifestRow(id="q", audio="", task="aqa", question=item.question,
                           answer=item.choices[item.answer_index], choices=list(item.choices),
                           answer_index=item.answer_index)
-        assert prompt_text_tokens(row, tok) <= aqa.data.max_prompt_text_tokens
+        assert prompt_text_tokens(row, chat) <= aqa.data.max_prompt_text_tokens
         assert count(target_text(row)) + 1 <= aqa.sft.max_target_tokens
