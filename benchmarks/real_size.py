@@ -56,21 +56,35 @@ def cut_down(checkpoint: pathlib.Path, manifests: dict[str, pathlib.Path],
     return [f"--config.{s}" for s in settings]
 
 
-def run_child(args: list[str], log: pathlib.Path, env: dict, kill_when=None) -> dict:
-    """Runs `python ARGS` with its output in `log`; with `kill_when` (a function of nothing),
-    sends SIGKILL once it is true. Returns seconds, peak RSS bytes and the exit status."""
-    start = time.perf_counter()
+def resident_bytes(pid: int) -> int:
+    """VmRSS of a running process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    except (FileNotFoundError, StopIteration, ProcessLookupError):
+        return 0
+
+
+def run_child(args: list[str], log: pathlib.Path, env: dict, max_rss: int,
+              kill_when=None) -> dict:
+    """Runs `python ARGS` with its output in `log`; sends SIGKILL once `kill_when` (a function
+    of nothing) is true, or once the process holds more than `max_rss` bytes (then "over_memory"
+    is set: the machine would otherwise start to swap or kill at random). Returns seconds, peak
+    RSS bytes and the exit status."""
+    start, over = time.perf_counter(), False
     with open(log, "w") as out:
         child = subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
                                  env=env, cwd=ROOT)
-        while kill_when is not None and child.poll() is None:
-            if kill_when():
+        while not (done := os.wait4(child.pid, os.WNOHANG))[0]:
+            over = over or resident_bytes(child.pid) > max_rss
+            if over or (kill_when is not None and kill_when()):
                 child.send_signal(signal.SIGKILL)
+                done = os.wait4(child.pid, 0)
                 break
             time.sleep(0.5)
-        _, status, usage = os.wait4(child.pid, 0)
+        _, status, usage = done
     return {"seconds": round(time.perf_counter() - start, 1),
-            "peak_rss": usage.ru_maxrss * 1024, "status": status}
+            "peak_rss": usage.ru_maxrss * 1024, "status": status, "over_memory": over}
 
 
 def compiles(log: pathlib.Path) -> list[tuple[str, float]]:
@@ -136,7 +150,7 @@ print("export seconds", round(time.perf_counter() - start, 1), flush=True)
 
 
 def measure(directory: pathlib.Path, preset: str, layers: int | None,
-            encoder_layers: int | None, prompts: int) -> dict:
+            encoder_layers: int | None, prompts: int, max_rss: int) -> dict:
     checkpoint = directory / "checkpoint"
     figures: dict = {"preset": preset, "layers": layers, "encoder_layers": encoder_layers}
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1",
@@ -151,11 +165,11 @@ def measure(directory: pathlib.Path, preset: str, layers: int | None,
     args = ["-m", "sallm_jax.main", "--config=configs/sqa_grpo.py:paper",
             f"--workdir={workdir}", *cut_down(checkpoint, manifests, prompts)]
     first_grpo_checkpoint = workdir / "grpo" / "checkpoints" / "1"
-    figures["killed"] = run_child(args, directory / "first.log", env,
+    figures["killed"] = run_child(args, directory / "first.log", env, max_rss,
                                   kill_when=first_grpo_checkpoint.exists)
-    figures["resumed"] = run_child(args, directory / "resumed.log", env)
+    figures["resumed"] = run_child(args, directory / "resumed.log", env, max_rss)
     figures["export"] = run_child(["-c", EXPORT, str(workdir), str(directory / "exported")],
-                                  directory / "export.log", env)
+                                  directory / "export.log", env, max_rss)
     for name in ("first", "resumed", "export"):
         figures[f"compiles_{name}"] = compiles(directory / f"{name}.log")
         figures[f"steps_{name}"] = step_times(directory / f"{name}.log")
@@ -176,10 +190,13 @@ def main(argv=None) -> None:
     parser.add_argument("--encoder_layers", type=int, default=None)
     parser.add_argument("--prompts", type=int, default=1)
     parser.add_argument("--dir", default="")
+    parser.add_argument("--max_rss_gib", type=float, default=21.0,
+                        help="kill a process that holds more (this machine has 24 GiB)")
     args = parser.parse_args(argv)
     directory = pathlib.Path(args.dir or tempfile.mkdtemp(prefix="real_size-"))
     directory.mkdir(parents=True, exist_ok=True)
-    figures = measure(directory, args.preset, args.layers, args.encoder_layers, args.prompts)
+    figures = measure(directory, args.preset, args.layers, args.encoder_layers, args.prompts,
+                      int(args.max_rss_gib * GIB))
     print(json.dumps(figures))
 
 

@@ -50,12 +50,19 @@ class Partitioner:
 
         Host-local values (every process holds the whole array) are placed with device_put;
         arrays already spread over processes are re-laid out by a compiled identity, since a
-        direct transfer between global layouts is not available on every backend (CPU).
+        direct transfer between global layouts is not available on every backend (CPU). Arrays
+        already in their layout are returned as they are, not copied, unless `copy`: the
+        frozen weights of a model are shared by the stage that trains it, its evaluation and
+        the reference policy, once in memory.
         """
         shardings = self.param_shardings(params)
         if all(x.is_fully_addressable for x in jax.tree.leaves(params)
                if isinstance(x, jax.Array)):
             params = jax.device_put(params, shardings)
+        laid_out = all(isinstance(x, jax.Array) and x.sharding == s for x, s in zip(
+            jax.tree.leaves(params), jax.tree.leaves(shardings), strict=True))
+        if laid_out and not copy:
+            return params
         # jnp.copy is an operation of its own, so the output cannot alias the input buffer.
         relayout = (lambda p: jax.tree.map(jnp.copy, p)) if copy else (lambda p: p)
         return jax.jit(relayout, out_shardings=shardings)(params)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.kv_cache import init_cache
+from sallm_jax.models.layer_scan import compiler_options
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.rl.policy import merge_policy
 from sallm_jax.rl.sampling import sample_token
@@ -127,4 +128,5 @@ def make_rollout_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
                        group_size=group_size, eos_ids=eos_ids, pad_id=pad_id)
 
     return jax.jit(fn, in_shardings=(param_shardings, frozen_shardings, partitioner.batch,
-                                     partitioner.replicated), out_shardings=partitioner.batch)
+                                     partitioner.replicated), out_shardings=partitioner.batch,
+                   compiler_options=compiler_options())

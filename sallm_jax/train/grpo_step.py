@@ -23,6 +23,7 @@ from flax import nnx
 
 from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
+from sallm_jax.models.layer_scan import compiler_options
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.diagnostics import logp_difference, masked_mean
 from sallm_jax.rl.grpo import (
@@ -71,7 +72,7 @@ def make_logprob_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
 
     batch = partitioner.batch
     return jax.jit(fn, in_shardings=(param_shardings, frozen_shardings, batch, batch, batch),
-                   out_shardings=batch)
+                   out_shardings=batch, compiler_options=compiler_options())
 
 
 def batch_advantages(cfg: ml_collections.ConfigDict, rewards: jax.Array,
@@ -144,7 +145,8 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     batch = partitioner.batch
     return jax.jit(update, in_shardings=(state_shardings, frozen_shardings, batch, batch, batch,
                                          batch),
-                   out_shardings=(state_shardings, partitioner.replicated), donate_argnums=0)
+                   out_shardings=(state_shardings, partitioner.replicated), donate_argnums=0,
+                   compiler_options=compiler_options())
 
 
 @dataclasses.dataclass

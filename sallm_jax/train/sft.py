@@ -13,6 +13,7 @@ from flax import nnx
 
 from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.models.families import family_for_model
+from sallm_jax.models.layer_scan import compiler_options
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
@@ -81,7 +82,8 @@ def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         return state, metrics
 
     return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, partitioner.batch),
-                   out_shardings=(state_shardings, partitioner.replicated), donate_argnums=0)
+                   out_shardings=(state_shardings, partitioner.replicated), donate_argnums=0,
+                   compiler_options=compiler_options())
 
 
 class SupervisedSteps(StageSteps):

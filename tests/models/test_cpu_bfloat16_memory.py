@@ -1,0 +1,78 @@
+"""The memory of a bfloat16 forward pass on the CPU, read from XLA's own buffer assignment of the
+compiled program (nothing runs): with the model programs' `compiler_options`, the scanned decoder
+holds its stacked weights once (bfloat16) and converts one layer at a time to float32; without
+them XLA converts the whole stack before the loop, which is what made granite_speech_2b's SFT
+step run out of memory on this machine. And the frozen weights a stage, its evaluation and the
+reference share are one set of buffers (`Partitioner.shard_params` copies only when asked)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from sallm_jax.models.granite_speech.model import GraniteSpeechLM
+from sallm_jax.models.layer_scan import compiler_options, set_scan_layers
+from sallm_jax.models.presets import get_preset
+from sallm_jax.parallel.mesh import make_mesh
+from sallm_jax.parallel.partitioner import Partitioner
+
+LAYERS = 6
+
+
+def small_granite():
+    """granite_speech_2b's decoder at a quarter of its width, LAYERS layers, bfloat16,
+    scanned; built abstractly."""
+    preset = get_preset("granite_speech_2b")
+    text = dataclasses.replace(preset.text, hidden_size=512, intermediate_size=2048,
+                               num_hidden_layers=LAYERS, vocab_size=4096)
+    config = dataclasses.replace(preset, text=text, audio_token_id=4000)
+    model = nnx.eval_shape(lambda: GraniteSpeechLM(config, rngs=nnx.Rngs(0),
+                                                   dtype=jnp.bfloat16,
+                                                   param_dtype=jnp.bfloat16))
+    set_scan_layers(model, True)
+    return model
+
+
+def forward_temp_bytes(model, options: dict) -> int:
+    """XLA's temporary bytes for the prefill of one 128-token text prompt."""
+    graphdef, state = nnx.split(model)
+    batch = {"prompt_ids": jax.ShapeDtypeStruct((1, 128), jnp.int32),
+             "prompt_mask": jax.ShapeDtypeStruct((1, 128), jnp.int32)}
+
+    def prefill(state, batch):
+        return nnx.merge(graphdef, state).prefill(batch)[0]
+
+    compiled = jax.jit(prefill, compiler_options=options).lower(state, batch).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def decoder_layer_bytes(model) -> int:
+    layers = nnx.state(model.language_model.layers)
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(layers))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU backend's conversion")
+def test_the_scanned_decoder_converts_one_layer_at_a_time():
+    model = small_granite()
+    stacked = decoder_layer_bytes(model)  # the stack the scan builds: one bfloat16 copy
+    one_layer_f32 = 2 * stacked // LAYERS
+    with_options = forward_temp_bytes(model, compiler_options())
+    assert with_options < stacked + 2 * one_layer_f32 + (64 << 20), (with_options, stacked)
+    # The hazard the options remove: the whole stack converted to float32 before the loop
+    # (twice the stack's bytes, part of which the bfloat16 stack's space then holds).
+    without = forward_temp_bytes(model, {})
+    assert without - with_options > stacked, (without, with_options, stacked)
+
+
+def test_shard_params_shares_laid_out_weights_and_copies_when_asked():
+    partitioner = Partitioner(make_mesh({"data": -1}), ())
+    state = nnx.state(nnx.Linear(64, 64, rngs=nnx.Rngs(0), param_dtype=jnp.bfloat16))
+    placed = partitioner.shard_params(state)
+    again = partitioner.shard_params(placed)
+    copied = partitioner.shard_params(placed, copy=True)
+    pointer = lambda s: s["kernel"][...].unsafe_buffer_pointer()  # noqa: E731
+    assert pointer(again) == pointer(placed)
+    assert pointer(copied) != pointer(placed)
+    assert (copied["kernel"][...] == placed["kernel"][...]).all()
