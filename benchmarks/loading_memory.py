@@ -5,73 +5,30 @@ of its parameters.
 
 A random Qwen2-Audio checkpoint at Qwen2-Audio-7B's widths, with `--layers` encoder and decoder
 layers (1.51 B parameters at one layer: the 156,032-row embedding and head are most of it), is
-written block by block in float32. A fresh process then imports the package, notes its
-resident memory, loads the directory with `load_checkpoint(dtype=...)`, and reads the peak
-(VmHWM). It then resets the peak (/proc/self/clear_refs), exports the model with `export_hf`
-and reads it again. Both peaks are reported above the resident memory just before each call,
-as a multiple of the loaded parameters' bytes. Linux only (it reads /proc).
+written block by block in float32 (`sallm_jax.random_checkpoint.write_random_weights`). A fresh
+process then imports the package, notes its resident memory, loads the directory with
+`load_checkpoint(dtype=...)`, and reads the peak (VmHWM). It then resets the peak
+(/proc/self/clear_refs), exports the model with `export_hf` and reads it again. Both peaks are
+reported above the resident memory just before each call, as a multiple of the loaded
+parameters' bytes. Linux only (it reads /proc).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
 from flax import nnx
 
-from sallm_jax.models.hub.export import hf_config_dict
-from sallm_jax.models.hub.safetensors_io import CHUNK_BYTES, write_safetensors
-from sallm_jax.models.presets import get_preset
-from sallm_jax.models.qwen2_audio.hub import hf_param_map
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.random_checkpoint import preset_config, write_random_weights
 
 GIB = 1024**3
-
-
-def config_at_7b_widths(layers: int):
-    preset = get_preset("qwen2_audio_7b")
-    return dataclasses.replace(
-        preset, audio=dataclasses.replace(preset.audio, encoder_layers=layers),
-        text=dataclasses.replace(preset.text, num_hidden_layers=layers))
-
-
-def random_rows(shape: tuple[int, ...], seed: int):
-    """N(0, 0.02) float32 rows of `shape`, about CHUNK_BYTES at a time."""
-    rng = np.random.default_rng(seed)
-    row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-    step = max(1, CHUNK_BYTES // (4 * row))
-    for first in range(0, shape[0], step):
-        rows = min(step, shape[0] - first)
-        yield (0.02 * rng.standard_normal((rows, *shape[1:]), np.float32))
-
-
-def write_checkpoint(path: str, layers: int) -> int:
-    """Writes config.json and model.safetensors; returns the number of parameters."""
-    config = config_at_7b_widths(layers)
-    model = nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0)))
-    specs, count = [], 0
-    for seed, (key, (param_path, transform)) in enumerate(sorted(hf_param_map(config).items())):
-        node = model
-        for part in param_path:
-            node = node[part] if isinstance(part, int) else getattr(node, part)
-        shape = tuple(node.get_value().shape)
-        shape = shape if transform == "copy" else shape[::-1]
-        count += int(np.prod(shape))
-        specs.append((key, shape, np.dtype(np.float32),
-                      functools.partial(random_rows, shape, seed)))
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(hf_config_dict(config), f)
-    write_safetensors(os.path.join(path, "model.safetensors"), specs)
-    return count
 
 
 def _status(field: str) -> int:
@@ -112,7 +69,9 @@ def run(directory: str, layers: int = 1, dtype: str = "float32") -> dict:
     """Writes the checkpoint under `directory`, measures in a fresh process, returns the
     figures (bytes and seconds) with the parameter count."""
     source, exported = os.path.join(directory, "source"), os.path.join(directory, "exported")
-    count = write_checkpoint(source, layers)
+    # Qwen2-Audio-7B's widths with `layers` encoder and decoder layers.
+    config = preset_config("qwen2_audio_7b", layers=layers, encoder_layers=layers)
+    count = write_random_weights(pathlib.Path(source), config, "float32")
     out = subprocess.run([sys.executable, "-m", "benchmarks.loading_memory", "--child", source,
                           "--dtype", dtype, "--export_dir", exported],
                          check=True, capture_output=True, text=True,

@@ -38,6 +38,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1024**3
 COMPILED = re.compile(r"Finished XLA compilation of (\S+) in ([0-9.]+) sec")
 # absl's log prefix (I, month and day, time of day), then a stage's step line.
+BUCKET_S = 5.0  # the run's one audio bucket (the embedded clips are shorter)
 STEP_LINE = re.compile(r"^I\d{4} (\d\d):(\d\d):(\d\d\.\d+) .*\[(sft|grpo)\] step (\d+) ")
 
 
@@ -51,7 +52,7 @@ def cut_down(checkpoint: pathlib.Path, manifests: dict[str, pathlib.Path],
         "rl.steps=2", f"rl.batch_size={prompts}", "rl.group_size=2",
         "rl.max_completion_length=16", "rl.eval_every=0", "rl.checkpoint_every=1",
         "rl.log_every=1", "eval.max_new_tokens=16", "eval.batch_size=4", "eval.num_samples=1",
-        "eval.greedy=False", "eval.splits=('test',)", "data.audio_buckets_s=(5.0,)",
+        "eval.greedy=False", "eval.splits=('test',)", f"data.audio_buckets_s=({BUCKET_S},)",
         *(f"data.{split}_manifest={path}" for split, path in manifests.items())]
     return [f"--config.{s}" for s in settings]
 
@@ -104,13 +105,17 @@ def step_times(log: pathlib.Path) -> dict[str, list[float]]:
             for stage, s in stamps.items()}
 
 
-def predicted_bytes(checkpoint: pathlib.Path, prompts: int, prompt_len: int) -> int:
-    """plan_memory's total for this run's GRPO step on one device."""
-    from sallm_jax.models.families import family_for_hf_config
+def predicted_bytes(checkpoint: pathlib.Path, prompts: int) -> int:
+    """plan_memory's total for this run's GRPO step on one device: prompts of the paper
+    preset's text limit plus the audio tokens of the run's one bucket."""
+    from sallm_jax.configs.sqa_grpo import get_config
+    from sallm_jax.models.families import family_for_hf_config, num_audio_tokens
     from sallm_jax.step_memory import PlanInputs, plan_memory
 
     hf = json.loads((checkpoint / "config.json").read_text())
     config = family_for_hf_config(hf).config_from_hf(hf)
+    prompt_len = (get_config("paper").data.max_prompt_text_tokens
+                  + num_audio_tokens(config, int(BUCKET_S * 16000)))
     plan = plan_memory(config, {"data": 1, "fsdp": 1, "tensor": 1},
                        PlanInputs(batch_size=prompts, group_size=2, prompt_len=prompt_len,
                                   completion_len=16, dtype="bfloat16", lora_rank=8, beta=0.02))
@@ -178,7 +183,7 @@ def measure(directory: pathlib.Path, preset: str, layers: int | None,
                                       if p.is_file())
     figures["results"] = json.loads((workdir / "results.json").read_text()) if (
         workdir / "results.json").exists() else None
-    figures["predicted_bytes"] = predicted_bytes(checkpoint, prompts, prompt_len=256 + 64)
+    figures["predicted_bytes"] = predicted_bytes(checkpoint, prompts)
     return figures
 
 

@@ -159,8 +159,8 @@ def _values(key: str, shape: tuple[int, ...], seed: int):
 
 
 def write_random_weights(path: pathlib.Path, config, dtype: str, seed: int = 0) -> int:
-    """config.json and model.safetensors of `config` with random weights in `dtype`, written
-    block by block; returns the number of parameters."""
+    """config.json and model.safetensors of `config` with random weights in `dtype` in `path`
+    (made if missing), written block by block; returns the number of parameters."""
     from flax import nnx
 
     from sallm_jax.models.families import family_for_config
@@ -179,6 +179,7 @@ def write_random_weights(path: pathlib.Path, config, dtype: str, seed: int = 0) 
         shape = shape if transform == "copy" else shape[::-1]
         count += math.prod(shape)
         specs.append((key, shape, stored, _values(key, shape, seed + index)))
+    path.mkdir(parents=True, exist_ok=True)
     _write_json(path / "config.json", family.config_to_hf(config))
     write_safetensors(str(path / "model.safetensors"), specs, metadata={"format": "pt"})
     return count

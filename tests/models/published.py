@@ -83,7 +83,8 @@ def save_published(path: str | os.PathLike, family: str, *, seed: int = 0,
     model = model_class(config).eval()
     randomise(model)
     model.save_pretrained(path)
-    mel_bins = 128 if family == "qwen2_audio" else 80
+    mel_bins = (config.audio_config.num_mel_bins if family == "qwen2_audio"
+                else config.encoder_config.input_dim // 2)  # Granite stacks frame pairs
     write_processor_files(path, family, tokenizer, mel_bins)
     if adapter:
         text = config.text_config
