@@ -93,7 +93,7 @@ def _parse_line(record: Any, where: str, base_dir: Path) -> ManifestRow:
             )
     if not record["answer"].strip():
         raise ManifestError(f"{where}: field 'answer': expected a non-empty string (an empty "
-                            "reference can never earn a reward), got {record['answer']!r}")
+                            f"reference can never earn a reward), got {record['answer']!r}")
     index, choices = record.get("answer_index"), record.get("choices")
     if index is not None and not (choices and 0 <= index < len(choices)):
         raise ManifestError(f"{where}: field 'answer_index': expected an index into the "

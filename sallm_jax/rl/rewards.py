@@ -21,6 +21,7 @@ import importlib
 import inspect
 import logging
 import math
+import numbers
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -31,6 +32,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from sallm_jax.eval.edit_distance import char_error_rate, word_error_rate
 from sallm_jax.eval.meteor import meteor
 from sallm_jax.eval.metrics import rouge_l, rouge_n
+from sallm_jax.long_text import shorten
 from sallm_jax.rl.aqa_rewards import accuracy_reward, format_reward, mmau_reward
 
 RewardFn = Callable[[str, Mapping[str, Any]], float | None]
@@ -222,10 +224,23 @@ def _run_together(calls: list[Callable[[], Any]]) -> list[Any]:
         return pool.submit(asyncio.run, gather()).result()
 
 
+def _is_real_number(value: Any) -> bool:
+    """A Python or NumPy real number (bool included), or a 0-d array of one."""
+    if isinstance(value, numbers.Real):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return getattr(value, "shape", None) == () and dtype is not None and np.dtype(
+        dtype).kind in "biuf"
+
+
 def _as_reward(value: Any) -> float | None:
-    """A reward's return value as a finite float, or None (not applicable); raises otherwise."""
+    """A reward's return value as a finite float, or None (not applicable); raises otherwise
+    (a numeric string included: it is a bug in the reward, not a score)."""
     if value is None:
         return None
+    if not _is_real_number(value):
+        raise TypeError(f"returned a {type(value).__name__} ({shorten(repr(value))}), expected "
+                        "a real number or None")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"reward is {value}")
