@@ -5,7 +5,8 @@ The record survives restarts and kills: each new best is saved to its own `<stag
 (Orbax finalises a directory only once it is complete), then `<stage>/best.json` (step, score,
 directory) is replaced atomically, and only then are older `best-*` directories removed. A
 record that is unreadable or names a missing directory is discarded at start, with a warning,
-and the starting parameters are scored again."""
+and the parameters the stage starts from (the resumed ones after a kill) are scored again, at
+their step."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from sallm_jax.train.params_io import restore_params, save_params
 
 class BestKeeper:
     """Scores parameters with `score` (higher is better) every `every` steps and keeps the best
-    on disk, the starting parameters (step 0) included."""
+    on disk, the parameters the stage starts from included."""
 
     def __init__(self, directory: pathlib.Path, score: Callable[[nnx.State], float],
                  partitioner: Partitioner, every: int = 1):
@@ -54,10 +55,11 @@ class BestKeeper:
             return None
         return record
 
-    def start(self, params: nnx.State) -> None:
-        """Score the starting parameters, unless a resumed run already did."""
+    def start(self, step: int, params: nnx.State) -> None:
+        """Score the parameters the stage starts from (after `step` updates: 0, or a resumed
+        run's step), unless the record already holds a score."""
         if self.record is None:
-            self.consider(0, params)
+            self.consider(step, params)
 
     def after_step(self, step: int, last_step: int, params: nnx.State) -> float | None:
         """The validation score of `params` after `step` updates, on every `every`-th step and

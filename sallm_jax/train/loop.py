@@ -124,7 +124,7 @@ class TrainingLoop:
         `save`'s arguments) replaces the loop's own checkpointing."""
         cfg, name, save = self.cfg, self.name, save or self.save
         if self.keeper:
-            self.keeper.start(self.state.params)
+            self.keeper.start(self.step, self.state.params)
         progress = StageProgress(name, cfg.steps, self.step)
         while (step := self.step) < cfg.steps:
             start = time.perf_counter()

@@ -27,7 +27,7 @@ def params(x):
 
 def test_a_new_best_replaces_the_old_after_it_is_saved(tmp_path):
     kept = keeper(tmp_path, {0: 1.0, 1: 3.0, 2: 2.0})
-    kept.start(params(0))
+    kept.start(0, params(0))
     kept.consider(4, params(1))
     kept.consider(8, params(2))  # worse: nothing changes
     record = json.loads((tmp_path / "best.json").read_text())
@@ -39,7 +39,7 @@ def test_a_new_best_replaces_the_old_after_it_is_saved(tmp_path):
 
 def test_unreadable_or_dangling_records_are_discarded(tmp_path, caplog):
     kept = keeper(tmp_path, {0: 1.0})
-    kept.start(params(0))
+    kept.start(0, params(0))
     with caplog.at_level(logging.WARNING):
         (tmp_path / "best.json").write_text('{"step": 4, "sco')  # killed mid-write
         assert keeper(tmp_path, {}).record is None
@@ -48,5 +48,5 @@ def test_unreadable_or_dangling_records_are_discarded(tmp_path, caplog):
         assert keeper(tmp_path, {}).record is None
     assert "unreadable" in caplog.text and "does not exist" in caplog.text
     again = keeper(tmp_path, {0: 1.0})
-    again.start(params(0))  # scores the start again and writes a sound record
+    again.start(0, params(0))  # scores the start again and writes a sound record
     assert json.loads((tmp_path / "best.json").read_text())["directory"] == "best-0"
