@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import shutil
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 
+from sallm_jax.long_text import shorten
+from sallm_jax.train.disk_errors import naming_the_disk, orbax_log_filter, tree_bytes
 from sallm_jax.train.state import TrainState
+
+TEMPORARY = "*.orbax-checkpoint-tmp*"  # a step folder Orbax has not finalised
 
 
 class Checkpointer:
     """Saves {state, data iterator} every `save_every` steps and restores the latest.
+
+    Saves run in the background. Used as a context manager (`with checkpointer:`), it waits for
+    the save under way and closes on the way out; when the block raises, the save under way
+    may fail too, which is logged and never hides the block's error, and no temporary step
+    folder is left behind. A write that fails for want of disk raises `DiskWriteError` naming
+    the folder and the space a checkpoint needs.
 
     Args:
       directory: where step folders are written (created if absent).
@@ -23,8 +35,11 @@ class Checkpointer:
     def __init__(self, directory: pathlib.Path, *, save_every: int, max_to_keep: int = 2):
         options = ocp.CheckpointManagerOptions(save_interval_steps=save_every,
                                                max_to_keep=max_to_keep, create=True)
-        self.manager = ocp.CheckpointManager(pathlib.Path(directory).absolute(),
-                                             options=options, item_names=("state", "data"))
+        self.directory = pathlib.Path(directory).absolute()
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "data"))
+        self.needed = 0  # bytes of the last state saved
+        logging.getLogger("absl").addFilter(orbax_log_filter)  # Orbax logs through absl
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -36,12 +51,18 @@ class Checkpointer:
     def kept_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    def _writing(self):
+        """Where a failed write (this one, or the one under way) is reported from."""
+        return naming_the_disk("a checkpoint", self.directory, self.needed)
+
     def save(self, step: int, state: TrainState, data_iter: grain.DatasetIterator | None = None,
              *, force: bool = False) -> bool:
         items = {"state": ocp.args.StandardSave(state)}
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        with self._writing():  # Orbax first waits for the save under way
+            self.needed = max(self.needed, tree_bytes(state))
+            return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
     def restore(self, abstract_state: TrainState, data_iter: grain.DatasetIterator | None = None,
                 step: int | None = None) -> TrainState:
@@ -67,7 +88,24 @@ class Checkpointer:
         self.wait()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._writing():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            self.wait()
+        except Exception as failed:
+            if error is None:
+                raise
+            logging.warning("the checkpoint under way failed too: %s", shorten(str(failed)))
+        finally:
+            self.close()
+            if jax.process_index() == 0:
+                for folder in self.directory.glob(TEMPORARY):
+                    shutil.rmtree(folder, ignore_errors=True)

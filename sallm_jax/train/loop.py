@@ -122,9 +122,19 @@ class TrainingLoop:
             save: Callable[..., object] | None = None) -> nnx.State:
         """Run the steps left up to `cfg.steps`; the final (or best) parameters. `save` (with
         `save`'s arguments) replaces the loop's own checkpointing."""
-        cfg, name, save = self.cfg, self.name, save or self.save
-        if self.keeper:
-            self.keeper.start(self.step, self.state.params)
+        save = save or self.save
+        try:
+            with self.ckpt:  # an error stops the background writer cleanly
+                if self.keeper:
+                    self.keeper.start(self.step, self.state.params)
+                self._run(steps, save)
+        finally:
+            self.writer.close()
+        return self.keeper.best(self.state.params) if self.keeper else self.state.params
+
+    def _run(self, steps: StageSteps, save: Callable[..., object]) -> None:
+        """The steps left up to `cfg.steps`, each followed by its records and checkpoint."""
+        cfg, name = self.cfg, self.name
         progress = StageProgress(name, cfg.steps, self.step)
         while (step := self.step) < cfg.steps:
             start = time.perf_counter()
@@ -143,7 +153,3 @@ class TrainingLoop:
             save(done, force=done == cfg.steps)
             stop_here(name, done, functools.partial(save, done, now=True))
         progress.close()
-        self.ckpt.wait()
-        self.ckpt.close()
-        self.writer.close()
-        return self.keeper.best(self.state.params) if self.keeper else self.state.params

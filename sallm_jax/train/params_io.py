@@ -9,12 +9,15 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.train.disk_errors import naming_the_disk, tree_bytes
 
 
 def save_params(directory: pathlib.Path, params: nnx.State, *, overwrite: bool = False) -> None:
     """Write `params` to `directory` (Orbax finalises it only once complete); `overwrite`
-    replaces a directory that exists."""
-    with ocp.StandardCheckpointer() as ckptr:
+    replaces a directory that exists. A write that fails for want of disk raises
+    `DiskWriteError` naming the folder and the space the parameters need."""
+    with (naming_the_disk("parameters", directory.absolute(), tree_bytes(params)),
+          ocp.StandardCheckpointer() as ckptr):
         ckptr.save(directory.absolute(), params, force=overwrite)
 
 

@@ -1,0 +1,83 @@
+"""A checkpoint or parameter write that fails for want of disk (no space, no permission, a
+read-only file system) reported as one line naming the path and the space the write needs.
+
+Orbax writes through TensorStore in background threads: the failure reaches the caller as a
+ValueError whose text quotes the OS error (`[os_error_code='28']`), and each thread it passed
+through logs it first with its own traceback. `DiskWriteError` is raised once instead, and
+`orbax_log_filter` keeps those logged copies out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pathlib
+import re
+import shutil
+from collections.abc import Iterator
+
+import jax
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+class DiskWriteError(OSError):
+    """A checkpoint or parameters could not be written: no space, or the path cannot be
+    written. The message names the path and the space the write needs."""
+
+
+def os_error_code(error: BaseException | None) -> int | None:
+    """The OS error number behind `error` or one of its causes: an OSError's, or the one
+    TensorStore quotes in the text of the error Orbax raises; None when there is none."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno:
+            return error.errno
+        if found := _OS_ERROR_CODE.search(str(error)):
+            return int(found.group(1))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
+
+
+def free_bytes(path: pathlib.Path) -> int:
+    """Free bytes on the file system holding `path` (its nearest existing folder)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def write_failure(what: str, path: pathlib.Path, needed: int, code: int) -> str:
+    """The one line for a write of `what` (`needed` bytes) to `path` that failed with OS error
+    `code`."""
+    return (f"cannot write {what} to {path}: {os.strerror(code)}; it needs about "
+            f"{megabytes(needed)}, and {megabytes(free_bytes(path))} is free there. Free some "
+            "space (or give a --workdir on a disk that has it) and run the same command again: "
+            "it resumes from the last complete checkpoint")
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of the arrays of `tree` (their global size)."""
+    return sum(leaf.nbytes for leaf in jax.tree.leaves(tree) if hasattr(leaf, "nbytes"))
+
+
+@contextlib.contextmanager
+def naming_the_disk(what: str, path: pathlib.Path, needed: int) -> Iterator[None]:
+    """Turn an error of the writes inside into `DiskWriteError` when an OS error lies behind
+    it; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as error:
+        code = os_error_code(error)
+        if code is None:
+            raise
+        raise DiskWriteError(write_failure(what, path, needed, code)) from error
+
+
+def orbax_log_filter(record: logging.LogRecord) -> bool:
+    """Drop the copies Orbax's threads log of a failed write (with their tracebacks): the
+    caller raises that error once, as `DiskWriteError`."""
+    return not ("orbax" in record.pathname and record.exc_info
+                and os_error_code(record.exc_info[1]) is not None)
