@@ -189,10 +189,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Training health (sallm_jax/train/health.py): a step with a non-finite loss or gradient is
     # never applied; "stop" ends the run there, "skip" moves on (at most max_nonfinite_skips in
-    # a row). The warn_* bands only log.
+    # a row). The warn_* bands only log; warn_spike_factor: a gradient norm or KL this many times
+    # its median over the recent steps.
     c.train = ml_collections.ConfigDict({
         "on_nonfinite": "stop", "max_nonfinite_skips": 3, "warn_kl_above": 1.0,
-        "warn_grad_norm_above": 1e3, "warn_zero_grad_steps": 3})
+        "warn_grad_norm_above": 1e3, "warn_zero_grad_steps": 3, "warn_spike_factor": 10.0})
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: all remaining devices

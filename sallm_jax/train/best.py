@@ -23,6 +23,8 @@ from flax import nnx
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.train.params_io import restore_params, save_params
 
+COLLAPSE = 0.5  # a validation score at most this share of a positive best is warned of
+
 
 class BestKeeper:
     """Scores parameters with `score` (higher is better) every `every` steps and keeps the best
@@ -72,6 +74,11 @@ class BestKeeper:
         """Score `params` (after `step` updates); save them if they beat the best so far."""
         score = float(self.score_fn(params))
         logging.info("[best] step %d: validation score %.3f", step, score)
+        if self.record is not None and 0 < self.record["score"] and (
+                score <= COLLAPSE * self.record["score"]):
+            logging.warning("[best] step %d: validation score %.3f is half the best or less "
+                            "(%.3f at step %d): the policy may have collapsed (a learning rate "
+                            "too high?)", step, score, self.record["score"], self.record["step"])
         if self.record is None or score > self.record["score"]:
             target = self.directory.parent / f"{self.directory.name}-{step}"
             save_params(target, params, overwrite=True)

@@ -1,5 +1,6 @@
 """Training health: what happens when a step's loss or gradients are not finite, and warnings
-when the KL or the gradient norm leave their band.
+when the KL or the gradient norm leave their band or jump far above their recent median (a
+collapse such as a learning rate far too high gives, which can stay inside the bands).
 
 The device never applies a non-finite update (`state.apply_gradients` keeps the parameters and
 optimiser state of the last good step and reports `finite`). On the host, `HealthCheck` reads
@@ -19,6 +20,9 @@ import ml_collections
 import numpy as np
 
 POLICIES = ("stop", "skip")
+SPIKE_WATCHED = {"grad_norm": "gradient norm", "kl": "KL to the reference"}
+SPIKE_WINDOW = 20  # finite steps whose median a spike is measured against
+SPIKE_MIN_STEPS = 3  # steps known before a spike can be told from the start's own swings
 
 
 class TrainingDiverged(RuntimeError):
@@ -35,9 +39,11 @@ class HealthCheck:
     warn_kl_above: float = 1.0
     warn_grad_norm_above: float = 1e3
     warn_zero_grad_steps: int = 3
+    warn_spike_factor: float = 10.0
     skipped: int = 0
     _in_a_row: int = 0
     _zero_grads: int = 0
+    _recent: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, train: ml_collections.ConfigDict, stage: str) -> HealthCheck:
@@ -82,3 +88,20 @@ class HealthCheck:
             logging.warning("[%s] step %d: KL to the reference %.4g above %.4g "
                             "(train.warn_kl_above): the policy is moving far", self.stage, step,
                             values["kl"], self.warn_kl_above)
+        for name, value in values.items():
+            if name in SPIKE_WATCHED:
+                self._watch_spike(step, name, value)
+
+    def _watch_spike(self, step: int, name: str, value: float) -> None:
+        """Warn when `value` passes `warn_spike_factor` times the median of the last
+        `SPIKE_WINDOW` finite steps (once at least `SPIKE_MIN_STEPS` are known)."""
+        recent = self._recent.setdefault(name, [])
+        if len(recent) >= SPIKE_MIN_STEPS and (median := float(np.median(recent))) > 0 and (
+                value > self.warn_spike_factor * median):
+            logging.warning("[%s] step %d: %s %.4g is %.0fx its median over the last %d steps "
+                            "(%.4g); beyond train.warn_spike_factor=%g, the update may be "
+                            "diverging (a learning rate too high?)", self.stage, step,
+                            SPIKE_WATCHED[name], value, value / median, len(recent), median,
+                            self.warn_spike_factor)
+        recent.append(value)
+        del recent[:-SPIKE_WINDOW]
