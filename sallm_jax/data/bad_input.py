@@ -15,6 +15,8 @@ import pathlib
 import threading
 from typing import NamedTuple
 
+from sallm_jax.long_text import shorten
+
 POLICIES = ("error", "skip")
 
 
@@ -43,7 +45,9 @@ class SkipLog:
         self._lock = threading.Lock()
 
     def handle(self, example_id: str, source: str, reason: str, detail: str) -> None:
-        """Raise (policy "error") or record the skip (policy "skip"), once per example."""
+        """Raise (policy "error") or record the skip (policy "skip"), once per example; a long
+        `detail` is cut (`long_text.shorten`)."""
+        detail = shorten(detail)
         if self.policy == "error":
             raise BadInputError(f"{source}: {reason}: {detail} (example {example_id!r}; set "
                                 f"data.on_bad_input=skip to leave such examples out)")

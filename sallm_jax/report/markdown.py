@@ -9,6 +9,7 @@ import os
 import pathlib
 
 from sallm_jax.eval.metric_names import METRICS
+from sallm_jax.long_text import shorten
 from sallm_jax.report import runs as R
 from sallm_jax.report.plots import Plot
 
@@ -17,8 +18,8 @@ COUNTS = ("num_examples", "num_skipped", "num_samples")
 
 
 def cell(text: object) -> str:
-    """A table cell: one line, pipes escaped."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell: one line, pipes escaped, a long text cut (`long_text.shorten`)."""
+    return shorten(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
 def table(header: list[str], rows: list[list[object]]) -> list[str]:

@@ -1,5 +1,5 @@
 """Training feedback: one-line console logs, a metrics JSONL, TensorBoard event files and (GRPO)
-a JSONL table of logged completions."""
+a JSONL table of logged completions, its long texts cut."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pathlib
 
 import jax
 from tensorboardX import SummaryWriter
+
+from sallm_jax.long_text import shorten
 
 
 def truncate_records(path: pathlib.Path, last_step: int) -> None:
@@ -27,6 +29,15 @@ def truncate_records(path: pathlib.Path, last_step: int) -> None:
     temporary = path.with_suffix(".jsonl.tmp")
     temporary.write_text("".join(kept), encoding="utf-8")
     os.replace(temporary, path)
+
+
+def shown_group(group: dict) -> dict:
+    """A logged group (`completions_table` record) with its question, reference and
+    completions cut to what the log and the reports show (`long_text.shorten`)."""
+    return {**group, "question": shorten(group["question"]),
+            "reference": shorten(group["reference"]),
+            "samples": [{**sample, "completion": shorten(sample["completion"])}
+                        for sample in group["samples"]]}
 
 
 class MetricWriter:
@@ -67,9 +78,11 @@ class MetricWriter:
 
     def write_completions(self, step: int, groups: list[dict]) -> None:
         """Append the step's logged groups (`completions_table` records) to completions.jsonl,
-        and show the first group in TensorBoard text and the log."""
+        and show the first group in TensorBoard text and the log; long texts are cut
+        (`shown_group`)."""
         if not self.active or not groups:
             return
+        groups = [shown_group(group) for group in groups]
         if self.completions is None:
             self.completions = open(self.directory / "completions.jsonl", "a",  # noqa: SIM115
                                     encoding="utf-8")
