@@ -160,10 +160,10 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
                        system_prompt=cfg.data.system_prompt or None, eos_token_ids=eos_token_ids)
     set_remat(model, cfg.model.remat)
     set_fused_attention(model, cfg.model.fused_attention)
-    set_scan_layers(model, cfg.model.scan_layers)
     if cfg.lora.rank and not any(True for _ in lora_modules(model)):
         apply_lora(model, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
                    target_modules=tuple(cfg.lora.target_modules), rngs=nnx.Rngs(cfg.seed))
+    set_scan_layers(model, cfg.model.scan_layers)  # after LoRA: the adapters stack too
     return model, chat
 
 

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.families import families
+from sallm_jax.models.layer_scan import LayerStack
 from sallm_jax.models.paths import ParamPath, node_at, set_node_at
 
 
@@ -179,11 +180,15 @@ def apply_lora(
         audio encoder, whose Whisper layers also have q_proj / v_proj. None means the whole model.
 
     Raises:
-      ValueError when nothing matches, or a target is `lm_head` (the LMs read its kernel directly
-      for the float32 logits einsum, so an adapter there would be silently ignored).
+      ValueError when nothing matches, a target is `lm_head` (the LMs read its kernel directly
+      for the float32 logits einsum, so an adapter there would be silently ignored), or the
+      layers are stored stacked (`set_scan_layers`; apply LoRA first).
     """
     if "lm_head" in target_modules:
         raise ValueError("lm_head cannot take a LoRA adapter: the LM reads its kernel directly")
+    if any(isinstance(module, LayerStack) for _, module in nnx.iter_modules(model)):
+        raise ValueError("LoRA goes on per-layer storage: apply it before set_scan_layers "
+                         "stores the layers stacked")
     root = model if scope is None else getattr(model, scope)
     prefix: ParamPath = () if scope is None else (scope,)
     paths = [

@@ -21,7 +21,7 @@ from sallm_jax.models.attention import (
     prefix_attention,
 )
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix
-from sallm_jax.models.layer_scan import StackedLayers, scan_layers, stack_layers
+from sallm_jax.models.layer_scan import StackedStorage, scan_layers
 from sallm_jax.models.layers import linear
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.models.remat import remat_layer
@@ -233,14 +233,12 @@ def run_layers(
     cache: KVCache | None,
     cache_index: jax.Array | int,
     prefix: SharedPrefix | None = None,
-    stacked: StackedLayers | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """The decoder layers of `lm` (a Qwen2LM: `.layers`, `.config`, `.dtype`, `.remat`,
     `.scan_layers`) on hidden states x [batch, seq, hidden], with RoPE, the causal/key mask,
     the optional KV cache and the optional shared prompt prefix; layers are rematerialised in
     cache-free passes when `lm.remat`. With `lm.scan_layers` they run as one `lax.scan`
-    (models/layer_scan.py) over `stacked`, the layers already stacked by the caller, or
-    stacked here."""
+    (models/layer_scan.py) over the layers as stored (`StackedStorage`)."""
     seq = x.shape[1]
     if cache is None and key_mask.shape[1] != seq:
         raise ValueError(
@@ -255,9 +253,8 @@ def run_layers(
     cos, sin = rope_cos_sin(positions, lm.config.head_dim, lm.config.rope_theta, lm.dtype)
     mask = decoder_mask(key_mask, seq, cache_index)
     if lm.scan_layers:
-        if stacked is None:
-            stacked = stack_layers(lm.layers)
-        return scan_layers(stacked, x, cos, sin, mask, cache, cache_index, prefix, lm.remat)
+        return scan_layers(lm.layers.scanned(), x, cos, sin, mask, cache, cache_index, prefix,
+                           lm.remat)
     for i, layer in enumerate(lm.layers):
         if lm.remat and cache is None:
             x = remat_layer(layer, x, cos, sin, mask, i, prefix)
@@ -266,8 +263,9 @@ def run_layers(
     return x, cache
 
 
-class Qwen2LM(nnx.Module):
-    """Token embeddings, decoder layers, final norm and LM head (tied or not).
+class Qwen2LM(StackedStorage, nnx.Module):
+    """Token embeddings, decoder layers, final norm and LM head (tied or not); the layers are
+    stored stacked with the layer scan on (`StackedStorage`).
 
     `qkv_bias`, `attention_scale` and `residual_multiplier` configure every `Qwen2DecoderLayer`;
     the defaults are Qwen2's (`GraniteLM` passes its own).
@@ -295,7 +293,6 @@ class Qwen2LM(nnx.Module):
             **kw,
         )
         self.remat = False  # see sallm_jax.models.remat
-        self.scan_layers = False  # see sallm_jax.models.layer_scan
         layer_options = dict(
             qkv_bias=qkv_bias,
             attention_scale=attention_scale,
@@ -324,11 +321,6 @@ class Qwen2LM(nnx.Module):
         """input_ids [batch, seq] int -> [batch, seq, hidden] in the compute dtype."""
         return self.embed_tokens(input_ids)
 
-    def stacked_layers(self) -> StackedLayers | None:
-        """The layers stacked for the layer scan (None when `scan_layers` is off): what a
-        decode loop passes to every step's call, so that the stack is built once."""
-        return stack_layers(self.layers) if self.scan_layers else None
-
     def logits(self, hidden: jax.Array) -> jax.Array:
         """Final-normed hidden states [batch, seq, hidden] -> float32 logits [batch, seq, vocab]."""
         if self.lm_head is None:
@@ -349,7 +341,6 @@ class Qwen2LM(nnx.Module):
         cache_index: jax.Array | int = 0,
         last_only: bool = False,
         prefix: SharedPrefix | None = None,
-        stacked: StackedLayers | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Runs the decoder on embeddings; see `SpeechLM.forward_embeds` for the contract.
 
@@ -362,14 +353,13 @@ class Qwen2LM(nnx.Module):
           last_only: project only the last position onto the vocabulary (a prefill needs no
             other logit).
           prefix: SharedPrefix the rows continue (batch = its prompts x a group), or None.
-          stacked: the layers as `stacked_layers` gives them, or None.
 
         Returns:
           logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
           without one).
         """
         x, cache = run_layers(self, inputs_embeds.astype(self.dtype), positions, key_mask, cache,
-                              cache_index, prefix, stacked)
+                              cache_index, prefix)
         if last_only:
             x = x[:, -1:]
         return self.logits(self.norm(x)), cache

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix, init_cache
-from sallm_jax.models.layer_scan import StackedLayers
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:
@@ -75,7 +74,6 @@ class SpeechLMForward:
         cache_index: jax.Array | int = 0,
         last_only: bool = False,
         prefix: SharedPrefix | None = None,
-        stacked: StackedLayers | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Decoder forward on embeddings, optionally through a KV cache.
 
@@ -94,15 +92,13 @@ class SpeechLMForward:
             G), or None. With one, every query also attends to the unmasked keys of its
             prompt, which precede all of cache's (or, without a cache, the sequence's) keys;
             positions must continue the prompt's.
-          stacked: the decoder's layers as `language_model.stacked_layers()` gives them
-            (a decode loop builds them once for all its steps), or None.
 
         Returns:
           logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
           without one).
         """
         return self.language_model(inputs_embeds, positions, key_mask, cache, cache_index,
-                                   last_only, prefix, stacked)
+                                   last_only, prefix)
 
     def __call__(
         self,

@@ -82,7 +82,6 @@ def rollout(
     next_position = _tile(prefix.mask.astype(jnp.int32).sum(-1), group_size)
     eos = jnp.asarray(eos_ids, jnp.int32)
     scoring_temperature = sampling.temperature or 1.0
-    stacked = model.language_model.stacked_layers()  # with the layer scan: once, not per step
 
     def cond(state):
         t, _, _, _, _, done, _ = state
@@ -102,8 +101,7 @@ def rollout(
         done = done | jnp.isin(token, eos)
         step_embeds = model.embed(token[:, None], None)
         step_logits, cache = model.forward_embeds(step_embeds, (next_position + t)[:, None],
-                                                  key_mask, cache, t, prefix=prefix,
-                                                  stacked=stacked)
+                                                  key_mask, cache, t, prefix=prefix)
         return t + 1, tokens, logps, step_logits[:, -1], cache, done, rng
 
     init = (jnp.int32(0), jnp.full((n, c), pad_id, jnp.int32), jnp.zeros((n, c), jnp.float32),

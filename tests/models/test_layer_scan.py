@@ -91,24 +91,31 @@ def _stacks_of(jaxpr, shape) -> int:
     return count
 
 
-def test_the_decode_loop_reads_a_stack_built_before_it(split_model, batch):
-    """Each weight is stacked in the prefill and once before the decode loop; none inside it
-    (stacking in every decode step would copy the decoder's weights once per token)."""
+def test_the_rollout_reads_the_stored_stack(split_model, batch):
+    """With the layers stored stacked no program stacks a weight: not the prefill, not the
+    decode loop (stacking in a program copies the decoder's weights; in every decode step,
+    once per token)."""
     model = policy(split_model, split_model[1], scan=True)
     sampling = SamplingConfig(max_new_tokens=4, temperature=1.0)
     closed = jax.make_jaxpr(lambda b: rollout(model, b, jax.random.key(0), sampling=sampling,
                                               group_size=GROUP, eos_ids=(1,), pad_id=0))(batch)
     text = CONFIG.text
     down = (text.num_hidden_layers, text.intermediate_size, text.hidden_size)  # one weight's
-    loop = next(eqn for eqn in closed.jaxpr.eqns if eqn.primitive.name == "while")
-    assert _stacks_of(closed.jaxpr, down) == 2  # the prefill's, and the decode loop's
-    assert _stacks_of(loop.params["body_jaxpr"].jaxpr, down) == 0
+    assert model.language_model.layers.layer.mlp.down_proj.kernel[...].shape == down
+    assert _stacks_of(closed.jaxpr, down) == 0
+    # Stacked inside the program, the same rollout stacks it once (the count's control).
+    graphdef, state = nnx.split(policy(split_model, split_model[1], scan=False))
+
+    def stacked_inside(b):
+        return rollout(set_scan_layers(nnx.merge(graphdef, state), True), b, jax.random.key(0),
+                       sampling=sampling, group_size=GROUP, eos_ids=(1,), pad_id=0)
+
+    inside = jax.make_jaxpr(stacked_inside)(batch)
+    assert _stacks_of(inside.jaxpr, down) == 1
 
 
 def test_layers_of_different_structure_cannot_scan():
     model = random_model(CONFIG)
     apply_lora(model.language_model.layers[0], rank=2, alpha=4, rngs=nnx.Rngs(1), scope=None)
-    set_scan_layers(model, True)
-    ids = jnp.full((1, 4), 5, jnp.int32)
     with pytest.raises(ValueError, match="decoder layer 1 differs in structure from layer 0"):
-        model(ids, jnp.ones((1, 4), jnp.int32))
+        set_scan_layers(model, True)

@@ -84,7 +84,8 @@ def run(mesh_sizes, devices, scan_layers=False):
     ref = jax.tree.map(lambda x: x - 0.01, np.asarray(jax.device_get(out.mask), np.float32))
     ref_logp = partitioner.to_global({"r": -1.0 - ref})["r"]
     state, grpo_metrics = update(state, frozen, batch, group, None, ref_logp)
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+    trained = set_scan_layers(nnx.merge(graphdef, state.params, frozen), False)  # per layer
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(nnx.state(trained, nnx.Param)))]
     return {"sft_loss": float(sft_metrics["loss"]), "grpo_loss": float(grpo_metrics["loss"]),
             "tokens": np.asarray(out.ids), "params": leaves}
 

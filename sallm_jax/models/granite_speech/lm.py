@@ -30,7 +30,6 @@ from flax import nnx
 
 from sallm_jax.models.granite_speech.config import GraniteTextConfig
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix
-from sallm_jax.models.layer_scan import StackedLayers
 from sallm_jax.models.qwen2 import Qwen2LM
 
 
@@ -75,7 +74,6 @@ class GraniteLM(Qwen2LM):
         cache_index: jax.Array | int = 0,
         last_only: bool = False,
         prefix: SharedPrefix | None = None,
-        stacked: StackedLayers | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """`Qwen2LM.__call__` on inputs_embeds * embedding_multiplier.
 
@@ -83,5 +81,4 @@ class GraniteLM(Qwen2LM):
         in); the multiplier is applied here, as transformers' `GraniteModel` does.
         """
         x = inputs_embeds.astype(self.dtype) * self.config.embedding_multiplier
-        return super().__call__(x, positions, key_mask, cache, cache_index, last_only, prefix,
-                                stacked)
+        return super().__call__(x, positions, key_mask, cache, cache_index, last_only, prefix)

@@ -32,6 +32,7 @@ from sallm_jax.models.hub.safetensors_io import (
     row_blocks,
     write_safetensors,
 )
+from sallm_jax.models.layer_scan import layers_unstacked
 from sallm_jax.models.lora import LoRALinear, lora_modules
 from sallm_jax.models.paths import node_at
 
@@ -158,7 +159,8 @@ def export_hf(
     """Writes a Hugging Face checkpoint directory for `model`.
 
     Args:
-      model: SpeechLM or GraniteSpeechLM, with or without LoRA adapters (left unchanged).
+      model: SpeechLM or GraniteSpeechLM, with or without LoRA adapters (left unchanged; a
+        decoder stored stacked is moved to per-layer storage for the writing and back).
       out_dir: created if needed.
       lora: "merged" folds adapters into the base kernels; "adapter" writes the base weights
         plus PEFT adapter files in the same directory (`PeftModel.from_pretrained(base, out_dir)`).
@@ -199,13 +201,14 @@ def export_hf(
         config["torch_dtype"] = config["dtype"] = str(jnp.dtype(dtype))
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    save_safetensors_dir(
-        hf_tensor_specs(model, merge_lora=lora == "merged", dtype=dtype),
-        out_dir,
-        max_shard_bytes=max_shard_bytes,
-    )
-    if with_adapter:
-        save_peft_adapter(model, out_dir)
+    with layers_unstacked(model):  # the Hub's per-layer names
+        save_safetensors_dir(
+            hf_tensor_specs(model, merge_lora=lora == "merged", dtype=dtype),
+            out_dir,
+            max_shard_bytes=max_shard_bytes,
+        )
+        if with_adapter:
+            save_peft_adapter(model, out_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     return out_dir
