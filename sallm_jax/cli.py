@@ -137,11 +137,13 @@ def run(name: str, args: Sequence[str]) -> int:
     command = COMMANDS[name]
     module = command.load()
     if command.absl:
-        from absl import app, flags
+        from absl import flags
+
+        from sallm_jax.user_errors import run_command
 
         flags.mark_flags_as_required(["config"])
         try:
-            app.run(module.main, argv=[f"{PROG} {name}", *args])
+            run_command(module.main, argv=[f"{PROG} {name}", *args])
         except SystemExit as stop:  # app.run ends with sys.exit
             return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
         return 0

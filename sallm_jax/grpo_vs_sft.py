@@ -35,6 +35,7 @@ from sallm_jax.config_file import define_config_flag
 from sallm_jax.eval.metric_names import HIGHER_IS_BETTER
 from sallm_jax.experiment import run_experiment
 from sallm_jax.train.base import base_directory, default_cache_dir
+from sallm_jax.user_errors import run_command
 
 _CONFIG = define_config_flag("config", "Experiment config file: configs/<name>.py[:preset] or "
                              "<name>[:preset] (the shipped configs), or a path.",
@@ -157,4 +158,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    run_command(main)

@@ -4,6 +4,10 @@ The config file is found from any directory: `configs/sqa_grpo.py` (or the bare 
 `sqa_grpo`) names the shipped `sallm_jax/configs/sqa_grpo.py` (sallm_jax.config_file).
 
 Config fields can be overridden on the command line, e.g. `--config.rl.beta=0.02`.
+
+Exit status: 0 done, 1 a fault of the program (with its traceback), 2 a config or data error (one
+line naming the key or file; --debug for the traceback, `user_errors`), 3 diverged, 4 the work
+directory is in use, 5 stopped by a signal (run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import logging as std_logging
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from sallm_jax import user_errors
 from sallm_jax.config_file import config_stem, define_config_flag
 from sallm_jax.experiment import run_experiment
 from sallm_jax.rl.rewards import RewardFailing
@@ -31,6 +36,7 @@ _CONFIG = define_config_flag("config", "Experiment config file: configs/<name>.p
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Where checkpoints, logs and results go "
                                "(default: runs/<config file name>).")
+flags.adopt_module_key_flags(user_errors)  # --debug, listed in this command's --help
 
 
 def _own_info_only(record: std_logging.LogRecord) -> bool:
@@ -59,4 +65,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    user_errors.run_command(main)

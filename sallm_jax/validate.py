@@ -1,4 +1,5 @@
-"""Start-up checks of an experiment config: every error names the offending config key.
+"""Start-up checks of an experiment config: every error is a `ConfigError` naming the offending
+config key (one line and exit status 2 from the commands, `user_errors`).
 
 A typo in the GRPO settings must fail before the SFT stage spends its minutes, not after.
 """
@@ -20,14 +21,11 @@ from sallm_jax.rl.grpo import (
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.stages import STAGES, training_stages
 from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
+from sallm_jax.user_errors import ConfigError
 
 TRAINABLE = ("adapters", "adapters+projector", "adapters+projector+encoder", "all")
 SFT_KEYS = ("steps", "batch_size", "max_target_tokens", "checkpoint_every", "log_every")
 SCALE_REWARDS = ("group", "batch", "none")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message starts with the key."""
 
 
 def _optimiser_numbers(section: ml_collections.ConfigDict, name: str) -> None:
@@ -161,7 +159,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(len(rl.reward_weights) == len(rl.reward_fns), "rl.reward_weights",
                  f"{len(rl.reward_fns)} weights, one per entry of rl.reward_fns",
                  rl.reward_weights)
-        get_reward_fns(rl.reward_fns)
+        try:
+            get_reward_fns(rl.reward_fns)
+        except ValueError as error:  # its message names rl.reward_fns
+            raise ConfigError(str(error)) from error
         require(rl.multi_reward_normalization in MULTI_REWARD_NORMALIZATIONS,
                 "rl.multi_reward_normalization", f"one of {MULTI_REWARD_NORMALIZATIONS}",
                 rl.multi_reward_normalization)

@@ -61,11 +61,15 @@ def test_absl_commands_help_and_dispatch():
     assert "--config:" in train.stdout and "--workdir:" in train.stdout
     compare = run_cli("compare", "--help")
     assert compare.returncode == 0 and "--seeds:" in compare.stdout and "--arms:" in compare.stdout
-    # The rest of the line reaches the module's flags: --config is required, --arms checked.
+    # The rest of the line reaches the module's flags: --config is required, --arms checked;
+    # each mistake is one line and exit status 2 (sallm_jax.user_errors).
     missing = run_cli("train")
-    assert missing.returncode == 1 and "--config must have a value" in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.splitlines() == [
+        "error: flag --config=None: Flag --config must have a value other than None."]
     wrong = run_cli("compare", "--config=configs/sqa_grpo.py:smoke", "--arms=sft,nope")
-    assert wrong.returncode == 1 and "--arms: unknown ['nope']" in wrong.stderr
+    assert wrong.returncode == 2 and wrong.stderr.splitlines() == [
+        "error: --arms: unknown ['nope']; expected some of ['sft', 'grpo', 'mp_grpo', "
+        "'grpo_base']"]
 
 
 def test_dispatch_forwards_the_arguments(capsys, tmp_path):

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from sallm_jax.data.bad_input import SkipLog
+from sallm_jax.user_errors import UserError
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest line that cannot be used; the message starts with "{path}:{line}:"."""
 
 

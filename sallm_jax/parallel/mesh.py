@@ -8,28 +8,32 @@ from collections.abc import Mapping, Sequence
 import jax
 from jax.sharding import Mesh
 
+from sallm_jax.user_errors import ConfigError
+
 AXES = ("data", "fsdp", "tensor")
 
 
 def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
-    """Axis sizes in AXES order; at most one -1, filled so the product is `num_devices`."""
+    """Axis sizes in AXES order; at most one -1, filled so the product is `num_devices`.
+
+    Raises ConfigError naming parallel.mesh for sizes that cannot cover the devices."""
     unknown = [a for a in sizes if a not in AXES]
     if unknown:
-        raise ValueError(f"parallel.mesh: unknown axes {unknown}; expected a subset of {AXES}")
+        raise ConfigError(f"parallel.mesh: unknown axes {unknown}; expected a subset of {AXES}")
     shape = [int(sizes.get(a, 1)) for a in AXES]
     free = [i for i, s in enumerate(shape) if s == -1]
     if len(free) > 1 or any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"parallel.mesh: sizes must be positive with at most one -1, got "
-                         f"{dict(sizes)}")
+        raise ConfigError(f"parallel.mesh: sizes must be positive with at most one -1, got "
+                          f"{dict(sizes)}")
     known = math.prod(s for s in shape if s != -1)
     if free:
         if num_devices % known:
-            raise ValueError(f"parallel.mesh: {dict(sizes)} cannot fill {num_devices} devices "
-                             f"({num_devices} is not a multiple of {known})")
+            raise ConfigError(f"parallel.mesh: {dict(sizes)} cannot fill {num_devices} devices "
+                              f"({num_devices} is not a multiple of {known})")
         shape[free[0]] = num_devices // known
     if math.prod(shape) != num_devices:
-        raise ValueError(f"parallel.mesh: {dict(sizes)} uses {math.prod(shape)} devices, but "
-                         f"{num_devices} are present")
+        raise ConfigError(f"parallel.mesh: {dict(sizes)} uses {math.prod(shape)} devices, but "
+                          f"{num_devices} are present")
     return tuple(shape)
 
 

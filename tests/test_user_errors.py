@@ -1,0 +1,105 @@
+"""A user's mistake (a config value, an unknown config key, a flag absl cannot parse, a reward
+that does not resolve, a mesh that does not fit the devices, a missing manifest) prints exactly
+one line on stderr naming the key or file and exits 2, before any data or model is built;
+--debug or SALLM_JAX_DEBUG=1 shows the traceback; any other error keeps its traceback and exits
+1."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import app
+
+from sallm_jax import user_errors
+from sallm_jax.user_errors import ConfigError, one_line, reporting_user_errors, unknown_override
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+MAIN, CONSOLE_SCRIPT = ["sallm_jax.main"], ["sallm_jax.cli", "train"]
+
+
+def train(*args, workdir, env=None, command=MAIN):
+    """`python -m COMMAND --config=sqa_grpo:smoke --workdir=WORKDIR ARGS`: (exit status, stderr
+    lines)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    out = subprocess.run([sys.executable, "-m", *command, "--config=sqa_grpo:smoke",
+                          f"--workdir={workdir}", *args],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return out.returncode, out.stderr.splitlines()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--config.rl.group_size=0"], "error: rl.group_size: expected an integer >= 2"),
+    (["--config.rl.top_p=1.5"], "error: rl.top_p: expected a value in (0, 1], got 1.5"),
+    (["--config.model.dtype=float16x"],
+     "error: model.dtype: expected float32 or bfloat16, got 'float16x'"),
+    (["--config.rl.betta=1"],
+     'error: --config.rl.betta: no such config key; did you mean "beta" instead of "betta"?'),
+    (["--config.rl.group_size=abc"], "error: flag --config.rl.group_size=abc: invalid literal"),
+    (["--config.rl.reward_fns=('blue',)"], "error: rl.reward_fns: unknown reward(s) ['blue']"),
+    (["--config.rl.reward_fns=('no_such_module:score',)"],
+     "error: rl.reward_fns: cannot import module 'no_such_module'"),
+    (["--config.parallel.mesh.data=3"], "error: parallel.mesh: {'data': 3, 'fsdp': 1, "
+                                        "'tensor': 1} uses 3 devices, but 1 are present"),
+    (["--config.data.name=manifest", "--config.data.train_manifest=no/train.jsonl",
+      "--config.data.test_manifest=no/test.jsonl"],
+     "error: data.train_manifest: expected a manifest file (none in"),
+])
+def test_a_user_error_is_one_line_and_exit_2(args, line, tmp_path):
+    status, stderr = train(*args, workdir=tmp_path / "run")
+    assert status == 2 and len(stderr) == 1, stderr
+    assert stderr[0].startswith(line), stderr
+
+
+def test_the_console_script_reports_alike(tmp_path):
+    status, stderr = train("--config.rl.betta=1", workdir=tmp_path / "run",
+                           command=CONSOLE_SCRIPT)
+    assert status == 2 and stderr == [
+        'error: --config.rl.betta: no such config key; did you mean "beta" instead of "betta"?']
+
+
+@pytest.mark.parametrize("args, env", [(["--debug"], {}), ([], {"SALLM_JAX_DEBUG": "1"})])
+def test_debug_shows_the_traceback(args, env, tmp_path):
+    status, stderr = train("--config.rl.group_size=0", *args, workdir=tmp_path / "run", env=env)
+    assert status == 2 and stderr[0] == "Traceback (most recent call last):", stderr
+    assert stderr[-1].startswith("sallm_jax.user_errors.ConfigError: rl.group_size: expected")
+
+
+def test_an_internal_error_propagates_with_its_traceback():
+    def main(argv):
+        raise KeyError("bleu")
+
+    with pytest.raises(KeyError, match="bleu"):
+        reporting_user_errors(main, ["train"])
+
+
+def test_user_errors_exit_2_with_their_line(capsys, monkeypatch):
+    monkeypatch.delenv("SALLM_JAX_DEBUG", raising=False)
+    for error in (ConfigError("rl.beta: expected a value >= 0, got -1"),
+                  app.UsageError("rl.beta: expected a value >= 0, got -1")):
+        def main(argv, error=error):
+            raise error
+
+        with pytest.raises(SystemExit) as stop:
+            reporting_user_errors(main, ["train"])
+        assert stop.value.code == user_errors.EXIT_USER_ERROR == 2
+        assert capsys.readouterr().err == "error: rl.beta: expected a value >= 0, got -1\n"
+
+
+def test_one_line_keeps_a_quoted_traceback_s_exception():
+    message = ("flag --config=x:y: Error whilst parsing config file:\n\n  Traceback (most recent "
+               "call last):\n    File \"x.py\", line 3\n  ValueError: unknown preset 'y'\n")
+    assert one_line(message) == ("flag --config=x:y: Error whilst parsing config file: "
+                                 "ValueError: unknown preset 'y'")
+    assert one_line("a\n  b\n") == "a b"
+
+
+def test_unknown_override_names_the_flag_and_the_near_key():
+    error = AttributeError(KeyError("'betta'\nDid you mean \"beta\" instead of \"betta\"?"))
+    argv = ["train", "--config=sqa_grpo", "--config.rl.beta=1", "--config.rl.betta=2"]
+    assert unknown_override(error, argv) == ('--config.rl.betta: no such config key; did you '
+                                             'mean "beta" instead of "betta"?')
+    assert unknown_override(KeyError("'zzz'"), ["train", "--config.zzz.a=1"]) == (
+        "--config.zzz.a: no such config key")
