@@ -17,11 +17,15 @@ Work directory layout:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
 import logging
 import pathlib
+import tempfile
+from collections.abc import Callable
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -67,9 +71,11 @@ from sallm_jax.train.base import (
 from sallm_jax.train.params_io import restore_params
 from sallm_jax.train.preemption import StopSignal, stop_before
 from sallm_jax.train.workdir_lock import WorkdirLock
+from sallm_jax.user_errors import UserError
 from sallm_jax.validate import require, validate_config
 
 SPLITS = ("train", "validation", "test")
+T = TypeVar("T")
 
 
 def first_process_then_rest(name: str, fn):
@@ -85,9 +91,9 @@ EMBEDDED_SETS = {"embedded_sqa": build_embedded_sqa, "embedded_ast": build_embed
                  "embedded_aqa": build_embedded_aqa}
 
 
-def load_splits(cfg: ml_collections.ConfigDict,
-                skip_log: SkipLog | None = None) -> dict[str, list[ManifestRow]]:
-    """Rows of each split: the configured manifests, or an embedded set (built once, cached).
+def manifest_paths(cfg: ml_collections.ConfigDict) -> dict[str, str]:
+    """The manifest of each split: the configured ones (ConfigError naming the key of one that
+    does not exist), or an embedded set's (built once, cached).
 
     The default cache folder of an embedded set is named by its seed and sizes, so runs that
     ask for different builds never replace the files another run is reading.
@@ -99,12 +105,20 @@ def load_splits(cfg: ml_collections.ConfigDict,
         manifests = first_process_then_rest("data", lambda: EMBEDDED_SETS[cfg.name](
             root, seed=cfg.seed, num_train=cfg.num_train, num_validation=cfg.num_validation,
             num_test=cfg.num_test))
-    elif cfg.name == "manifest":
-        manifests = {s: cfg[f"{s}_manifest"] for s in SPLITS if cfg[f"{s}_manifest"]}
     else:
-        raise ValueError(f"data.name: expected 'manifest' or one of {sorted(EMBEDDED_SETS)}, "
-                         f"got {cfg.name!r}")
-    return {split: read_manifest(path, skip_log) for split, path in manifests.items()}
+        require(cfg.name == "manifest", "data.name",
+                f"'manifest' or one of {sorted(EMBEDDED_SETS)}", cfg.name)
+        manifests = {s: cfg[f"{s}_manifest"] for s in SPLITS if cfg[f"{s}_manifest"]}
+        for split, path in manifests.items():
+            require(pathlib.Path(path).is_file(), f"data.{split}_manifest",
+                    f"a manifest file (none in {pathlib.Path.cwd()})", path)
+    return {split: str(path) for split, path in manifests.items()}
+
+
+def load_splits(cfg: ml_collections.ConfigDict,
+                skip_log: SkipLog | None = None) -> dict[str, list[ManifestRow]]:
+    """Rows of each split (`manifest_paths`)."""
+    return {split: read_manifest(path, skip_log) for split, path in manifest_paths(cfg).items()}
 
 
 def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],
@@ -231,8 +245,8 @@ def sampling_protocols(cfg: ml_collections.ConfigDict) -> dict[str, tuple[Sampli
     return protocols
 
 
-class EmptySplit(ValueError):
-    """A split the run scores on whose every row was left out."""
+class EmptySplit(UserError, ValueError):
+    """A split the run reads with no usable row: an empty manifest, or every row left out."""
 
 
 def scored_splits(cfg: ml_collections.ConfigDict) -> list[str]:
@@ -246,12 +260,58 @@ def scored_splits(cfg: ml_collections.ConfigDict) -> list[str]:
     return list(dict.fromkeys(splits))
 
 
-def check_rows_left(split: str, rows: list[ManifestRow], buckets, skip_log: SkipLog) -> None:
-    """Raises `EmptySplit` when `screen_rows` left no row of `split` (`buckets` all -1)."""
-    if len(rows) and not (buckets >= 0).any():
-        raise EmptySplit(f"data: every row of the {split} split ({len(rows)}) was left out "
-                         f"under data.on_bad_input=skip ({skip_log.summary()}; each in "
-                         f"{skip_log.path}), so the run would have nothing to score it on")
+def splits_used(cfg: ml_collections.ConfigDict) -> list[str]:
+    """The task's splits the run reads: train when a stage trains on the task (the base stage
+    trains on its own corpus), and those it scores (`scored_splits`)."""
+    trains = any(STAGES[name].section not in (None, "base") for name in cfg.stages)
+    return list(dict.fromkeys((["train"] if trains else []) + scored_splits(cfg)))
+
+
+def skips_during(skip_log: SkipLog, action: Callable[[], T]) -> tuple[T, collections.Counter]:
+    """`action()` and the skips it recorded in `skip_log`, by reason."""
+    before = collections.Counter(skip_log.counts)
+    return action(), skip_log.counts - before
+
+
+def check_rows_left(split: str, manifest: str, num_rows: int, usable: int,
+                    skipped: collections.Counter, skip_log: SkipLog) -> None:
+    """Raises `EmptySplit` naming the manifest, and the skips of its rows by reason, when none
+    of `split`'s `num_rows` rows is `usable`."""
+    if usable:
+        return
+    if not num_rows and not skipped:
+        raise EmptySplit(f"{manifest}: the {split} split has no rows (the manifest holds no "
+                         "example), and the run needs it")
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+    raise EmptySplit(f"{manifest}: every row of the {split} split was left out under "
+                     f"data.on_bad_input=skip ({sum(skipped.values())} skipped: {reasons}; each "
+                     f"in {skip_log.path}), and the run needs it; fix or replace those rows")
+
+
+def read_splits(manifests: dict[str, str], used: list[str], skip_log: SkipLog
+                ) -> tuple[dict[str, list[ManifestRow]], dict[str, collections.Counter]]:
+    """(rows, skips by reason) of each split's manifest; `EmptySplit` for a split in `used`
+    with no row (`check_rows_left`)."""
+    splits, skipped = {}, {}
+    for split, path in manifests.items():
+        splits[split], skipped[split] = skips_during(
+            skip_log, functools.partial(read_manifest, path, skip_log))
+        if split in used:
+            check_rows_left(split, path, len(splits[split]), len(splits[split]), skipped[split],
+                            skip_log)
+    return splits, skipped
+
+
+def screen_splits(splits: dict[str, list[ManifestRow]], manifests: dict[str, str],
+                  skipped: dict[str, collections.Counter], used: list[str], spec: BatchSpec,
+                  chat: ChatFormat, skip_log: SkipLog) -> None:
+    """`screen_rows` over each split in `used`: `EmptySplit` for one left with no row, its
+    skips counted with those of reading it (`skipped`)."""
+    for split in used:
+        buckets, screened = skips_during(skip_log, functools.partial(
+            screen_rows, splits[split], spec, skip_log, chat))
+        check_rows_left(split, manifests[split], len(splits[split]), int((buckets >= 0).sum()),
+                        skipped[split] + screened, skip_log)
 
 
 class Experiment:
@@ -264,7 +324,9 @@ class Experiment:
         self.partitioner = Partitioner(make_mesh(cfg.parallel.mesh),
                                        tuple(map(tuple, cfg.parallel.rules)))
         self.skip_log = SkipLog(cfg.data.on_bad_input, workdir / "skipped.jsonl")
-        self.splits = load_splits(cfg.data, self.skip_log)
+        manifests = manifest_paths(cfg.data)
+        used = [split for split in splits_used(cfg) if split in manifests]
+        self.splits, skipped = read_splits(manifests, used, self.skip_log)
         self.base_dir = base_directory(cfg, default_cache_dir()) if "base" in cfg.stages else None
         if self.base_dir is not None:
             self.corpus = read_corpus(first_process_then_rest(
@@ -286,11 +348,8 @@ class Experiment:
         self.protocols = sampling_protocols(cfg)
         self.eval_spec = batch_spec(cfg, model.config, "eval.batch_size", cfg.eval.max_new_tokens,
                                     self.partitioner)
-        for split in scored_splits(cfg):
-            if split in self.splits:
-                rows = self.splits[split]
-                check_rows_left(split, rows, screen_rows(rows, self.eval_spec, self.skip_log,
-                                                         self.chat), self.skip_log)
+        screen_splits(self.splits, manifests, skipped, used, self.eval_spec, self.chat,
+                      self.skip_log)
 
     def spec(self, section: str, max_target_tokens: int) -> BatchSpec:
         return batch_spec(self.cfg, self.model_config, f"{section}.batch_size", max_target_tokens,
@@ -334,6 +393,21 @@ def report_skips(skip_log: SkipLog, stage: str) -> None:
                         skip_log.summary(), skip_log.path)
 
 
+class NotWritable(UserError):
+    """A directory the run must write in that cannot be written."""
+
+
+def require_writable(directory: pathlib.Path, name: str, fix: str) -> None:
+    """Create `directory` if missing and write a file there; `NotWritable` naming it as `name`,
+    with `fix`, when either fails."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        raise NotWritable(f"{name} {directory}: cannot write there ({error.strerror or error}); "
+                          f"{fix}") from error
+
+
 def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Run every stage of `cfg.stages` in order; returns the evaluation results.
 
@@ -344,10 +418,15 @@ def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dic
     holds `<workdir>/.lock` throughout (`WorkdirLock`): a second run on the same directory
     stops with `WorkdirLocked` naming the first. SIGTERM / SIGINT make a training stage save
     its checkpoint after the step under way and raise `Preempted` (`train.preemption`).
+    Before any of it the config is checked (`validate_config`) and the work directory and the
+    cache must take a file (`NotWritable`); an empty split stops the run before the model is
+    built, one its rows all left out before the first stage (`EmptySplit`).
     """
     validate_config(cfg)
+    require_writable(workdir, "work directory", "give --workdir a directory you can write")
+    require_writable(default_cache_dir(), "cache", "set SALLM_JAX_CACHE to a directory you can "
+                     "write")
     initialize_distributed(cfg.parallel)
-    workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock, StopSignal():
         return _run_stages(cfg, workdir)
