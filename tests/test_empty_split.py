@@ -110,3 +110,11 @@ def test_every_row_left_out_under_skip_stops_before_training(tmp_path):
         "those rows")
     assert not any("[warmup]" in line for line in stderr)  # no training step ran
     assert len((tmp_path / "run" / "skipped.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_missing_clip_under_error_stops_before_training_with_one_line(tmp_path):
+    train = write_rows(tmp_path / "train.jsonl", 2)
+    status, stderr = run(tmp_path, train, "error")
+    assert status == 2 and stderr == [
+        f"error: {tmp_path / 'audio' / '0.wav'}: missing audio file: no such file (example 'r0'; "
+        "set data.on_bad_input=skip to leave such examples out)"]

@@ -16,6 +16,7 @@ import threading
 from typing import NamedTuple
 
 from sallm_jax.long_text import shorten
+from sallm_jax.user_errors import UserError
 
 POLICIES = ("error", "skip")
 
@@ -29,8 +30,9 @@ class Skip(NamedTuple):
     detail: str
 
 
-class BadInputError(ValueError):
-    """An example that cannot be used under the "error" policy."""
+class BadInputError(UserError, ValueError):
+    """An example that cannot be used under the "error" policy (one line and exit status 2 from
+    the commands, `user_errors`)."""
 
 
 class SkipLog:
