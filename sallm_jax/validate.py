@@ -7,6 +7,7 @@ A typo in the GRPO settings must fail before the SFT stage spends its minutes, n
 from __future__ import annotations
 
 import math
+import pathlib
 
 import ml_collections
 
@@ -79,6 +80,12 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
             "an integer >= 0", cfg.lora.rank)
     require(cfg.lora.trainable in TRAINABLE, "lora.trainable", f"one of {TRAINABLE}",
             cfg.lora.trainable)
+    require(not cfg.init_params or pathlib.Path(cfg.init_params).expanduser().is_dir(),
+            "init_params", "'' or a directory of saved parameters (<workdir>/<stage>/params)",
+            cfg.init_params)
+    require(not cfg.tokenizer.path or (pathlib.Path(cfg.tokenizer.path).expanduser()
+                                       / "tokenizer.json").is_file(),
+            "tokenizer.path", "'' or a directory holding tokenizer.json", cfg.tokenizer.path)
     if cfg.data.name == "manifest":
         for split in ("train", "test"):
             key = f"{split}_manifest"

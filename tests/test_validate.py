@@ -50,6 +50,7 @@ def test_presets_are_valid(name, preset):
     ("sft.max_grad_norm", 0.0, "sft.max_grad_norm"),
     ("rl.weight_decay", -0.1, "rl.weight_decay"),
     ("train.on_nonfinite", "ignore", "train.on_nonfinite"),
+    ("init_params", "no/such/params", "init_params: expected '' or a directory"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     cfg = get_config("smoke")
@@ -57,6 +58,16 @@ def test_bad_values_name_their_key(key, value, message):
     (cfg[section] if section else cfg)[name] = value
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         validate_config(cfg)
+
+
+def test_a_tokenizer_path_must_hold_a_tokenizer(tmp_path):
+    cfg = get_config("smoke")
+    cfg.stages, cfg.sft.start, cfg.tokenizer.path = ("sft", "eval"), "init", str(tmp_path)
+    with pytest.raises(ValueError, match=r"tokenizer\.path: expected '' or a directory holding "
+                                         r"tokenizer\.json"):
+        validate_config(cfg)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    validate_config(cfg)
 
 
 def test_greedy_evaluation_takes_one_draw():
