@@ -103,3 +103,18 @@ def test_unknown_override_names_the_flag_and_the_near_key():
                                              'mean "beta" instead of "betta"?')
     assert unknown_override(KeyError("'zzz'"), ["train", "--config.zzz.a=1"]) == (
         "--config.zzz.a: no such config key")
+
+
+def test_a_checkpoint_that_does_not_resolve_is_one_line(tmp_path):
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text('{"id": "r0", "audio": "0.wav", "task": "sqa", "question": "Where?", '
+                        '"answer": "Home."}\n')
+    status, stderr = train("--config.data.name=manifest",
+                           f"--config.data.train_manifest={manifest}",
+                           f"--config.data.test_manifest={manifest}",
+                           "--config.stages=('sft', 'eval')", "--config.sft.start=init",
+                           f"--config.model.checkpoint={tmp_path / 'none'}",
+                           workdir=tmp_path / "run")
+    assert status == 2 and stderr == [
+        f"error: model.checkpoint='{tmp_path / 'none'}': no such directory, and not a Hub id "
+        "(org/name[@revision])"]

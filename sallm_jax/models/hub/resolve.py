@@ -12,13 +12,16 @@ import os
 import pathlib
 import re
 
+from sallm_jax.user_errors import UserError
+
 # org/name as the Hub spells repository ids, then an optional @revision (branch, tag or commit).
 _HUB_ID = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
 _TRUE = {"1", "on", "yes", "true"}
 
 
-class CheckpointNotFound(FileNotFoundError):
-    """A checkpoint name that is neither a directory nor a Hub id the cache or the Hub has."""
+class CheckpointNotFound(UserError, FileNotFoundError):
+    """A checkpoint name that is neither a directory nor a Hub id the cache or the Hub has (one
+    line naming the config key, exit status 2, from the commands)."""
 
 
 def offline() -> bool:
