@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
+import faulthandler
+import json
+import math
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -120,7 +123,11 @@ def id_chat(config: GraniteSpeechConfig) -> ChatFormat:
 def random_model(config: GraniteSpeechConfig, lora_rank: int) -> GraniteSpeechLM:
     """The model built abstractly, then drawn on the device by one compiled program: weights
     N(0, 0.02) in bfloat16, LoRA factors float32 (B zero, as `apply_lora` leaves it),
-    BatchNorm statistics mean 0 and variance 1."""
+    BatchNorm statistics mean 0 and variance 1. The program draws one float32 vector for all
+    the weights and slices it: one random-number operation to compile instead of one per
+    weight (500 of them at granite_speech_2b's 40 layers; on this CPU the toy model's
+    per-weight program took 17 s to compile and draw, the sliced one 6 s). LoRA is applied
+    here, before any `set_scan_layers` (`apply_lora` refuses a stacked model)."""
 
     def build():
         model = GraniteSpeechLM(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16,
@@ -132,18 +139,21 @@ def random_model(config: GraniteSpeechConfig, lora_rank: int) -> GraniteSpeechLM
     state = nnx.state(model)
     named = [(jax.tree_util.keystr(path), leaf) for path, leaf in
              jax.tree.leaves_with_path(state)]
-
-    def value(name: str, leaf, key):
-        if "lora_b" in name or "batch_norm']['mean" in name:
-            return jnp.zeros(leaf.shape, leaf.dtype)
-        if "batch_norm']['var" in name:
-            return jnp.ones(leaf.shape, leaf.dtype)
-        return (0.02 * jax.random.normal(key, leaf.shape, jnp.float32)).astype(leaf.dtype)
+    sizes = [math.prod(leaf.shape) for _, leaf in named]
 
     @jax.jit
     def draw(key):
-        keys = jax.random.split(key, len(named))
-        return [value(name, leaf, k) for (name, leaf), k in zip(named, keys, strict=True)]
+        flat = 0.02 * jax.random.normal(key, (sum(sizes),), jnp.float32)
+        values, offset = [], 0
+        for (name, leaf), size in zip(named, sizes, strict=True):
+            if "lora_b" in name or "batch_norm']['mean" in name:
+                values.append(jnp.zeros(leaf.shape, leaf.dtype))
+            elif "batch_norm']['var" in name:
+                values.append(jnp.ones(leaf.shape, leaf.dtype))
+            else:
+                values.append(flat[offset:offset + size].reshape(leaf.shape).astype(leaf.dtype))
+            offset += size
+        return values
 
     nnx.update(model, jax.tree.unflatten(jax.tree.structure(state), draw(jax.random.key(0))))
     return model
@@ -178,19 +188,6 @@ def rl_config(shapes: Shapes):
     cfg.beta, cfg.num_iterations, cfg.micro_batch_size = 0.04, 1, 0
     cfg.reward_fns, cfg.reward_weights = ("bleu",), (1.0,)
     return cfg
-
-
-def timed(fn: Callable[[], object], reps: int) -> tuple[float, list[float]]:
-    """(seconds of the first, compiling call, seconds of each of `reps` more)."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return first, times
 
 
 def decoder_matmul_params(config: GraniteSpeechConfig) -> tuple[int, int]:
@@ -252,22 +249,67 @@ STARTED = time.perf_counter()
 
 
 def progress(message: str) -> None:
-    """A time-stamped line, so that a run cut short shows where its time went."""
+    """A time-stamped line (seconds since this process started), so that a run cut short shows
+    where its time went; `benchmarks.device_run` reads the last one as what the phase was
+    doing."""
     print(f"[device +{time.perf_counter() - STARTED:.0f} s] {message}", flush=True)
 
 
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall seconds of `fn()`, blocking until its arrays are computed."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def repeated(name: str, fn: Callable[[], object], reps: int,
+             make_row: Callable[[list[float], float], Row], emit: Callable[[Row], None]) -> None:
+    """`fn` once untimed (its first execution: the program is already compiled), then `reps`
+    timed calls; after each, `make_row(times so far, first call's seconds)` is emitted again
+    (the same case: the later row replaces the earlier), so a phase stopped between calls
+    keeps the ones that finished."""
+    progress(f"{name}: first execution")
+    first, times = seconds(fn), []
+    for rep in range(reps):
+        progress(f"{name}: timed call {rep + 1} of {reps}")
+        times.append(seconds(fn))
+        emit(make_row(times, first))
+
+
+def compiled(name: str, jitted, args: tuple, emit: Callable[[Row], None]) -> None:
+    """Lower and compile `jitted` (a `jax.jit` function) on `args`, each timed, and emit the
+    row at once. Later calls of `jitted` with arguments like `args` reuse the executable from
+    jit's cache (no second compilation: on jax 0.10 a `.lower().compile()` fills it)."""
+    progress(f"compile {name}: tracing and lowering to StableHLO")
+    start = time.perf_counter()
+    lowered = jitted.lower(*args)
+    lower_s = time.perf_counter() - start
+    progress(f"compile {name}: lowered in {lower_s:.1f} s; XLA compiling")
+    start = time.perf_counter()
+    lowered.compile()
+    compile_s = time.perf_counter() - start
+    emit(row(f"compile: {name}", "s", [compile_s], lower_s, "lowering (s)",
+             f"XLA compilation {compile_s:.1f} s after {lower_s:.1f} s of tracing and lowering"))
+
+
 def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row], None],
-               lora_rank: int = 64) -> None:
-    """The GRPO step and its parts at `shapes`; rows go to `emit` as they are measured. Each
-    compiled program is first called on its own (rollout, reference log-probs, update), so
-    that its compilation time shows; the whole step then reuses them."""
+               lora_rank: int = 64, attention: bool = True) -> None:
+    """The GRPO step and its parts at `shapes`; rows go to `emit` as soon as each is known:
+    the model's build, each program's compilation (rollout, reference log-probs, update;
+    `.lower().compile()`, timed apart), the rollout's and the update's speed, the whole step
+    (which then reuses the compiled programs), peak memory, and with `attention` fused
+    against einsum attention."""
     device = jax.devices()[0]
     peak_flops, bandwidth = CEILINGS.get(device.device_kind, (float("nan"), float("nan")))
-    progress("building the model (abstract, then drawn on the device)")
+    progress("build: the model abstract (nnx.eval_shape), then drawn on the device")
+    start = time.perf_counter()
     model = random_model(config, lora_rank)
+    drawn_s = time.perf_counter() - start
+    progress(f"build: drawn in {drawn_s:.1f} s; stacking the layers (set_scan_layers)")
     set_remat(model, True)  # the default einsum attention; `attention_rows` tries fused
     set_scan_layers(model, True)  # 40 layers compiled once (benchmarks/compile_time.py)
     graphdef, params, frozen = nnx.split(model, LoRAParam, ...)
+    del model
     partitioner = Partitioner(make_mesh({"data": -1}), ())
     cfg = rl_config(shapes)
     tx = make_optimizer(learning_rate=1e-5, warmup_steps=0, total_steps=100, weight_decay=0.0,
@@ -278,55 +320,70 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
     step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=shardings, frozen=frozen,
                     ref_params=None, rows=rows, chat=id_chat(config),
                     partitioner=partitioner)
+    del params, frozen
     holder = {"state": state}
+    del state
     device_in = partitioner.device_batch(batch)
+    count = sum(x.size for x in jax.tree.leaves((holder["state"].params, step.frozen)))
+    nbytes = sum(x.nbytes for x in jax.tree.leaves((holder["state"].params, step.frozen)))
+    build_s = time.perf_counter() - start
+    emit(row("build: model, train state, GRPOStep", "s", [build_s], float("nan"), "-",
+             f"{count / 1e6:.4g} M parameters, {nbytes / GIB:.3g} GiB; abstract build and "
+             f"drawing {drawn_s:.1f} s, then layer stacking, train state and the step's "
+             "programs (not yet compiled)"))
 
-    progress("rollout: compiling and timing")
-    sample = lambda: step.sample(holder["state"].params, step.frozen, device_in,  # noqa: E731
-                                 jax.random.key(2))
-    first, times = timed(sample, shapes.reps)
-    out = sample()
-    tokens = float(np.asarray(out.mask).sum())
+    key = jax.random.key(2)
+    compiled("rollout", step.sample, (holder["state"].params, step.frozen, device_in, key), emit)
     per_step = decode_bytes_per_step(config, shapes, prompt_len)
     roofline = shapes.batch * shapes.group * bandwidth / per_step
-    emit(row("rollout, completion tokens/s", "tokens/s", [tokens / t for t in times], roofline,
-             "HBM roofline of decoding",
-             f"{tokens:.0f} tokens per rollout (prefill and audio encoder included); roofline: "
-             f"{shapes.batch * shapes.group} rows per step, {per_step / 1e9:.2f} GB read per step "
-             f"at {bandwidth / 1e12:.1f} TB/s; first call {first:.1f} s (compilation)"))
+    tokens = [0.0]
 
-    group = partitioner.to_global({"ids": np.asarray(out.ids), "mask": np.asarray(out.mask),
-                                   "rewards": np.random.default_rng(0).random(
-                                       (shapes.batch, shapes.group)).astype(np.float32),
-                                   "off_policy": np.zeros(shapes.batch * shapes.group, bool)})
-    progress("reference log-probs: compiling")
-    ref_logp = jax.block_until_ready(step.ref_logprobs(
-        holder["state"].params, step.frozen, device_in, group["ids"], group["mask"]))
+    def sample():
+        out = step.sample(holder["state"].params, step.frozen, device_in, key)
+        tokens[0] = float(np.asarray(out.mask).sum())
+        return out
+
+    repeated("rollout", sample, shapes.reps, lambda times, first: row(
+        "rollout, completion tokens/s", "tokens/s", [tokens[0] / t for t in times], roofline,
+        "HBM roofline of decoding",
+        f"{tokens[0]:.0f} tokens per rollout (prefill and audio encoder included); roofline: "
+        f"{shapes.batch * shapes.group} rows per step, {per_step / 1e9:.2f} GB read per step at "
+        f"{bandwidth / 1e12:.1f} TB/s; {len(times)} of {shapes.reps} timed calls; first "
+        f"execution {first:.2f} s"), emit)
+
+    progress("rollout and host scoring for the update's inputs (GRPOStep.generate)")
+    (generation,) = step.generate(holder["state"], [batch], [jax.random.key(3)])
+    ref_args = (holder["state"].params, step.frozen, generation.batch, generation.group["ids"],
+                generation.group["mask"])
+    compiled("reference log-probs", step.ref_logprobs, ref_args, emit)
+    progress("reference log-probs: first execution")
+    ref_logp = jax.block_until_ready(step.ref_logprobs(*ref_args))
+    compiled("update", step.update, (holder["state"], step.frozen, generation.batch,
+                                     generation.group, generation.old_logp, ref_logp), emit)
 
     def update():
-        holder["state"], metrics = step.update(holder["state"], step.frozen, device_in, group,
-                                               None, ref_logp)
-        return metrics
+        holder["state"], metrics = step.update(holder["state"], step.frozen, generation.batch,
+                                               generation.group, generation.old_logp, ref_logp)
+        return holder["state"], metrics
 
-    progress("update: compiling and timing")
-    first, times = timed(update, shapes.reps)
     flops = update_model_flops(config, shapes, prompt_len)
-    emit(row("update, model FLOP/s (MFU)", "TFLOP/s", [flops / t / 1e12 for t in times],
-             peak_flops / 1e12, "dense bf16 peak (datasheet)",
-             f"{flops / 1e12:.1f} model TFLOPs per update (forward + backward to activations, "
-             f"remat not counted); {np.median(times):.2f} s per update; first call {first:.1f} s "
-             "(compilation)"))
+    repeated("update", update, shapes.reps, lambda times, first: row(
+        "update, model FLOP/s (MFU)", "TFLOP/s", [flops / t / 1e12 for t in times],
+        peak_flops / 1e12, "dense bf16 peak (datasheet)",
+        f"{flops / 1e12:.1f} model TFLOPs per update (forward + backward to activations, remat "
+        f"not counted); {np.median(times):.2f} s per update; {len(times)} of {shapes.reps} "
+        f"timed calls; first execution {first:.2f} s"), emit)
 
     def full_step():
         holder["state"], metrics, _ = step(holder["state"], batch, jax.random.key(1))
-        return metrics
+        return holder["state"], metrics
 
-    progress("whole GRPO step: timing")
-    _, times = timed(full_step, shapes.reps)
-    emit(row(f"GRPO step, {shapes.batch} x G={shapes.group}, prompt {prompt_len} "
-             f"({shapes.text_tokens} text + {shapes.audio_s:g} s audio), completion "
-             f"{shapes.completion}", "s/step", times, float("nan"), "-",
-             "rollout + host scoring + reference log-probs + update, all compiled"))
+    repeated("whole GRPO step", full_step, shapes.reps, lambda times, first: row(
+        f"GRPO step, {shapes.batch} x G={shapes.group}, prompt {prompt_len} "
+        f"({shapes.text_tokens} text + {shapes.audio_s:g} s audio), completion "
+        f"{shapes.completion}", "s/step", times, float("nan"), "-",
+        "rollout + host scoring + reference log-probs + update, all compiled; "
+        f"{len(times)} of {shapes.reps} timed steps; first step {first:.2f} s"), emit)
 
     stats = device.memory_stats() or {}
     plan = plan_memory(config, {"data": 1, "fsdp": 1, "tensor": 1},
@@ -341,10 +398,11 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
                  "= `python -m sallm_jax.plan_memory --preset granite_speech_2b --remat full "
                  f"--lora_rank {lora_rank} --prompt_len {prompt_len} ...`"))
 
-    progress("fused against einsum attention: compiling both forward passes")
-    for r in attention_rows(graphdef, holder["state"].params, step.frozen, device_in, group, cfg,
-                            shapes.reps):
-        emit(r)
+    if attention:
+        progress("fused against einsum attention: compiling both forward passes")
+        for r in attention_rows(graphdef, holder["state"].params, step.frozen,
+                                generation.batch, generation.group, cfg, shapes.reps):
+            emit(r)
 
 
 def attention_rows(graphdef, params, frozen, batch, group, cfg, reps: int) -> list[Row]:
@@ -367,7 +425,8 @@ def attention_rows(graphdef, params, frozen, batch, group, cfg, reps: int) -> li
     (fused, uses_cudnn), (einsum, _) = compiled(True), compiled(False)
     mask = np.asarray(group["mask"], bool)
     diff = np.abs(np.asarray(fused())[mask] - np.asarray(einsum())[mask])
-    times = {name: timed(fn, reps)[1] for name, fn in (("fused", fused), ("einsum", einsum))}
+    times = {name: [seconds(fn) for _ in range(reps)] for name, fn in (("fused", fused),
+                                                                       ("einsum", einsum))}
     kernel = ("cuDNN fused attention" if uses_cudnn else
               "XLA path (no cuDNN attention call in the program)")
     return [row("fused vs einsum attention, completion log-probs", "max abs diff",
@@ -379,61 +438,78 @@ def attention_rows(graphdef, params, frozen, batch, group, cfg, reps: int) -> li
                 f"{kernel}; measured / reference < 1 means fused is faster")]
 
 
-def table(rows: Sequence[Row]) -> str:
-    head = ("| case | unit | measured | reference | reference is | measured / reference | "
-            "note |\n|---|---|---|---|---|---|---|\n")
-    return head + "".join(
-        f"| {r.case} | {r.unit} | {r.ours.cell()} | {r.peer.median:.4g} | {r.peer_name} | "
-        f"{r.ratio:.3g} | {r.note} |\n" for r in rows)
+def log_long_compiles(threshold_s: float = 1.0) -> None:
+    """A progress line for every XLA compilation longer than `threshold_s`: one the phase did
+    not announce (a program compiled a second time) shows in the log."""
+
+    def listener(event: str, duration_s: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration" and duration_s > threshold_s:
+            progress(f"(an XLA compilation finished: {duration_s:.1f} s)")
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
 
 
-def header(command: str) -> str:
+def describe_device() -> str:
+    """The accelerator and the versions this process runs with, for the table's header."""
     import flax
     import transformers
 
     device = jax.devices()[0]
-    return (f"# sallm_jax on an accelerator\n\n"
-            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-            f"- device: {device.device_kind} x {jax.device_count()} ({jax.default_backend()})\n"
-            f"- versions: jax {jax.__version__}, flax {flax.__version__}, "
-            f"transformers {transformers.__version__}\n- command: `{command}`\n\n")
+    return (f"{device.device_kind} x {jax.device_count()} ({jax.default_backend()}); jax "
+            f"{jax.__version__}, flax {flax.__version__}, transformers "
+            f"{transformers.__version__}")
+
+
+def run_phase(phase: str, smoke: bool, emit: Callable[[Row], None]) -> None:
+    """One phase of the run (`benchmarks.device_run.PHASES`): "smoke" at toy sizes, "granite"
+    at the papers' shapes (toy sizes too under `smoke`), "trl" the comparison at 100M (tiny
+    under `smoke`)."""
+    if phase == "trl":
+        from benchmarks import grpo_step
+
+        progress(f"TRL comparison at {'tiny' if smoke else '100m'}: building both sides")
+        for r in grpo_step.run(reps=1 if smoke else 3, size="tiny" if smoke else "100m"):
+            emit(r)
+        return
+    toy = smoke or phase == "smoke"
+    config = smoke_config() if toy else get_preset("granite_speech_2b")
+    paper_step(config, SMOKE if toy else PAPER, emit, lora_rank=4 if toy else 64,
+               attention=phase != "smoke")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.device", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phase", choices=("smoke", "granite", "trl"),
+                        help="run this one phase in this process (benchmarks.device_run "
+                             "starts one such process per phase); without it, the whole run")
     parser.add_argument("--smoke", action="store_true", help="toy sizes (a CPU test)")
-    parser.add_argument("--out", default="benchmarks/DEVICE.md", help="markdown file to write")
-    parser.add_argument("--no_peer", action="store_true", help="skip the TRL comparison")
-    args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "benchmarks.device",
-                          *(sys.argv[1:] if argv is None else argv)])
-    rows: list[Row] = []
-    text = header(command)
+    parser.add_argument("--rows", default="",
+                        help="with --phase: JSON-lines file to append each result row to")
+    args, rest = parser.parse_known_args(argv)
+    if args.phase is None:
+        from benchmarks import device_run
+
+        device_run.main(sys.argv[1:] if argv is None else list(argv))
+        return
+    if rest:
+        parser.error(f"unrecognized arguments with --phase: {' '.join(rest)}")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it was, when stopped
+    log_long_compiles()
+
+    def record(entry: dict) -> None:
+        if args.rows:
+            with open(args.rows, "a") as f:
+                f.write(json.dumps(entry) + "\n")
 
     def emit(r: Row) -> None:
-        rows.append(r)
-        with open(args.out, "w") as f:
-            f.write(text + table(rows) + peer_text[0])
+        record({"row": dataclasses.asdict(r)})
         print(f"[device] {r.case}: {r.ours.cell()} {r.unit} ({r.note})", flush=True)
 
-    peer_text = [""]
-    shapes = SMOKE if args.smoke else PAPER
-    config = smoke_config() if args.smoke else get_preset("granite_speech_2b")
-    paper_step(config, shapes, emit, lora_rank=4 if args.smoke else 64)
-    if not args.no_peer:
-        from benchmarks import grpo_step
-        from benchmarks.run import table as peer_table
-
-        try:
-            peer_rows = grpo_step.run(reps=1 if args.smoke else 3,
-                                      size="tiny" if args.smoke else "100m")
-            peer_text[0] = "\n## Against TRL (float32 both sides)\n\n" + peer_table(peer_rows)
-        except Exception as error:  # the measured rows above stand; say why this one is absent
-            peer_text[0] = f"\n## Against TRL\n\nnot measured: {type(error).__name__}: {error}\n"
-        with open(args.out, "w") as f:
-            f.write(text + table(rows) + peer_text[0])
-        print(peer_text[0], flush=True)
+    progress(f"phase {args.phase}: imports done; starting the backend")
+    record({"device": describe_device()})
+    run_phase(args.phase, args.smoke, emit)
+    progress(f"phase {args.phase}: done")
 
 
 if __name__ == "__main__":
