@@ -263,13 +263,18 @@ def seconds(fn: Callable[[], object]) -> float:
 
 
 def repeated(name: str, fn: Callable[[], object], reps: int,
-             make_row: Callable[[list[float], float], Row], emit: Callable[[Row], None]) -> None:
-    """`fn` once untimed (its first execution: the program is already compiled), then `reps`
-    timed calls; after each, `make_row(times so far, first call's seconds)` is emitted again
-    (the same case: the later row replaces the earlier), so a phase stopped between calls
-    keeps the ones that finished."""
-    progress(f"{name}: first execution")
-    first, times = seconds(fn), []
+             make_row: Callable[[list[float], float | None], Row], emit: Callable[[Row], None],
+             warmup: bool = True) -> None:
+    """`reps` timed calls of `fn`, after one untimed call with `warmup` (its first execution:
+    the program is already compiled, but the first run may set up buffers); after each timed
+    call, `make_row(times so far, the warm-up's seconds)` is emitted again (the same case: the
+    later row replaces the earlier), so a phase stopped between calls keeps those that
+    finished."""
+    first = None
+    if warmup:
+        progress(f"{name}: first execution")
+        first = seconds(fn)
+    times: list[float] = []
     for rep in range(reps):
         progress(f"{name}: timed call {rep + 1} of {reps}")
         times.append(seconds(fn))
@@ -382,8 +387,8 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
         f"GRPO step, {shapes.batch} x G={shapes.group}, prompt {prompt_len} "
         f"({shapes.text_tokens} text + {shapes.audio_s:g} s audio), completion "
         f"{shapes.completion}", "s/step", times, float("nan"), "-",
-        "rollout + host scoring + reference log-probs + update, all compiled; "
-        f"{len(times)} of {shapes.reps} timed steps; first step {first:.2f} s"), emit)
+        "rollout + host scoring + reference log-probs + update, the programs compiled above "
+        f"(no warm-up step); {len(times)} of {shapes.reps} timed steps"), emit, warmup=False)
 
     stats = device.memory_stats() or {}
     plan = plan_memory(config, {"data": 1, "fsdp": 1, "tensor": 1},
@@ -460,6 +465,32 @@ def describe_device() -> str:
             f"{transformers.__version__}")
 
 
+def announce_trl_stages(module, size: str) -> None:
+    """A progress line as each stage of `module.run` (benchmarks/grpo_step.py) begins, so that
+    a trl phase stopped over its budget says where it was: its module-level names are wrapped
+    (this process runs the comparison once)."""
+
+    def announce(owner, name: str, message: Callable[[int], str]) -> None:
+        original, calls = getattr(owner, name), [0]
+
+        def announced(*args, **kwargs):
+            calls[0] += 1
+            progress(message(calls[0]))
+            return original(*args, **kwargs)
+
+        setattr(owner, name, announced)
+
+    announce(module.Ours, "__call__", lambda n: f"trl: sallm_jax GRPO step {n}"
+             + (" (compiling)" if n == 1 else ""))
+    announce(module.Peer, "__call__", lambda n: f"trl: TRL GRPOTrainer step {n}")
+    for name, what in (("train_tokenizer", "training the tokenizer"),
+                       ("save_text_model", f"writing the random {size} checkpoint"),
+                       ("Ours", "building sallm_jax's side"),
+                       ("greedy_gate", "greedy tokens against transformers' generate"),
+                       ("Peer", "building TRL's GRPOTrainer")):
+        announce(module, name, lambda n, what=what: f"trl: {what}")
+
+
 def run_phase(phase: str, smoke: bool, emit: Callable[[Row], None]) -> None:
     """One phase of the run (`benchmarks.device_run.PHASES`): "smoke" at toy sizes, "granite"
     at the papers' shapes (toy sizes too under `smoke`), "trl" the comparison at 100M (tiny
@@ -467,8 +498,9 @@ def run_phase(phase: str, smoke: bool, emit: Callable[[Row], None]) -> None:
     if phase == "trl":
         from benchmarks import grpo_step
 
-        progress(f"TRL comparison at {'tiny' if smoke else '100m'}: building both sides")
-        for r in grpo_step.run(reps=1 if smoke else 3, size="tiny" if smoke else "100m"):
+        size = "tiny" if smoke else "100m"
+        announce_trl_stages(grpo_step, size)
+        for r in grpo_step.run(reps=1 if smoke else 3, size=size):
             emit(r)
         return
     toy = smoke or phase == "smoke"
@@ -506,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         record({"row": dataclasses.asdict(r)})
         print(f"[device] {r.case}: {r.ours.cell()} {r.unit} ({r.note})", flush=True)
 
-    progress(f"phase {args.phase}: imports done; starting the backend")
+    progress(f"phase {args.phase}: started; asking for the device")
     record({"device": describe_device()})
     run_phase(args.phase, args.smoke, emit)
     progress(f"phase {args.phase}: done")

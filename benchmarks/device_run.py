@@ -296,7 +296,7 @@ class Run:
               f"{phase.budget_s:g} s] {line}", flush=True)
         phase.tail = [*phase.tail[-29:], line]
         match = PROGRESS.match(line)
-        if match:
+        if match and not match.group(1).startswith("("):  # "(an XLA compilation ...)"
             phase.doing = match.group(1)
         if match or line.startswith("[device] "):
             self.take(phase, reader)
