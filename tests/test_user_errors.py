@@ -60,11 +60,18 @@ def test_the_console_script_reports_alike(tmp_path):
         'error: --config.rl.betta: no such config key; did you mean "beta" instead of "betta"?']
 
 
-@pytest.mark.parametrize("args, env", [(["--debug"], {}), ([], {"SALLM_JAX_DEBUG": "1"})])
-def test_debug_shows_the_traceback(args, env, tmp_path):
-    status, stderr = train("--config.rl.group_size=0", *args, workdir=tmp_path / "run", env=env)
+CONFIG_ERROR = "sallm_jax.user_errors.ConfigError: rl.group_size: expected"
+
+
+@pytest.mark.parametrize("args, env, last", [
+    (["--config.rl.group_size=0", "--debug"], {}, CONFIG_ERROR),
+    (["--config.rl.group_size=0"], {"SALLM_JAX_DEBUG": "1"}, CONFIG_ERROR),
+    (["--config.rl.betta=1", "--debug"], {}, "AttributeError: "),  # met while parsing flags
+])
+def test_debug_shows_the_traceback(args, env, last, tmp_path):
+    status, stderr = train(*args, workdir=tmp_path / "run", env=env)
     assert status == 2 and stderr[0] == "Traceback (most recent call last):", stderr
-    assert stderr[-1].startswith("sallm_jax.user_errors.ConfigError: rl.group_size: expected")
+    assert stderr[-1].startswith(last), stderr
 
 
 def test_an_internal_error_propagates_with_its_traceback():
