@@ -18,12 +18,14 @@ from collections.abc import Iterator
 
 import jax
 
+from sallm_jax.user_errors import UserError
+
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
-class DiskWriteError(OSError):
+class DiskWriteError(UserError, OSError):
     """A checkpoint or parameters could not be written: no space, or the path cannot be
-    written. The message names the path and the space the write needs."""
+    written. The message names the path and the space the write needs (one line, exit 2)."""
 
 
 def os_error_code(error: BaseException | None) -> int | None:
