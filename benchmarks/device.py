@@ -1,27 +1,38 @@
-"""One-shot accelerator benchmark: a GRPO step at the papers' shapes, and TRL side by side.
+"""The accelerator benchmark's measurements: a GRPO step at the papers' shapes, and TRL side
+by side. Each phase of the run is one process of this module:
 
-    python -m benchmarks.device [--smoke] [--out benchmarks/DEVICE.md] [--no_peer]
-    bash benchmarks/device.sh [--smoke]          # the same, on a fresh device machine
+    python -m benchmarks.device --phase {smoke,granite,trl} [--smoke] [--rows FILE]
+    python -m benchmarks.device [options]      # the whole run: benchmarks/device_run.py
+    bash benchmarks/device.sh [options]        # the same, on a fresh device machine
 
-Sized to finish in under 8 minutes on one GPU. On random weights at real widths (the
-`granite_speech_2b` preset: 3.0 B parameters; bfloat16 storage and compute, LoRA r=64 on q/v
-as float32 master weights, remat on, the decoder layers scanned) it measures, for the papers'
+`benchmarks/device_run.py` starts the phases in turn, each under its own wall-clock budget,
+reads the rows each appends to --rows (JSON lines) and writes the Markdown table
+(benchmarks/DEVICE.md). Every result is emitted as a row as soon as it is known, and every
+stage announced by a time-stamped progress line, so a phase stopped over its budget leaves
+what it measured and says where it was.
+
+On random weights at real widths (the `granite_speech_2b` preset: 3.0 B parameters; bfloat16
+storage and compute, LoRA r=64 on q/v as float32 master weights, remat on, the decoder's
+layers stored stacked under the layer scan) the granite phase measures, for the papers'
 shapes (16 prompts x G=8, 256 text tokens + 10 s of audio per prompt, completions of 200
-tokens, temperature 1, beta 0.04 against the adapters-off reference):
+tokens, temperature 1, beta 0.04 against the adapters-off reference), in this order:
 
-- the GRPO step (`GRPOStep`: rollout, host scoring, reference log-probs, update);
-- the rollout alone, as completion tokens/s against the HBM roofline of decoding (every
-  decode step reads the decoder's weights and the KV cache once);
-- the update alone, as model FLOP/s against the card's dense bfloat16 peak (MFU; model FLOPs
-  count no rematerialisation);
+- the build: the model abstract, drawn on the device, its layers stacked, the train state;
+- each program's compilation, lowering and XLA compilation timed apart: the rollout, the
+  reference log-probs, the update (later calls reuse the executables);
+- the rollout, as completion tokens/s against the HBM roofline of decoding (every decode step
+  reads the decoder's weights and the KV cache once);
+- the update, as model FLOP/s against the card's dense bfloat16 peak (MFU; model FLOPs count
+  no rematerialisation);
+- the whole GRPO step (`GRPOStep`: rollout, host scoring, reference log-probs, update);
 - peak device memory against `plan_memory`'s prediction;
 - fused (cuDNN) against einsum attention in the update's forward pass: the largest difference
   of the completions' log-probs, and the time of each.
 
-Then the `grpo_step` comparison with TRL's `GRPOTrainer` at the 100M size, both sides in float32
-(`benchmarks/grpo_step.py`). `--smoke` shrinks every size so that CPU runs it in a minute
-(tests/test_benchmarks_device.py); its numbers mean nothing. Rows are written as they finish,
-so a run cut short still leaves what it measured.
+The smoke phase runs the same at toy widths (`smoke_config`, `SMOKE`), without the attention
+rows; the trl phase runs the `grpo_step` comparison with TRL's `GRPOTrainer` at the 100M size,
+both sides in float32 (`benchmarks/grpo_step.py`). `--smoke` shrinks every phase so that CPU
+runs it (tests/test_benchmarks_device.py); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import dataclasses
 import faulthandler
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -509,6 +521,19 @@ def run_phase(phase: str, smoke: bool, emit: Callable[[Row], None]) -> None:
                attention=phase != "smoke")
 
 
+def die_with_parent() -> None:
+    """On Linux, SIGKILL this phase when the run that started it dies (killed at a device
+    command's time limit, say): a phase left running would hold the accelerator's memory."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.environ.get("DEVICE_RUN_PID") not in (None, str(os.getppid())):
+        os._exit(1)  # the run died before the request took effect
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.device", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -526,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if rest:
         parser.error(f"unrecognized arguments with --phase: {' '.join(rest)}")
+    die_with_parent()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it was, when stopped
     log_long_compiles()
 

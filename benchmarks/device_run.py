@@ -193,7 +193,7 @@ class Run:
                       f"{number(r.peer.median)} | {cell(r.peer_name)} | {number(r.ratio)} | "
                       f"{cell(r.note)} |" for name, r in ours]
         else:
-            lines.append("none yet")
+            lines.append("none" if self.ended is not None else "none yet")
         if peers:
             lines += ["", "## Against TRL (float32 both sides)", "", peer_table(peers).rstrip()]
         return "\n".join(lines) + "\n"
@@ -218,7 +218,8 @@ class Run:
         print(self.markdown(), flush=True)
 
     def run_phase(self, phase: Phase, rows_path: str) -> None:
-        """`phase` in its own process group until it exits or its budget is spent."""
+        """`phase` in its own process group until it exits or its budget is spent. The group
+        stays in this session, and the phase dies with this process (`die_with_parent`)."""
         command = [sys.executable, "-m", "benchmarks.device", "--phase", phase.name,
                    "--rows", rows_path, *(["--smoke"] if self.args.smoke else [])]
         phase.started_at = self.elapsed()
@@ -226,8 +227,9 @@ class Run:
         self.write()
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                process_group=0,  # its own group, to stop it whole
+                                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                     "DEVICE_RUN_PID": str(os.getpid())})
         lines: queue.Queue[str | None] = queue.Queue()
 
         def pump() -> None:
