@@ -145,7 +145,7 @@ cfg = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()
 start = time.perf_counter()
 model, chat = build_model(cfg, {}, workdir)
 print("load seconds", round(time.perf_counter() - start, 1), flush=True)
-_, params, _ = nnx.split(model, trainable_filter(cfg.lora.trainable), ...)
+params = nnx.state(model, trainable_filter(cfg.lora.trainable))  # no other state kept alive
 partitioner = Partitioner(make_mesh({"data": -1}), ())
 nnx.update(model, restore_params(workdir / "grpo" / "params", params, partitioner))
 start = time.perf_counter()
