@@ -145,6 +145,12 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
                 rl.top_entropy_quantile)
         require(math.isfinite(rl.entropy_coef), "rl.entropy_coef", "a finite number",
                 rl.entropy_coef)
+        require(math.isfinite(rl.off_policy_mask_threshold) and rl.off_policy_mask_threshold >= 0,
+                "rl.off_policy_mask_threshold", "0 (off) or a mean log-ratio > 0 (e.g. 0.5)",
+                rl.off_policy_mask_threshold)
+        require(not rl.use_bias_correction_kl or rl.beta > 0, "rl.use_bias_correction_kl",
+                "False with rl.beta = 0 (it weights the KL term, which is then off)",
+                rl.use_bias_correction_kl)
         require(rl.warn_logp_diff_above >= 0, "rl.warn_logp_diff_above",
                 "a gap in nats >= 0 (0: never warn)", rl.warn_logp_diff_above)
         require(rl.loss_aggregation in AGGREGATIONS, "rl.loss_aggregation",

@@ -136,7 +136,8 @@ def base_config() -> ml_collections.ConfigDict:
     # The policy term (sallm_jax/rl/grpo.py POLICY_TERMS): "grpo" (clipped surrogate), "cispo"
     # (capped, stop-gradient weight; epsilon_high is then the cap, e.g. 5.0) or "sapo" (soft
     # gate with these temperatures). delta > 1 + epsilon_high caps the unclipped ratio (two-sided
-    # clipping); 0.0 leaves it off. `gspo(c)` below sets GSPO's sequence-level settings.
+    # clipping, the same as verl's dual-clip with clip_ratio_c = delta); 0.0 leaves it off.
+    # `gspo(c)` below sets GSPO's sequence-level settings.
     c.rl.loss_type = "grpo"
     c.rl.delta = 0.0
     c.rl.sapo_tau_pos = 1.0
@@ -146,6 +147,11 @@ def base_config() -> ml_collections.ConfigDict:
     # paper's), and an entropy bonus weight (0: off) against entropy collapse.
     c.rl.top_entropy_quantile = 1.0
     c.rl.entropy_coef = 0.0
+    # DeepSeek-V3.2's off-policy sequence masking (0: off; e.g. 0.5): drop the sequences of
+    # negative advantage whose mean log pi_old - log pi_theta exceeds it. Its unbiased KL: the
+    # k3 term weighted by the importance ratio (with rl.beta > 0).
+    c.rl.off_policy_mask_threshold = 0.0
+    c.rl.use_bias_correction_kl = False
     c.rl.num_off_policy = 0  # mixed-policy GRPO: ground-truth answers added to each group
     # Advantages r - mean(group), not divided by the group's std ("group", the papers' setting,
     # and "batch" divide): with the tiny model's templated answers many groups differ by a few

@@ -143,11 +143,15 @@ def clipped_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos,
     -min(min(r, delta) A, clip(r, 1 - eps, 1 + eps_high) A), r = exp(log_ratio).
 
     `delta` (None: no cap) is the upper bound of two-sided GRPO clipping (INTELLECT-2; TRL's
-    `delta`): it caps the unclipped ratio, which only binds for negative advantages."""
+    `delta`): it caps the unclipped ratio, which only binds for negative advantages. It is
+    dual-clip PPO (Ye et al. 2020; verl's `clip_ratio_c`, loss
+    min(max(-r A, -clip(r) A), -c A) where A < 0) with c = delta: for c >= 1 + eps_high the two
+    are the same function. Tokens it caps count as cut (verl's `pg_clipfrac_lower`)."""
     ratio = jnp.exp(log_ratio)
-    unclipped = (ratio if delta is None else jnp.minimum(ratio, delta)) * adv
+    capped = ratio if delta is None else jnp.minimum(ratio, delta)
+    unclipped = capped * adv
     clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon_high) * adv
-    return -jnp.minimum(unclipped, clipped), clipped < unclipped
+    return -jnp.minimum(unclipped, clipped), (clipped < unclipped) | (capped < ratio)
 
 
 def cispo_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, tau_neg):
@@ -185,6 +189,24 @@ def high_entropy_mask(entropy: jax.Array, mask: jax.Array, top_quantile: float) 
     return (entropy >= threshold) & (mask > 0)
 
 
+def off_policy_sequence_mask(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
+                             mask: jax.Array, threshold: float) -> jax.Array:
+    """[N, 1] 1.0 for the sequences kept by DeepSeek-V3.2's off-policy sequence masking
+    (arXiv 2512.02556, eq. 9; TRL's `off_policy_mask_threshold`), 0.0 for those dropped:
+    a sequence is dropped when its advantage is negative and the mean over its tokens of
+    log pi_old - log pi_theta exceeds `threshold`, i.e. stale samples the policy has moved away
+    from cannot push it further. The mask carries no gradient.
+
+    Args:
+      logp / old_logp: [N, C] log-probs under the policy being trained / the sampling policy.
+      advantages: [N]; mask: [N, C] completion tokens.
+    """
+    drift = (old_logp - jax.lax.stop_gradient(logp)) * mask
+    mean_drift = drift.sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
+    keep = (advantages >= 0) | (mean_drift <= threshold)
+    return keep.astype(logp.dtype)[:, None]
+
+
 def grpo_loss(
     logp: jax.Array,
     old_logp: jax.Array,
@@ -205,14 +227,19 @@ def grpo_loss(
     entropy: jax.Array | None = None,
     top_entropy_quantile: float = 1.0,
     entropy_coef: float = 0.0,
+    off_policy_mask_threshold: float = 0.0,
+    use_bias_correction_kl: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The GRPO objective as a loss to minimise, a pure function of arrays.
 
     per_token = keep * policy term + beta * k3(logp, ref_logp) - entropy_coef * H; the policy
     term is `loss_type`'s (`POLICY_TERMS`), by default
-    -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A). keep is 1 everywhere, or with
-    `top_entropy_quantile` < 1 the `high_entropy_mask` (the aggregation's normaliser still
-    counts every completion token, as in TRL). H is the policy's entropy at each position.
+    -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A). keep is 1 everywhere, times
+    the `high_entropy_mask` with `top_entropy_quantile` < 1 and the `off_policy_sequence_mask`
+    with `off_policy_mask_threshold` > 0 (the aggregation's normaliser still counts every
+    completion token, as in TRL). H is the policy's entropy at each position. With
+    `use_bias_correction_kl` the KL term is ratio * k3 (DeepSeek-V3.2's unbiased KL estimate
+    for samples drawn from pi_old; TRL's `use_bias_correction_kl`), the ratio's gradient kept.
 
     Off-policy rows (mixed-policy GRPO: ground-truth answers added to the group) use
     ratio = pi_theta(y_t) / pi_phi(y_t) with pi_phi = 1, i.e. exp(logp), and are not clipped:
@@ -238,11 +265,15 @@ def grpo_loss(
       top_entropy_quantile: the fraction of completion tokens, by entropy, kept in the policy
         term; 1.0 keeps all.
       entropy_coef: weight of the entropy bonus (its gradient raises the entropy).
+      off_policy_mask_threshold: > 0 drops the sampled sequences of negative advantage whose
+        mean log pi_old - log pi_theta exceeds it (`off_policy_sequence_mask`); 0 keeps all.
+      use_bias_correction_kl: weight the k3 term by the importance ratio (needs beta > 0).
     Returns:
       (scalar loss, metrics: kl, clip_fraction (= clip_fraction/region: the tokens where the
       term cut the ratio's gradient), clip_fraction/low (ratio < 1, the lower bound binding),
       clip_fraction/high (ratio > 1), ratio_mean — mask-weighted means over the on-policy
-      tokens — and entropy_kept_fraction when tokens are selected by entropy).
+      tokens — entropy_kept_fraction when tokens are selected by entropy, and
+      off_policy_masked_fraction, the sampled sequences dropped, when they are masked).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"rl.loss_aggregation: expected one of {sorted(AGGREGATIONS)}, "
@@ -258,6 +289,10 @@ def grpo_loss(
     per_token, cut = POLICY_TERMS[loss_type](logp, log_ratio, adv, epsilon=epsilon,
                                              epsilon_high=eps_high, delta=delta,
                                              tau_pos=sapo_tau_pos, tau_neg=sapo_tau_neg)
+    if off_policy_mask_threshold > 0:  # before the ground-truth rows, which it never drops
+        kept = off_policy_sequence_mask(logp, old_logp, advantages, mask,
+                                        off_policy_mask_threshold)
+        per_token = per_token * kept
     on_policy_mask = mask
     if off_policy is not None:
         per_token = jnp.where(off_policy[:, None], -jnp.exp(logp) * adv, per_token)
@@ -272,6 +307,10 @@ def grpo_loss(
     }
     if (top_entropy_quantile < 1.0 or entropy_coef != 0.0) and entropy is None:
         raise ValueError("rl.top_entropy_quantile / rl.entropy_coef need the policy's entropy")
+    if off_policy_mask_threshold > 0:
+        sampled = on_policy_mask.max(-1)
+        metrics["off_policy_masked_fraction"] = (
+            ((1.0 - kept[:, 0]) * sampled).sum() / jnp.maximum(sampled.sum(), 1.0))
     if top_entropy_quantile < 1.0:
         keep = high_entropy_mask(entropy, mask, top_entropy_quantile)
         per_token = per_token * keep
@@ -279,7 +318,7 @@ def grpo_loss(
     if entropy_coef != 0.0:
         per_token = per_token - entropy_coef * entropy
     if beta != 0.0:
-        kl = k3_kl(logp, ref_logp)
+        kl = k3_kl(logp, ref_logp) * (ratio if use_bias_correction_kl else 1.0)
         per_token = per_token + beta * kl
         metrics["kl"] = (kl * mask).sum() / jnp.maximum(mask.sum(), 1.0)
     loss = AGGREGATIONS[aggregation].reduce(per_token, mask, logp.shape[1])

@@ -114,7 +114,9 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             off_policy=inputs["off_policy"] if cfg.num_off_policy else None,
             loss_type=cfg.loss_type, delta=cfg.delta or None, sapo_tau_pos=cfg.sapo_tau_pos,
             sapo_tau_neg=cfg.sapo_tau_neg, entropy=entropy,
-            top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=cfg.entropy_coef)
+            top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=cfg.entropy_coef,
+            off_policy_mask_threshold=cfg.off_policy_mask_threshold,
+            use_bias_correction_kl=cfg.use_bias_correction_kl)
         return loss, (metrics, jax.lax.stop_gradient({"logp": logp, "entropy": entropy}))
 
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
