@@ -13,6 +13,7 @@ import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
 from sallm_jax.eval.metric_names import HIGHER_IS_BETTER
+from sallm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from sallm_jax.rl.grpo import (
     AGGREGATIONS,
     IMPORTANCE_LEVELS,
@@ -49,6 +50,20 @@ def _positive_ints(cfg: ml_collections.ConfigDict, prefix: str, names: tuple[str
         value = cfg[name]
         require(isinstance(value, int) and value > 0, f"{prefix}.{name}", "a positive integer",
                  value)
+
+
+def _advantage_estimator(rl: ml_collections.ConfigDict) -> None:
+    """rl.advantage_estimator is registered; GDPO and rl.scale_rewards go with "grpo" only."""
+    name = rl.advantage_estimator
+    require(name in ADVANTAGE_ESTIMATORS, "rl.advantage_estimator",
+            f"one of {sorted(ADVANTAGE_ESTIMATORS)}", name)
+    if name != "grpo":
+        require(rl.multi_reward_normalization == "sum", "rl.multi_reward_normalization",
+                f"'sum' with rl.advantage_estimator={name!r} (per_reward is GDPO's own "
+                "estimator, with 'grpo')", rl.multi_reward_normalization)
+        require(rl.scale_rewards == "none", "rl.scale_rewards",
+                f"'none' with rl.advantage_estimator={name!r} (the std scaling is grpo's; "
+                f"{name} normalises as its paper does)", rl.scale_rewards)
 
 
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
@@ -162,6 +177,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
                  "rl.num_off_policy", "an integer in [0, rl.group_size)", rl.num_off_policy)
         require(rl.scale_rewards in SCALE_REWARDS, "rl.scale_rewards",
                  f"one of {SCALE_REWARDS}", rl.scale_rewards)
+        _advantage_estimator(rl)
         require(rl.beta >= 0, "rl.beta", "a value >= 0", rl.beta)
         require(rl.epsilon > 0, "rl.epsilon", "a value > 0", rl.epsilon)
         require(rl.epsilon_high is None or rl.epsilon_high > 0, "rl.epsilon_high",
@@ -169,6 +185,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(rl.temperature > 0, "rl.temperature", "a value > 0 (sampling)", rl.temperature)
         require(0 < rl.top_p <= 1, "rl.top_p", "a value in (0, 1]", rl.top_p)
         require(rl.top_k >= 0, "rl.top_k", "a value >= 0 (0 keeps all)", rl.top_k)
+        require(0 <= rl.min_p <= 1, "rl.min_p", "a value in [0, 1] (0 keeps all)", rl.min_p)
+        require(rl.repetition_penalty > 0, "rl.repetition_penalty", "a value > 0 (1 is off)",
+                rl.repetition_penalty)
         require(len(rl.reward_weights) == len(rl.reward_fns), "rl.reward_weights",
                  f"{len(rl.reward_fns)} weights, one per entry of rl.reward_fns",
                  rl.reward_weights)

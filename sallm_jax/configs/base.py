@@ -157,6 +157,11 @@ def base_config() -> ml_collections.ConfigDict:
     # and "batch" divide): with the tiny model's templated answers many groups differ by a few
     # hundredths of BLEU, which std-normalisation would blow up to full-size advantages.
     c.rl.scale_rewards = "none"
+    # The advantage estimator (sallm_jax/rl/advantages.py ADVANTAGE_ESTIMATORS): "grpo" (the
+    # group mean, with rl.scale_rewards's std), "rloo" (leave-one-out mean),
+    # "reinforce_plus_plus" (rewards whitened over the batch) or "reinforce_plus_plus_baseline"
+    # (the group mean subtracted, then whitened); all but grpo need rl.scale_rewards = "none".
+    c.rl.advantage_estimator = "grpo"
     c.rl.num_iterations = 1
     # One generation: steps_per_generation batches rolled out at the same parameters and
     # scored together, then one optimiser step per batch (num_iterations each); the ratio is
@@ -183,6 +188,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.warn_logp_diff_above = 0.05
     c.rl.top_p = 1.0
     c.rl.top_k = 0
+    # After top-k / top-p, drop tokens less likely than min_p x the most likely one (0: off);
+    # before temperature, divide the positive logits of tokens already in the prompt or the
+    # completion by repetition_penalty and multiply the negative ones (1: off), as transformers.
+    c.rl.min_p = 0.0
+    c.rl.repetition_penalty = 1.0
     c.rl.max_completion_length = 16
     c.rl.checkpoint_every = 20
     c.rl.log_every = 5

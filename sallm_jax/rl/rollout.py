@@ -19,7 +19,7 @@ from sallm_jax.models.kv_cache import init_cache
 from sallm_jax.models.layer_scan import compiler_options
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.rl.policy import merge_policy
-from sallm_jax.rl.sampling import sample_token
+from sallm_jax.rl.sampling import sample_token, seen_tokens
 
 if TYPE_CHECKING:
     from sallm_jax.parallel.partitioner import Partitioner
@@ -27,12 +27,15 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """How completions are drawn. temperature 0 is greedy decoding."""
+    """How completions are drawn (`sample_token`). temperature 0 is greedy decoding; min_p 0
+    and repetition_penalty 1 are off."""
 
     max_new_tokens: int = 32
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
 
 class Rollout(NamedTuple):
@@ -41,9 +44,10 @@ class Rollout(NamedTuple):
     ids: jax.Array  # [B * group, C] int32, pad after the end-of-sequence token
     mask: jax.Array  # [B * group, C] int32, 1 through the end-of-sequence token
     truncated: jax.Array  # [B * group] bool, no end-of-sequence token within C
-    # [B * group, C] float32 log pi(token) under the sampling temperature (before top-k /
-    # top-p), from the logits the sampler drew it with: what the trainer's log-probs of the same
-    # tokens at the same parameters should equal. None where a caller built a Rollout by hand.
+    # [B * group, C] float32 log pi(token) under the sampling temperature (before the
+    # repetition penalty, top-k, top-p and min-p), from the logits the sampler drew it with: what
+    # the trainer's log-probs of the same tokens at the same parameters should equal. None where
+    # a caller built a Rollout by hand.
     logp: jax.Array | None = None
 
 
@@ -71,7 +75,8 @@ def rollout(
       Rollout with C = sampling.max_new_tokens; `logp` is log_softmax(logits / T) at each
       sampled token (T = sampling.temperature, or 1 for greedy decoding), the distribution the
       trainer's `completion_logprobs` scores, got from the decode step's logits with no extra
-      forward pass.
+      forward pass. A repetition penalty counts each row's prompt (without its padding) and its
+      completion so far, tracked on the device as a [B * group, vocab] bool.
     """
     c = sampling.max_new_tokens
     n = batch["prompt_ids"].shape[0] * group_size
@@ -82,18 +87,26 @@ def rollout(
     next_position = _tile(prefix.mask.astype(jnp.int32).sum(-1), group_size)
     eos = jnp.asarray(eos_ids, jnp.int32)
     scoring_temperature = sampling.temperature or 1.0
+    penalise = sampling.repetition_penalty != 1.0
+    vocab = last_logits.shape[-1]
+    # Without a penalty no token is tracked: an empty [n, 0] stands in.
+    seen = (_tile(seen_tokens(batch["prompt_ids"], batch["prompt_mask"], vocab), group_size)
+            if penalise else jnp.zeros((n, 0), bool))
 
     def cond(state):
-        t, _, _, _, _, done, _ = state
+        t, _, _, _, _, done, _, _ = state
         return (t < c) & ~jnp.all(done)
 
     def body(state):
-        t, tokens, logps, last_logits, cache, done, rng = state
+        t, tokens, logps, last_logits, cache, done, seen, rng = state
         rng, step_rng = jax.random.split(rng)
         token = sample_token(last_logits, step_rng, temperature=sampling.temperature,
-                             top_k=sampling.top_k, top_p=sampling.top_p)
+                             top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
+                             repetition_penalty=sampling.repetition_penalty, seen=seen)
         token = jnp.where(done, pad_id, token)
         tokens = tokens.at[:, t].set(token)
+        if penalise:
+            seen = seen.at[jnp.arange(n), token].set(True)
         # As the trainer computes it: divide, then the float32 log-softmax.
         step_logp = jax.nn.log_softmax((last_logits / scoring_temperature).astype(jnp.float32),
                                        axis=-1)
@@ -102,11 +115,11 @@ def rollout(
         step_embeds = model.embed(token[:, None], None)
         step_logits, cache = model.forward_embeds(step_embeds, (next_position + t)[:, None],
                                                   key_mask, cache, t, prefix=prefix)
-        return t + 1, tokens, logps, step_logits[:, -1], cache, done, rng
+        return t + 1, tokens, logps, step_logits[:, -1], cache, done, seen, rng
 
     init = (jnp.int32(0), jnp.full((n, c), pad_id, jnp.int32), jnp.zeros((n, c), jnp.float32),
-            _tile(last_logits, group_size), cache, jnp.zeros((n,), bool), rng)
-    _, tokens, logps, _, _, _, _ = jax.lax.while_loop(cond, body, init)
+            _tile(last_logits, group_size), cache, jnp.zeros((n,), bool), seen, rng)
+    _, tokens, logps, _, _, _, _, _ = jax.lax.while_loop(cond, body, init)
     is_eos = jnp.isin(tokens, eos)
     # A token counts while no end-of-sequence token came before it; the loop stops early only
     # when every row has ended, so the unwritten tail is always masked.

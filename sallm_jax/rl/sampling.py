@@ -1,4 +1,6 @@
-"""Next-token sampling: temperature, top-k, top-p (nucleus) and greedy, as one pure function."""
+"""Next-token sampling: repetition penalty, temperature, top-k, top-p (nucleus), min-p and greedy,
+as one pure function, in transformers' order (its `RepetitionPenaltyLogitsProcessor` on the raw
+logits, then the warpers temperature, top-k, top-p, min-p)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,35 @@ import jax
 import jax.numpy as jnp
 
 
-def filter_logits(logits: jax.Array, *, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
-    """Set the logits outside the top-k / top-p set to -inf.
+def seen_tokens(ids: jax.Array, mask: jax.Array, vocab: int) -> jax.Array:
+    """[batch, vocab] bool: which tokens occur in each row of ids [batch, T] where mask is set
+    (left padding is not a token of the row, as transformers' `prompt_ignore_length`)."""
+    rows = jnp.arange(ids.shape[0])[:, None]
+    at = jnp.where(mask.astype(bool), ids, vocab)
+    return jnp.zeros((ids.shape[0], vocab), bool).at[rows, at].set(True, mode="drop")
+
+
+def penalise_repetitions(logits: jax.Array, seen: jax.Array, penalty: float) -> jax.Array:
+    """transformers' `RepetitionPenaltyLogitsProcessor` (Keskar et al. 2019, CTRL): the logit of
+    each token already seen (`seen_tokens`: the prompt and the completion so far), once per
+    token however often it occurred, is divided by `penalty` where positive and multiplied by it
+    where negative; the others are unchanged. [batch, vocab] -> [batch, vocab]."""
+    penalised = jnp.where(logits < 0, logits * penalty, logits / penalty)
+    return jnp.where(seen, penalised, logits)
+
+
+def filter_logits(logits: jax.Array, *, top_k: int = 0, top_p: float = 1.0,
+                  min_p: float = 0.0) -> jax.Array:
+    """Set the logits outside the top-k / top-p / min-p set to -inf, in that order.
 
     Args:
       logits: [batch, vocab] float32, already divided by the temperature.
       top_k: keep the k largest logits; 0 keeps all.
       top_p: keep the smallest set of tokens, taken in order of probability, whose mass reaches
         top_p (the most likely token is always kept); 1.0 keeps all.
+      min_p: then keep the tokens whose probability (softmax of what top-k / top-p kept) is at
+        least min_p x the most likely one's (transformers' `MinPLogitsWarper`, Nguyen et al.
+        2024, arXiv 2407.01082); 0.0 keeps all.
     Returns:
       [batch, vocab] logits with the excluded entries at -inf.
     """
@@ -31,6 +54,9 @@ def filter_logits(logits: jax.Array, *, top_k: int = 0, top_p: float = 1.0) -> j
         keep_sorted = mass_before < top_p
         cutoff = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < cutoff, neg_inf, logits)
+    if min_p > 0.0:
+        probs = jax.nn.softmax(logits, axis=-1)
+        logits = jnp.where(probs < min_p * probs.max(axis=-1, keepdims=True), neg_inf, logits)
     return logits
 
 
@@ -74,9 +100,15 @@ def sample_token(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    seen: jax.Array | None = None,
 ) -> jax.Array:
     """Draw one token per row from [batch, vocab] float32 logits; temperature 0 means greedy.
 
+    With `repetition_penalty` != 1 the logits of the `seen` [batch, vocab] tokens are first
+    penalised (`penalise_repetitions`, greedy decoding included, as in transformers); then
+    temperature, top-k, top-p and min-p (`filter_logits`) shape the distribution drawn from.
     By inversion of the cumulative distribution (`inverse_cdf`): one uniform number per row
     rather than the vocabulary-sized Gumbel noise of `jax.random.categorical` (the same
     distribution, drawn several times faster in the decode loop). Excluded (zero-probability)
@@ -84,8 +116,10 @@ def sample_token(
 
     Returns [batch] int32 token ids.
     """
+    if repetition_penalty != 1.0:
+        logits = penalise_repetitions(logits, seen, repetition_penalty)
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
+    logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     probs = jax.nn.softmax(logits, axis=-1)
     return inverse_cdf(probs, jax.random.uniform(rng, probs.shape[:-1], probs.dtype))

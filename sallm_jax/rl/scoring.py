@@ -53,11 +53,14 @@ class ScoredGroups:
     first_errors: dict[str, BaseException]
     rollout_logp: np.ndarray | None = None  # [B * G, C] the sampler's; 0 on off-policy rows
 
+    def loss_mask(self, cfg: ml_collections.ConfigDict) -> np.ndarray:
+        """[B * G, C] the tokens in the loss: truncated samples leave it when so configured."""
+        return self.mask * ~self.truncated[:, None] if cfg.mask_truncated_completions else self.mask
+
     def device_group(self, cfg: ml_collections.ConfigDict,
                      partitioner: Partitioner) -> dict[str, jax.Array]:
-        """What the update consumes; truncated samples leave the loss when so configured."""
-        mask = self.mask * ~self.truncated[:, None] if cfg.mask_truncated_completions else self.mask
-        group = {"ids": self.ids, "mask": mask,
+        """What the update consumes (the mask: `loss_mask`)."""
+        group = {"ids": self.ids, "mask": self.loss_mask(cfg),
                  "rewards": self.rewards.reshape(-1, cfg.group_size),
                  "off_policy": self.off_policy}
         if cfg.multi_reward_normalization == "per_reward":

@@ -33,7 +33,8 @@ def logged_completions(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
     shape = (-1, cfg.group_size)
     per_fn = partitioner.gather(groups.per_fn)
     advantages = batch_advantages(cfg, partitioner.gather(groups.rewards).reshape(shape),
-                                  per_fn.reshape(*shape, per_fn.shape[1]))
+                                  per_fn.reshape(*shape, per_fn.shape[1]),
+                                  partitioner.gather(groups.loss_mask(cfg).sum(-1)).reshape(shape))
     n = len(groups.texts)
     mine = np.asarray(advantages).reshape(-1)[jax.process_index() * n:][:n]
     return completions_table(groups, mine, list(cfg.reward_fns), cfg.group_size)

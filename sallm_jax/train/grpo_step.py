@@ -25,9 +25,9 @@ from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.models.layer_scan import compiler_options
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from sallm_jax.rl.diagnostics import logp_difference, masked_mean
 from sallm_jax.rl.grpo import (
-    group_advantages,
     grpo_loss,
     micro_batch_weights,
     per_reward_advantages,
@@ -76,13 +76,15 @@ def make_logprob_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
 
 
 def batch_advantages(cfg: ml_collections.ConfigDict, rewards: jax.Array,
-                     per_fn: jax.Array | None) -> jax.Array:
-    """Advantages [B, G] of a batch's rewards [B, G] (or, under
-    `multi_reward_normalization="per_reward"`, of each reward function's values [B, G, F])."""
+                     per_fn: jax.Array | None, lengths: jax.Array) -> jax.Array:
+    """Advantages [B, G] of a batch's rewards [B, G] by `cfg.advantage_estimator` (or, under
+    `multi_reward_normalization="per_reward"`, GDPO's of each reward function's values
+    [B, G, F]); `lengths` [B, G] the completions' token counts in the loss."""
     if cfg.multi_reward_normalization == "per_reward":
         weights = jnp.asarray(cfg.reward_weights, jnp.float32)
         return per_reward_advantages(per_fn, weights, cfg.scale_rewards)
-    return group_advantages(rewards, cfg.scale_rewards)
+    return ADVANTAGE_ESTIMATORS[cfg.advantage_estimator](rewards, lengths,
+                                                         scale=cfg.scale_rewards)
 
 
 def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
@@ -122,8 +124,9 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
         inputs = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
                   "off_policy": group["off_policy"], "old_logp": old_logp, "ref_logp": ref_logp,
-                  "advantages": batch_advantages(cfg, group["rewards"],
-                                                 group.get("per_fn")).reshape(-1)}
+                  "advantages": batch_advantages(
+                      cfg, group["rewards"], group.get("per_fn"),
+                      group["mask"].sum(-1).reshape(group["rewards"].shape)).reshape(-1)}
         grad_fn = jax.value_and_grad(lambda p, r: loss_fn(p, frozen, r), has_aux=True)
         num_prompts = group["rewards"].shape[0]
         if not cfg.micro_batch_size or cfg.micro_batch_size >= num_prompts:
@@ -187,7 +190,8 @@ class GRPOStep:
         self.ref_params = (partitioner.shard_params(ref_params)
                            if ref_params is not None and cfg.beta != 0.0 else None)
         sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length,
-                                  temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+                                  temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                                  min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty)
         self.sample = make_rollout_fn(graphdef, state_shardings.params, frozen_shardings,
                                       partitioner, sampling=sampling,
                                       group_size=cfg.group_size - cfg.num_off_policy,

@@ -161,3 +161,34 @@ def test_rollout_logprobs_match_the_trainer_and_rise_when_the_parameters_move(mo
     np.testing.assert_allclose(stale["logp_diff/mean"], diff.mean(), rtol=1e-5)
     np.testing.assert_allclose(stale["logp_diff/max"], diff.max(), rtol=1e-6)
     assert float(stale["logp_diff/mean"]) > 1e-3
+
+
+def test_repetition_penalty_in_the_loop_matches_the_full_forward(model):
+    """Greedy decoding with a repetition penalty: each token is the argmax of the full
+    forward's logits with transformers' penalty over the row's prompt (without padding) and
+    the completion before it; the penalty changes what is decoded."""
+    batch = make_batch()
+    penalty = 3.0
+    out = run(model, batch, repetition_penalty=penalty)
+    assert not np.array_equal(np.asarray(out.ids), np.asarray(run(model, batch).ids))
+    features = model.audio_features(batch["waveforms"], batch["num_samples"])
+    full = np.asarray(model(jnp.concatenate([batch["prompt_ids"], out.ids], 1),
+                            jnp.concatenate([batch["prompt_mask"], out.mask], 1), *features))
+    p = batch["prompt_ids"].shape[1]
+    ids, mask = np.asarray(out.ids), np.asarray(out.mask)
+    for b in range(ids.shape[0]):
+        prompt = np.asarray(batch["prompt_ids"][b])[np.asarray(batch["prompt_mask"][b]) > 0]
+        for t in np.nonzero(mask[b])[0]:
+            logits = full[b, p - 1 + t].astype(np.float64)
+            for token in set(prompt) | set(ids[b, :t]):
+                logits[token] = logits[token] * penalty if logits[token] < 0 else (
+                    logits[token] / penalty)
+            assert ids[b, t] == logits.argmax()
+
+
+def test_min_p_one_keeps_only_the_most_likely_token(model):
+    # min_p = 1 removes every token less likely than the top one: sampling is greedy.
+    batch = make_batch()
+    sampled = run(model, batch, group=3, temperature=1.0, min_p=1.0)
+    greedy = run(model, batch, group=3, temperature=1.0, top_k=1)
+    np.testing.assert_array_equal(sampled.ids, greedy.ids)
