@@ -27,6 +27,7 @@ from sallm_jax.train.grpo_stage import run_grpo
 from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.params_io import restore_params, save_params
 from sallm_jax.train.sft import run_sft
+from sallm_jax.train.wandb_mirror import wandb_settings
 
 Results = dict[str, dict[str, dict[str, float]]]  # stage -> evaluation -> metric -> value
 
@@ -78,7 +79,8 @@ def stage_inputs(experiment, name: str, section: str, max_target_tokens: int) ->
                 workdir=experiment.workdir / name, seed=cfg.seed,
                 partitioner=experiment.partitioner, skip_log=experiment.skip_log,
                 validate=experiment.validator(cfg.rl.select_on) if every else None,
-                num_workers=cfg.data.num_workers, health=HealthCheck.from_config(cfg.train, name))
+                num_workers=cfg.data.num_workers, health=HealthCheck.from_config(cfg.train, name),
+                wandb=wandb_settings(cfg, experiment.workdir))
 
 
 @kept_in_workdir
@@ -110,7 +112,8 @@ def train_base(experiment, name: str, start: nnx.State) -> nnx.State:
                      chat=experiment.chat, spec=spec, workdir=directory / "train",
                      seed=cfg.base.seed, partitioner=experiment.partitioner,
                      skip_log=experiment.skip_log, num_workers=cfg.data.num_workers,
-                     name="base", health=HealthCheck.from_config(cfg.train, "base"))
+                     name="base", health=HealthCheck.from_config(cfg.train, "base"),
+                     wandb=wandb_settings(cfg, experiment.workdir))
     greedy = SamplingConfig(max_new_tokens=cfg.base.max_target_tokens, temperature=0.0)
     heldout = evaluate(experiment.graphdef, params, experiment.frozen,
                        experiment.corpus["validation"], experiment.chat, spec, greedy,

@@ -23,6 +23,7 @@ from sallm_jax.rl.grpo import (
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.stages import STAGES, training_stages
 from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
+from sallm_jax.train.wandb_mirror import import_wandb
 from sallm_jax.user_errors import ConfigError
 
 TRAINABLE = ("adapters", "adapters+projector", "adapters+projector+encoder", "all")
@@ -91,6 +92,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
             f"one of {NONFINITE_POLICIES}", cfg.train.on_nonfinite)
     require(cfg.train.max_nonfinite_skips >= 0, "train.max_nonfinite_skips", "an integer >= 0",
             cfg.train.max_nonfinite_skips)
+    if cfg.logging.wandb:
+        import_wandb()  # a ConfigError when the extra is not installed
+        require(isinstance(cfg.logging.wandb_project, str) and bool(cfg.logging.wandb_project),
+                "logging.wandb_project", "a W&B project name", cfg.logging.wandb_project)
     require(isinstance(cfg.lora.rank, int) and cfg.lora.rank >= 0, "lora.rank",
             "an integer >= 0", cfg.lora.rank)
     require(cfg.lora.trainable in TRAINABLE, "lora.trainable", f"one of {TRAINABLE}",

@@ -211,6 +211,12 @@ def base_config() -> ml_collections.ConfigDict:
         "on_nonfinite": "stop", "max_nonfinite_skips": 3, "warn_kl_above": 1.0,
         "warn_grad_norm_above": 1e3, "warn_zero_grad_steps": 3, "warn_spike_factor": 10.0})
 
+    # Besides metrics.jsonl and TensorBoard: W&B (the `wandb` extra), one run per training stage
+    # (<run name>/<stage>, grouped under the run name; "" names it after the workdir) receiving
+    # what TensorBoard receives; wandb_entity "" is the account's default.
+    c.logging = ml_collections.ConfigDict({
+        "wandb": False, "wandb_project": "sallm_jax", "wandb_run_name": "", "wandb_entity": ""})
+
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: all remaining devices
     # Logical parameter axes -> mesh axes; batches always split over data x fsdp.

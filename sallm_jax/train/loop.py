@@ -39,6 +39,7 @@ from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.preemption import stop_here
 from sallm_jax.train.state import TrainState, sharded_train_state
+from sallm_jax.train.wandb_mirror import WandbSettings
 
 
 @dataclasses.dataclass
@@ -78,7 +79,8 @@ class TrainingLoop:
     With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
     parameters and those every `eval_every` steps are scored and `run` returns the best (the
     papers keep the best checkpoint on the validation split). `health` watches every step
-    (default: stop on a non-finite one).
+    (default: stop on a non-finite one). With `wandb` the metric writer mirrors its records
+    to a W&B run of the stage.
     """
 
     def __init__(self, name: str, cfg: ml_collections.ConfigDict, *, params: nnx.State,
@@ -87,7 +89,7 @@ class TrainingLoop:
                  skip_log: SkipLog | None = None,
                  validate: Callable[[nnx.State], float] | None = None, num_workers: int = 0,
                  health: HealthCheck | None = None, updates_per_step: int = 1,
-                 counter: str = "step"):
+                 counter: str = "step", wandb: WandbSettings | None = None):
         self.name, self.cfg, self.updates_per_step = name, cfg, updates_per_step
         self.health = health or HealthCheck(stage=name)
         self.state, self.state_shardings = sharded_train_state(partitioner, params, tx,
@@ -101,7 +103,7 @@ class TrainingLoop:
         if self.resumed:
             self.state = self.ckpt.restore(self.state, self.data_iter)
             logging.info("[%s] resumed from %s %d", name, counter, int(self.state.step))
-        self.writer = MetricWriter(workdir, name, resume_step=self.step)
+        self.writer = MetricWriter(workdir, name, resume_step=self.step, wandb=wandb)
         self.keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)
                        if validate is not None and cfg.eval_every else None)
 

@@ -1,5 +1,6 @@
-"""Training feedback: one-line console logs, a metrics JSONL, TensorBoard event files and (GRPO)
-a JSONL table of logged completions, its long texts cut."""
+"""Training feedback: one-line console logs, a metrics JSONL, TensorBoard event files (and,
+with `logging.wandb`, a W&B run receiving the same) and (GRPO) a JSONL table of logged
+completions, its long texts cut."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import jax
 from tensorboardX import SummaryWriter
 
 from sallm_jax.long_text import shorten
+from sallm_jax.train.wandb_mirror import WandbMirror, WandbSettings
 
 
 def truncate_records(path: pathlib.Path, last_step: int) -> None:
@@ -42,12 +44,14 @@ def shown_group(group: dict) -> dict:
 
 class MetricWriter:
     """Writes scalars to `<directory>/metrics.jsonl` and TensorBoard, and logs a summary line;
-    logged GRPO groups go to `<directory>/completions.jsonl`.
+    logged GRPO groups go to `<directory>/completions.jsonl`. With `wandb` settings a W&B run
+    (`WandbMirror`) gets what TensorBoard gets.
 
     Only process 0 writes (the scalars it receives are already combined over processes).
     """
 
-    def __init__(self, directory: pathlib.Path, stage: str, resume_step: int = 0):
+    def __init__(self, directory: pathlib.Path, stage: str, resume_step: int = 0,
+                 wandb: WandbSettings | None = None):
         """`resume_step`: the step a resumed stage restarts after. Records past it (written
         before a kill, and about to be written again) leave metrics.jsonl, and TensorBoard
         purges its events from the step after it, so each step appears once."""
@@ -62,6 +66,7 @@ class MetricWriter:
         truncate_records(directory / "completions.jsonl", resume_step)
         self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self.tb = SummaryWriter(str(directory / "tensorboard"), purge_step=resume_step + 1)
+        self.mirror = WandbMirror(wandb, directory, stage) if wandb else None
 
     def write(self, step: int, metrics: dict[str, float], progress: str = "") -> None:
         """Record `metrics` at `step`; `progress` (StageProgress.describe) ends the log line."""
@@ -70,16 +75,19 @@ class MetricWriter:
         record = {"stage": self.stage, "step": step, **{k: float(v) for k, v in metrics.items()}}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
-        for name, value in metrics.items():
-            self.tb.add_scalar(f"{self.stage}/{name}", float(value), step)
+        tagged = {f"{self.stage}/{name}": float(value) for name, value in metrics.items()}
+        for tag, value in tagged.items():
+            self.tb.add_scalar(tag, value, step)
+        if self.mirror:
+            self.mirror.scalars(step, tagged)
         summary = " ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
         logging.info("[%s] step %d %s%s", self.stage, step, summary,
                      f" | {progress}" if progress else "")
 
     def write_completions(self, step: int, groups: list[dict]) -> None:
         """Append the step's logged groups (`completions_table` records) to completions.jsonl,
-        and show the first group in TensorBoard text and the log; long texts are cut
-        (`shown_group`)."""
+        and show the first group in TensorBoard text (and a W&B table), and the log; long texts
+        are cut (`shown_group`)."""
         if not self.active or not groups:
             return
         groups = [shown_group(group) for group in groups]
@@ -95,6 +103,8 @@ class MetricWriter:
             f"[reward {s['reward']:.3f}, advantage {s['advantage']:+.3f}] {s['completion']!r}"
             for s in first["samples"]])
         self.tb.add_text(f"{self.stage}/completions", text, step)
+        if self.mirror:
+            self.mirror.completions(step, f"{self.stage}/completions", first)
         logging.info("[%s] step %d completions:\n%s", self.stage, step, text)
 
     def close(self) -> None:
@@ -104,3 +114,5 @@ class MetricWriter:
         if self.completions is not None:
             self.completions.close()
         self.tb.close()
+        if self.mirror:
+            self.mirror.close()

@@ -1,0 +1,81 @@
+"""W&B beside TensorBoard (`logging.wandb`): each training stage's run receives what its
+TensorBoard files receive, the scalars and the logged completions, at the same steps and under
+the same tags. wandb is an optional extra (`pip install 'sallm_jax[wandb]'`), imported only
+when the option is on."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import ml_collections
+
+from sallm_jax.user_errors import ConfigError
+
+COMPLETION_COLUMNS = ("id", "question", "reference", "reward", "advantage", "completion")
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbSettings:
+    """Where an experiment's stages log: stage s is run `<name>/<s>` of group `name` (job type
+    s) in `project` under `entity` ("" = the account's default), with the experiment's
+    `config`."""
+
+    project: str
+    entity: str
+    name: str
+    config: dict
+
+
+def wandb_settings(cfg: ml_collections.ConfigDict,
+                   workdir: pathlib.Path) -> WandbSettings | None:
+    """The experiment's W&B settings from `cfg.logging`; None when `logging.wandb` is off. The
+    run's name defaults to the workdir's folder name."""
+    section = cfg.logging
+    if not section.wandb:
+        return None
+    return WandbSettings(project=section.wandb_project, entity=section.wandb_entity,
+                         name=section.wandb_run_name or pathlib.Path(workdir).name,
+                         config=cfg.to_dict())
+
+
+def import_wandb():
+    """The wandb module; a ConfigError naming `logging.wandb` when it is not installed."""
+    try:
+        import wandb
+    except ImportError as error:
+        raise ConfigError("logging.wandb: expected the wandb package installed (pip install "
+                          "'sallm_jax[wandb]'), got True without it") from error
+    return wandb
+
+
+def completion_rows(group: dict) -> list[list]:
+    """A logged group (`completions_table` record) as rows of `COMPLETION_COLUMNS`, one per
+    sample: what TensorBoard's completions text shows."""
+    return [[group["id"], group["question"], group["reference"], sample["reward"],
+             sample["advantage"], sample["completion"]] for sample in group["samples"]]
+
+
+class WandbMirror:
+    """One stage's W&B run, its files under `<directory>/wandb/`. A stage resumed after a kill
+    continues the same run (wandb's `resume="auto"` keeps its id there); W&B then ignores the
+    steps it already holds, where TensorBoard drops the old ones."""
+
+    def __init__(self, settings: WandbSettings, directory: pathlib.Path, stage: str):
+        self.wandb = import_wandb()
+        self.run = self.wandb.init(project=settings.project, entity=settings.entity or None,
+                                   name=f"{settings.name}/{stage}", group=settings.name,
+                                   job_type=stage, config=settings.config, dir=directory,
+                                   resume="auto")
+
+    def scalars(self, step: int, tagged: dict[str, float]) -> None:
+        """Log `tagged` (TensorBoard tag -> value) at `step`."""
+        self.run.log(tagged, step=step)
+
+    def completions(self, step: int, tag: str, group: dict) -> None:
+        """Log `group` (`completions_table` record) as a table under `tag` at `step`."""
+        table = self.wandb.Table(columns=list(COMPLETION_COLUMNS), data=completion_rows(group))
+        self.run.log({tag: table}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
