@@ -275,12 +275,14 @@ def granite_speech_paper(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
     Language Models with GRPO"), both arms: SFT and GRPO each from the checkpoint, prompts <=
     256 and answers <= 200 tokens; GRPO with G = 8, beta = 0.02, temperature 1.0 while training,
     DAPO aggregation and a BLEU reward; evaluation with top-p 0.9 / temperature 0.9; the
-    decoder's and encoder's layers scanned (model.scan_layers). Data from
+    decoder's and encoder's layers scanned (model.scan_layers) and the decoder's activations
+    recomputed in the backward pass (model.remat). Data from
     manifests given on the command line (data.train_manifest, ...), the model from
     model.checkpoint. The SFT-only preset keeps the GRPO arm's settings (unused by its stages),
     so the two presets describe the same experiment."""
     c.data.name = "manifest"
     c.model.scan_layers = True  # 40 decoder layers, 16 conformer blocks: each compiles as one
+    c.model.remat = True  # each layer's activations recomputed in the backward pass
     # SFT and GRPO each from the checkpoint, as the paper compares them.
     c.stages = ("sft", "grpo", "eval")
     c.sft.start = c.rl.start = "init"

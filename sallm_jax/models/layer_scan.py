@@ -242,14 +242,36 @@ def scan_layers(
     remat: bool,
 ) -> tuple[jax.Array, KVCache | None]:
     """Every layer in turn on x [batch, seq, hidden], as `qwen2.run_layers`'s loop: layer i
-    reads and writes row i of `cache` and reads row i of `prefix`. With `remat` (and no cache)
-    each layer's activations are recomputed in the backward pass, as `remat.remat_layer`."""
+    reads and writes row i of `cache` and reads row i of `prefix`. With `remat` each layer's
+    activations are recomputed in the backward pass, as `remat.remat_layer`, in a pass without
+    a cache and in one that writes a cache and reads no prefix (a prompt's pass,
+    `scan_writing_rows`); a decode step (cache and prefix) keeps them."""
+    if remat and cache is not None and prefix is None:
+        return scan_writing_rows(layers, x, cos, sin, mask, cache, cache_index)
 
     def step(layer, carry, index):
         x, cache = carry
         return layer(x, cos, sin, mask, cache, index, cache_index, prefix)
 
     return scan_stack(layers, (x, cache), step, remat=remat and cache is None)
+
+
+def scan_writing_rows(layers: StackedLayers, x: jax.Array, cos: jax.Array, sin: jax.Array,
+                      mask: jax.Array, cache: KVCache,
+                      cache_index: jax.Array | int) -> tuple[jax.Array, KVCache]:
+    """`scan_layers` for a pass that writes `cache` and reads no prefix, each layer
+    rematerialised: layer i's cache row goes into the scan as its slice and comes out as its
+    output, so the backward pass keeps each layer's input and row, not a whole cache per
+    layer (which a cache carried through the scan would make it keep)."""
+
+    def body(x, slice_):
+        state, k, v = slice_
+        layer = nnx.merge(layers.graphdef, state)
+        x, row = layer(x, cos, sin, mask, KVCache(k[None], v[None]), 0, cache_index, None)
+        return x, (row.k[0], row.v[0])
+
+    x, (k, v) = jax.lax.scan(jax.checkpoint(body), x, (layers.state, cache.k, cache.v))
+    return x, KVCache(k, v)
 
 
 def set_scan_layers(model: nnx.Module, enabled: bool) -> nnx.Module:

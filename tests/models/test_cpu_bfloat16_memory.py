@@ -18,23 +18,32 @@ from flax import nnx
 
 from sallm_jax.models.granite_speech.model import GraniteSpeechLM
 from sallm_jax.models.layer_scan import compiler_options, set_scan_layers
+from sallm_jax.models.lora import LoRAParam, apply_lora
 from sallm_jax.models.presets import get_preset
+from sallm_jax.models.remat import set_remat
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.rl.policy import completion_logprobs, merge_policy
 
 LAYERS = 6
 
 
-def small_granite():
+def small_granite(lora_rank: int = 0):
     """granite_speech_2b's decoder at a quarter of its width, LAYERS layers, bfloat16,
-    scanned; built abstractly."""
+    scanned, with LoRA adapters of `lora_rank` (0: none); built abstractly."""
     preset = get_preset("granite_speech_2b")
     text = dataclasses.replace(preset.text, hidden_size=512, intermediate_size=2048,
                                num_hidden_layers=LAYERS, vocab_size=4096)
     config = dataclasses.replace(preset, text=text, audio_token_id=4000)
-    return nnx.eval_shape(lambda: set_scan_layers(
-        GraniteSpeechLM(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16),
-        True))
+
+    def build():
+        model = GraniteSpeechLM(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16,
+                                param_dtype=jnp.bfloat16)
+        if lora_rank:
+            apply_lora(model, rank=lora_rank, alpha=2 * lora_rank, rngs=nnx.Rngs(1))
+        return set_scan_layers(model, True)
+
+    return nnx.eval_shape(build)
 
 
 def forward_temp_bytes(model, options: dict) -> int:
@@ -107,3 +116,32 @@ def test_moving_layers_into_their_stack_holds_one_copy_at_most():
                             env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True)
     grown, stack_bytes = int(result.stdout.split()[-1]), 16 * 8192 * 2048 * 2
     assert grown < 1.2 * stack_bytes, (grown, stack_bytes)
+
+
+def gradient_temp_bytes(remat: bool) -> int:
+    """XLA's temporary bytes for the adapters' gradient of a 128-token text prompt's
+    continuation (4 tokens), the prompt's pass included (`completion_logprobs`)."""
+    model = set_remat(small_granite(lora_rank=4), remat)
+    graphdef, adapters, frozen = nnx.split(model, LoRAParam, ...)
+    batch = {"prompt_ids": jax.ShapeDtypeStruct((1, 128), jnp.int32),
+             "prompt_mask": jax.ShapeDtypeStruct((1, 128), jnp.int32)}
+    ids = jax.ShapeDtypeStruct((1, 4), jnp.int32)
+
+    def loss(adapters, frozen, batch, ids):
+        model = merge_policy(graphdef, adapters, frozen)
+        return completion_logprobs(model, batch, ids, jnp.ones_like(ids)).sum()
+
+    compiled = jax.jit(jax.grad(loss), compiler_options=compiler_options()).lower(
+        adapters, frozen, batch, ids).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU buffer assignment")
+def test_remat_recomputes_the_prompt_pass_of_a_gradient():
+    """With remat the prompt's pass, which writes the keys and values its continuation reads,
+    keeps no layer's activations for the backward pass: at least the float32 attention
+    probabilities of every layer but one (128 x 128 per head) fewer bytes."""
+    heads = get_preset("granite_speech_2b").text.num_attention_heads
+    probabilities = heads * 128 * 128 * 4
+    saved = gradient_temp_bytes(False) - gradient_temp_bytes(True)
+    assert saved > (LAYERS - 1) * probabilities, (saved, probabilities)
