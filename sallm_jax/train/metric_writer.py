@@ -60,13 +60,14 @@ class MetricWriter:
         if not self.active:
             return
         directory.mkdir(parents=True, exist_ok=True)
+        # first: a run W&B refuses leaves no file open behind its error
+        self.mirror = WandbMirror(wandb, directory, stage) if wandb else None
         self.directory, self.completions = directory, None
         path = directory / "metrics.jsonl"
         truncate_records(path, resume_step)
         truncate_records(directory / "completions.jsonl", resume_step)
         self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self.tb = SummaryWriter(str(directory / "tensorboard"), purge_step=resume_step + 1)
-        self.mirror = WandbMirror(wandb, directory, stage) if wandb else None
 
     def write(self, step: int, metrics: dict[str, float], progress: str = "") -> None:
         """Record `metrics` at `step`; `progress` (StageProgress.describe) ends the log line."""

@@ -62,11 +62,18 @@ class WandbMirror:
     steps it already holds, where TensorBoard drops the old ones."""
 
     def __init__(self, settings: WandbSettings, directory: pathlib.Path, stage: str):
+        """A ConfigError naming `logging.wandb` when W&B refuses to start the run (not logged
+        in, or a key it rejects)."""
         self.wandb = import_wandb()
-        self.run = self.wandb.init(project=settings.project, entity=settings.entity or None,
-                                   name=f"{settings.name}/{stage}", group=settings.name,
-                                   job_type=stage, config=settings.config, dir=directory,
-                                   resume="auto")
+        try:
+            self.run = self.wandb.init(project=settings.project, entity=settings.entity or None,
+                                       name=f"{settings.name}/{stage}", group=settings.name,
+                                       job_type=stage, config=settings.config, dir=directory,
+                                       resume="auto")
+        except (self.wandb.errors.UsageError, self.wandb.errors.AuthenticationError) as error:
+            raise ConfigError(f"logging.wandb: W&B would not start a run ({error}); log in "
+                              "(`wandb login` or WANDB_API_KEY), or set WANDB_MODE=offline "
+                              "to keep the run on this machine") from error
 
     def scalars(self, step: int, tagged: dict[str, float]) -> None:
         """Log `tagged` (TensorBoard tag -> value) at `step`."""

@@ -173,6 +173,20 @@ def test_without_wandb_the_option_is_a_config_error(monkeypatch):
         validate_config(cfg)
 
 
+def test_not_logged_in_is_a_config_error(tmp_path, monkeypatch):
+    """Online, with no API key anywhere and no terminal to ask on: one line naming the option
+    and the ways out, raised before any network call."""
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name, value in [("HOME", str(tmp_path)), ("WANDB_MODE", "online"),
+                        ("WANDB_CONFIG_DIR", str(tmp_path / "config")),
+                        ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true")]:
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"logging\.wandb: W&B would not start a run .*"
+                                          r"WANDB_MODE=offline"):
+        MetricWriter(tmp_path / "grpo", "grpo", wandb=SETTINGS)
+
+
 def test_training_modules_do_not_import_wandb():
     code = ("import sys, sallm_jax.train.metric_writer, sallm_jax.validate; "
             "assert 'wandb' not in sys.modules, 'wandb imported'")
