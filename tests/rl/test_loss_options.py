@@ -140,8 +140,8 @@ def test_off_policy_mask_leaves_ground_truth_rows():
     np.testing.assert_allclose(masked, token_mean(expected * per_token), rtol=1e-6, atol=1e-7)
 
 
-# Bias-corrected KL (DeepSeek-V3.2, arXiv 2512.02556; TRL's use_bias_correction_kl): the k3 estimate of
-# KL(pi_theta || pi_ref) on samples of pi_old, weighted by r = pi_theta / pi_old:
+# Bias-corrected KL (DeepSeek-V3.2, arXiv 2512.02556; TRL's use_bias_correction_kl): the k3
+# estimate of KL(pi_theta || pi_ref) on samples of pi_old, weighted by r = pi_theta / pi_old:
 # r (pi_ref / pi_theta - log(pi_ref / pi_theta) - 1), the gradient through r included.
 
 
