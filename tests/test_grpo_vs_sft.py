@@ -1,21 +1,26 @@
 """The comparison's arms: every arm starts from the same parameters and spends the same budget
 of training examples; each run is the arm's stage alone, from the start run's files."""
 
-import pathlib
-
 import pytest
 
 from sallm_jax.configs.sqa_grpo import get_config
 from sallm_jax.grpo_vs_sft import arm_config, summarise
+from sallm_jax.train.base import base_directory, default_cache_dir
 from sallm_jax.validate import validate_config
-
-START = pathlib.Path("/runs/start")
 
 
 @pytest.mark.parametrize("arm", ["sft", "grpo", "mp_grpo", "grpo_base"])
-def test_arms_share_start_and_budget(arm):
+def test_arms_share_start_and_budget(arm, tmp_path, monkeypatch):
     base = get_config("tiny")
-    cfg = arm_config(base, arm, seed=2, learning_rate=3e-4, start_dir=START)
+    # What an arm reads exists by the time it runs: the start run's and the base's files.
+    monkeypatch.setenv("SALLM_JAX_CACHE", str(tmp_path / "cache"))
+    start = tmp_path / "start"
+    (start / "warmup" / "params").mkdir(parents=True)
+    base_dir = base_directory(base, default_cache_dir())
+    (base_dir / "params").mkdir(parents=True)
+    (base_dir / "tokenizer").mkdir()
+    (base_dir / "tokenizer" / "tokenizer.json").write_text("{}")
+    cfg = arm_config(base, arm, seed=2, learning_rate=3e-4, start_dir=start)
     validate_config(cfg)
     stage, section = ("sft", cfg.sft) if arm == "sft" else ("grpo", cfg.rl)
     assert cfg.stages == (stage, "eval") and cfg.seed == 2
@@ -29,7 +34,7 @@ def test_arms_share_start_and_budget(arm):
         assert cfg.init_params.endswith("/params") and "/base/" in cfg.init_params
         assert examples == warm + arm_examples  # the warm start's examples as prompts too
     else:
-        assert cfg.init_params == str(START / "warmup" / "params")
+        assert cfg.init_params == str(start / "warmup" / "params")
         assert examples == arm_examples
     assert cfg.rl.num_off_policy == (1 if arm == "mp_grpo" else 0)
 
