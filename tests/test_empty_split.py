@@ -15,7 +15,7 @@ import pytest
 from sallm_jax.configs.aqa_grpo import get_config as aqa_config
 from sallm_jax.configs.base import base_config
 from sallm_jax.data.bad_input import SkipLog
-from sallm_jax.experiment import EmptySplit, check_rows_left, scored_splits, splits_used
+from sallm_jax.run_splits import EmptySplit, check_rows_left, scored_splits, splits_used
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,9 +4,7 @@ estimator registered in a test alone drives a GRPO update."""
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from flax import nnx
 
 from sallm_jax.configs.base import base_config
 from sallm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
@@ -119,27 +117,15 @@ def test_an_estimator_registered_here_drives_the_update(monkeypatch):
     """Registering a function is all it takes: the update's loss at ratio 1 (one update per
     rollout, no KL) is -sum_i A_i n_i / sum_i n_i under dapo, with A the registered
     estimator's (here the raw rewards times 3)."""
-    from sallm_jax.models.qwen2_audio.model import SpeechLM
-    from sallm_jax.parallel.mesh import make_mesh
-    from sallm_jax.parallel.partitioner import Partitioner
-    from sallm_jax.train.grpo_step import make_grpo_update
-    from sallm_jax.train.state import sharded_train_state
-    from tests.train.test_microbatch import CONFIG, G, inputs
+    from tests.train.test_microbatch import G, inputs, one_update
 
     monkeypatch.setitem(ADVANTAGE_ESTIMATORS, "tripled",
                         lambda rewards, lengths, *, scale: 3.0 * rewards)
-    partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     batch, group, _ = inputs()
     cfg = base_config().rl
     cfg.update({"group_size": G, "beta": 0.0, "loss_aggregation": "dapo",
                 "advantage_estimator": "tripled"})
-    tx = optax.sgd(1e-2)
-    state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
-    update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
-                              partitioner.param_shardings(frozen))
-    _, metrics = update(state, frozen, partitioner.to_global(batch),
-                        partitioner.to_global(group), None, None)
+    metrics = one_update(cfg, batch, group)
     n = group["mask"].sum(-1)
     expected = -(3.0 * group["rewards"].reshape(-1) * n).sum() / n.sum()
     assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)

@@ -51,6 +51,19 @@ def inputs():
     return batch, group, ref
 
 
+def one_update(cfg, batch, group) -> dict:
+    """The metrics of one GRPO update (settings `cfg`, no reference log-probs) of the tiny
+    model with seed 0, under plain SGD."""
+    partitioner = Partitioner(make_mesh({"data": -1}), ())
+    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    tx = optax.sgd(1e-2)
+    state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
+    update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
+                              partitioner.param_shardings(frozen))
+    return update(state, frozen, partitioner.to_global(batch), partitioner.to_global(group),
+                  None, None)[1]
+
+
 def test_split_prompts_keeps_groups_together_and_strides():
     x = np.arange(8 * 2).reshape(8 * 2, 1)  # 8 prompts x 2 rows
     chunks = np.asarray(split_prompts(x, 4, rows_per_prompt=2))[..., 0]
@@ -115,7 +128,6 @@ def numpy_gdpo_group(per_fn, weights):
 def test_update_diagnostics_and_per_reward_advantages_with_and_without_micro_batches():
     from sallm_jax.rl.policy import completion_logprobs_and_entropy
 
-    partitioner = Partitioner(make_mesh({"data": -1}), ())
     graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     batch, group, _ = inputs()
     rng = np.random.default_rng(7)
@@ -135,12 +147,7 @@ def test_update_diagnostics_and_per_reward_advantages_with_and_without_micro_bat
         cfg.update({"group_size": G, "beta": 0.0, "scale_rewards": "group",
                     "multi_reward_normalization": "per_reward", "reward_weights": (1.0, 0.5),
                     "reward_fns": ("bleu", "chrf"), "micro_batch_size": micro})
-        tx = optax.sgd(1e-2)
-        state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
-        update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
-                                  partitioner.param_shardings(frozen))
-        _, metrics = update(state, frozen, partitioner.to_global(batch),
-                            partitioner.to_global(group), None, None)
+        metrics = one_update(cfg, batch, group)
         assert float(metrics["loss"]) == pytest.approx(expected_loss, rel=1e-4, abs=1e-6)
         assert float(metrics["entropy"]) == pytest.approx((entropy * m).sum() / m.sum(),
                                                           rel=1e-5)

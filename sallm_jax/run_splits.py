@@ -1,0 +1,142 @@
+"""The task's data splits a run reads: their manifests (configured or an embedded set, built
+once), which splits the run needs, and each read and screened at start-up, stopping with
+`EmptySplit` on one left with no usable row."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import pathlib
+from collections.abc import Callable
+from typing import TypeVar
+
+import jax
+import ml_collections
+from jax.experimental import multihost_utils
+
+from sallm_jax.data.bad_input import SkipLog
+from sallm_jax.data.chat_format import ChatFormat
+from sallm_jax.data.embedded_aqa import build_embedded_aqa
+from sallm_jax.data.embedded_ast import build_embedded_ast
+from sallm_jax.data.embedded_common import SPLITS
+from sallm_jax.data.embedded_sqa import build_embedded_sqa
+from sallm_jax.data.manifest import ManifestRow, read_manifest
+from sallm_jax.data.pipeline import BatchSpec, screen_rows
+from sallm_jax.stages import STAGES
+from sallm_jax.train.base import default_cache_dir
+from sallm_jax.user_errors import UserError
+from sallm_jax.validate import require
+
+T = TypeVar("T")
+
+
+def first_process_then_rest(name: str, fn):
+    """Run `fn` on process 0, then on the others (which then find its cached output)."""
+    if jax.process_count() == 1:
+        return fn()
+    result = fn() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices(name)
+    return fn() if jax.process_index() != 0 else result
+
+
+EMBEDDED_SETS = {"embedded_sqa": build_embedded_sqa, "embedded_ast": build_embedded_ast,
+                 "embedded_aqa": build_embedded_aqa}
+
+
+def manifest_paths(cfg: ml_collections.ConfigDict) -> dict[str, str]:
+    """The manifest of each split: the configured ones (ConfigError naming the key of one that
+    does not exist), or an embedded set's (built once, cached).
+
+    The default cache folder of an embedded set is named by its seed and sizes, so runs that
+    ask for different builds never replace the files another run is reading.
+    """
+    if cfg.name in EMBEDDED_SETS:
+        build = f"seed{cfg.seed}-{cfg.num_train}-{cfg.num_validation}-{cfg.num_test}"
+        root = pathlib.Path(cfg.root).expanduser() if cfg.root else (
+            default_cache_dir() / cfg.name / build)
+        manifests = first_process_then_rest("data", lambda: EMBEDDED_SETS[cfg.name](
+            root, seed=cfg.seed, num_train=cfg.num_train, num_validation=cfg.num_validation,
+            num_test=cfg.num_test))
+    else:
+        require(cfg.name == "manifest", "data.name",
+                f"'manifest' or one of {sorted(EMBEDDED_SETS)}", cfg.name)
+        manifests = {s: cfg[f"{s}_manifest"] for s in SPLITS if cfg[f"{s}_manifest"]}
+        for split, path in manifests.items():
+            require(pathlib.Path(path).is_file(), f"data.{split}_manifest",
+                    f"a manifest file (none in {pathlib.Path.cwd()})", path)
+    return {split: str(path) for split, path in manifests.items()}
+
+
+def load_splits(cfg: ml_collections.ConfigDict,
+                skip_log: SkipLog | None = None) -> dict[str, list[ManifestRow]]:
+    """Rows of each split (`manifest_paths`); what the quickstart notebook shows."""
+    return {split: read_manifest(path, skip_log) for split, path in manifest_paths(cfg).items()}
+
+
+class EmptySplit(UserError, ValueError):
+    """A split the run reads with no usable row: an empty manifest, or every row left out."""
+
+
+def scored_splits(cfg: ml_collections.ConfigDict) -> list[str]:
+    """The task's splits the run scores: eval.splits under the eval stage, and validation when
+    a training stage on the task selects its best step on it (the base stage validates on its
+    own corpus)."""
+    sections = [STAGES[name].section for name in cfg.stages]
+    splits = list(cfg.eval.splits) if None in sections else []
+    if any(cfg[s].eval_every for s in sections if s not in (None, "base")):
+        splits.append("validation")
+    return list(dict.fromkeys(splits))
+
+
+def splits_used(cfg: ml_collections.ConfigDict) -> list[str]:
+    """The task's splits the run reads: train when a stage trains on the task (the base stage
+    trains on its own corpus), and those it scores (`scored_splits`)."""
+    trains = any(STAGES[name].section not in (None, "base") for name in cfg.stages)
+    return list(dict.fromkeys((["train"] if trains else []) + scored_splits(cfg)))
+
+
+def skips_during(skip_log: SkipLog, action: Callable[[], T]) -> tuple[T, collections.Counter]:
+    """`action()` and the skips it recorded in `skip_log`, by reason."""
+    before = collections.Counter(skip_log.counts)
+    return action(), skip_log.counts - before
+
+
+def check_rows_left(split: str, manifest: str, num_rows: int, usable: int,
+                    skipped: collections.Counter, skip_log: SkipLog) -> None:
+    """Raises `EmptySplit` naming the manifest, and the skips of its rows by reason, when none
+    of `split`'s `num_rows` rows is `usable`."""
+    if usable:
+        return
+    if not num_rows and not skipped:
+        raise EmptySplit(f"{manifest}: the {split} split has no rows (the manifest holds no "
+                         "example), and the run needs it")
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+    raise EmptySplit(f"{manifest}: every row of the {split} split was left out under "
+                     f"data.on_bad_input=skip ({sum(skipped.values())} skipped: {reasons}; each "
+                     f"in {skip_log.path}), and the run needs it; fix or replace those rows")
+
+
+def read_splits(manifests: dict[str, str], used: list[str], skip_log: SkipLog
+                ) -> tuple[dict[str, list[ManifestRow]], dict[str, collections.Counter]]:
+    """(rows, skips by reason) of each split's manifest; `EmptySplit` for a split in `used`
+    with no row (`check_rows_left`)."""
+    splits, skipped = {}, {}
+    for split, path in manifests.items():
+        splits[split], skipped[split] = skips_during(
+            skip_log, functools.partial(read_manifest, path, skip_log))
+        if split in used:
+            check_rows_left(split, path, len(splits[split]), len(splits[split]), skipped[split],
+                            skip_log)
+    return splits, skipped
+
+
+def screen_splits(splits: dict[str, list[ManifestRow]], manifests: dict[str, str],
+                  skipped: dict[str, collections.Counter], used: list[str], spec: BatchSpec,
+                  chat: ChatFormat, skip_log: SkipLog) -> None:
+    """`screen_rows` over each split in `used`: `EmptySplit` for one left with no row, its
+    skips counted with those of reading it (`skipped`)."""
+    for split in used:
+        buckets, screened = skips_during(skip_log, functools.partial(
+            screen_rows, splits[split], spec, skip_log, chat))
+        check_rows_left(split, manifests[split], len(splits[split]), int((buckets >= 0).sum()),
+                        skipped[split] + screened, skip_log)
