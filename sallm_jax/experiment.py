@@ -34,7 +34,7 @@ from sallm_jax.data.chat_format import ChatFormat, chat_format
 from sallm_jax.data.embedded_sqa import embedded_corpus_texts
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec
-from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
+from sallm_jax.data.tokenizer import load_or_train_tokenizer, load_tokenizer
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.eval.metric_names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
@@ -51,6 +51,7 @@ from sallm_jax.parallel.distributed import initialize as initialize_distributed
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.parallel.sharding import data_parallel_size
+from sallm_jax.record_files import write_atomically
 from sallm_jax.report import write_report_or_warn
 from sallm_jax.rl.rollout import SamplingConfig
 from sallm_jax.run_splits import (
@@ -81,15 +82,9 @@ def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[Man
     """The configured tokenizer, or one trained on the training text and kept in the workdir."""
     if cfg.tokenizer.path:
         return load_tokenizer(pathlib.Path(cfg.tokenizer.path).expanduser())
-    out = workdir / "tokenizer"
-
-    def load_or_train():
-        if (out / "tokenizer.json").exists():
-            return load_tokenizer(out)
-        return train_tokenizer(embedded_corpus_texts(splits["train"]), out,
-                               vocab_size=cfg.tokenizer.vocab_size)
-
-    return first_process_then_rest("tokenizer", load_or_train)
+    return first_process_then_rest("tokenizer", lambda: load_or_train_tokenizer(
+        workdir / "tokenizer", lambda: embedded_corpus_texts(splits["train"]),
+        cfg.tokenizer.vocab_size))
 
 
 def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],
@@ -337,7 +332,7 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
             run.trained[name] = params
         report_skips(run.skip_log, name)
     if results and jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2))
+        write_atomically(workdir / "results.json", json.dumps(results, indent=2))
         print(format_table(results), flush=True)
     if jax.process_index() == 0:  # plots/ and report.md; a failure is only a warning
         write_report_or_warn(workdir)

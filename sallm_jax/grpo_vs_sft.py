@@ -34,6 +34,7 @@ from absl import app, flags, logging
 from sallm_jax.config_file import define_config_flag
 from sallm_jax.eval.metric_names import HIGHER_IS_BETTER
 from sallm_jax.experiment import run_experiment
+from sallm_jax.record_files import read_json
 from sallm_jax.train.base import base_directory, default_cache_dir
 from sallm_jax.user_errors import run_command
 
@@ -84,9 +85,8 @@ def validation_score(workdir: pathlib.Path, arm: str) -> float:
 def finished_or_run(cfg, workdir: pathlib.Path) -> dict:
     """The results of a run that finished (its results.json), or of running it now (a run that
     stopped part way resumes)."""
-    if (workdir / "results.json").exists():
-        return json.loads((workdir / "results.json").read_text())
-    return run_experiment(cfg, workdir)
+    results = read_json(workdir / "results.json")  # None when absent or cut short
+    return results if isinstance(results, dict) else run_experiment(cfg, workdir)
 
 
 def summarise(results: dict[str, list[dict]]) -> tuple[str, dict]:

@@ -22,10 +22,10 @@ from flax import nnx
 
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.rl.rollout import SamplingConfig
-from sallm_jax.train.base import finish_base, is_built
+from sallm_jax.train.base import finish_base, is_built, unmark_built
 from sallm_jax.train.grpo_stage import run_grpo
 from sallm_jax.train.health import HealthCheck
-from sallm_jax.train.params_io import restore_params, save_params
+from sallm_jax.train.params_io import restore_or_set_aside, save_params
 from sallm_jax.train.sft import run_sft
 from sallm_jax.train.wandb_mirror import wandb_settings
 
@@ -55,13 +55,17 @@ def training_stages() -> dict[str, str]:
 
 def kept_in_workdir(train: Callable) -> Callable:
     """A runner whose trained parameters are saved in <workdir>/<stage>/params, and loaded from
-    there instead of training again once they exist."""
+    there instead of training again once they exist; when they cannot be read, the stage runs
+    again (resuming from its last checkpoint) and saves them anew."""
 
     def run(experiment, name: str, start: nnx.State) -> nnx.State:
         directory = experiment.workdir / name / "params"
         if directory.exists():
             logging.info("[%s] already finished; loading its parameters", name)
-            return restore_params(directory, start, experiment.partitioner)
+            params = restore_or_set_aside(directory, start, experiment.partitioner,
+                                          f"[{name}] the final parameters")
+            if params is not None:
+                return params
         params = train(experiment, name, start)
         save_params(directory, params)
         return params
@@ -101,11 +105,17 @@ def train_grpo(experiment, name: str, start: nnx.State) -> nnx.State:
 
 def train_base(experiment, name: str, start: nnx.State) -> nnx.State:
     """The base model, from its cache when it is built (the cache key names its settings):
-    supervised on the ASR corpus, then scored greedily on the corpus's held-out split."""
+    supervised on the ASR corpus, then scored greedily on the corpus's held-out split. A cache
+    whose parameters or base.json cannot be read is built again (resuming from its checkpoints),
+    never loaded in part."""
     cfg, directory = experiment.cfg, experiment.base_dir
     if is_built(directory):
         logging.info("[base] loading the cached base model from %s", directory)
-        return restore_params(directory / "params", start, experiment.partitioner)
+        params = restore_or_set_aside(directory / "params", start, experiment.partitioner,
+                                      "[base] the cached base model's parameters")
+        if params is not None:
+            return params
+        unmark_built(directory)
     spec = experiment.spec("base", cfg.base.max_target_tokens)
     params = run_sft(cfg.base, graphdef=experiment.graphdef, params=start,
                      frozen=experiment.frozen, rows=experiment.corpus["train"],

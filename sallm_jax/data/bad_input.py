@@ -16,6 +16,7 @@ import threading
 from typing import NamedTuple
 
 from sallm_jax.long_text import shorten
+from sallm_jax.record_files import mend_jsonl
 from sallm_jax.user_errors import UserError
 
 POLICIES = ("error", "skip")
@@ -42,6 +43,8 @@ class SkipLog:
         if policy not in POLICIES:
             raise ValueError(f"data.on_bad_input: expected one of {POLICIES}, got {policy!r}")
         self.policy, self.path = policy, path
+        if path is not None:
+            mend_jsonl(path)  # a record a kill cut short would swallow the next one
         self.counts: collections.Counter[str] = collections.Counter()
         self.seen: set[tuple[str, str]] = set()  # (example id, source) already recorded
         self._lock = threading.Lock()

@@ -7,9 +7,10 @@ the code treats it exactly like a Hub checkpoint's tokenizer (`apply_chat_templa
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import tokenizers
@@ -126,3 +127,17 @@ def load_tokenizer(directory: str | os.PathLike) -> transformers.PreTrainedToken
     if not (directory / "tokenizer.json").exists():
         raise FileNotFoundError(f"{directory / 'tokenizer.json'}: no tokenizer here")
     return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+def load_or_train_tokenizer(out_dir: Path, texts: Callable[[], Iterable[str]],
+                            vocab_size: int) -> transformers.PreTrainedTokenizerBase:
+    """The tokenizer saved in `out_dir`; else one trained on `texts()` and saved there. A saved
+    one that cannot be read (cut short, deleted in part) is trained again, with a warning naming
+    it: training is deterministic, so it is the same tokenizer."""
+    if (out_dir / "tokenizer.json").exists():
+        try:
+            return load_tokenizer(out_dir)
+        except Exception as error:
+            logging.warning("the tokenizer in %s cannot be read (%s: %s); training it again",
+                            out_dir, type(error).__name__, str(error).splitlines()[0][:200])
+    return train_tokenizer(texts(), out_dir, vocab_size=vocab_size)

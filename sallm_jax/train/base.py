@@ -33,7 +33,8 @@ from flax import nnx
 from sallm_jax.data import embedded_asr, embedded_text
 from sallm_jax.data.embedded_common import embedded_corpus_texts
 from sallm_jax.data.manifest import ManifestRow, read_manifest
-from sallm_jax.data.tokenizer import load_tokenizer, train_tokenizer
+from sallm_jax.data.tokenizer import load_or_train_tokenizer
+from sallm_jax.record_files import read_json, write_atomically
 
 # Base settings that change neither the data nor the result.
 _BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")
@@ -87,17 +88,25 @@ TOKENIZER_TEXT_DRAWS = 2000
 def base_tokenizer(directory: pathlib.Path, train_rows: list[ManifestRow], vocab_size: int,
                    seed: int = 0):
     """The base's tokenizer: loaded, or trained on the corpus text and the embedded sets' kinds
-    of text (`data.embedded_text`), and saved."""
-    out = directory / "tokenizer"
-    if (out / "tokenizer.json").exists():
-        return load_tokenizer(out)
-    texts = itertools.chain(embedded_corpus_texts(train_rows),
-                            embedded_text.embedded_texts(seed, TOKENIZER_TEXT_DRAWS))
-    return train_tokenizer(texts, out, vocab_size=vocab_size)
+    of text (`data.embedded_text`), and saved (`load_or_train_tokenizer`)."""
+    return load_or_train_tokenizer(
+        directory / "tokenizer", lambda: itertools.chain(
+            embedded_corpus_texts(train_rows),
+            embedded_text.embedded_texts(seed, TOKENIZER_TEXT_DRAWS)), vocab_size)
 
 
 def is_built(directory: pathlib.Path) -> bool:
-    return (directory / "base.json").exists()
+    """Whether base.json, the build's last file, is there whole (one cut short is rewritten by
+    building again, which resumes from the checkpoints)."""
+    record = read_json(directory / "base.json")
+    return isinstance(record, dict) and "heldout_asr" in record
+
+
+def unmark_built(directory: pathlib.Path) -> None:
+    """Remove base.json: the cache is no longer a finished build (its parameters were set
+    aside)."""
+    if jax.process_index() == 0:
+        (directory / "base.json").unlink(missing_ok=True)
 
 
 def finish_base(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params: nnx.State,
@@ -108,7 +117,7 @@ def finish_base(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params:
         save_params(directory / "params", params)
     if jax.process_index() == 0:
         record = {"settings": base_settings(cfg), "heldout_asr": heldout_metrics}
-        (directory / "base.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_atomically(directory / "base.json", json.dumps(record, indent=2) + "\n")
     logging.info("[base] built in %s: held-out WER %.2f", directory, heldout_metrics["wer"])
 
 

@@ -9,12 +9,19 @@ import shutil
 import grain
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from sallm_jax.long_text import shorten
+from sallm_jax.train.damaged import is_damage, reason, set_aside
 from sallm_jax.train.disk_errors import naming_the_disk, orbax_log_filter, tree_bytes
 from sallm_jax.train.state import TrainState
+from sallm_jax.user_errors import UserError
 
 TEMPORARY = "*.orbax-checkpoint-tmp*"  # a step folder Orbax has not finalised
+
+
+class UnreadableCheckpoints(UserError):
+    """A stage has checkpoints and none of them can be read; the message names the folder."""
 
 
 class Checkpointer:
@@ -78,6 +85,44 @@ class Checkpointer:
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def resume(self, abstract_state: TrainState, data_iter: grain.DatasetIterator | None = None,
+               *, stage: str) -> TrainState | None:
+        """The newest checkpoint that can be read, restored as `restore` does; None when there
+        is none. Newer ones that cannot be (cut short, deleted in part: `damaged.is_damage`)
+        are set aside in `<directory>.unreadable/`, each logged with why, so that the stage's
+        next save of that step is a new one. When every checkpoint is unreadable,
+        `UnreadableCheckpoints` names the folder and each step's reason, and nothing moves."""
+        failed: list[tuple[int, Exception]] = []
+        for step in sorted(self.kept_steps(), reverse=True):
+            try:
+                state = self.restore(abstract_state, data_iter, step)
+            except Exception as error:
+                if not is_damage(error):
+                    raise
+                failed.append((step, error))
+                continue
+            if failed:
+                self._set_aside(failed, stage, step)
+            return state
+        if failed:
+            reasons = "; ".join(f"step {step}: {reason(error)}" for step, error in failed)
+            raise UnreadableCheckpoints(
+                f"{self.directory}: no checkpoint of stage {stage!r} can be read ({reasons}); "
+                "move the folder away to train the stage from its start")
+        return None
+
+    def _set_aside(self, failed: list[tuple[int, Exception]], stage: str, good: int) -> None:
+        """Move the unreadable step folders of `failed` out of the manager's sight."""
+        aside = self.directory.with_name(f"{self.directory.name}.unreadable")
+        for step, error in failed:
+            moved = set_aside(self.directory / str(step), aside)
+            logging.warning("[%s] checkpoint %s cannot be read (%s); resuming from step %d "
+                            "(the unreadable one is kept in %s)", stage,
+                            self.directory / str(step), reason(error), good, moved)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("sallm_jax: unreadable checkpoints set aside")
+        self.manager.reload()
 
     def save_now(self, step: int, state: TrainState,
                  data_iter: grain.DatasetIterator | None = None) -> None:

@@ -1,7 +1,7 @@
 """The loop every training stage runs in, written once: the train state (a copy of the starting
-parameters), the data iterator, Orbax checkpoints and the resume from the latest, the metric
-writer, the best-on-validation keeper, the health check, the progress bar and the preemption
-save. A stage brings only its steps (`StageSteps`).
+parameters), the data iterator, Orbax checkpoints and the resume from the latest readable one,
+the metric writer, the best-on-validation keeper, the health check, the progress bar and the
+preemption save. A stage brings only its steps (`StageSteps`).
 
 One pass of the loop, for step s (1-based, counted as the stage's config counts them):
   steps.step(state, s - 1) -> (state, StepResult)   the stage's own work
@@ -99,9 +99,10 @@ class TrainingLoop:
             process_index=jax.process_index(), process_count=jax.process_count(),
             skip_log=skip_log, num_workers=num_workers))
         self.ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)
-        self.resumed = self.ckpt.latest_step() is not None
+        restored = self.ckpt.resume(self.state, self.data_iter, stage=name)
+        self.resumed = restored is not None
         if self.resumed:
-            self.state = self.ckpt.restore(self.state, self.data_iter)
+            self.state = restored
             logging.info("[%s] resumed from %s %d", name, counter, int(self.state.step))
         self.writer = MetricWriter(workdir, name, resume_step=self.step, wandb=wandb)
         self.keeper = (BestKeeper(workdir / "best", validate, partitioner, cfg.eval_every)

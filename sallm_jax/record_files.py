@@ -1,0 +1,67 @@
+"""Record files that a kill must not leave half written, and those it may have cut short.
+
+A JSON record (results.json, base.json, an evaluation's metrics.json) is written whole or not at
+all: `write_atomically` writes a sibling file and renames it over the record. A JSONL file that
+grows a line at a time (skipped.jsonl, metrics.jsonl) may end in a line a kill cut short;
+`mend_jsonl` drops it before the file grows again, so the next line starts on a line of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+
+def write_atomically(path: pathlib.Path, text: str) -> None:
+    """Write `text` to `path` through a sibling temporary file renamed over it: a reader (or
+    the next start after a kill) finds the old file or the new one, never part of either."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_json(path: pathlib.Path) -> Any | None:
+    """The JSON value in `path`; None when it does not exist or cannot be parsed (cut short by a
+    kill or a full disk, which is logged naming the file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        logging.warning("%s cannot be parsed (%s); it is made again", path, error)
+        return None
+
+
+def mend_jsonl(path: pathlib.Path) -> None:
+    """End `path` after its last whole line: a last line without its newline (a write a kill
+    cut short) is dropped, with a warning naming the file, or completed when it is whole JSON.
+    Nothing when the file does not exist or ends in a newline."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return
+    if not data or data.endswith(b"\n"):
+        return
+    whole = data.rfind(b"\n") + 1
+    tail = data[whole:]
+    try:
+        json.loads(tail)
+    except ValueError:
+        logging.warning("%s: dropping its last line, cut short by a kill (%d bytes: %r)", path,
+                        len(tail), tail[:80])
+        os.truncate(path, whole)
+    else:
+        with open(path, "ab") as f:
+            f.write(b"\n")
