@@ -21,6 +21,7 @@ from sallm_jax.rl.grpo import (
     POLICY_TERMS,
 )
 from sallm_jax.rl.rewards import get_reward_fns
+from sallm_jax.rl.rollout_correction import ROLLOUT_CORRECTIONS
 from sallm_jax.stages import STAGES, training_stages
 from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
 from sallm_jax.train.wandb_mirror import import_wandb
@@ -65,6 +66,47 @@ def _advantage_estimator(rl: ml_collections.ConfigDict) -> None:
         require(rl.scale_rewards == "none", "rl.scale_rewards",
                 f"'none' with rl.advantage_estimator={name!r} (the std scaling is grpo's; "
                 f"{name} normalises as its paper does)", rl.scale_rewards)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _entropy_control(rl: ml_collections.ConfigDict) -> None:
+    """rl.use_adaptive_entropy's target and bounds: 0 <= min <= entropy_coef <= max."""
+    require(isinstance(rl.use_adaptive_entropy, bool), "rl.use_adaptive_entropy",
+            "True or False", rl.use_adaptive_entropy)
+    if not rl.use_adaptive_entropy:
+        return
+    require(_finite(rl.entropy_target) and rl.entropy_target > 0, "rl.entropy_target",
+            "a mean entropy in nats > 0 (e.g. the logged entropy early in training)",
+            rl.entropy_target)
+    require(_finite(rl.entropy_coef_delta) and rl.entropy_coef_delta > 0,
+            "rl.entropy_coef_delta", "a step > 0 (e.g. 0.005)", rl.entropy_coef_delta)
+    require(_finite(rl.entropy_coef_min) and rl.entropy_coef_min >= 0, "rl.entropy_coef_min",
+            "a bound >= 0", rl.entropy_coef_min)
+    require(_finite(rl.entropy_coef_max) and rl.entropy_coef_max >= rl.entropy_coef_min,
+            "rl.entropy_coef_max", f"a bound >= rl.entropy_coef_min = {rl.entropy_coef_min:g}",
+            rl.entropy_coef_max)
+    require(rl.entropy_coef_min <= rl.entropy_coef <= rl.entropy_coef_max, "rl.entropy_coef",
+            f"the starting coefficient, within [rl.entropy_coef_min, rl.entropy_coef_max] = "
+            f"[{rl.entropy_coef_min:g}, {rl.entropy_coef_max:g}] with rl.use_adaptive_entropy",
+            rl.entropy_coef)
+
+
+def _rollout_correction(rl: ml_collections.ConfigDict) -> None:
+    """rl.rollout_dtype and rl.rollout_correction with its bounds (0: none on that side)."""
+    require(rl.rollout_dtype in ("", "float32", "bfloat16"), "rl.rollout_dtype",
+            "'' (the trainer's compute dtype), float32 or bfloat16", rl.rollout_dtype)
+    require(rl.rollout_correction in ("", *ROLLOUT_CORRECTIONS), "rl.rollout_correction",
+            f"'' (off) or one of {ROLLOUT_CORRECTIONS}", rl.rollout_correction)
+    require(_finite(rl.rollout_correction_min) and 0 <= rl.rollout_correction_min < 1,
+            "rl.rollout_correction_min", "0 (no lower bound) or a ratio in (0, 1)",
+            rl.rollout_correction_min)
+    require(_finite(rl.rollout_correction_max) and (rl.rollout_correction_max == 0
+                                                    or rl.rollout_correction_max > 1),
+            "rl.rollout_correction_max", "0 (no upper bound) or a ratio > 1 (TRL's 3.0)",
+            rl.rollout_correction_max)
 
 
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
@@ -171,6 +213,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(not rl.use_bias_correction_kl or rl.beta > 0, "rl.use_bias_correction_kl",
                 "False with rl.beta = 0 (it weights the KL term, which is then off)",
                 rl.use_bias_correction_kl)
+        _entropy_control(rl)
+        _rollout_correction(rl)
         require(rl.warn_logp_diff_above >= 0, "rl.warn_logp_diff_above",
                 "a gap in nats >= 0 (0: never warn)", rl.warn_logp_diff_above)
         require(rl.loss_aggregation in AGGREGATIONS, "rl.loss_aggregation",

@@ -147,11 +147,31 @@ def base_config() -> ml_collections.ConfigDict:
     # paper's), and an entropy bonus weight (0: off) against entropy collapse.
     c.rl.top_entropy_quantile = 1.0
     c.rl.entropy_coef = 0.0
+    # Adaptive entropy control (Skywork-OR1; TRL's use_adaptive_entropy): entropy_coef is then
+    # the starting coefficient; after each update it rises by entropy_coef_delta while the mean
+    # entropy of the sampled tokens (those kept by top_entropy_quantile) is at or below
+    # entropy_target (nats) and falls by it above, within [entropy_coef_min, entropy_coef_max];
+    # an update applies it only when the last measured entropy was at or below the target.
+    c.rl.use_adaptive_entropy = False
+    c.rl.entropy_target = 0.2
+    c.rl.entropy_coef_min = 0.0
+    c.rl.entropy_coef_max = 1.0
+    c.rl.entropy_coef_delta = 0.005
     # DeepSeek-V3.2's off-policy sequence masking (0: off; e.g. 0.5): drop the sequences of
     # negative advantage whose mean log pi_old - log pi_theta exceeds it. Its unbiased KL: the
     # k3 term weighted by the importance ratio (with rl.beta > 0).
     c.rl.off_policy_mask_threshold = 0.0
     c.rl.use_bias_correction_kl = False
+    # The sampler's compute dtype: "" is the trainer's (model.compute_dtype or model.dtype);
+    # "bfloat16" rolls out the float32 master weights in bfloat16. rollout_correction reweighs
+    # each sampled token's policy term by pi_trainer / pi_sampler at the sampler's parameters
+    # (TRL's vllm_importance_sampling_mode): "token_truncate", "token_mask",
+    # "sequence_truncate" or "sequence_mask" ("" off), truncated to or masked outside
+    # [rollout_correction_min, rollout_correction_max] (0: no bound on that side).
+    c.rl.rollout_dtype = ""
+    c.rl.rollout_correction = ""
+    c.rl.rollout_correction_min = 0.0
+    c.rl.rollout_correction_max = 3.0
     c.rl.num_off_policy = 0  # mixed-policy GRPO: ground-truth answers added to each group
     # Advantages r - mean(group), not divided by the group's std ("group", the papers' setting,
     # and "batch" divide): with the tiny model's templated answers many groups differ by a few

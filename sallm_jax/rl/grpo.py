@@ -226,20 +226,22 @@ def grpo_loss(
     sapo_tau_neg: float = 1.05,
     entropy: jax.Array | None = None,
     top_entropy_quantile: float = 1.0,
-    entropy_coef: float = 0.0,
+    entropy_coef: float | jax.Array = 0.0,
     off_policy_mask_threshold: float = 0.0,
     use_bias_correction_kl: bool = False,
+    rollout_weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The GRPO objective as a loss to minimise, a pure function of arrays.
 
-    per_token = keep * policy term + beta * k3(logp, ref_logp) - entropy_coef * H; the policy
-    term is `loss_type`'s (`POLICY_TERMS`), by default
+    per_token = keep * w * policy term + beta * k3(logp, ref_logp) - entropy_coef * H; the
+    policy term is `loss_type`'s (`POLICY_TERMS`), by default
     -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A). keep is 1 everywhere, times
     the `high_entropy_mask` with `top_entropy_quantile` < 1 and the `off_policy_sequence_mask`
     with `off_policy_mask_threshold` > 0 (the aggregation's normaliser still counts every
-    completion token, as in TRL). H is the policy's entropy at each position. With
-    `use_bias_correction_kl` the KL term is ratio * k3 (DeepSeek-V3.2's unbiased KL estimate
-    for samples drawn from pi_old; TRL's `use_bias_correction_kl`), the ratio's gradient kept.
+    completion token, as in TRL); w is `rollout_weights` (1 without). H is the policy's
+    entropy at each position. With `use_bias_correction_kl` the KL term is ratio * k3
+    (DeepSeek-V3.2's unbiased KL estimate for samples drawn from pi_old; TRL's
+    `use_bias_correction_kl`), the ratio's gradient kept.
 
     Off-policy rows (mixed-policy GRPO: ground-truth answers added to the group) use
     ratio = pi_theta(y_t) / pi_phi(y_t) with pi_phi = 1, i.e. exp(logp), and are not clipped:
@@ -264,10 +266,13 @@ def grpo_loss(
         that gave `logp`), needed when `top_entropy_quantile` < 1 or `entropy_coef` != 0.
       top_entropy_quantile: the fraction of completion tokens, by entropy, kept in the policy
         term; 1.0 keeps all.
-      entropy_coef: weight of the entropy bonus (its gradient raises the entropy).
+      entropy_coef: weight of the entropy bonus (its gradient raises the entropy); an array
+        (the adaptive coefficient, `entropy_control`) is applied whatever its value.
       off_policy_mask_threshold: > 0 drops the sampled sequences of negative advantage whose
         mean log pi_old - log pi_theta exceeds it (`off_policy_sequence_mask`); 0 keeps all.
       use_bias_correction_kl: weight the k3 term by the importance ratio (needs beta > 0).
+      rollout_weights: [N, C] constant weights of the sampled rows' policy term, the rollout
+        correction (`rollout_correction.rollout_correction_weights`); None: none.
     Returns:
       (scalar loss, metrics: kl, clip_fraction (= clip_fraction/region: the tokens where the
       term cut the ratio's gradient), clip_fraction/low (ratio < 1, the lower bound binding),
@@ -293,6 +298,8 @@ def grpo_loss(
         kept = off_policy_sequence_mask(logp, old_logp, advantages, mask,
                                         off_policy_mask_threshold)
         per_token = per_token * kept
+    if rollout_weights is not None:
+        per_token = per_token * jax.lax.stop_gradient(rollout_weights)
     on_policy_mask = mask
     if off_policy is not None:
         per_token = jnp.where(off_policy[:, None], -jnp.exp(logp) * adv, per_token)
@@ -305,7 +312,8 @@ def grpo_loss(
         "clip_fraction/region": (cut * on_policy_mask).sum() / denom,
         "ratio_mean": (ratio * on_policy_mask).sum() / denom,
     }
-    if (top_entropy_quantile < 1.0 or entropy_coef != 0.0) and entropy is None:
+    bonus = isinstance(entropy_coef, jax.Array) or entropy_coef != 0.0
+    if (top_entropy_quantile < 1.0 or bonus) and entropy is None:
         raise ValueError("rl.top_entropy_quantile / rl.entropy_coef need the policy's entropy")
     if off_policy_mask_threshold > 0:
         sampled = on_policy_mask.max(-1)
@@ -315,7 +323,7 @@ def grpo_loss(
         keep = high_entropy_mask(entropy, mask, top_entropy_quantile)
         per_token = per_token * keep
         metrics["entropy_kept_fraction"] = keep.sum() / jnp.maximum(mask.sum(), 1.0)
-    if entropy_coef != 0.0:
+    if bonus:
         per_token = per_token - entropy_coef * entropy
     if beta != 0.0:
         kl = k3_kl(logp, ref_logp) * (ratio if use_bias_correction_kl else 1.0)

@@ -17,6 +17,7 @@ from flax import nnx
 
 from sallm_jax.models.kv_cache import init_cache
 from sallm_jax.models.layer_scan import compiler_options
+from sallm_jax.models.precision import set_compute_dtype
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.rl.policy import merge_policy
 from sallm_jax.rl.sampling import sample_token, seen_tokens
@@ -131,12 +132,17 @@ def rollout(
 def make_rollout_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
                     frozen_shardings: nnx.State, partitioner: Partitioner, *,
                     sampling: SamplingConfig, group_size: int, eos_ids: tuple[int, ...],
-                    pad_id: int):
-    """jit(fn(params, frozen, batch, rng) -> Rollout), completions split along the batch axis."""
+                    pad_id: int, compute_dtype: str = ""):
+    """jit(fn(params, frozen, batch, rng) -> Rollout), completions split along the batch axis;
+    with `compute_dtype` ("bfloat16", `rl.rollout_dtype`) the sampler computes in it whatever
+    the trainer's dtype ("": the model's own)."""
 
     def fn(params, frozen, batch, rng):
-        return rollout(merge_policy(graphdef, params, frozen), batch, rng, sampling=sampling,
-                       group_size=group_size, eos_ids=eos_ids, pad_id=pad_id)
+        model = merge_policy(graphdef, params, frozen)
+        if compute_dtype:
+            set_compute_dtype(model, compute_dtype)
+        return rollout(model, batch, rng, sampling=sampling, group_size=group_size,
+                       eos_ids=eos_ids, pad_id=pad_id)
 
     return jax.jit(fn, in_shardings=(param_shardings, frozen_shardings, partitioner.batch,
                                      partitioner.replicated), out_shardings=partitioner.batch,

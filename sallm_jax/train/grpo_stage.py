@@ -20,7 +20,7 @@ from sallm_jax.rl.diagnostics import LogpDiffWatch
 from sallm_jax.rl.rewards import RewardWatch
 from sallm_jax.rl.scoring import ScoredGroups, completions_table, gathered_failures, rollout_scalars
 from sallm_jax.train.generation import load_generation, prune_generations, save_generation
-from sallm_jax.train.grpo_step import GRPOStep, batch_advantages
+from sallm_jax.train.grpo_step import GRPOStep, batch_advantages, grpo_extras
 from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.state import TrainState, make_optimizer
@@ -127,6 +127,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
     loop = TrainingLoop("grpo", cfg, params=params, tx=tx, rows=rows, chat=chat,
+                        extras=grpo_extras(cfg),
                         workdir=workdir, seed=seed, partitioner=partitioner,
                         updates_per_step=cfg.num_iterations, counter="update", **loop_args)
     grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=loop.state_shardings,

@@ -27,14 +27,22 @@ from sallm_jax.models.layer_scan import compiler_options
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from sallm_jax.rl.diagnostics import logp_difference, masked_mean
+from sallm_jax.rl.entropy_control import (
+    EXTRAS_KEY,
+    applied_coefficient,
+    init_entropy_control,
+    next_entropy_control,
+)
 from sallm_jax.rl.grpo import (
     grpo_loss,
+    high_entropy_mask,
     micro_batch_weights,
     per_reward_advantages,
 )
 from sallm_jax.rl.policy import completion_logprobs, completion_logprobs_and_entropy, merge_policy
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.rl.rollout import Rollout, SamplingConfig, make_rollout_fn
+from sallm_jax.rl.rollout_correction import rollout_correction_stats, rollout_correction_weights
 from sallm_jax.rl.scoring import (
     ScoredGroups,
     local_rollout,
@@ -87,6 +95,20 @@ def batch_advantages(cfg: ml_collections.ConfigDict, rewards: jax.Array,
                                                          scale=cfg.scale_rewards)
 
 
+def grpo_extras(cfg: ml_collections.ConfigDict) -> dict:
+    """The train state's `extras` at the start of a GRPO stage: the adaptive entropy
+    controller's initial state with `cfg.use_adaptive_entropy`, else none."""
+    return {EXTRAS_KEY: init_entropy_control(cfg.entropy_coef)} if cfg.use_adaptive_entropy else {}
+
+
+def rollout_weights(cfg: ml_collections.ConfigDict, old_logp: jax.Array,
+                    rollout_logp: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`rollout_correction_weights` under `cfg.rollout_correction` and its bounds."""
+    return rollout_correction_weights(old_logp, rollout_logp, mask, cfg.rollout_correction,
+                                      low=cfg.rollout_correction_min or None,
+                                      high=cfg.rollout_correction_max or None)
+
+
 def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                      cfg: ml_collections.ConfigDict, partitioner: Partitioner,
                      state_shardings: TrainState, frozen_shardings: nnx.State):
@@ -101,13 +123,24 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     that many prompts (same result, less activation memory; a `top_entropy_quantile`
     threshold is then taken within each micro-batch). "entropy" is the policy's mean entropy
     over the sampled completion tokens, from the same log-softmax as the log-probs.
-    """
 
-    def loss_fn(params, frozen, inputs):
+    `cfg.rollout_correction` weighs the policy term by `rollout_correction_weights` of the
+    trainer's log-probs at the sampler's parameters (`old_logp`, or this update's own when
+    None) against "rollout_logp" (then required), logging "rollout_is/*". With
+    `cfg.use_adaptive_entropy` the entropy coefficient is the state's controller's
+    (`extras["entropy_control"]`, see `grpo_extras`), moved after the update by the entropy
+    it measured; logs "entropy_coef" (the next) and "entropy_coef/applied".
+    """
+    adaptive, correction = cfg.use_adaptive_entropy, cfg.rollout_correction
+
+    def loss_fn(params, frozen, inputs, entropy_coef):
         logp, entropy = completion_logprobs_and_entropy(
             merge_policy(graphdef, params, frozen), inputs["batch"], inputs["ids"], inputs["mask"],
             group_size=cfg.group_size, temperature=cfg.temperature)
         old = jax.lax.stop_gradient(logp) if inputs["old_logp"] is None else inputs["old_logp"]
+        mask = inputs["mask"].astype(jnp.float32)
+        weights = (rollout_weights(cfg, old, inputs["rollout_logp"], mask)[0] if correction
+                   else None)
         loss, metrics = grpo_loss(
             logp, old, inputs["ref_logp"], inputs["advantages"], inputs["mask"].astype(jnp.float32),
             epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
@@ -116,18 +149,31 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             off_policy=inputs["off_policy"] if cfg.num_off_policy else None,
             loss_type=cfg.loss_type, delta=cfg.delta or None, sapo_tau_pos=cfg.sapo_tau_pos,
             sapo_tau_neg=cfg.sapo_tau_neg, entropy=entropy,
-            top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=cfg.entropy_coef,
+            top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=entropy_coef,
             off_policy_mask_threshold=cfg.off_policy_mask_threshold,
-            use_bias_correction_kl=cfg.use_bias_correction_kl)
-        return loss, (metrics, jax.lax.stop_gradient({"logp": logp, "entropy": entropy}))
+            use_bias_correction_kl=cfg.use_bias_correction_kl, rollout_weights=weights)
+        per_token = {"logp": logp, "entropy": entropy}
+        if adaptive:  # the tokens whose entropy the controller measures: the policy term's
+            per_token["kept"] = (high_entropy_mask(entropy, mask, cfg.top_entropy_quantile)
+                                 if cfg.top_entropy_quantile < 1.0 else mask > 0)
+        return loss, (metrics, jax.lax.stop_gradient(per_token))
 
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
+        if correction and group.get("rollout_logp") is None:
+            raise ValueError("rl.rollout_correction: the batch holds no sampler log-probs "
+                             "(group['rollout_logp'])")
+        if adaptive and EXTRAS_KEY not in state.extras:
+            raise ValueError("rl.use_adaptive_entropy: the train state holds no entropy "
+                             "controller (start it with extras=grpo_extras(cfg))")
         inputs = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
                   "off_policy": group["off_policy"], "old_logp": old_logp, "ref_logp": ref_logp,
+                  "rollout_logp": group.get("rollout_logp") if correction else None,
                   "advantages": batch_advantages(
                       cfg, group["rewards"], group.get("per_fn"),
                       group["mask"].sum(-1).reshape(group["rewards"].shape)).reshape(-1)}
-        grad_fn = jax.value_and_grad(lambda p, r: loss_fn(p, frozen, r), has_aux=True)
+        control = state.extras[EXTRAS_KEY] if adaptive else None
+        coef = applied_coefficient(control, cfg.entropy_target) if adaptive else cfg.entropy_coef
+        grad_fn = jax.value_and_grad(lambda p, r: loss_fn(p, frozen, r, coef), has_aux=True)
         num_prompts = group["rewards"].shape[0]
         if not cfg.micro_batch_size or cfg.micro_batch_size >= num_prompts:
             (loss, (metrics, per_token)), grads = grad_fn(state.params, inputs)
@@ -143,8 +189,20 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         metrics = {**metrics, "entropy": masked_mean(per_token["entropy"], sampled)}
         if group.get("rollout_logp") is not None:
             metrics.update(logp_difference(group["rollout_logp"], per_token["logp"], sampled))
+        if correction:
+            old = per_token["logp"] if old_logp is None else old_logp
+            metrics.update(rollout_correction_stats(
+                *rollout_weights(cfg, old, group["rollout_logp"], sampled), sampled, correction))
         metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         state, metrics["finite"] = apply_gradients(state, grads, tx, loss)
+        if adaptive:  # a skipped (non-finite) update leaves the controller too
+            moved = next_entropy_control(
+                control, masked_mean(per_token["entropy"], sampled * per_token["kept"]),
+                target=cfg.entropy_target, delta=cfg.entropy_coef_delta,
+                coef_min=cfg.entropy_coef_min, coef_max=cfg.entropy_coef_max)
+            moved = jax.tree.map(lambda n, o: jnp.where(metrics["finite"], n, o), moved, control)
+            state = state._replace(extras={**state.extras, EXTRAS_KEY: moved})
+            metrics.update({"entropy_coef": moved.coef, "entropy_coef/applied": coef})
         return state, metrics
 
     batch = partitioner.batch
@@ -195,7 +253,8 @@ class GRPOStep:
         self.sample = make_rollout_fn(graphdef, state_shardings.params, frozen_shardings,
                                       partitioner, sampling=sampling,
                                       group_size=cfg.group_size - cfg.num_off_policy,
-                                      eos_ids=chat.stop_ids, pad_id=chat.pad_id)
+                                      eos_ids=chat.stop_ids, pad_id=chat.pad_id,
+                                      compute_dtype=cfg.rollout_dtype)
         self.logprobs, self.ref_logprobs = (
             make_logprob_fn(graphdef, state_shardings.params, frozen_shardings, partitioner,
                             group_size=cfg.group_size, temperature=cfg.temperature,

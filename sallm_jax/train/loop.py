@@ -74,7 +74,8 @@ class TrainingLoop:
     they stay untouched, since the train state starts from a copy. `spec.batch_size` is this
     process's share of the batch. A step runs `updates_per_step` optimiser updates (GRPO's
     num_iterations), so the state's counter counts updates and `step` is that over
-    `updates_per_step`; `counter` names the state's counter in the resume log line.
+    `updates_per_step`; `counter` names the state's counter in the resume log line. `extras`
+    start the state's `extras`, checkpointed and resumed with it.
 
     With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
     parameters and those every `eval_every` steps are scored and `run` returns the best (the
@@ -86,14 +87,14 @@ class TrainingLoop:
     def __init__(self, name: str, cfg: ml_collections.ConfigDict, *, params: nnx.State,
                  tx: optax.GradientTransformation, rows: Sequence[ManifestRow], chat: ChatFormat,
                  spec: BatchSpec, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
-                 skip_log: SkipLog | None = None,
+                 skip_log: SkipLog | None = None, extras: dict | None = None,
                  validate: Callable[[nnx.State], float] | None = None, num_workers: int = 0,
                  health: HealthCheck | None = None, updates_per_step: int = 1,
                  counter: str = "step", wandb: WandbSettings | None = None):
         self.name, self.cfg, self.updates_per_step = name, cfg, updates_per_step
         self.health = health or HealthCheck(stage=name)
         self.state, self.state_shardings = sharded_train_state(partitioner, params, tx,
-                                                               copy=True)
+                                                               copy=True, extras=extras)
         self.data_iter = iter(training_dataset(
             rows, chat, spec, num_batches=cfg.steps, seed=seed,
             process_index=jax.process_index(), process_count=jax.process_count(),

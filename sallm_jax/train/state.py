@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +13,14 @@ from sallm_jax.parallel.partitioner import Partitioner
 
 
 class TrainState(NamedTuple):
-    """Everything an update changes; a pytree that Orbax saves as is."""
+    """Everything an update changes; a pytree that Orbax saves as is. `extras` holds what a
+    stage's updates carry beside the optimiser, checkpointed with it (GRPO's adaptive entropy
+    controller, `sallm_jax.rl.entropy_control`); {} when none."""
 
     step: jax.Array
     params: nnx.State
     opt_state: optax.OptState
+    extras: dict[str, Any] = {}  # noqa: RUF012 (never mutated: a NamedTuple's default)
 
 
 def learning_rate_schedule(learning_rate: float, warmup_steps: int,
@@ -42,24 +45,28 @@ def make_optimizer(*, learning_rate: float, warmup_steps: int, total_steps: int,
                        optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
 
 
-def create_train_state(params: nnx.State, tx: optax.GradientTransformation) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+def create_train_state(params: nnx.State, tx: optax.GradientTransformation,
+                       extras: dict[str, Any] | None = None) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      extras=extras or {})
 
 
 def sharded_train_state(partitioner: Partitioner, params: nnx.State,
-                        tx: optax.GradientTransformation, *,
-                        copy: bool = False) -> tuple[TrainState, TrainState]:
+                        tx: optax.GradientTransformation, *, copy: bool = False,
+                        extras: dict[str, Any] | None = None) -> tuple[TrainState, TrainState]:
     """(state, its shardings) on `partitioner`'s mesh: optimiser moments are sharded like their
-    parameters. With `copy` the state's parameters are fresh buffers, so donating them leaves
-    `params` intact."""
+    parameters, `extras` (a pytree of small arrays) replicated. With `copy` the state's
+    parameters are fresh buffers, so donating them leaves `params` intact."""
     params = partitioner.shard_params(params, copy=copy)
     param_shardings = partitioner.param_shardings(params)
-    init = lambda p: create_train_state(p, tx)  # noqa: E731
+    init = lambda p: create_train_state(p, tx, extras)  # noqa: E731
     abstract = jax.eval_shape(init, params)
     moments = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_shardings,
                                     transform_non_params=lambda _: partitioner.replicated)
     shardings = TrainState(step=partitioner.replicated, params=param_shardings,
-                           opt_state=moments)
+                           opt_state=moments,
+                           extras=jax.tree.map(lambda _: partitioner.replicated,
+                                               abstract.extras))
     return jax.jit(init, out_shardings=shardings)(params), shardings
 
 
@@ -71,6 +78,6 @@ def apply_gradients(state: TrainState, grads: nnx.State, tx: optax.GradientTrans
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-    return TrainState(step=state.step + 1,
-                      params=keep(optax.apply_updates(state.params, updates), state.params),
-                      opt_state=keep(opt_state, state.opt_state)), finite
+    return state._replace(step=state.step + 1,
+                          params=keep(optax.apply_updates(state.params, updates), state.params),
+                          opt_state=keep(opt_state, state.opt_state)), finite
