@@ -189,6 +189,12 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         require(rl.steps % rl.steps_per_generation == 0, "rl.steps",
                 f"a multiple of rl.steps_per_generation = {rl.steps_per_generation} (each "
                 "generation is trained on in full)", rl.steps)
+        require(isinstance(rl.dynamic_sampling, bool), "rl.dynamic_sampling", "True or False",
+                rl.dynamic_sampling)
+        require(isinstance(rl.dynamic_sampling_max_draws, int)
+                and rl.dynamic_sampling_max_draws >= 1, "rl.dynamic_sampling_max_draws",
+                "an integer >= 1 (batches of prompts drawn at most to fill one training batch)",
+                rl.dynamic_sampling_max_draws)
         require(isinstance(rl.group_size, int) and rl.group_size >= 2, "rl.group_size",
                  "an integer >= 2 (advantages compare samples within a group)", rl.group_size)
         require(rl.loss_type in POLICY_TERMS, "rl.loss_type", f"one of {sorted(POLICY_TERMS)}",

@@ -187,6 +187,12 @@ def base_config() -> ml_collections.ConfigDict:
     # scored together, then one optimiser step per batch (num_iterations each); the ratio is
     # live from the generation's second update on. rl.steps must be a multiple of it.
     c.rl.steps_per_generation = 1
+    # DAPO's dynamic sampling: each training batch is filled with groups whose rewards differ
+    # (all-equal groups have zero advantages), drawing up to dynamic_sampling_max_draws batches
+    # of prompts; a batch still short after them trains on the groups it has (the shortfall is
+    # logged). Logs prompts_drawn and frac_reward_zero_std/drawn.
+    c.rl.dynamic_sampling = False
+    c.rl.dynamic_sampling_max_draws = 3
     c.rl.micro_batch_size = 0  # prompts per gradient-accumulation micro-batch; 0: whole batch
     c.rl.mask_truncated_completions = False
     c.rl.reward_fns = ("bleu",)

@@ -113,13 +113,20 @@ def frac_equal_reward_groups(rewards: np.ndarray, group_size: int) -> float:
 
 def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
                     partitioner: Partitioner) -> dict[str, float]:
-    """Reward and completion statistics of the sampled (on-policy) rows of every process."""
-    on = partitioner.gather(~groups.off_policy)
+    """Reward and completion statistics of the sampled (on-policy) rows of every process, over
+    the groups in the loss (a prompt the bad-input policy skipped, or a slot dynamic sampling
+    could not fill, has no completion tokens and no part in them; with none in the loss, over
+    every group)."""
+    mask = partitioner.gather(groups.mask)
+    in_loss = mask.reshape(-1, cfg.group_size * mask.shape[1]).any(1)
+    in_loss |= not in_loss.any()  # none in the loss: the statistics of what was scored
+    on = partitioner.gather(~groups.off_policy) & np.repeat(in_loss, cfg.group_size)
     rewards, per_fn = partitioner.gather(groups.rewards)[on], partitioner.gather(groups.per_fn)[on]
-    lengths = partitioner.gather(groups.mask.sum(1))[on]
+    lengths = mask.sum(1)[on]
+    grouped = partitioner.gather(groups.rewards).reshape(-1, cfg.group_size)[in_loss]
     scalars = {"reward_mean": rewards.mean(), "reward_std": rewards.std(),
-               "frac_reward_zero_std": frac_equal_reward_groups(
-                   partitioner.gather(groups.rewards), cfg.group_size),
+               "frac_reward_zero_std": frac_equal_reward_groups(grouped.reshape(-1),
+                                                                cfg.group_size),
                "completion_length": lengths.mean(),
                "truncated_fraction": partitioner.gather(groups.truncated)[on].mean(),
                "completion_tokens": lengths.sum(), **completion_length_range(lengths)}

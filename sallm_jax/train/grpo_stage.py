@@ -19,6 +19,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.diagnostics import LogpDiffWatch
 from sallm_jax.rl.rewards import RewardWatch
 from sallm_jax.rl.scoring import ScoredGroups, completions_table, gathered_failures, rollout_scalars
+from sallm_jax.train.dynamic_sampling import drawn_failures, drawn_scalars
 from sallm_jax.train.generation import load_generation, prune_generations, save_generation
 from sallm_jax.train.grpo_step import GRPOStep, batch_advantages, grpo_extras
 from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
@@ -52,7 +53,7 @@ class GRPOSteps(StageSteps):
         self.reward_watch = RewardWatch(cfg.reward_failure_stop_fraction,
                                         cfg.reward_failure_stop_steps)
         self.generations, self.base_rng = workdir / "generations", jax.random.key(seed)
-        self.generation, self.saved, self.groups = [], None, None
+        self.generation, self.saved, self.groups, self.host = [], None, None, None
         k = cfg.steps_per_generation
         if loop.resumed and (done := loop.step) % k:
             self.saved = load_generation(self.generations, done - done % k, jax.process_index())
@@ -61,28 +62,36 @@ class GRPOSteps(StageSteps):
     def step(self, state: TrainState, step: int) -> tuple[TrainState, StepResult]:
         k = self.cfg.steps_per_generation
         if step % k == 0:
-            self.generation = self.grpo_step.generate(
-                state, [next(self.loop.data_iter) for _ in range(k)],
-                [jax.random.fold_in(self.base_rng, step + j) for j in range(k)])
+            keys = [jax.random.fold_in(self.base_rng, step + j) for j in range(k)]
+            if self.cfg.dynamic_sampling:
+                self.generation = self.grpo_step.generate_filled(
+                    state, lambda: next(self.loop.data_iter), keys)
+            else:
+                self.generation = self.grpo_step.generate(
+                    state, [next(self.loop.data_iter) for _ in range(k)], keys)
             self.saved = None
         b = self.generation[step % k]
         state, metrics = self.grpo_step.train(state, b)
-        self.groups = b.groups
+        self.groups, self.host = b.groups, b.host
         return state, StepResult(metrics, {"reward": float(b.groups.rewards.mean())},
-                                 functools.partial(self.scalars, metrics, b.groups))
+                                 functools.partial(self.scalars, metrics, b.groups, b.host))
 
     def scalars(self, metrics: dict[str, jax.Array], groups: ScoredGroups,
-                seconds: float) -> dict[str, float]:
+                host: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
         update = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}
         scalars = {**update, **rollout_scalars(groups, self.cfg, self.partitioner),
                    "step_seconds": seconds}
+        if self.cfg.dynamic_sampling:
+            scalars.update(drawn_scalars(host))
         scalars["tokens_per_s"] = scalars.pop("completion_tokens") / seconds
         return scalars
 
     def check(self, step: int, result: StepResult) -> None:
         self.logp_watch.after_step(step, result.metrics)
-        self.reward_watch.after_step(step, *gathered_failures(self.groups, self.partitioner),
-                                     self.groups.first_errors)
+        failures = (drawn_failures(self.host, list(self.cfg.reward_fns))
+                    if self.cfg.dynamic_sampling
+                    else gathered_failures(self.groups, self.partitioner))
+        self.reward_watch.after_step(step, *failures, self.groups.first_errors)
 
     def record(self, step: int, writer: MetricWriter) -> None:
         every = self.cfg.log_completions_every
@@ -129,7 +138,9 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     loop = TrainingLoop("grpo", cfg, params=params, tx=tx, rows=rows, chat=chat,
                         extras=grpo_extras(cfg),
                         workdir=workdir, seed=seed, partitioner=partitioner,
-                        updates_per_step=cfg.num_iterations, counter="update", **loop_args)
+                        updates_per_step=cfg.num_iterations, counter="update",
+                        batches_per_step=(cfg.dynamic_sampling_max_draws
+                                          if cfg.dynamic_sampling else 1), **loop_args)
     grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=loop.state_shardings,
                          frozen=frozen, ref_params=ref_params, rows=rows, chat=chat,
                          partitioner=partitioner)

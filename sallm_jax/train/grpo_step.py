@@ -12,7 +12,7 @@ The stage around it (generations, watches, checkpoints) is `train/grpo_stage.py`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,7 @@ from sallm_jax.rl.scoring import (
     local_rollout,
     score_groups,
 )
+from sallm_jax.train.dynamic_sampling import fill_batch
 from sallm_jax.train.generation import (
     SavedGeneration,
 )
@@ -271,6 +272,9 @@ class GRPOStep:
         return GenerationBatch(host, local, groups, batch,
                                groups.device_group(self.cfg, self.partitioner), None)
 
+    def _rollout(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> Rollout:
+        return local_rollout(self.sample(state.params, self.frozen, batch, rng), self.partitioner)
+
     def generate(self, state: TrainState, hosts: Sequence[dict[str, np.ndarray]],
                  rngs: Sequence[jax.Array]) -> list[GenerationBatch]:
         """Roll out every batch at `state`'s parameters, score them, and compute the old
@@ -278,10 +282,29 @@ class GRPOStep:
         when num_iterations > 1, all but the first otherwise (its single update is at the
         sampler's parameters, where the ratio is exactly 1 without them)."""
         batches = [self.partitioner.device_batch(host) for host in hosts]
-        local = [local_rollout(self.sample(state.params, self.frozen, batch, rng),
-                               self.partitioner)
-                 for batch, rng in zip(batches, rngs, strict=True)]
-        generation = [self._scored(*b) for b in zip(hosts, local, batches, strict=True)]
+        local = [self._rollout(state, batch, rng) for batch, rng in zip(batches, rngs, strict=True)]
+        return self._with_old_logp(state, [self._scored(*b) for b in zip(hosts, local, batches,
+                                                                         strict=True)])
+
+    def generate_filled(self, state: TrainState, draw: Callable[[], dict[str, np.ndarray]],
+                        rngs: Sequence[jax.Array]) -> list[GenerationBatch]:
+        """`generate` with each batch filled by dynamic sampling (`fill_batch`): batches of
+        prompts from `draw` until the groups with a reward spread fill it. The kept groups are
+        scored again from their completions, as a resumed generation's are (the same values)."""
+        def rollout(host, rng):
+            return self._rollout(state, self.partitioner.device_batch(host), rng)
+
+        def score(out, host):
+            return score_groups(out, host, self.rows, self.chat.tokenizer, self.reward_fns,
+                                self.cfg)
+
+        return self._with_old_logp(state, [
+            self._scored(*fill_batch(draw, rollout, score, rng, self.cfg, self.partitioner,
+                                     self.chat.pad_id)) for rng in rngs])
+
+    def _with_old_logp(self, state: TrainState,
+                       generation: list[GenerationBatch]) -> list[GenerationBatch]:
+        """`generation` with the old log-probs of the batches that need them (see `generate`)."""
         for j, b in enumerate(generation):
             if j > 0 or self.cfg.num_iterations > 1:
                 b.old_logp = self.logprobs(state.params, self.frozen, b.batch, b.group["ids"],

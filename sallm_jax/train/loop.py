@@ -81,7 +81,8 @@ class TrainingLoop:
     parameters and those every `eval_every` steps are scored and `run` returns the best (the
     papers keep the best checkpoint on the validation split). `health` watches every step
     (default: stop on a non-finite one). With `wandb` the metric writer mirrors its records
-    to a W&B run of the stage.
+    to a W&B run of the stage. The data iterator holds `batches_per_step` batches for each
+    step (the most a step may draw: GRPO's dynamic sampling); a step takes what it needs.
     """
 
     def __init__(self, name: str, cfg: ml_collections.ConfigDict, *, params: nnx.State,
@@ -90,13 +91,14 @@ class TrainingLoop:
                  skip_log: SkipLog | None = None, extras: dict | None = None,
                  validate: Callable[[nnx.State], float] | None = None, num_workers: int = 0,
                  health: HealthCheck | None = None, updates_per_step: int = 1,
-                 counter: str = "step", wandb: WandbSettings | None = None):
+                 counter: str = "step", wandb: WandbSettings | None = None,
+                 batches_per_step: int = 1):
         self.name, self.cfg, self.updates_per_step = name, cfg, updates_per_step
         self.health = health or HealthCheck(stage=name)
         self.state, self.state_shardings = sharded_train_state(partitioner, params, tx,
                                                                copy=True, extras=extras)
         self.data_iter = iter(training_dataset(
-            rows, chat, spec, num_batches=cfg.steps, seed=seed,
+            rows, chat, spec, num_batches=cfg.steps * batches_per_step, seed=seed,
             process_index=jax.process_index(), process_count=jax.process_count(),
             skip_log=skip_log, num_workers=num_workers))
         self.ckpt = Checkpointer(workdir / "checkpoints", save_every=cfg.checkpoint_every)

@@ -1,0 +1,98 @@
+"""Filling one GRPO batch by dynamic sampling (`rl.dynamic_sampling`): draw batches of prompts,
+roll out and score each, and stop once the groups with a reward spread fill the batch or
+`rl.dynamic_sampling_max_draws` draws are spent (the choice itself: `rl/dynamic_sampling.py`).
+
+Every process draws its share of each global batch, as without dynamic sampling; the draws'
+host batches, rollouts and rewards are gathered, so every process decides on the same global
+rewards and the filled batch is the one a single process would fill (a process may train on
+groups another process sampled). The filled batch's statistics travel with it as host arrays
+(`DRAWN_KEYS`): the data iterator's position after the draws is the checkpoint's, and a
+generation kept beside a checkpoint keeps them, so a resumed stage logs the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.rl.dynamic_sampling import (
+    DRAWN_FAILURES,
+    DRAWN_FLAT,
+    DRAWN_PROMPTS,
+    DRAWN_SCORED,
+    SHORTFALL,
+    groups_with_signal,
+    pick_groups,
+    take_groups,
+)
+from sallm_jax.rl.rollout import Rollout
+from sallm_jax.rl.scoring import ScoredGroups, frac_equal_reward_groups
+
+Host = dict[str, np.ndarray]
+
+
+def fill_batch(draw: Callable[[], Host], rollout: Callable[[Host, jax.Array], Rollout],
+               score: Callable[[Rollout, Host], ScoredGroups], rng: jax.Array,
+               cfg: ml_collections.ConfigDict, partitioner: Partitioner,
+               pad_id: int) -> tuple[Host, Rollout]:
+    """This process's part of a batch filled by dynamic sampling: (host batch, its sampled rows).
+
+    `draw` returns the next host batch (B prompts of this process), `rollout` its sampled rows
+    (`local_rollout`) under a key, `score` their `ScoredGroups`. Draw d is sampled with
+    `rng` folded with d, except draw 0, which uses `rng` as a step without dynamic sampling
+    does. The host batch carries the statistics (`DRAWN_KEYS`): prompts drawn and the shortfall
+    over all processes, drawn groups whose rewards are all equal, and each reward function's
+    failures over all drawn samples (with the number of samples scored).
+    """
+    local_size, processes = None, jax.process_count()
+    hosts, rollouts, keep = [], [], []
+    flat = scored = 0
+    failures = np.zeros(len(cfg.reward_fns), np.int64)
+    for d in range(cfg.dynamic_sampling_max_draws):
+        host = draw()
+        local_size = len(host["valid"])
+        out = rollout(host, rng if d == 0 else jax.random.fold_in(rng, d))
+        groups = score(out, host)
+        hosts.append({k: partitioner.gather(v) for k, v in host.items()})
+        rollouts.append(Rollout(*(None if x is None else partitioner.gather(x) for x in out)))
+        rewards, per_fn = partitioner.gather(groups.rewards), partitioner.gather(groups.per_fn)
+        keep.append(groups_with_signal(rewards, per_fn, partitioner.gather(groups.mask),
+                                       cfg.group_size,
+                                       cfg.multi_reward_normalization == "per_reward"))
+        flat += round(frac_equal_reward_groups(rewards, cfg.group_size) * len(keep[-1]))
+        failures += partitioner.gather(np.array([[groups.failures.get(n, 0)
+                                                  for n in cfg.reward_fns]])).sum(0)
+        scored += len(rewards)
+        if sum(k.sum() for k in keep) >= local_size * processes:
+            break
+    size = local_size * processes
+    picks, in_loss = pick_groups(keep, size)
+    mine = slice(jax.process_index() * local_size, (jax.process_index() + 1) * local_size)
+    host, out = take_groups(hosts, rollouts, picks[mine], in_loss[mine], pad_id)
+    host.update({DRAWN_PROMPTS: np.array(len(keep) * size),
+                 SHORTFALL: np.array(size - int(in_loss.sum())),
+                 DRAWN_FLAT: np.array(flat), DRAWN_FAILURES: failures,
+                 DRAWN_SCORED: np.array(scored)})
+    return host, out
+
+
+def drawn_scalars(host: Host) -> dict[str, float]:
+    """The logged statistics of a filled batch: `prompts_drawn` (every process's),
+    `dynamic_sampling/shortfall` (prompts the kept groups did not fill) and
+    `frac_reward_zero_std/drawn` (the drawn groups whose rewards are all equal: what
+    `frac_reward_zero_std` would have been without dynamic sampling)."""
+    drawn = int(host[DRAWN_PROMPTS])
+    return {"prompts_drawn": drawn, "dynamic_sampling/shortfall": int(host[SHORTFALL]),
+            "frac_reward_zero_std/drawn": int(host[DRAWN_FLAT]) / drawn}
+
+
+def drawn_failures(host: Host, names: list[str]) -> tuple[dict[str, int], int]:
+    """(per reward function, the drawn samples it failed on over all processes; the samples
+    scored): what the reward watch reads, so a reward that fails on every sample (and thereby
+    leaves every group flat and dropped) is still seen."""
+    return (dict(zip(names, np.asarray(host[DRAWN_FAILURES]).tolist(), strict=True)),
+            int(host[DRAWN_SCORED]))
