@@ -50,6 +50,7 @@ def test_presets_are_valid(name, preset):
     ("sft.max_grad_norm", 0.0, "sft.max_grad_norm"),
     ("rl.weight_decay", -0.1, "rl.weight_decay"),
     ("train.on_nonfinite", "ignore", "train.on_nonfinite"),
+    ("rl.dynamic_sampling_max_draws", 0, "rl.dynamic_sampling_max_draws"),
     ("init_params", "no/such/params", "init_params: expected '' or a directory"),
 ])
 def test_bad_values_name_their_key(key, value, message):
