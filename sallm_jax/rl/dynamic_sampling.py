@@ -88,15 +88,18 @@ def padded(host: dict[str, np.ndarray], prompt_length: int, width: int | None,
 
 
 def take_groups(hosts: list[dict[str, np.ndarray]], rollouts: list[Rollout], picks: np.ndarray,
-                in_loss: np.ndarray, pad_id: int) -> tuple[dict[str, np.ndarray], Rollout]:
+                in_loss: np.ndarray, pad_id: int,
+                shape_of: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], Rollout]:
     """The batch `pick_groups` chose: (host batch [len(picks)], its sampled rows).
 
     `hosts[d]` is draw d's host batch and `rollouts[d]` its sampled rows ([B_d * n, ...],
     prompt-major, n per prompt), both over the same prompts; `picks` [K, 2] (draw, slot) and
-    `in_loss` [K] as `pick_groups` returns them. The prompts are padded to the largest shape of
-    the picked draws; a slot not in the loss has "valid" False.
+    `in_loss` [K] as `pick_groups` returns them (or a process's slice of them). The prompts are
+    padded to the largest shape of the draws in `shape_of` [M, 2] (default `picks`: every
+    process passes the whole batch's picks, so that all take the same shape); a slot not in
+    the loss has "valid" False.
     """
-    used = sorted(set(picks[:, 0].tolist()))
+    used = sorted(set((picks if shape_of is None else shape_of)[:, 0].tolist()))
     length = max(hosts[d]["prompt_ids"].shape[1] for d in used)
     width = (max(hosts[d]["waveforms"].shape[1] for d in used)
              if "waveforms" in hosts[used[0]] else None)

@@ -72,7 +72,7 @@ def fill_batch(draw: Callable[[], Host], rollout: Callable[[Host, jax.Array], Ro
     size = local_size * processes
     picks, in_loss = pick_groups(keep, size)
     mine = slice(jax.process_index() * local_size, (jax.process_index() + 1) * local_size)
-    host, out = take_groups(hosts, rollouts, picks[mine], in_loss[mine], pad_id)
+    host, out = take_groups(hosts, rollouts, picks[mine], in_loss[mine], pad_id, shape_of=picks)
     host.update({DRAWN_PROMPTS: np.array(len(keep) * size),
                  SHORTFALL: np.array(size - int(in_loss.sum())),
                  DRAWN_FLAT: np.array(flat), DRAWN_FAILURES: failures,

@@ -88,6 +88,10 @@ def test_take_groups_pads_to_the_largest_picked_draw_and_marks_the_shortfall():
     np.testing.assert_array_equal(out.ids[:, 0], [110, 115, 20, 25, 0, 5])
     assert out.truncated.tolist() == [False, True, True, False, True, False]
     assert out.logp is None
+    # A process's share of the batch takes the shape of the whole batch's picks.
+    host, _ = take_groups(hosts, rollouts, picks[1:], np.array([True, False]), pad,
+                          shape_of=picks)
+    assert host["prompt_ids"].shape == (2, 6) and host["waveforms"].shape == (2, 30)
 
 
 def test_padding_to_a_larger_bucket_keeps_the_log_probs():
