@@ -7,7 +7,8 @@ Config fields can be overridden on the command line, e.g. `--config.rl.beta=0.02
 
 Exit status: 0 done, 1 a fault of the program (with its traceback), 2 a config or data error (one
 line naming the key or file; --debug for the traceback, `user_errors`), 3 diverged, 4 the work
-directory is in use, 5 stopped by a signal (run the same command again to resume).
+directory is in use, 5 stopped by a signal (run the same command again to resume), 130 stopped
+at once by a second SIGINT.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sallm_jax.train.workdir_lock import WorkdirLocked
 EXIT_DIVERGED = 3  # a non-finite step (train.on_nonfinite) or a reward failing (rl.reward_*)
 EXIT_LOCKED = 4  # another run holds the work directory
 EXIT_PREEMPTED = 5  # stopped by SIGTERM / SIGINT after saving a checkpoint; run again to resume
+EXIT_INTERRUPTED = 130  # a second SIGINT stopped it at once (128 + SIGINT, as a shell reports)
 
 _CONFIG = define_config_flag("config", "Experiment config file: configs/<name>.py[:preset] or "
                              "<name>[:preset] (the shipped configs), or a path.",
@@ -61,6 +63,10 @@ def main(argv: list[str]) -> None:
     except Preempted as error:
         logging.warning("%s", error)
         sys.exit(EXIT_PREEMPTED)
+    except KeyboardInterrupt:  # a second Ctrl-C: no step finished, no checkpoint saved
+        logging.warning("stopped at once by a second SIGINT; the same command resumes from the "
+                        "last checkpoint saved")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

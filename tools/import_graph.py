@@ -28,7 +28,7 @@ PACKAGE = "sallm_jax"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("sallm_jax", "sallm_jax.progress", "sallm_jax.config_file",
                     "sallm_jax.long_text", "sallm_jax.user_errors", "sallm_jax.record_files",
-                    "sallm_jax.audio.*")),
+                    "sallm_jax.stop_signal", "sallm_jax.audio.*")),
     ("data", ("sallm_jax.data.*",)),
     ("models", ("sallm_jax.models.*",)),
     ("parallel", ("sallm_jax.parallel.*",)),

@@ -31,6 +31,7 @@ from sallm_jax.data.manifest import ManifestRow, write_manifest
 from sallm_jax.data.prompts import target_text, user_text
 from sallm_jax.data.speech_synth import Speaker, synthesize
 from sallm_jax.progress import track
+from sallm_jax.stop_signal import check
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "validation", "test")
@@ -164,6 +165,7 @@ def _build_into(
              for split in SPLITS for index, (clip, item) in enumerate(plan[split])]
     rows: dict[str, list[ManifestRow]] = {split: [] for split in SPLITS}
     for split, index, clip, item in track(clips, f"synth {dataset}", len(clips), unit="clip"):
+        check(f"synth {dataset}")  # a stop signal: the caller removes the staging folder
         passage_id = f"{split}-{index:05d}"
         audio = directory / "audio" / split / f"{passage_id}.wav"
         duration = write_clip(audio, clip.text, clip.speaker, seed=index)
@@ -192,7 +194,8 @@ def build_embedded(
 
     A cached build is reused when `root/build.json` records the same parameters and format version.
     A new build is written to a temporary sibling folder and renamed into place, so an interrupted
-    build leaves either the previous complete set or nothing. A folder holding another embedded
+    build leaves either the previous complete set or nothing; a stop signal ends it before the next
+    clip (`stop_signal.Preempted`), its temporary folder removed. A folder holding another embedded
     set, or anything without a build.json, is never replaced.
 
     Returns:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import tokenizers
 import transformers
 from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from sallm_jax.stop_signal import check
 
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
@@ -67,9 +70,34 @@ _TEMPLATE_REPEATS = 200
 
 
 def _training_texts(texts: Iterable[str]) -> Iterator[str]:
+    """The template's text, then `texts`; a stop signal ends the training before the next text
+    (`stop_signal.Preempted` leaves the trainer, and nothing is saved)."""
     for _ in range(_TEMPLATE_REPEATS):
         yield from _TEMPLATE_TEXT
-    yield from texts
+    for text in texts:
+        check("tokenizer")
+        yield text
+
+
+def _with_signals_handled(train: Callable[[], object]) -> None:
+    """Run `train` in a thread while the main thread waits in Python. The trainer's Rust code
+    would otherwise hold the main thread, where Python runs signal handlers, until it ends: a
+    stop signal would go unseen by `_training_texts` (which the trainer reads from a thread of
+    its own) and a second Ctrl-C could not stop the run."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            train()
+        except BaseException as error:  # handed to the main thread
+            failed.append(error)
+
+    worker = threading.Thread(target=run, name="tokenizer training", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if failed:
+        raise failed[0]
 
 
 def train_tokenizer(
@@ -85,6 +113,7 @@ def train_tokenizer(
       The tokenizer, already saved as tokenizer.json + tokenizer_config.json (with the chat
       template) in `out_dir`; `load_tokenizer(out_dir)` gives back the same ids.
     """
+    logging.info("[tokenizer] training a byte-level BPE of %d tokens for %s", vocab_size, out_dir)
     # GPT-2's pre-tokenisation regex and byte alphabet: every string has an exact encoding.
     backend = tokenizers.Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -96,7 +125,8 @@ def train_tokenizer(
         min_frequency=2,
         show_progress=False,
     )
-    backend.train_from_iterator(_training_texts(texts), trainer=trainer)
+    _with_signals_handled(lambda: backend.train_from_iterator(_training_texts(texts),
+                                                              trainer=trainer))
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=PAD_TOKEN,
@@ -116,9 +146,12 @@ def save_atomically(tokenizer: transformers.PreTrainedTokenizerBase, out_dir: Pa
     next start trains it again."""
     staging = out_dir.with_name(f"{out_dir.name}.saving-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(out_dir, ignore_errors=True)  # what an older, interrupted save left
-    os.replace(staging, out_dir)
+    try:
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(out_dir, ignore_errors=True)  # what an older, interrupted save left
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a second Ctrl-C while saving
 
 
 def load_tokenizer(directory: str | os.PathLike) -> transformers.PreTrainedTokenizerBase:

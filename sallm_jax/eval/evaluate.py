@@ -9,11 +9,14 @@ draws with their spread (`<metric>_std`, population std) beside them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import pathlib
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -25,8 +28,10 @@ from sallm_jax.eval.metrics import text_metrics
 from sallm_jax.eval.mmau import mmau_accuracy
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.progress import track
+from sallm_jax.record_files import read_json, write_atomically
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
 from sallm_jax.rl.scoring import decode_completions
+from sallm_jax.stop_signal import check
 
 
 def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
@@ -40,7 +45,8 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
 
     `spec.batch_size` is each process's share; every process decodes its own batches and the
     answers are gathered. The batches show their progress as phase `name` (a bar that stays
-    unless it is nested in a training stage's, or a log line every 30 s).
+    unless it is nested in a training stage's, or a log line every 30 s). A stop signal ends
+    the pass before its next batch (`stop_signal.Preempted`).
     """
     skip_log = skip_log or SkipLog("error")
     params, frozen = partitioner.shard_params(params), partitioner.shard_params(frozen)
@@ -53,6 +59,7 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
     batches = evaluation_batches(rows, chat, spec, process_index=jax.process_index(),
                                  process_count=jax.process_count(), skip_log=skip_log)
     for i, batch in enumerate(track(batches, name, len(batches), unit="batch", leave=None)):
+        check(name, collective=True)  # a stop signal: nothing of the pass is written
         out = generate(params, frozen, partitioner.device_batch(batch),
                        jax.random.fold_in(rng, i))
         ids, mask = (partitioner.gather(partitioner.to_local(x)) for x in (out.ids, out.mask))
@@ -106,9 +113,18 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
 
     Returns the mean over draws of each metric, with `<metric>_std` when there are several.
     Rows that the "skip" bad-input policy left out are not scored; "num_skipped" counts them.
+
+    With `out_dir`, each file is written whole or not at all, and `done.json` last names what
+    the pass evaluated (`pass_key`): a pass already written for the same parameters, rows and
+    decoding is read back instead of decoded again, so a run stopped during its evaluation
+    reruns only the passes it had not written.
     """
     if sampling.temperature == 0 and num_samples != 1:
         raise ValueError(f"num_samples: greedy decoding gives one answer, got {num_samples}")
+    key = (pass_key(params, rows, sampling, num_samples, seed) if out_dir is not None else None)
+    if key is not None and (written := written_pass(out_dir, key)) is not None:
+        logging.info("[%s] already written in %s; read back", name, out_dir)
+        return written
     answers = generate_answers(graphdef, params, frozen, rows, chat, spec, sampling,
                                partitioner=partitioner, seed=seed, skip_log=skip_log,
                                num_samples=num_samples, name=name)
@@ -124,12 +140,41 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
     metrics["num_samples"] = num_samples
     if out_dir is not None and jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-            for i in scored:
-                record = {"id": rows[i].id, "question": rows[i].question,
-                          "reference": rows[i].answer, "prediction": answers[i][0]}
-                if num_samples > 1:
-                    record["draws"] = answers[i]
-                f.write(json.dumps(record) + "\n")
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        lines = []
+        for i in scored:
+            record = {"id": rows[i].id, "question": rows[i].question,
+                      "reference": rows[i].answer, "prediction": answers[i][0]}
+            if num_samples > 1:
+                record["draws"] = answers[i]
+            lines.append(json.dumps(record) + "\n")
+        write_atomically(out_dir / "predictions.jsonl", "".join(lines))
+        write_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        write_atomically(out_dir / "done.json", json.dumps({"key": key}))
     return metrics
+
+
+@jax.jit
+def _moments(params: nnx.State) -> list[jax.Array]:
+    """Per leaf: the sum and the sum of squares of its values, in float32."""
+    return [jnp.stack([jnp.sum(x), jnp.sum(jnp.square(x))])
+            for x in (leaf.astype(jnp.float32) for leaf in jax.tree.leaves(params))]
+
+
+def pass_key(params: nnx.State, rows: Sequence[ManifestRow], sampling: SamplingConfig,
+             num_samples: int, seed: int) -> str:
+    """What an evaluation pass depends on, hashed: the parameters (their values' moments per
+    leaf), the rows' ids, the decoding, the draws and the seed."""
+    moments = np.concatenate([np.asarray(m).ravel() for m in jax.device_get(_moments(params))])
+    described = json.dumps({"rows": [row.id for row in rows], "num_samples": num_samples,
+                            "sampling": dataclasses.asdict(sampling), "seed": seed})
+    return hashlib.sha256(moments.astype(np.float32).tobytes() + described.encode()).hexdigest()
+
+
+def written_pass(out_dir: pathlib.Path, key: str) -> dict[str, float] | None:
+    """The metrics of a pass `out_dir` holds whole for `key`; None when it holds none."""
+    done = out_dir / "done.json"
+    if not done.exists() or (read_json(done) or {}).get("key") != key:
+        return None
+    metrics = read_json(out_dir / "metrics.json")
+    whole = isinstance(metrics, dict) and (out_dir / "predictions.jsonl").exists()
+    return metrics if whole else None
