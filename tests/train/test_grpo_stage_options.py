@@ -1,0 +1,70 @@
+"""The adaptive entropy coefficient and the rollout correction through the GRPO stage: the
+coefficient follows its rule step by step and resumes from a checkpoint exactly, and a
+bfloat16 sampler's gap to the float32 trainer is measured, corrected and logged."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from sallm_jax.configs.sqa_grpo import get_config
+from sallm_jax.experiment import batch_spec, model_config
+from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.parallel.mesh import make_mesh
+from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.train.grpo_stage import run_grpo
+from sallm_jax.validate import validate_config
+from tests.batch_spec import qwen2_audio_chat
+
+pytestmark = pytest.mark.slow
+
+TIMING = ("step_seconds", "tokens_per_s")
+
+
+def train(workdir, small_sqa, steps=3):
+    """GRPO steps of the smoke preset with both options on: (params, records)."""
+    rows, tok = small_sqa
+    cfg = get_config("smoke")
+    cfg.rl.steps, cfg.rl.log_every, cfg.rl.checkpoint_every = steps, 1, 1
+    cfg.rl.learning_rate, cfg.rl.warmup_steps, cfg.rl.reward_fns = 1e-2, 0, ("chrf",)
+    cfg.rl.use_adaptive_entropy, cfg.rl.entropy_coef, cfg.rl.entropy_target = True, 0.01, 100.0
+    cfg.rl.entropy_coef_max = 0.02
+    cfg.rl.rollout_dtype, cfg.rl.rollout_correction = "bfloat16", "token_truncate"
+    cfg.rl.rollout_correction_min, cfg.rl.rollout_correction_max = 0.999, 1.001
+    validate_config(cfg)
+    mcfg = model_config(cfg, tok)
+    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    trained = run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
+                       ref_params=None, rows=rows["train"], chat=qwen2_audio_chat(tok),
+                       spec=batch_spec(cfg, mcfg, "rl.batch_size", cfg.rl.max_completion_length),
+                       workdir=workdir, seed=0,
+                       partitioner=Partitioner(make_mesh({"data": -1}), ()))
+    records = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+               for line in (workdir / "metrics.jsonl").open()]
+    return jax.tree.map(np.asarray, trained), records
+
+
+def test_both_options_through_the_stage_and_a_resume(tmp_path, small_sqa):
+    params, records = train(tmp_path / "run", small_sqa)
+    # The entropy (a few nats) is below the target: the coefficient rises by delta each step
+    # up to its bound, and is applied from the second step on (nothing measured before).
+    assert [r["entropy_coef"] for r in records] == pytest.approx([0.015, 0.02, 0.02])
+    assert [r["entropy_coef/applied"] for r in records] == pytest.approx([0.0, 0.015, 0.02])
+    # The bfloat16 sampler differs from the float32 trainer by more than float32 noise, and the
+    # bounds [0.999, 1.001] truncate some of the weights (the gap is ~1e-3 nats per token).
+    assert all(r["logp_diff/mean"] > 1e-4 for r in records)
+    assert all(0 < r["rollout_is/outside_fraction"] < 1 for r in records)
+    low, high = np.float32(0.999), np.float32(1.001)  # the bounds as float32 clips to them
+    assert all(low <= r["rollout_is/min"] <= r["rollout_is/max"] <= high for r in records)
+
+    # Resume after step 2: the same records (the coefficient included) and final parameters.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "run", resumed)
+    shutil.rmtree(resumed / "checkpoints" / "3")
+    again, resumed_records = train(resumed, small_sqa)
+    assert resumed_records == records
+    for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(a, b)
