@@ -1,0 +1,63 @@
+"""Dynamic sampling over two processes (127.0.0.1, gloo): the processes decide on the same
+gathered rewards, so the two-process run draws, keeps and trains like the one-process run:
+the same prompts drawn, shortfall, rewards and losses at every step."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.parallel.test_multiprocess import ARGS, ROOT, free_port, metrics
+from tests.train.test_dynamic_sampling import is_flat
+
+pytestmark = pytest.mark.slow
+DYNAMIC = ["--config.rl.dynamic_sampling=True", "--config.rl.dynamic_sampling_max_draws=3",
+           "--config.rl.log_completions_every=1",
+           "--config.rl.reward_fns=('tests.parallel.test_dynamic_sampling_processes:"
+           "flat_on_some_prompts',)"]
+RUN_ARGS = [a for a in ARGS if not a.startswith("--config.rl.reward_fns")] + DYNAMIC
+
+
+def flat_on_some_prompts(completion: str, example: dict) -> float:
+    """0.5 on the `is_flat` prompts, chrF against the answer elsewhere."""
+    from sallm_jax.rl.rewards import REWARD_FNS
+
+    return 0.5 if is_flat(example["id"]) else REWARD_FNS["chrf"](completion, example)
+
+
+def launch(workdir, cache, processes: int) -> None:
+    env = {**os.environ, "SALLM_JAX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
+    port, procs = free_port(), []
+    for i in range(processes):
+        extra = [] if processes == 1 else [
+            f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+            f"--config.parallel.num_processes={processes}", f"--config.parallel.process_id={i}",
+            "--config.parallel.cpu_collectives=True"]
+        log = open(workdir.parent / f"{workdir.name}.{i}.log", "w")  # noqa: SIM115
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "sallm_jax.main", *RUN_ARGS, *extra,
+             f"--workdir={workdir}"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=900) for p in procs]
+    logs = [(workdir.parent / f"{workdir.name}.{i}.log").read_text()[-3000:]
+            for i in range(processes)]
+    assert codes == [0] * processes, logs
+
+
+def test_two_processes_draw_and_keep_like_one(tmp_path, smoke_cache):
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(one, smoke_cache, 1)
+    launch(two, smoke_cache, 2)
+    a, b = metrics(one, "grpo"), metrics(two, "grpo")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    # Some step drew more than one batch: flat groups were replaced.
+    assert any(r["prompts_drawn"] > 2 for r in a)
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("prompts_drawn", "dynamic_sampling/shortfall", "frac_reward_zero_std/drawn"):
+            assert rb[k] == ra[k], (ra["step"], k)
+        for k in ("loss", "reward_mean"):
+            assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-6), (ra["step"], k)
+    # The kept prompts of the one-process run: none of them flat.
+    tables = [json.loads(line) for line in (one / "grpo" / "completions.jsonl").open()]
+    assert all(not is_flat(g["id"]) for t in tables for g in t["groups"])
