@@ -114,11 +114,14 @@ def predicted_bytes(checkpoint: pathlib.Path, prompts: int) -> int:
 
     hf = json.loads((checkpoint / "config.json").read_text())
     config = family_for_hf_config(hf).config_from_hf(hf)
-    prompt_len = (get_config("paper").data.max_prompt_text_tokens
+    paper = get_config("paper")
+    prompt_len = (paper.data.max_prompt_text_tokens
                   + num_audio_tokens(config, int(BUCKET_S * 16000)))
     plan = plan_memory(config, {"data": 1, "fsdp": 1, "tensor": 1},
                        PlanInputs(batch_size=prompts, group_size=2, prompt_len=prompt_len,
-                                  completion_len=16, dtype="bfloat16", lora_rank=8, beta=0.02))
+                                  completion_len=16, dtype="bfloat16", lora_rank=8,
+                                  remat="full" if paper.model.remat else "none",
+                                  beta=paper.rl.beta))
     return plan.total
 
 

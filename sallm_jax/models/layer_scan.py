@@ -4,19 +4,18 @@ runs it, the prefill, every decode step, the log-prob pass and its gradient, for
 optimise; a 16-block conformer or a 32-layer Whisper encoder adds its own to every program that
 encodes audio), with the same arithmetic.
 
-`set_scan_layers(model, True)` turns it on for every decoder and audio encoder in `model`.
+`set_scan_layers(model, True)` turns it on for every decoder and audio encoder in `model`
+(`StackedStorage`): each then stores its layers stacked (`LayerStack`), one module whose every
+variable has a leading layer axis, so the programs read the weights where they lie. A stack
+built inside a program would be a second copy of the weights it stacks, and XLA's CPU backend
+keeps it in float32 for a bfloat16 model of 16 layers or more (granite_speech_2b at 16 layers:
+an SFT step peaked at 10.6 GB with 3.0 GB of weights; its 16-block conformer, 0.88 GB, took
+1.0 GB of temporaries to encode one clip with its stack built in the program).
 
-- A decoder (`StackedStorage`) then stores its layers stacked (`LayerStack`): one module whose
-  every variable has a leading layer axis, so the programs read the weights where they lie. A
-  stack built inside a program would be a second copy of the decoder's weights, and XLA's CPU
-  backend keeps it in float32 for a bfloat16 model of 16 layers or more (granite_speech_2b at
-  16 layers: an SFT step peaked at 10.6 GB with 3.0 GB of weights).
-- An audio encoder, which each program runs once, stacks its layers inside the program.
-
-Stored stacked, a decoder's parameters are named `layers/layer/...` with the layer axis first
-(its sharding names lead with None); checkpoints of the training state follow the layout, and
-`models.hub` reads and writes the per-layer layout (`layers_unstacked` for an export). Apply
-LoRA before stacking.
+Stored stacked, a module's layer parameters are named `layers/layer/...` with the layer axis
+first (their sharding names lead with None); checkpoints of the training state follow the
+layout, and `models.hub` reads and writes the per-layer layout (`layers_unstacked` for an
+export). Apply LoRA before stacking.
 """
 
 from __future__ import annotations
@@ -63,26 +62,17 @@ class StackedLayers(NamedTuple):
         return jax.tree.leaves(self.state)[0].shape[0]
 
 
-def _common_graphdef(layers: Sequence[nnx.Module], what: str, first: int) -> nnx.GraphDef:
-    """The one structure of `layers` (layers first, first + 1, ... of the `what` stack, as the
-    error names them)."""
+def _common_graphdef(layers: Sequence[nnx.Module], what: str) -> nnx.GraphDef:
+    """The one structure of `layers` (the `what` stack's, as the error names it)."""
     graphdefs = [nnx.graphdef(layer) for layer in layers]
-    for index, other in enumerate(graphdefs[1:], start=first + 1):
+    for index, other in enumerate(graphdefs[1:], start=1):
         if other != graphdefs[0]:
             raise ValueError(
-                f"model.scan_layers: {what} layer {index} differs in structure from layer {first} "
+                f"model.scan_layers: {what} layer {index} differs in structure from layer 0 "
                 "(adapters on some layers only?); scan needs every layer alike, or set "
                 "model.scan_layers = False"
             )
     return graphdefs[0]
-
-
-def stack_layers(layers: Sequence[nnx.Module], what: str = "decoder",
-                 first: int = 0) -> StackedLayers:
-    """Structurally equal layers stacked (inside a program: a copy of their weights)."""
-    graphdef = _common_graphdef(layers, what, first)
-    states = [nnx.state(layer) for layer in layers]
-    return StackedLayers(graphdef, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states))
 
 
 class LayerStack(nnx.Module):
@@ -144,7 +134,7 @@ def store_stacked(layers: Sequence[nnx.Module], what: str = "decoder") -> LayerS
     gives up a variable once it is in its stack, so the move holds the weights plus one
     variable's stack. (The stack is filled in place: XLA's CPU backend computes a bfloat16
     concatenation in float32, several times the stack's bytes.)"""
-    graphdef = _common_graphdef(layers, what, 0)
+    graphdef = _common_graphdef(layers, what)
     flats = [list(nnx.to_flat_state(nnx.state(layer))) for layer in layers]
     stacked = []
     for position in range(len(flats[0])):
@@ -185,9 +175,11 @@ def store_per_layer(stack: LayerStack) -> nnx.List:
 
 
 class StackedStorage:
-    """A decoder whose `layers` are a list, or with the layer scan on a `LayerStack`."""
+    """A decoder or audio encoder whose `layers` are a list, or with the layer scan on a
+    `LayerStack`; `stack_name` names the stack in errors."""
 
     layers: nnx.List | LayerStack
+    stack_name = "decoder"
 
     @property
     def scan_layers(self) -> bool:
@@ -196,7 +188,7 @@ class StackedStorage:
     def store_layers(self, stacked: bool) -> None:
         """Moves `layers` into the stacked (scanned) or the per-layer storage."""
         if stacked and not self.scan_layers:
-            self.layers = store_stacked(list(self.layers))
+            self.layers = store_stacked(list(self.layers), self.stack_name)
         elif not stacked and self.scan_layers:
             self.layers = store_per_layer(self.layers)
 
@@ -217,16 +209,13 @@ def scan_stack(layers: StackedLayers, carry: Any, step: Callable, remat: bool = 
     return carry
 
 
-def run_stack(layers: Sequence[nnx.Module], x: jax.Array, step: Callable, *, scan: bool,
-              what: str, first: int = 0) -> jax.Array:
-    """`x = step(layer, x)` for each of `layers` (layers first, first + 1, ... of the `what`
-    stack): unrolled, or with `scan` as one `lax.scan` over them stacked here (an encoder's
-    layers, which each program runs once)."""
-    if scan and layers:
-        stacked = stack_layers(layers, what, first)
-        return scan_stack(stacked, x, lambda layer, x, _: step(layer, x))
-    for layer in layers:
-        x = step(layer, x)
+def run_layers(layers: nnx.List | LayerStack, x: Any, step: Callable) -> Any:
+    """`x = step(layer, x, index)` for each of `layers` in turn: one `lax.scan` over a
+    `LayerStack` (index a traced int32), a Python loop over a list (index an int)."""
+    if isinstance(layers, LayerStack):
+        return scan_stack(layers.scanned(), x, step)
+    for index, layer in enumerate(layers):
+        x = step(layer, x, index)
     return x
 
 
@@ -275,13 +264,11 @@ def scan_writing_rows(layers: StackedLayers, x: jax.Array, cos: jax.Array, sin: 
 
 
 def set_scan_layers(model: nnx.Module, enabled: bool) -> nnx.Module:
-    """Switch the layer scan on or off for every decoder (moving its storage) and audio
-    encoder (a module with a bool `.scan_layers`)."""
+    """Switch the layer scan on or off for every decoder and audio encoder in `model`, moving
+    their layers' storage."""
     for _, module in list(nnx.iter_modules(model)):
         if isinstance(module, StackedStorage):
             module.store_layers(enabled)
-        elif isinstance(getattr(module, "scan_layers", None), bool):
-            module.scan_layers = enabled
     return model
 
 

@@ -25,6 +25,7 @@ from sallm_jax.models.layer_scan import StackedStorage, scan_layers
 from sallm_jax.models.layers import linear
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.models.remat import remat_layer
+from sallm_jax.models.vocab_projection import vocab_logits
 
 
 class RMSNorm(nnx.Module):
@@ -328,9 +329,7 @@ class Qwen2LM(StackedStorage, nnx.Module):
         else:
             kernel = self.lm_head.kernel[...]
         # float32 accumulation and output: log-probs for GRPO ratios need the precision.
-        return jnp.einsum(
-            "bsh,hv->bsv", hidden, kernel.astype(self.dtype), preferred_element_type=jnp.float32
-        )
+        return vocab_logits(hidden.astype(self.dtype), kernel.astype(self.dtype))
 
     def __call__(
         self,

@@ -1,7 +1,7 @@
 """The layer scan (models/layer_scan.py) over the audio encoders' layers against their unrolled
 loops: the Granite conformer (split around its self-conditioning CTC step, with an odd and an
 even number of blocks) and Qwen2-Audio's Whisper encoder (with clips of different lengths), in
-outputs and in gradients of the encoder's parameters."""
+outputs and in gradients of the encoder's parameters, with the layers stored stacked."""
 
 import dataclasses
 
@@ -34,6 +34,8 @@ def assert_scan_equals_loop(encoder: nnx.Module, *inputs) -> None:
         )
         jaxpr = str(jax.make_jaxpr(lambda p, s=scan: run(p, s))(params))
         assert ("scan" in jaxpr) == scan
+        # Stored stacked, the scanned encoder's program stacks no weights of its own.
+        assert "stack[" not in jaxpr and "concatenate" not in jaxpr
     (loss_loop, out_loop), grad_loop = results[False]
     (loss_scan, out_scan), grad_scan = results[True]
     np.testing.assert_allclose(out_scan, out_loop, rtol=1e-5, atol=1e-6)
@@ -75,8 +77,22 @@ def test_encoder_layers_of_different_structure_cannot_scan():
     encoder = granite.random_model(config).encoder
     apply_lora(encoder.layers[3], rank=2, alpha=4, target_modules=("to_q",), rngs=nnx.Rngs(1),
                scope=None)
-    set_scan_layers(encoder, True)
-    features = jnp.zeros((1, 12, encoder_config.input_dim))
     with pytest.raises(ValueError, match="audio encoder layer 3 differs in structure from "
-                                         "layer 2"):
-        encoder(features)
+                                         "layer 0"):
+        set_scan_layers(encoder, True)
+
+
+def test_scanned_encoders_hold_their_layers_stacked():
+    """With the scan on, an encoder's layers are one stack of stored variables (no program
+    builds a copy): every leaf has a leading axis of the number of layers, and the values
+    are the per-layer ones."""
+    models = (granite.random_model(granite.CONFIG), qwen2_audio.random_model(qwen2_audio.CONFIG))
+    for model, encoder in zip(models, (models[0].encoder, models[1].audio_tower), strict=True):
+        per_layer = [jax.tree.map(np.asarray, nnx.state(layer)) for layer in encoder.layers]
+        set_scan_layers(model, True)
+        stacked = nnx.state(encoder.layers)
+        for index, expected in enumerate(per_layer):
+            got = jax.tree.map(lambda leaf, i=index: np.asarray(leaf[i]), stacked["layer"])
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+                np.testing.assert_array_equal(a, b)
+        assert {leaf.shape[0] for leaf in jax.tree.leaves(stacked)} == {len(per_layer)}

@@ -34,7 +34,7 @@ from flax import nnx
 
 from sallm_jax.models.attention import MASK_VALUE, normal_init
 from sallm_jax.models.granite_speech.config import GraniteEncoderConfig
-from sallm_jax.models.layer_scan import run_stack
+from sallm_jax.models.layer_scan import StackedStorage, run_layers
 from sallm_jax.models.layers import layer_norm, linear
 
 
@@ -193,8 +193,10 @@ class ConformerBlock(nnx.Module):
         return self.post_norm(x)
 
 
-class GraniteConformerEncoder(nnx.Module):
+class GraniteConformerEncoder(StackedStorage, nnx.Module):
     """Stacked frame features [batch, frames, input_dim] -> [batch, frames, hidden_dim]."""
+
+    stack_name = "audio encoder"
 
     def __init__(
         self,
@@ -218,7 +220,6 @@ class GraniteConformerEncoder(nnx.Module):
         # CTC head of the self-conditioning step (output_dim = CTC vocabulary) and its way back.
         self.out = linear(d, config.output_dim, ("audio_embed", None), **kw)
         self.out_mid = linear(config.output_dim, d, (None, "audio_embed"), **kw)
-        self.scan_layers = False  # see sallm_jax.models.layer_scan
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Encodes features.
@@ -232,14 +233,17 @@ class GraniteConformerEncoder(nnx.Module):
           convolution, so parity needs the same padded input on both sides.
         """
         x = self.input_linear(features.astype(self.dtype))
-        mid = self.config.num_layers // 2
-        x = self._blocks(x, 0, mid)
-        if mid:
-            ctc = jax.nn.softmax(self.out(x).astype(jnp.float32), axis=-1)
-            x = x + self.out_mid(ctc.astype(self.dtype))
-        return self._blocks(x, mid, self.config.num_layers)
+        return run_layers(self.layers, x, lambda block, x, index: block(self._condition(x, index)))
 
-    def _blocks(self, x: jax.Array, start: int, stop: int) -> jax.Array:
-        """Blocks start..stop-1 on x, unrolled or scanned (`scan_layers`)."""
-        return run_stack(self.layers[start:stop], x, lambda block, x: block(x),
-                         scan=self.scan_layers, what="audio encoder", first=start)
+    def _condition(self, x: jax.Array, index) -> jax.Array:
+        """Before block num_layers // 2 (none for one block), the self-conditioning step: the
+        CTC head's softmax mapped back and added to x."""
+        mid = self.config.num_layers // 2
+        if not mid:
+            return x
+
+        def add_ctc(x):
+            ctc = jax.nn.softmax(self.out(x).astype(jnp.float32), axis=-1)
+            return x + self.out_mid(ctc.astype(self.dtype))
+
+        return jax.lax.cond(index == mid, add_ctc, lambda x: x, x)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.attention import dot_product_attention, normal_init
-from sallm_jax.models.layer_scan import run_stack
+from sallm_jax.models.layer_scan import StackedStorage, run_layers
 from sallm_jax.models.layers import layer_norm, linear
 from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig
 
@@ -87,8 +87,10 @@ class EncoderLayer(nnx.Module):
         return x + self.fc2(_gelu(self.fc1(self.final_layer_norm(x))))
 
 
-class WhisperEncoder(nnx.Module):
+class WhisperEncoder(StackedStorage, nnx.Module):
     """Audio tower: log-mel [batch, frames, mels] -> pooled states [batch, tokens, d_model]."""
+
+    stack_name = "audio encoder"
 
     def __init__(
         self,
@@ -138,7 +140,6 @@ class WhisperEncoder(nnx.Module):
             ]
         )
         self.layer_norm = layer_norm(d, config.layer_norm_eps, dtype, param_dtype, rngs)
-        self.scan_layers = False  # see sallm_jax.models.layer_scan
 
     def __call__(self, features: jax.Array, feature_lengths: jax.Array) -> jax.Array:
         """Encodes log-mel features.
@@ -167,8 +168,7 @@ class WhisperEncoder(nnx.Module):
         valid_keys = jnp.arange(conv_frames)[None, :] < conv_output_frames(feature_lengths)[:, None]
         # Every query (padding ones too) sees the valid keys only, as in transformers.
         mask = jnp.broadcast_to(valid_keys[:, None, :], (x.shape[0], conv_frames, conv_frames))
-        x = run_stack(self.layers, x, lambda layer, x: layer(x, mask), scan=self.scan_layers,
-                      what="audio encoder")
+        x = run_layers(self.layers, x, lambda layer, x, _: layer(x, mask))
 
         # AvgPool1d(2, 2) drops an odd last frame.
         pooled = conv_frames // 2
