@@ -94,6 +94,31 @@ def _entropy_control(rl: ml_collections.ConfigDict) -> None:
             rl.entropy_coef)
 
 
+def _sequence_loss_types(rl: ml_collections.ConfigDict) -> None:
+    """LUSPO's sequence-level ratio and per-sequence aggregation; VESPO's token-level ratio,
+    kernel shapes and (folding the weights into its sequence weight) token-level correction."""
+    if rl.loss_type == "luspo":
+        require(rl.importance_sampling_level == "sequence", "rl.importance_sampling_level",
+                "'sequence' with rl.loss_type='luspo' (GSPO's ratio)",
+                rl.importance_sampling_level)
+        require(rl.loss_aggregation == "grpo", "rl.loss_aggregation",
+                "'grpo' with rl.loss_type='luspo' (the mean over sequences of their "
+                "length-scaled terms)", rl.loss_aggregation)
+    if rl.loss_type == "vespo":
+        require(rl.importance_sampling_level == "token", "rl.importance_sampling_level",
+                "'token' with rl.loss_type='vespo' (it forms the sequence weight itself)",
+                rl.importance_sampling_level)
+        require(rl.rollout_correction in ("", "token_truncate", "token_mask"),
+                "rl.rollout_correction", "'' or a token mode with rl.loss_type='vespo' (its "
+                "weights multiply the sequence weight)", rl.rollout_correction)
+        for key in ("vespo_k_pos", "vespo_k_neg"):
+            require(_finite(rl[key]) and rl[key] >= 0, f"rl.{key}",
+                    "a power >= 0 of the kernel W^k exp(lambda (1 - W))", rl[key])
+        for key in ("vespo_lambda_pos", "vespo_lambda_neg"):
+            require(_finite(rl[key]) and rl[key] > 0, f"rl.{key}",
+                    "a rate > 0 of the kernel W^k exp(lambda (1 - W))", rl[key])
+
+
 def _rollout_correction(rl: ml_collections.ConfigDict) -> None:
     """rl.rollout_dtype and rl.rollout_correction with its bounds (0: none on that side)."""
     require(rl.rollout_dtype in ("", "float32", "bfloat16"), "rl.rollout_dtype",
@@ -221,6 +246,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
                 rl.use_bias_correction_kl)
         _entropy_control(rl)
         _rollout_correction(rl)
+        _sequence_loss_types(rl)
         require(rl.warn_logp_diff_above >= 0, "rl.warn_logp_diff_above",
                 "a gap in nats >= 0 (0: never warn)", rl.warn_logp_diff_above)
         require(rl.loss_aggregation in AGGREGATIONS, "rl.loss_aggregation",

@@ -137,11 +137,17 @@ def base_config() -> ml_collections.ConfigDict:
     # (capped, stop-gradient weight; epsilon_high is then the cap, e.g. 5.0) or "sapo" (soft
     # gate with these temperatures). delta > 1 + epsilon_high caps the unclipped ratio (two-sided
     # clipping, the same as verl's dual-clip with clip_ratio_c = delta); 0.0 leaves it off.
-    # `gspo(c)` below sets GSPO's sequence-level settings.
+    # `gspo(c)` below sets GSPO's sequence-level settings. "luspo" (GSPO with each sequence's
+    # term times its length; with importance_sampling_level "sequence" and loss_aggregation
+    # "grpo") and "vespo" (REINFORCE weighted by the gamma kernel
+    # W^k exp(lambda (1 - W)) of the sequence's importance weight W; k, lambda below for
+    # positive and negative advantages; token-level ratios) are TRL's.
     c.rl.loss_type = "grpo"
     c.rl.delta = 0.0
     c.rl.sapo_tau_pos = 1.0
     c.rl.sapo_tau_neg = 1.05
+    c.rl.vespo_k_pos, c.rl.vespo_lambda_pos = 2.0, 3.0
+    c.rl.vespo_k_neg, c.rl.vespo_lambda_neg = 3.0, 2.0
     # Keep only the top fraction of completion tokens by the policy's entropy in the policy
     # term (the high-entropy "forking" tokens carry the signal; 1.0 keeps all, 0.2 is the
     # paper's), and an entropy bonus weight (0: off) against entropy collapse.

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from sallm_jax.rl.policy_terms import POLICY_TERMS, TERM_LEVELS, TermSettings
+
 ADVANTAGE_EPS = 1e-4
 
 
@@ -134,48 +136,6 @@ def log_importance_weights(logp: jax.Array, old_logp: jax.Array, mask: jax.Array
                      f"got {level!r}")
 
 
-# Policy terms: (log pi_theta, log importance ratio, advantages [N, 1], settings) ->
-# (per-token loss [N, C], where the term cut the ratio's gradient [N, C] bool).
-
-
-def clipped_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, tau_neg):
-    """PPO's clipped surrogate (GRPO, DAPO, GSPO):
-    -min(min(r, delta) A, clip(r, 1 - eps, 1 + eps_high) A), r = exp(log_ratio).
-
-    `delta` (None: no cap) is the upper bound of two-sided GRPO clipping (INTELLECT-2; TRL's
-    `delta`): it caps the unclipped ratio, which only binds for negative advantages. It is
-    dual-clip PPO (Ye et al. 2020; verl's `clip_ratio_c`, loss
-    min(max(-r A, -clip(r) A), -c A) where A < 0) with c = delta: for c >= 1 + eps_high the two
-    are the same function. Tokens it caps count as cut (verl's `pg_clipfrac_lower`)."""
-    ratio = jnp.exp(log_ratio)
-    capped = ratio if delta is None else jnp.minimum(ratio, delta)
-    unclipped = capped * adv
-    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon_high) * adv
-    return -jnp.minimum(unclipped, clipped), (clipped < unclipped) | (capped < ratio)
-
-
-def cispo_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, tau_neg):
-    """CISPO (MiniMax-M1, 2025; TRL's and ms-swift's `loss_type="cispo"`):
-    -sg(min(r, eps_high)) A log pi_theta. The importance weight is capped and its gradient
-    stopped, so every token keeps a gradient (REINFORCE weighted by the capped ratio) instead of
-    the clipped ones getting none; `epsilon_high` is the cap itself here (e.g. 5)."""
-    weight = jax.lax.stop_gradient(jnp.minimum(jnp.exp(log_ratio), epsilon_high))
-    return -weight * adv * logp, jnp.exp(log_ratio) > epsilon_high
-
-
-def sapo_term(logp, log_ratio, adv, *, epsilon, epsilon_high, delta, tau_pos, tau_neg):
-    """SAPO (Soft Adaptive Policy Optimization, arXiv 2511.20347): a smooth gate instead of the
-    hard clip, -f(r) A with f(r) = sigmoid(tau (r - 1)) 4 / tau, tau = tau_pos where A > 0 and
-    tau_neg elsewhere. f'(1) = 1, so on-policy gradients equal GRPO's; far from r = 1 they fade
-    instead of dropping to zero. Nothing is clipped (the mask is all False)."""
-    ratio = jnp.exp(log_ratio)
-    tau = jnp.where(adv > 0, tau_pos, tau_neg)
-    return -jax.nn.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * adv, jnp.zeros_like(ratio, bool)
-
-
-POLICY_TERMS = {"grpo": clipped_term, "cispo": cispo_term, "sapo": sapo_term}
-
-
 def high_entropy_mask(entropy: jax.Array, mask: jax.Array, top_quantile: float) -> jax.Array:
     """[N, C] bool: the completion tokens whose entropy is at least the (1 - top_quantile)
     quantile (linear interpolation, as `np.quantile`) of the entropies under `mask`.
@@ -224,6 +184,10 @@ def grpo_loss(
     delta: float | None = None,
     sapo_tau_pos: float = 1.0,
     sapo_tau_neg: float = 1.05,
+    vespo_k_pos: float = 2.0,
+    vespo_lambda_pos: float = 3.0,
+    vespo_k_neg: float = 3.0,
+    vespo_lambda_neg: float = 2.0,
     entropy: jax.Array | None = None,
     top_entropy_quantile: float = 1.0,
     entropy_coef: float | jax.Array = 0.0,
@@ -260,8 +224,10 @@ def grpo_loss(
         "dr_grpo" (sum / (N x C)) or "bnpo".
       importance_sampling_level: "token" or "sequence" (see `log_importance_weights`).
       off_policy: [N] bool, rows that were not sampled from the policy; None means none.
-      loss_type: "grpo" (the clipped surrogate, `delta` capping it), "cispo" or "sapo" (with
-        `sapo_tau_pos` / `sapo_tau_neg`); see `POLICY_TERMS`.
+      loss_type: "grpo" (the clipped surrogate, `delta` capping it), "cispo", "sapo" (with
+        `sapo_tau_pos` / `sapo_tau_neg`), "luspo" (needs the "sequence" level and the "grpo"
+        aggregation) or "vespo" (with `vespo_*`; the "token" level); see
+        `policy_terms.POLICY_TERMS`. A ValueError names the key of a mismatch.
       entropy: [N, C] the policy's entropy at each completion position (from the log-softmax
         that gave `logp`), needed when `top_entropy_quantile` < 1 or `entropy_coef` != 0.
       top_entropy_quantile: the fraction of completion tokens, by entropy, kept in the policy
@@ -286,19 +252,30 @@ def grpo_loss(
     if loss_type not in POLICY_TERMS:
         raise ValueError(f"rl.loss_type: expected one of {sorted(POLICY_TERMS)}, "
                          f"got {loss_type!r}")
+    if TERM_LEVELS.get(loss_type, importance_sampling_level) != importance_sampling_level:
+        raise ValueError(f"rl.importance_sampling_level: {TERM_LEVELS[loss_type]!r} with "
+                         f"rl.loss_type={loss_type!r}, got {importance_sampling_level!r}")
+    if loss_type == "luspo" and aggregation != "grpo":
+        raise ValueError(f"rl.loss_aggregation: 'grpo' with rl.loss_type='luspo' (the mean of "
+                         f"the length-scaled sequence terms), got {aggregation!r}")
     eps_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.astype(logp.dtype)
     log_ratio = log_importance_weights(logp, old_logp, mask, importance_sampling_level)
     ratio = jnp.exp(log_ratio)
     adv = advantages[:, None]
-    per_token, cut = POLICY_TERMS[loss_type](logp, log_ratio, adv, epsilon=epsilon,
-                                             epsilon_high=eps_high, delta=delta,
-                                             tau_pos=sapo_tau_pos, tau_neg=sapo_tau_neg)
+    # VESPO folds the rollout weights into its sequence weight; the others weigh the term.
+    folded = rollout_weights is not None and loss_type == "vespo"
+    settings = TermSettings(
+        epsilon=epsilon, epsilon_high=eps_high, delta=delta, tau_pos=sapo_tau_pos,
+        tau_neg=sapo_tau_neg, vespo_k_pos=vespo_k_pos, vespo_lambda_pos=vespo_lambda_pos,
+        vespo_k_neg=vespo_k_neg, vespo_lambda_neg=vespo_lambda_neg,
+        log_weights=jnp.log(jax.lax.stop_gradient(rollout_weights)) if folded else None)
+    per_token, cut = POLICY_TERMS[loss_type](logp, log_ratio, adv, mask, settings)
     if off_policy_mask_threshold > 0:  # before the ground-truth rows, which it never drops
         kept = off_policy_sequence_mask(logp, old_logp, advantages, mask,
                                         off_policy_mask_threshold)
         per_token = per_token * kept
-    if rollout_weights is not None:
+    if rollout_weights is not None and not folded:
         per_token = per_token * jax.lax.stop_gradient(rollout_weights)
     on_policy_mask = mask
     if off_policy is not None:
