@@ -12,12 +12,24 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from sallm_jax.long_text import shorten
+from sallm_jax.stop_signal import pause_for_test
 from sallm_jax.train.damaged import is_damage, reason, set_aside
 from sallm_jax.train.disk_errors import naming_the_disk, orbax_log_filter, tree_bytes
 from sallm_jax.train.state import TrainState
 from sallm_jax.user_errors import UserError
 
 TEMPORARY = "*.orbax-checkpoint-tmp*"  # a step folder Orbax has not finalised
+
+
+class _Manager(ocp.CheckpointManager):
+    """Orbax's manager with the tests' pause (`stop_signal.pause_for_test`, phase "checkpoint
+    <stage>/<step>") inside each write: its files are in the step's temporary folder, which the
+    finalising thread has not yet renamed into place."""
+
+    def _finalize(self, step: int, steps_to_remove: list[int]) -> None:
+        pause_for_test(f"checkpoint {pathlib.Path(self.directory).parent.name}/{step}",
+                       where=" inside the write")
+        super()._finalize(step, steps_to_remove)
 
 
 class UnreadableCheckpoints(UserError):
@@ -30,8 +42,9 @@ class Checkpointer:
     Saves run in the background. Used as a context manager (`with checkpointer:`), it waits for
     the save under way and closes on the way out; when the block raises, the save under way
     may fail too, which is logged and never hides the block's error, and no temporary step
-    folder is left behind. A write that fails for want of disk raises `DiskWriteError` naming
-    the folder and the space a checkpoint needs.
+    folder is left behind; those a killed run left are removed when the next one opens the
+    folder. A write that fails for want of disk raises `DiskWriteError` naming the folder and
+    the space a checkpoint needs.
 
     Args:
       directory: where step folders are written (created if absent).
@@ -43,8 +56,10 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(save_interval_steps=save_every,
                                                max_to_keep=max_to_keep, create=True)
         self.directory = pathlib.Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "data"))
+        if jax.process_index() == 0:  # what a killed run's write left: never finalised
+            for folder in self.directory.glob(TEMPORARY):
+                shutil.rmtree(folder, ignore_errors=True)
+        self.manager = _Manager(self.directory, options=options, item_names=("state", "data"))
         self.needed = 0  # bytes of the last state saved
         logging.getLogger("absl").addFilter(orbax_log_filter)  # Orbax logs through absl
 
@@ -81,10 +96,15 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        if not target.extras and "extras" not in self.manager.item_metadata(step)["state"].tree:
+            # Written before TrainState had extras: the same tree without them.
+            target = {"step": target.step, "params": target.params,
+                      "opt_state": target.opt_state}
         items = {"state": ocp.args.StandardRestore(target)}
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        state = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        return state if isinstance(state, TrainState) else TrainState(**state)
 
     def resume(self, abstract_state: TrainState, data_iter: grain.DatasetIterator | None = None,
                *, stage: str) -> TrainState | None:
