@@ -96,7 +96,8 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-        if not target.extras and "extras" not in self.manager.item_metadata(step)["state"].tree:
+        if not target.extras and "extras" not in ocp.StandardCheckpointHandler().metadata(
+                self.directory / str(step) / "state").tree:
             # Written before TrainState had extras: the same tree without them.
             target = {"step": target.step, "params": target.params,
                       "opt_state": target.opt_state}
