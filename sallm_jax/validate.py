@@ -119,6 +119,27 @@ def _sequence_loss_types(rl: ml_collections.ConfigDict) -> None:
                     "a rate > 0 of the kernel W^k exp(lambda (1 - W))", rl[key])
 
 
+def _moving_reference(cfg: ml_collections.ConfigDict) -> None:
+    """rl.sync_ref_model: a KL term to move, a reference with weights of its own (not LoRA's
+    base with the adapters off), alpha in (0, 1] and a sync interval of >= 1 update."""
+    rl = cfg.rl
+    if not rl.sync_ref_model:
+        return
+    require(rl.beta > 0, "rl.sync_ref_model", "False with rl.beta = 0 (there is no reference "
+            "without the KL term)", rl.sync_ref_model)
+    require(not cfg.lora.rank, "rl.sync_ref_model",
+            f"False under LoRA (lora.rank = {cfg.lora.rank}): the reference is the base model "
+            "with the adapters switched off, which shares the policy's frozen weights and has "
+            "none of its own to move; train without LoRA (lora.rank = 0) for a moving reference",
+            rl.sync_ref_model)
+    require(_finite(rl.ref_model_mixup_alpha) and 0 < rl.ref_model_mixup_alpha <= 1,
+            "rl.ref_model_mixup_alpha", "a weight in (0, 1] of the policy in the mix",
+            rl.ref_model_mixup_alpha)
+    require(isinstance(rl.ref_model_sync_steps, int) and rl.ref_model_sync_steps >= 1,
+            "rl.ref_model_sync_steps", "an integer >= 1 (optimiser updates between syncs)",
+            rl.ref_model_sync_steps)
+
+
 def _rollout_correction(rl: ml_collections.ConfigDict) -> None:
     """rl.rollout_dtype and rl.rollout_correction with its bounds (0: none on that side)."""
     require(rl.rollout_dtype in ("", "float32", "bfloat16"), "rl.rollout_dtype",
@@ -246,6 +267,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
                 rl.use_bias_correction_kl)
         _entropy_control(rl)
         _rollout_correction(rl)
+        _moving_reference(cfg)
         _sequence_loss_types(rl)
         require(rl.warn_logp_diff_above >= 0, "rl.warn_logp_diff_above",
                 "a gap in nats >= 0 (0: never warn)", rl.warn_logp_diff_above)

@@ -76,3 +76,21 @@ def test_greedy_evaluation_takes_one_draw():
     cfg.eval.temperature, cfg.eval.num_samples = 0.0, 3
     with pytest.raises(ValueError, match=r"eval\.num_samples.*greedy"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"lora.rank": 8}, "rl.sync_ref_model: expected False under LoRA"),
+    ({"rl.beta": 0.0}, "rl.sync_ref_model: expected False with rl.beta = 0"),
+    ({"rl.ref_model_mixup_alpha": 0.0}, "rl.ref_model_mixup_alpha"),
+    ({"rl.ref_model_mixup_alpha": 1.5}, "rl.ref_model_mixup_alpha"),
+    ({"rl.ref_model_sync_steps": 0}, "rl.ref_model_sync_steps"),
+])
+def test_a_moving_reference_needs_weights_of_its_own(settings, message):
+    cfg = get_config("smoke")
+    cfg.rl.sync_ref_model = True
+    validate_config(cfg)
+    for key, value in settings.items():
+        section, name = key.split(".")
+        cfg[section][name] = value
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        validate_config(cfg)

@@ -129,6 +129,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.weight_decay = 0.0
     c.rl.max_grad_norm = 1.0
     c.rl.beta = 0.02
+    # A reference that moves (TR-DPO, as TRL's sync_ref_model): every ref_model_sync_steps
+    # optimiser updates it becomes ref_model_mixup_alpha x policy + (1 - alpha) x itself.
+    # Needs beta > 0; not under LoRA, whose reference is the base with the adapters off.
+    c.rl.sync_ref_model = False
+    c.rl.ref_model_mixup_alpha = 0.6
+    c.rl.ref_model_sync_steps = 512
     c.rl.epsilon = 0.2
     c.rl.epsilon_high = 0.2
     c.rl.loss_aggregation = "dapo"  # or grpo, dr_grpo, bnpo

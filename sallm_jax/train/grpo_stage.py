@@ -17,6 +17,7 @@ from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.diagnostics import LogpDiffWatch
+from sallm_jax.rl.reference import REFERENCE_KEY
 from sallm_jax.rl.rewards import RewardWatch
 from sallm_jax.rl.scoring import ScoredGroups, completions_table, gathered_failures, rollout_scalars
 from sallm_jax.train.dynamic_sampling import drawn_failures, drawn_scalars
@@ -122,7 +123,9 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     (beta > 0) is `ref_params` with any LoRA adapters switched off; `ref_params=None` means the
     policy's own parameters with adapters off, which is the base model when only adapters train
     (no second copy). `params` stay untouched (the train state starts from a copy, whose buffers
-    each update donates), so they can serve as `ref_params`.
+    each update donates), so they can serve as `ref_params`. With `cfg.sync_ref_model` the
+    reference starts there and moves toward the policy every `cfg.ref_model_sync_steps`
+    updates (`sallm_jax.rl.reference`), kept in the train state's extras and its checkpoints.
 
     A step trains on one batch. Every `cfg.steps_per_generation` steps a generation rolls out
     that many batches at once (the first step's `step_seconds` holds their rollouts); batch j
@@ -135,8 +138,12 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
+    # rl.sync_ref_model: the reference starts as `ref_params` (the policy's start when None)
+    # and moves with the train state, checkpointed with it.
+    moving_reference = ({REFERENCE_KEY: params if ref_params is None else ref_params}
+                        if cfg.sync_ref_model and cfg.beta != 0.0 else {})
     loop = TrainingLoop("grpo", cfg, params=params, tx=tx, rows=rows, chat=chat,
-                        extras=grpo_extras(cfg),
+                        extras={**grpo_extras(cfg), **moving_reference},
                         workdir=workdir, seed=seed, partitioner=partitioner,
                         updates_per_step=cfg.num_iterations, counter="update",
                         batches_per_step=(cfg.dynamic_sampling_max_draws

@@ -40,6 +40,7 @@ from sallm_jax.rl.grpo import (
     per_reward_advantages,
 )
 from sallm_jax.rl.policy import completion_logprobs, completion_logprobs_and_entropy, merge_policy
+from sallm_jax.rl.reference import REFERENCE_KEY, mixed_reference, sync_due
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.rl.rollout import Rollout, SamplingConfig, make_rollout_fn
 from sallm_jax.rl.rollout_correction import rollout_correction_stats, rollout_correction_weights
@@ -235,9 +236,11 @@ class GRPOStep:
 
     The compiled programs are built once. `frozen` is the rest of the model state; the
     reference is `ref_params` with any LoRA adapters off, or with `ref_params=None` the
-    policy's own parameters with adapters off. `rows` are the examples the batches' "index"
-    refers to (rewards read their answers). A batch without "waveforms" holds text-only
-    prompts.
+    policy's own parameters with adapters off; with `cfg.sync_ref_model` it is the train
+    state's `extras[REFERENCE_KEY]`, mixed toward the policy after every
+    `cfg.ref_model_sync_steps`-th update (`rl/reference.py`). `rows` are the examples the
+    batches' "index" refers to (rewards read their answers). A batch without "waveforms" holds
+    text-only prompts.
     """
 
     def __init__(self, cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef,
@@ -248,8 +251,13 @@ class GRPOStep:
         self.reward_fns = get_reward_fns(cfg.reward_fns)
         self.frozen = partitioner.shard_params(frozen)
         frozen_shardings = partitioner.param_shardings(self.frozen)
-        self.ref_params = (partitioner.shard_params(ref_params)
-                           if ref_params is not None and cfg.beta != 0.0 else None)
+        # A moving reference (rl.sync_ref_model) lives in the train state, not here.
+        self.ref_params = (partitioner.shard_params(ref_params) if ref_params is not None
+                           and cfg.beta != 0.0 and not cfg.sync_ref_model else None)
+        self.sync_reference = jax.jit(
+            lambda state: state._replace(extras={**state.extras, REFERENCE_KEY: mixed_reference(
+                state.extras[REFERENCE_KEY], state.params, cfg.ref_model_mixup_alpha)}),
+            in_shardings=(state_shardings,), out_shardings=state_shardings, donate_argnums=0)
         sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length,
                                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                                   min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty)
@@ -336,12 +344,16 @@ class GRPOStep:
         cfg, frozen = self.cfg, self.frozen
         # Log-probs of the reference only when the KL term is on: no forward pass otherwise.
         ref = state.params if self.ref_params is None else self.ref_params
+        if cfg.sync_ref_model:
+            ref = state.extras[REFERENCE_KEY]
         ref_logp = (self.ref_logprobs(ref, frozen, b.batch, b.group["ids"], b.group["mask"])
                     if cfg.beta != 0.0 else None)
         finite, gap = True, {}
         for i in range(cfg.num_iterations):
             state, metrics = self.update(state, frozen, b.batch, b.group, b.old_logp, ref_logp)
             finite = finite & metrics["finite"]
+            if cfg.sync_ref_model and sync_due(int(state.step), cfg.ref_model_sync_steps):
+                state = self.sync_reference(state)
             if i == 0:
                 gap = {k: v for k, v in metrics.items() if k.startswith("logp_diff/")}
         if gap and b.old_logp is not None:

@@ -55,19 +55,27 @@ def sharded_train_state(partitioner: Partitioner, params: nnx.State,
                         tx: optax.GradientTransformation, *, copy: bool = False,
                         extras: dict[str, Any] | None = None) -> tuple[TrainState, TrainState]:
     """(state, its shardings) on `partitioner`'s mesh: optimiser moments are sharded like their
-    parameters, `extras` (a pytree of small arrays) replicated. With `copy` the state's
-    parameters are fresh buffers, so donating them leaves `params` intact."""
+    parameters, `extras` replicated (small arrays), except an entry with the parameters' tree
+    structure (a second set of weights: GRPO's moving reference), which is sharded like them
+    and starts as a copy. With `copy` the state's parameters are fresh buffers, so donating
+    them leaves `params` intact."""
     params = partitioner.shard_params(params, copy=copy)
     param_shardings = partitioner.param_shardings(params)
-    init = lambda p: create_train_state(p, tx, extras)  # noqa: E731
-    abstract = jax.eval_shape(init, params)
+    extras = dict(extras or {})
+    like_params = {k for k, v in extras.items()
+                   if jax.tree.structure(v) == jax.tree.structure(params)}
+    extras = {k: partitioner.shard_params(v, copy=True) if k in like_params else v
+              for k, v in extras.items()}
+    init = lambda p, e: create_train_state(p, tx, e)  # noqa: E731
+    abstract = jax.eval_shape(init, params, extras)
     moments = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_shardings,
                                     transform_non_params=lambda _: partitioner.replicated)
     shardings = TrainState(step=partitioner.replicated, params=param_shardings,
                            opt_state=moments,
-                           extras=jax.tree.map(lambda _: partitioner.replicated,
-                                               abstract.extras))
-    return jax.jit(init, out_shardings=shardings)(params), shardings
+                           extras={k: param_shardings if k in like_params else jax.tree.map(
+                               lambda _: partitioner.replicated, v)
+                               for k, v in abstract.extras.items()})
+    return jax.jit(init, out_shardings=shardings)(params, extras), shardings
 
 
 def apply_gradients(state: TrainState, grads: nnx.State, tx: optax.GradientTransformation,
