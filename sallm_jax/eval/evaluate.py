@@ -9,11 +9,12 @@ draws with their spread (`<metric>_std`, population std) beside them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -121,7 +122,8 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
     """
     if sampling.temperature == 0 and num_samples != 1:
         raise ValueError(f"num_samples: greedy decoding gives one answer, got {num_samples}")
-    key = (pass_key(params, rows, sampling, num_samples, seed) if out_dir is not None else None)
+    key = (pass_key(params, rows, sampling, num_samples, seed, partitioner)
+           if out_dir is not None else None)
     if key is not None and (written := written_pass(out_dir, key)) is not None:
         logging.info("[%s] already written in %s; read back", name, out_dir)
         return written
@@ -153,21 +155,25 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
     return metrics
 
 
-@jax.jit
-def _moments(params: nnx.State) -> list[jax.Array]:
-    """Per leaf: the sum and the sum of squares of its values, in float32."""
-    return [jnp.stack([jnp.sum(x), jnp.sum(jnp.square(x))])
-            for x in (leaf.astype(jnp.float32) for leaf in jax.tree.leaves(params))]
+@functools.cache
+def _moments(replicated: jax.sharding.Sharding) -> Callable[[nnx.State], list[jax.Array]]:
+    """params -> per leaf, the sum and the sum of squares of its values in float32, compiled
+    with its outputs `replicated`."""
+    return jax.jit(lambda params: [
+        jnp.stack([jnp.sum(x), jnp.sum(jnp.square(x))])
+        for x in (leaf.astype(jnp.float32) for leaf in jax.tree.leaves(params))],
+        out_shardings=replicated)
 
 
 def pass_key(params: nnx.State, rows: Sequence[ManifestRow], sampling: SamplingConfig,
-             num_samples: int, seed: int) -> str:
+             num_samples: int, seed: int, partitioner: Partitioner) -> str:
     """What an evaluation pass depends on, hashed: the parameters (their values' moments per
-    leaf), the rows' ids, the decoding, the draws and the seed."""
-    moments = np.concatenate([np.asarray(m).ravel() for m in jax.device_get(_moments(params))])
+    leaf, replicated to every process), the rows' ids, the decoding, the draws and the seed."""
+    moments = _moments(partitioner.replicated)(partitioner.shard_params(params))
+    values = np.concatenate([np.asarray(m).ravel() for m in moments]).astype(np.float32)
     described = json.dumps({"rows": [row.id for row in rows], "num_samples": num_samples,
                             "sampling": dataclasses.asdict(sampling), "seed": seed})
-    return hashlib.sha256(moments.astype(np.float32).tobytes() + described.encode()).hexdigest()
+    return hashlib.sha256(values.tobytes() + described.encode()).hexdigest()
 
 
 def written_pass(out_dir: pathlib.Path, key: str) -> dict[str, float] | None:
