@@ -130,8 +130,11 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     A step trains on one batch. Every `cfg.steps_per_generation` steps a generation rolls out
     that many batches at once (the first step's `step_seconds` holds their rollouts); batch j
     of the generation starting at step s is sampled with the key of step s + j, so with one
-    step per generation this is plain GRPO. A checkpoint inside a generation keeps its samples
-    in `workdir/generations/`, and a resumed stage trains on them. `loop_args` (spec, skip_log,
+    step per generation this is plain GRPO. With `cfg.dynamic_sampling` each batch is filled
+    with groups whose rewards differ, drawing up to `cfg.dynamic_sampling_max_draws` batches
+    of prompts (`train/dynamic_sampling.py`; draw 0 with the step's key). A checkpoint inside
+    a generation keeps its samples in `workdir/generations/`, and a resumed stage trains on
+    them. `loop_args` (spec, skip_log,
     validate, num_workers, health) are `TrainingLoop`'s: checkpoints, resume, metrics, best on
     validation and the health check are the loop's.
     """
