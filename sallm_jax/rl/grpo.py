@@ -11,7 +11,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.rl.policy_terms import POLICY_TERMS, TERM_LEVELS, TermSettings
+from sallm_jax.rl.policy_terms import POLICY_TERMS, TERM_LEVELS, TermSettings, vespo_phi
 
 ADVANTAGE_EPS = 1e-4
 
@@ -244,7 +244,8 @@ def grpo_loss(
       term cut the ratio's gradient), clip_fraction/low (ratio < 1, the lower bound binding),
       clip_fraction/high (ratio > 1), ratio_mean — mask-weighted means over the on-policy
       tokens — entropy_kept_fraction when tokens are selected by entropy, and
-      off_policy_masked_fraction, the sampled sequences dropped, when they are masked).
+      off_policy_masked_fraction, the sampled sequences dropped, when they are masked, and
+      vespo/phi_mean, VESPO's kernel over the on-policy tokens, with loss_type "vespo").
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"rl.loss_aggregation: expected one of {sorted(AGGREGATIONS)}, "
@@ -289,6 +290,9 @@ def grpo_loss(
         "clip_fraction/region": (cut * on_policy_mask).sum() / denom,
         "ratio_mean": (ratio * on_policy_mask).sum() / denom,
     }
+    if loss_type == "vespo":
+        phi = vespo_phi(log_ratio, adv, mask, settings)
+        metrics["vespo/phi_mean"] = (phi * on_policy_mask).sum() / denom
     bonus = isinstance(entropy_coef, jax.Array) or entropy_coef != 0.0
     if (top_entropy_quantile < 1.0 or bonus) and entropy is None:
         raise ValueError("rl.top_entropy_quantile / rl.entropy_coef need the policy's entropy")

@@ -88,6 +88,19 @@ def luspo_term(logp, log_ratio, adv, mask, s: TermSettings):
     return per_token * mask.sum(-1, keepdims=True), cut
 
 
+def vespo_phi(log_ratio, adv, mask, s: TermSettings) -> jax.Array:
+    """[N, 1] VESPO's kernel phi(W_i) of each sequence (see `vespo_term`), no gradient."""
+    log_w = (jnp.clip(log_ratio, -20.0, 20.0) * mask).sum(-1, keepdims=True)
+    if s.log_weights is not None:
+        log_w = log_w + (jnp.clip(s.log_weights, VESPO_LOG_FLOOR, 20.0) * mask).sum(
+            -1, keepdims=True)
+    log_w = jax.lax.stop_gradient(jnp.clip(log_w, VESPO_LOG_FLOOR, 20.0))
+    k = jnp.where(adv >= 0, s.vespo_k_pos, s.vespo_k_neg)
+    lam = jnp.maximum(jnp.where(adv >= 0, s.vespo_lambda_pos, s.vespo_lambda_neg), 1e-4)
+    return jnp.nan_to_num(jnp.exp(lam + k * log_w - lam * jnp.exp(log_w)), nan=0.0,
+                          posinf=0.0, neginf=0.0)
+
+
 def vespo_term(logp, log_ratio, adv, mask, s: TermSettings):
     """VESPO (Variational Sequence-level Soft Policy Optimization, Shen et al. 2026,
     arXiv 2602.10693; TRL's `loss_type="vespo"`): -sg(phi(W_i)) A_i log pi_theta with W_i the
@@ -98,16 +111,7 @@ def vespo_term(logp, log_ratio, adv, mask, s: TermSettings):
     each token's log ratio is clamped to [-20, 20], log W to [log 1e-8, 20], lambda to >= 1e-4,
     and the rollout correction's token weights (`log_weights`, each clamped to
     [log 1e-8, 20]) multiply W. Needs the token-level ratio. Nothing is clipped."""
-    log_w = (jnp.clip(log_ratio, -20.0, 20.0) * mask).sum(-1, keepdims=True)
-    if s.log_weights is not None:
-        log_w = log_w + (jnp.clip(s.log_weights, VESPO_LOG_FLOOR, 20.0) * mask).sum(
-            -1, keepdims=True)
-    log_w = jax.lax.stop_gradient(jnp.clip(log_w, VESPO_LOG_FLOOR, 20.0))
-    k = jnp.where(adv >= 0, s.vespo_k_pos, s.vespo_k_neg)
-    lam = jnp.maximum(jnp.where(adv >= 0, s.vespo_lambda_pos, s.vespo_lambda_neg), 1e-4)
-    phi = jnp.nan_to_num(jnp.exp(lam + k * log_w - lam * jnp.exp(log_w)), nan=0.0,
-                         posinf=0.0, neginf=0.0)
-    return -phi * adv * logp, jnp.zeros_like(log_ratio, bool)
+    return -vespo_phi(log_ratio, adv, mask, s) * adv * logp, jnp.zeros_like(log_ratio, bool)
 
 
 POLICY_TERMS = {"grpo": clipped_term, "cispo": cispo_term, "sapo": sapo_term,

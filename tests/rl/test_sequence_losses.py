@@ -109,8 +109,12 @@ def test_vespo_hand_computed():
     old = logp - np.array([[np.log(2.0), 0.0], [0.0, -np.log(2.0)]], np.float32)
     kw = dict(old=old, adv=np.array([1.0, -1.0], np.float32), mask=np.ones((2, 2), np.float32),
               loss_type="vespo", **VESPO)
-    assert float(loss(logp, **kw)[0]) == pytest.approx(-0.105478, abs=1e-6)
+    value, metrics = loss(logp, **kw)
+    assert float(value) == pytest.approx(-0.105478, abs=1e-6)
     np.testing.assert_allclose(grad(logp, **kw), [[-0.049787] * 2, [0.084946] * 2], atol=1e-6)
+    # TRL's vespo/phi_seq_mean; here over the tokens, as the other ratio statistics
+    assert float(metrics["vespo/phi_mean"]) == pytest.approx((0.199148 + 0.339785) / 2,
+                                                             abs=1e-6)
 
 
 def test_vespo_folds_the_rollout_weights_into_its_sequence_weight():
