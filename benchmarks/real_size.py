@@ -17,7 +17,8 @@ against `plan_memory`'s prediction.
 
 Each process runs with JAX_LOG_COMPILES, so its log names every compiled program and the
 seconds it took. The peak resident memory of each process is its rusage (`os.wait4`); the
-prediction is `step_memory.plan_memory` for the same model, batch and lengths on one device.
+prediction is `step_memory.plan_memory` for the same model, batch and lengths on one device,
+with the CPU backend's rows.
 Prints one JSON record of the figures and a Markdown table of them.
 """
 
@@ -121,7 +122,7 @@ def predicted_bytes(checkpoint: pathlib.Path, prompts: int) -> int:
                        PlanInputs(batch_size=prompts, group_size=2, prompt_len=prompt_len,
                                   completion_len=16, dtype="bfloat16", lora_rank=8,
                                   remat="full" if paper.model.remat else "none",
-                                  beta=paper.rl.beta))
+                                  beta=paper.rl.beta, backend="cpu"))
     return plan.total
 
 

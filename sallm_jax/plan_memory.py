@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,8 +28,10 @@ from sallm_jax.step_memory import MemoryPlan, PlanInputs, plan_memory
 
 GIB = 1024**3
 
-# Device memory by name (GiB of HBM per chip / GPU).
-DEVICE_MEMORY_GIB = {"v5e": 16.0, "v4": 32.0, "a100": 80.0, "h100": 80.0, "h200": 141.0}
+# Device memory by name (GiB of HBM per chip / GPU; "cpu": this machine's memory, where the
+# plan adds the CPU backend's rows).
+DEVICE_MEMORY_GIB = {"v5e": 16.0, "v4": 32.0, "a100": 80.0, "h100": 80.0, "h200": 141.0,
+                     "cpu": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB}
 
 
 def tiny() -> SpeechLMConfig:
@@ -139,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> str:
                         prompt_len=args.prompt_len, completion_len=args.completion_len,
                         dtype=args.dtype, lora_rank=args.lora_rank, remat=args.remat,
                         micro_batch_size=args.micro_batch_size,
-                        beta=args.beta)
+                        beta=args.beta,
+                        backend="cpu" if args.device == "cpu" else "accelerator")
     plan = plan_memory(PRESETS[args.preset], axis_sizes, inputs, rules)
     memory = args.device_memory_gib or DEVICE_MEMORY_GIB[args.device]
     header = (f"{args.preset} on {args.mesh} ({math.prod(axis_sizes.values())} devices): "

@@ -23,6 +23,16 @@ Rows of the table, all in bytes per device:
                   (`completion_logprobs` projects no other prompt position onto the
                   vocabulary), their gradient, and the float32 log-softmax its backward keeps.
 
+On the CPU (`PlanInputs.backend = "cpu"`, where the device's memory is the process's) two
+more rows:
+  float32 layer copies  XLA's CPU backend computes a bfloat16 (or float16) matmul in float32:
+                  the scanned decoder converts one layer's weights at a time inside its loops
+                  (`layer_scan.compiler_options`), so the forward loop and the backward loop
+                  each hold one decoder layer in float32.
+  process         the Python interpreter, JAX, XLA and the libraries before any array
+                  (`CPU_PROCESS_BYTES`, measured: 0.43 GB resident on this project's
+                  2-core CPU machine before the checkpoint loads).
+
 Check against XLA's own figure (`compiled.memory_analysis().temp_size_in_bytes`) for the
 gradient of `completion_logprobs`, on CPU in float32: tests/test_plan_memory.py keeps the
 activations + logits rows of a small case within 25% of it.
@@ -53,6 +63,8 @@ from sallm_jax.parallel.sharding import BATCH_AXES, DEFAULT_RULES, Rules, mesh_s
 
 OPTIMIZER_MOMENTS = 2  # AdamW: first and second moment
 OPTIMIZER_BYTES = 4  # the moments are float32 whatever the parameter dtype
+CPU_PROCESS_BYTES = 430 * 2**20  # resident before the checkpoint loads (module docstring)
+BACKENDS = ("accelerator", "cpu")
 
 
 def abstract_params(config: ModelConfig, *, dtype=jnp.bfloat16, lora_rank: int = 0) -> nnx.State:
@@ -63,6 +75,12 @@ def abstract_params(config: ModelConfig, *, dtype=jnp.bfloat16, lora_rank: int =
     """
     model = abstract_model(config, dtype=dtype, lora_rank=lora_rank)
     return nnx.state(model, nnx.Param)
+
+
+def decoder_layer_params(params: nnx.State) -> int:
+    """Parameters of one decoder layer (the first; they are alike), adapters included."""
+    flat = nnx.to_flat_state(params["language_model"]["layers"])
+    return sum(math.prod(v.shape) for path, v in flat if path[0] == 0)
 
 
 def _shard_factor(spec: PartitionSpec, axis_sizes: Mapping[str, int]) -> int:
@@ -151,6 +169,7 @@ class PlanInputs:
     remat: str = "none"  # or "full" (model.remat)
     micro_batch_size: int = 0  # prompts per gradient-accumulation micro-batch; 0: all B
     beta: float = 0.04  # 0: no KL term, so no reference policy
+    backend: str = "accelerator"  # or "cpu": adds the CPU backend's rows (module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +191,8 @@ def plan_memory(config: ModelConfig, axis_sizes: Mapping[str, int], inputs: Plan
     """Per-device memory of GRPO training `config` on a mesh of `axis_sizes` (AXES order)."""
     if inputs.remat not in ("none", "full"):
         raise ValueError(f"--remat: expected 'none' or 'full', got {inputs.remat!r}")
+    if inputs.backend not in BACKENDS:
+        raise ValueError(f"--backend: expected one of {BACKENDS}, got {inputs.backend!r}")
     dtype = jnp.dtype(inputs.dtype)
     dtype_bytes = dtype.itemsize
     params = abstract_params(config, dtype=dtype, lora_rank=inputs.lora_rank)
@@ -226,17 +247,21 @@ def plan_memory(config: ModelConfig, axis_sizes: Mapping[str, int], inputs: Plan
     ]
     if rows % data_parallel:
         notes.append(f"B x G = {rows} does not divide over data x fsdp = {data_parallel}")
-    return MemoryPlan(
-        rows={
-            "parameters": param_bytes,
-            "gradients": trainable_bytes,
-            "optimiser (AdamW, f32)": moment_bytes,
-            "reference policy": param_bytes if with_reference else 0,
-            "kv cache (rollout)": kv_cache_bytes(
-                text, batch_size=inputs.batch_size, group_size=inputs.group_size,
-                prompt_len=prompt_len, completion_len=completion_len, dtype_bytes=dtype_bytes,
-                axis_sizes=axis_sizes),
-            f"activations (remat {inputs.remat})": activations,
-            "logits (f32)": logits,
-        },
-        num_params=n_params, num_trainable=n_trainable, notes=tuple(notes))
+    table = {
+        "parameters": param_bytes,
+        "gradients": trainable_bytes,
+        "optimiser (AdamW, f32)": moment_bytes,
+        "reference policy": param_bytes if with_reference else 0,
+        "kv cache (rollout)": kv_cache_bytes(
+            text, batch_size=inputs.batch_size, group_size=inputs.group_size,
+            prompt_len=prompt_len, completion_len=completion_len, dtype_bytes=dtype_bytes,
+            axis_sizes=axis_sizes),
+        f"activations (remat {inputs.remat})": activations,
+        "logits (f32)": logits,
+    }
+    if inputs.backend == "cpu":
+        table["float32 layer copies (CPU)"] = (
+            2 * decoder_layer_params(params) * 4 if dtype_bytes < 4 else 0)
+        table["process (CPU)"] = CPU_PROCESS_BYTES
+    return MemoryPlan(rows=table, num_params=n_params, num_trainable=n_trainable,
+                      notes=tuple(notes))

@@ -1,5 +1,7 @@
 """The memory planner against hand-counted bytes (python -m sallm_jax.plan_memory)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -153,3 +155,26 @@ def test_activation_and_logit_rows_track_xla_temp_memory(group):
     estimate = activations + plan.rows["logits (f32)"]
     ratio = estimate / xla.temp_size_in_bytes
     assert 0.8 < ratio < 1.25, ratio
+
+
+def test_the_cpu_backend_adds_two_float32_decoder_layers_and_the_process():
+    """With backend "cpu" a bfloat16 plan gains one decoder layer in float32 for each of the
+    forward and backward loops (the layer's parameters counted from a layer built alone) and
+    the process's fixed bytes; in float32 there is nothing to convert."""
+    config = pm.tiny()
+    layer = nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0)).language_model.layers[0])
+    layer_params = sum(x.size for x in jax.tree.leaves(nnx.state(layer, nnx.Param)))
+    inputs = sm.PlanInputs(batch_size=2, group_size=2, prompt_len=8, completion_len=4)
+    accelerator = sm.plan_memory(config, UNSHARDED, inputs)
+    cpu = sm.plan_memory(config, UNSHARDED, dataclasses.replace(inputs, backend="cpu"))
+    assert cpu.total - accelerator.total == 2 * layer_params * 4 + sm.CPU_PROCESS_BYTES
+    assert cpu.rows["float32 layer copies (CPU)"] == 2 * layer_params * 4
+    f32 = dataclasses.replace(inputs, backend="cpu", dtype="float32")
+    assert sm.plan_memory(config, UNSHARDED, f32).rows["float32 layer copies (CPU)"] == 0
+    with pytest.raises(ValueError, match="--backend"):
+        sm.plan_memory(config, UNSHARDED, dataclasses.replace(inputs, backend="tpu"))
+
+
+def test_command_on_the_cpu_prints_the_cpu_rows(capsys):
+    text = pm.main(["--preset", "tiny", "--device", "cpu"])
+    assert "float32 layer copies (CPU)" in text and "process (CPU)" in text
