@@ -9,10 +9,11 @@ complete. Training stages instead save their checkpoint first (`train.preemption
 second SIGINT stops at once (KeyboardInterrupt), for a user who does not want to wait.
 
 Tests pause a phase where it starts: with SALLM_JAX_PAUSE_AT=<phase name, or its start>, the
-first `check` of that phase (of a training stage: after its first step; of a checkpoint write,
-"checkpoint <stage>/<step>": before Orbax renames its temporary folder) logs "[<phase>] paused
-..." and waits (at most PAUSE_LIMIT_S) until a stop is requested, so that a signal sent on that
-line lands inside the phase on any machine (`pause_for_test`).
+first `check` of that phase (of a training stage: after its first step, or the step "@<step>"
+names; of a checkpoint write, "checkpoint <stage>/<step>": before Orbax renames its temporary
+folder) logs "[<phase>] paused ..." and waits (at most PAUSE_LIMIT_S) until a stop is requested,
+so that a signal sent on that line lands inside the phase on any machine (`pause_for_test`).
+In a multi-process run, a phase that process 0 runs alone (a cache build) stops there only.
 """
 
 from __future__ import annotations
