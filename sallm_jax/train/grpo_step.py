@@ -252,8 +252,9 @@ class GRPOStep:
         self.frozen = partitioner.shard_params(frozen)
         frozen_shardings = partitioner.param_shardings(self.frozen)
         # A moving reference (rl.sync_ref_model) lives in the train state, not here.
+        self.moving_reference = cfg.sync_ref_model and cfg.beta != 0.0
         self.ref_params = (partitioner.shard_params(ref_params) if ref_params is not None
-                           and cfg.beta != 0.0 and not cfg.sync_ref_model else None)
+                           and cfg.beta != 0.0 and not self.moving_reference else None)
         self.sync_reference = jax.jit(
             lambda state: state._replace(extras={**state.extras, REFERENCE_KEY: mixed_reference(
                 state.extras[REFERENCE_KEY], state.params, cfg.ref_model_mixup_alpha)}),
@@ -344,7 +345,7 @@ class GRPOStep:
         cfg, frozen = self.cfg, self.frozen
         # Log-probs of the reference only when the KL term is on: no forward pass otherwise.
         ref = state.params if self.ref_params is None else self.ref_params
-        if cfg.sync_ref_model:
+        if self.moving_reference:
             ref = state.extras[REFERENCE_KEY]
         ref_logp = (self.ref_logprobs(ref, frozen, b.batch, b.group["ids"], b.group["mask"])
                     if cfg.beta != 0.0 else None)
@@ -352,7 +353,7 @@ class GRPOStep:
         for i in range(cfg.num_iterations):
             state, metrics = self.update(state, frozen, b.batch, b.group, b.old_logp, ref_logp)
             finite = finite & metrics["finite"]
-            if cfg.sync_ref_model and sync_due(int(state.step), cfg.ref_model_sync_steps):
+            if self.moving_reference and sync_due(int(state.step), cfg.ref_model_sync_steps):
                 state = self.sync_reference(state)
             if i == 0:
                 gap = {k: v for k, v in metrics.items() if k.startswith("logp_diff/")}
