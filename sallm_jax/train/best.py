@@ -6,7 +6,9 @@ The record survives restarts and kills: each new best is saved to its own `<stag
 directory) is replaced atomically, and only then are older `best-*` directories removed. A
 record that is unreadable or names a missing directory is discarded at start, with a warning,
 and the parameters the stage starts from (the resumed ones after a kill) are scored again, at
-their step."""
+their step. A record written after the checkpoint the stage resumes from (a kill between the
+two) stays, and a step scored again that ties with it takes its place: the uninterrupted run
+kept the first of equal scores."""
 
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ class BestKeeper:
         return None
 
     def consider(self, step: int, params: nnx.State) -> float:
-        """Score `params` (after `step` updates); save them if they beat the best so far."""
+        """Score `params` (after `step` updates); save them if they beat the best so far, or
+        tie with a best recorded at a later step."""
         score = float(self.score_fn(params))
         logging.info("[best] step %d: validation score %.3f", step, score)
         if self.record is not None and 0 < self.record["score"] and (
@@ -79,7 +82,10 @@ class BestKeeper:
             logging.warning("[best] step %d: validation score %.3f is half the best or less "
                             "(%.3f at step %d): the policy may have collapsed (a learning rate "
                             "too high?)", step, score, self.record["score"], self.record["step"])
-        if self.record is None or score > self.record["score"]:
+        if self.record is None or score > self.record["score"] or (
+                score == self.record["score"] and step < self.record["step"]):
+            # The second case: a stage resumed behind a record written after its checkpoint
+            # (a kill between the two); the uninterrupted run kept the first of equal scores.
             target = self.directory.parent / f"{self.directory.name}-{step}"
             save_params(target, params, overwrite=True)
             self.record = {"step": step, "score": score, "directory": target.name}

@@ -50,3 +50,27 @@ def test_unreadable_or_dangling_records_are_discarded(tmp_path, caplog):
     again = keeper(tmp_path, {0: 1.0})
     again.start(0, params(0))  # scores the start again and writes a sound record
     assert json.loads((tmp_path / "best.json").read_text())["directory"] == "best-0"
+
+
+def test_a_record_from_past_the_resumed_step_yields_to_an_earlier_tie(tmp_path):
+    """Killed after step 6's new best was recorded but before its checkpoint, the stage resumes
+    from step 2 and scores steps 4 and 6 again; the kept step is the uninterrupted run's: the
+    first of the best scores (step 4, tied with 6)."""
+    scores = {0: 0.1, 2: 0.3, 4: 0.5, 6: 0.5}
+    alone = keeper(tmp_path / "alone", scores)
+    alone.start(0, params(0))
+    for step in (2, 4, 6):
+        alone.consider(step, params(step))
+    assert alone.record["step"] == 4
+
+    cut = keeper(tmp_path / "cut", scores)
+    cut.start(0, params(0))
+    cut.consider(2, params(2))
+    cut.record = None  # the record that step 6 wrote before the kill, with its parameters
+    cut.consider(6, params(6))
+    resumed = keeper(tmp_path / "cut", scores)
+    resumed.start(2, params(2))  # the record is kept: not scored again
+    for step in (4, 6):
+        resumed.consider(step, params(step))
+    assert resumed.record == alone.record | {"directory": "best-4"}
+    np.testing.assert_array_equal(resumed.best(params(9))["w"], params(4)["w"])
