@@ -197,3 +197,11 @@ def test_results_cut_short_are_made_again(tmp_path, monkeypatch):
     (tmp_path / "results.json").write_text('{"sft": {"test": {"bleu": 1')
     monkeypatch.setattr(grpo_vs_sft, "run_experiment", lambda cfg, workdir: {"sft": "again"})
     assert grpo_vs_sft.finished_or_run(None, tmp_path) == {"sft": "again"}
+
+
+def test_a_last_line_whole_but_for_its_newline_is_kept(tmp_path):
+    path = tmp_path / "skipped.jsonl"
+    whole = json.dumps({"id": "q1", "source": "a.wav", "reason": "r", "detail": "d"})
+    path.write_text(whole)  # killed between the record and its newline
+    SkipLog("skip", path).handle("q2", "b.wav", "r", "d")
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["q1", "q2"]
