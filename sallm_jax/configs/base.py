@@ -175,7 +175,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.off_policy_mask_threshold = 0.0
     c.rl.use_bias_correction_kl = False
     # The sampler's compute dtype: "" is the trainer's (model.compute_dtype or model.dtype);
-    # "bfloat16" rolls out the float32 master weights in bfloat16. rollout_correction reweighs
+    # "bfloat16" rolls out the float32 master weights in bfloat16 (off_policy_mask_threshold's
+    # mask then measures the drift from the sampler's log-probs). rollout_correction reweighs
     # each sampled token's policy term by pi_trainer / pi_sampler at the sampler's parameters
     # (TRL's vllm_importance_sampling_mode): "token_truncate", "token_mask",
     # "sequence_truncate" or "sequence_mask" ("" off), truncated to or masked outside

@@ -194,6 +194,7 @@ def grpo_loss(
     off_policy_mask_threshold: float = 0.0,
     use_bias_correction_kl: bool = False,
     rollout_weights: jax.Array | None = None,
+    sampler_logp: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The GRPO objective as a loss to minimise, a pure function of arrays.
 
@@ -239,6 +240,9 @@ def grpo_loss(
       use_bias_correction_kl: weight the k3 term by the importance ratio (needs beta > 0).
       rollout_weights: [N, C] constant weights of the sampled rows' policy term, the rollout
         correction (`rollout_correction.rollout_correction_weights`); None: none.
+      sampler_logp: [N, C] the sampler's own log-probs when they differ from `old_logp`'s
+        (a rollout at another precision): the off-policy sequence mask then measures the drift
+        from them, as TRL's does from vLLM's; None: from `old_logp`.
     Returns:
       (scalar loss, metrics: kl, clip_fraction (= clip_fraction/region: the tokens where the
       term cut the ratio's gradient), clip_fraction/low (ratio < 1, the lower bound binding),
@@ -273,7 +277,8 @@ def grpo_loss(
         log_weights=jnp.log(jax.lax.stop_gradient(rollout_weights)) if folded else None)
     per_token, cut = POLICY_TERMS[loss_type](logp, log_ratio, adv, mask, settings)
     if off_policy_mask_threshold > 0:  # before the ground-truth rows, which it never drops
-        kept = off_policy_sequence_mask(logp, old_logp, advantages, mask,
+        sampler = old_logp if sampler_logp is None else sampler_logp
+        kept = off_policy_sequence_mask(logp, sampler, advantages, mask,
                                         off_policy_mask_threshold)
         per_token = per_token * kept
     if rollout_weights is not None and not folded:

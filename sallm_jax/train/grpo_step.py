@@ -131,9 +131,12 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     None) against "rollout_logp" (then required), logging "rollout_is/*". With
     `cfg.use_adaptive_entropy` the entropy coefficient is the state's controller's
     (`extras["entropy_control"]`, see `grpo_extras`), moved after the update by the entropy
-    it measured; logs "entropy_coef" (the next) and "entropy_coef/applied".
+    it measured; logs "entropy_coef" (the next) and "entropy_coef/applied". With
+    `cfg.rollout_dtype` set, `off_policy_mask_threshold`'s mask reads "rollout_logp".
     """
     adaptive, correction = cfg.use_adaptive_entropy, cfg.rollout_correction
+    # A sampler at another precision drew the batch: the off-policy mask reads its log-probs.
+    sampler_mask = bool(cfg.rollout_dtype) and cfg.off_policy_mask_threshold > 0
 
     def loss_fn(params, frozen, inputs, entropy_coef):
         logp, entropy = completion_logprobs_and_entropy(
@@ -155,7 +158,8 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             vespo_lambda_neg=cfg.vespo_lambda_neg, entropy=entropy,
             top_entropy_quantile=cfg.top_entropy_quantile, entropy_coef=entropy_coef,
             off_policy_mask_threshold=cfg.off_policy_mask_threshold,
-            use_bias_correction_kl=cfg.use_bias_correction_kl, rollout_weights=weights)
+            use_bias_correction_kl=cfg.use_bias_correction_kl, rollout_weights=weights,
+            sampler_logp=inputs["rollout_logp"] if sampler_mask else None)
         per_token = {"logp": logp, "entropy": entropy}
         if adaptive:  # the tokens whose entropy the controller measures: the policy term's
             per_token["kept"] = (high_entropy_mask(entropy, mask, cfg.top_entropy_quantile)
@@ -163,15 +167,16 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         return loss, (metrics, jax.lax.stop_gradient(per_token))
 
     def update(state: TrainState, frozen, batch, group, old_logp, ref_logp):
-        if correction and group.get("rollout_logp") is None:
-            raise ValueError("rl.rollout_correction: the batch holds no sampler log-probs "
-                             "(group['rollout_logp'])")
+        if (correction or sampler_mask) and group.get("rollout_logp") is None:
+            raise ValueError("rl.rollout_correction / rl.rollout_dtype: the batch holds no "
+                             "sampler log-probs (group['rollout_logp'])")
         if adaptive and EXTRAS_KEY not in state.extras:
             raise ValueError("rl.use_adaptive_entropy: the train state holds no entropy "
                              "controller (start it with extras=grpo_extras(cfg))")
         inputs = {"batch": batch, "ids": group["ids"], "mask": group["mask"],
                   "off_policy": group["off_policy"], "old_logp": old_logp, "ref_logp": ref_logp,
-                  "rollout_logp": group.get("rollout_logp") if correction else None,
+                  "rollout_logp": (group.get("rollout_logp") if correction or sampler_mask
+                                   else None),
                   "advantages": batch_advantages(
                       cfg, group["rewards"], group.get("per_fn"),
                       group["mask"].sum(-1).reshape(group["rewards"].shape)).reshape(-1)}

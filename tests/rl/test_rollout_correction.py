@@ -28,6 +28,7 @@ from sallm_jax.rl.rollout_correction import (
 from sallm_jax.train.grpo_step import make_grpo_update, make_logprob_fn
 from sallm_jax.train.state import sharded_train_state
 from sallm_jax.validate import validate_config
+from tests.rl.test_loss_options import numpy_sequence_mask
 from tests.train.test_microbatch import CONFIG, G, inputs
 
 RNG = np.random.default_rng(3)
@@ -127,11 +128,9 @@ def correction_cfg(**settings):
     return cfg
 
 
-@pytest.mark.parametrize("micro", [0, 2])
-def test_update_applies_and_logs_the_correction(micro):
-    """The GRPO update at the sampler's parameters (ratio 1, so the policy term is -A w):
-    its loss is the DAPO mean of -A w, w from the trainer's log-probs of the same parameters
-    and the sampler's; its logs are those weights' statistics."""
+def update_at_the_sampler(cfg):
+    """One GRPO update of the tiny model at the sampler's parameters, the sampler's log-probs
+    the trainer's plus noise: (metrics, the group, the trainer's log-probs)."""
     partitioner = Partitioner(make_mesh({"data": -1}), ())
     graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     batch, group, _ = inputs()
@@ -142,11 +141,19 @@ def test_update_applies_and_logs_the_correction(micro):
         *partitioner.to_global({"i": group["ids"], "m": group["mask"]}).values()))
     rng = np.random.default_rng(4)
     group["rollout_logp"] = (trainer + rng.normal(0, 0.4, trainer.shape)).astype(np.float32)
-    cfg = correction_cfg(micro_batch_size=micro)
     state, shardings = sharded_train_state(partitioner, params, optax.sgd(1e-2), copy=True)
     update = make_grpo_update(graphdef, optax.sgd(1e-2), cfg, partitioner, shardings, ps[1])
     _, metrics = update(state, frozen, partitioner.to_global(batch),
                         partitioner.to_global(group), None, None)
+    return metrics, group, trainer
+
+
+@pytest.mark.parametrize("micro", [0, 2])
+def test_update_applies_and_logs_the_correction(micro):
+    """The GRPO update at the sampler's parameters (ratio 1, so the policy term is -A w):
+    its loss is the DAPO mean of -A w, w from the trainer's log-probs of the same parameters
+    and the sampler's; its logs are those weights' statistics."""
+    metrics, group, trainer = update_at_the_sampler(correction_cfg(micro_batch_size=micro))
     mask = group["mask"].astype(np.float32)
     w, outside = numpy_weights(trainer, group["rollout_logp"], mask, "token_truncate", 0.5, 1.5)
     rewards = group["rewards"].astype(np.float64)
@@ -159,6 +166,35 @@ def test_update_applies_and_logs_the_correction(micro):
         [metrics[f"rollout_is/{k}"] for k in ("mean", "min", "max", "outside_fraction")],
         [w[m].mean(), w[m].min(), w[m].max(), outside[m].mean()], rtol=1e-4)
     assert 0 < float(metrics["rollout_is/outside_fraction"]) < 1
+
+
+def test_off_policy_mask_reads_the_sampler_log_probs():
+    """With the sampler at another precision, its log-probs are those of the policy that drew
+    the batch: DeepSeek-V3.2's off-policy sequence mask measures the drift from them (as TRL's
+    does from vLLM's), while the ratio stays pi_theta / pi_old."""
+    threshold = 0.1
+    keep = numpy_sequence_mask(LOGP, ROLLOUT, ADV, MASK, threshold)
+    assert (keep != numpy_sequence_mask(LOGP, OLD, ADV, MASK, threshold)).any()
+    per_token, d_logp = clipped_loss_and_grad(np.exp(LOGP - OLD), ADV[:, None])
+    kw = dict(off_policy_mask_threshold=threshold, sampler_logp=jnp.asarray(ROLLOUT))
+    value, metrics = corrected_loss(LOGP, None, **kw)
+    np.testing.assert_allclose(value, (keep * per_token * MASK).sum() / MASK.sum(), rtol=1e-5)
+    grad = jax.grad(lambda lp: corrected_loss(lp, None, **kw)[0])(jnp.asarray(LOGP))
+    np.testing.assert_allclose(grad, keep * d_logp * MASK / MASK.sum(), rtol=1e-5, atol=1e-8)
+    assert float(metrics["off_policy_masked_fraction"]) == pytest.approx(1 - keep.mean())
+
+
+def test_update_masks_by_the_sampler_at_another_precision():
+    """In the update (one per batch: pi_old is the update's own log-probs, no drift from
+    them) with rl.rollout_dtype set, the mask reads the sampler's log-probs."""
+    metrics, group, trainer = update_at_the_sampler(correction_cfg(
+        rollout_correction="", rollout_dtype="bfloat16", off_policy_mask_threshold=0.05))
+    rewards = group["rewards"].astype(np.float64)
+    adv = (rewards - rewards.mean(1, keepdims=True)).reshape(-1)
+    keep = numpy_sequence_mask(trainer, group["rollout_logp"], adv,
+                               group["mask"].astype(np.float32), 0.05)
+    assert 0 < keep.mean() < 1
+    assert float(metrics["off_policy_masked_fraction"]) == pytest.approx(1 - keep.mean())
 
 
 def test_rollout_at_bfloat16_is_the_bfloat16_model():
