@@ -298,7 +298,9 @@ def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dic
     (the base's in its cache), and a finished stage is loaded instead of run again. The run
     holds `<workdir>/.lock` throughout (`WorkdirLock`): a second run on the same directory
     stops with `WorkdirLocked` naming the first. SIGTERM / SIGINT make a training stage save
-    its checkpoint after the step under way and raise `Preempted` (`train.preemption`).
+    its checkpoint after the step under way and raise `Preempted` (`train.preemption`), and
+    any other phase (synthesis, tokenizer training, an evaluation pass) raise it before its
+    next item, leaving nothing half written (`stop_signal`).
     Before any of it the config is checked (`validate_config`) and the work directory and the
     cache must take a file (`NotWritable`); an empty split stops the run before the model is
     built, one its rows all left out before the first stage (`EmptySplit`).
