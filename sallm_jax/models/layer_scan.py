@@ -272,6 +272,42 @@ def set_scan_layers(model: nnx.Module, enabled: bool) -> nnx.Module:
     return model
 
 
+def stacked_node(model: nnx.Module, path: tuple) -> tuple[Any, bool]:
+    """The node at a per-layer `path` of `model` (an int after a `LayerStack` picks a layer),
+    read where it lies: for a path through a stack, the stacked node (every layer's values,
+    the layer axis first) and True; else the node itself and False."""
+    node, stacked = model, False
+    for part in path:
+        if isinstance(node, LayerStack) and isinstance(part, int):
+            node, stacked = node.layer, True
+        else:
+            node = node[part] if isinstance(part, int) else getattr(node, part)
+    return node, stacked
+
+
+class LayerViews:
+    """Nodes of `model` at per-layer paths, a stacked layer taken out one at a time: the layer
+    last asked for is kept (a copy of its slices, `LayerStack[index]`), so reading a layer's
+    variables in turn copies that layer once and never the whole stack."""
+
+    def __init__(self, model: nnx.Module):
+        self.model = model
+        self._key: tuple | None = None
+        self._layer: nnx.Module | None = None
+
+    def node(self, path: tuple) -> Any:
+        node = self.model
+        for depth, part in enumerate(path):
+            if isinstance(node, LayerStack) and isinstance(part, int):
+                if self._key != (path[:depth], part):
+                    self._key = self._layer = None  # the last layer's copy goes first
+                    self._layer, self._key = node[part], (path[:depth], part)
+                node = self._layer
+            else:
+                node = node[part] if isinstance(part, int) else getattr(node, part)
+        return node
+
+
 @contextlib.contextmanager
 def layers_unstacked(model: nnx.Module) -> Iterator[nnx.Module]:
     """`model` with every stacked decoder in per-layer storage for the block, stacked again

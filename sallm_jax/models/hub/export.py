@@ -32,9 +32,8 @@ from sallm_jax.models.hub.safetensors_io import (
     row_blocks,
     write_safetensors,
 )
-from sallm_jax.models.layer_scan import layers_unstacked
+from sallm_jax.models.layer_scan import LayerViews, layers_unstacked, stacked_node
 from sallm_jax.models.lora import LoRALinear, lora_modules
-from sallm_jax.models.paths import node_at
 
 LoRAExport = Literal["merged", "adapter"]
 
@@ -64,7 +63,7 @@ def hf_tensor_specs(
 
     The blocks are computed only when the file is written, about CHUNK_BYTES of PyTorch-layout
     rows at a time, so an export holds the model plus one block (plus one merged kernel when an
-    adapter is folded in).
+    adapter is folded in, and one layer's copy when the layers are stored stacked: `LayerViews`).
 
     Args:
       model: a model of a supported family, with or without LoRALinear layers.
@@ -77,25 +76,27 @@ def hf_tensor_specs(
     if family.own_head and model.config.text.tie_word_embeddings:
         head, embeddings = family.own_head  # transformers reads a head of its own: write it
         table = {**table, head: table[embeddings]}
+    views = LayerViews(model)
     specs = []
-    for key, (path, transform) in sorted(table.items()):
-        variable, parent = node_at(model, path), node_at(model, path[:-1])
+    for key, (path, transform) in sorted(table.items()):  # a layer's tensors one after another
+        variable, stacked = stacked_node(model, path)
+        parent, _ = stacked_node(model, path[:-1])
         merge = (merge_lora and path[-1] == "kernel" and isinstance(parent, LoRALinear)
                  and parent.enabled)
-        value = variable.get_value()
-        shape = tuple(value.shape) if transform == "copy" else tuple(value.shape)[::-1]
-        specs.append((key, shape, np.dtype(dtype or value.dtype),
-                      functools.partial(_pytorch_blocks, variable, parent if merge else None,
-                                        transform)))
+        shape = tuple(variable.get_value().shape)[int(stacked):]
+        shape = shape if transform == "copy" else shape[::-1]
+        specs.append((key, shape, np.dtype(dtype or variable.get_value().dtype),
+                      functools.partial(_pytorch_blocks, views, path, merge, transform)))
     return specs
 
 
-def _pytorch_blocks(variable: nnx.Variable, adapter: LoRALinear | None,
+def _pytorch_blocks(views: LayerViews, path: tuple, merge: bool,
                     transform: str) -> Iterator[np.ndarray]:
-    """Rows of `variable` in the PyTorch layout, CHUNK_BYTES at a time, with `adapter`'s
-    delta folded in when given."""
-    value = variable.get_value()
-    if adapter is not None:
+    """Rows of the variable at `path` in the PyTorch layout, CHUNK_BYTES at a time, with its
+    LoRA adapter's delta folded in when `merge`."""
+    value = views.node(path).get_value()
+    if merge:
+        adapter = views.node(path[:-1])
         value = (value.astype(jnp.float32) + adapter.delta()).astype(value.dtype)
     array = np.asarray(value)  # a view of the buffer on a CPU
     if transform == "copy":
@@ -201,13 +202,13 @@ def export_hf(
         config["torch_dtype"] = config["dtype"] = str(jnp.dtype(dtype))
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    with layers_unstacked(model):  # the Hub's per-layer names
-        save_safetensors_dir(
-            hf_tensor_specs(model, merge_lora=lora == "merged", dtype=dtype),
-            out_dir,
-            max_shard_bytes=max_shard_bytes,
-        )
-        if with_adapter:
+    save_safetensors_dir(
+        hf_tensor_specs(model, merge_lora=lora == "merged", dtype=dtype),
+        out_dir,
+        max_shard_bytes=max_shard_bytes,
+    )
+    if with_adapter:
+        with layers_unstacked(model):  # the adapters under the Hub's per-layer names
             save_peft_adapter(model, out_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
