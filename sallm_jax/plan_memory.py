@@ -30,8 +30,9 @@ GIB = 1024**3
 
 # Device memory by name (GiB of HBM per chip / GPU; "cpu": this machine's memory, where the
 # plan adds the CPU backend's rows).
+HOST_MEMORY_GIB = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)
 DEVICE_MEMORY_GIB = {"v5e": 16.0, "v4": 32.0, "a100": 80.0, "h100": 80.0, "h200": 141.0,
-                     "cpu": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)}
+                     "cpu": HOST_MEMORY_GIB}
 
 
 def tiny() -> SpeechLMConfig:
