@@ -7,6 +7,7 @@ whose every row the skip policy left out (for a scored split that used to surfac
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.run_splits import EmptySplit, check_rows_left, scored_splits, splits_used
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's prefix: level, date, time
 
 
 def test_the_splits_a_run_scores():
@@ -113,8 +115,12 @@ def test_every_row_left_out_under_skip_stops_before_training(tmp_path):
 
 
 def test_a_missing_clip_under_error_stops_before_training_with_one_line(tmp_path):
+    """The error is one line, after the log's progress lines (the tokenizer is trained first:
+    screening counts each prompt's tokens) and before any training step."""
     train = write_rows(tmp_path / "train.jsonl", 2)
     status, stderr = run(tmp_path, train, "error")
-    assert status == 2 and stderr == [
+    assert status == 2, stderr
+    assert [line for line in stderr if not LOG_LINE.match(line)] == [
         f"error: {tmp_path / 'audio' / '0.wav'}: missing audio file: no such file (example 'r0'; "
         "set data.on_bad_input=skip to leave such examples out)"]
+    assert not any("[warmup]" in line for line in stderr)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.parallel.test_multiprocess import ARGS, ROOT, free_port, metrics
-from tests.train.test_dynamic_sampling import is_flat
+from tests.train.test_dynamic_sampling_stage import is_flat
 
 pytestmark = pytest.mark.slow
 DYNAMIC = ["--config.rl.dynamic_sampling=True", "--config.rl.dynamic_sampling_max_draws=3",
