@@ -3,13 +3,10 @@ gathered rewards, so the two-process run draws, keeps and trains like the one-pr
 the same prompts drawn, shortfall, rewards and losses at every step."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.parallel.test_multiprocess import ARGS, ROOT, free_port, metrics
+from tests.parallel.test_multiprocess import ARGS, launch, metrics
 from tests.train.test_dynamic_sampling_stage import is_flat
 
 pytestmark = pytest.mark.slow
@@ -27,28 +24,10 @@ def flat_on_some_prompts(completion: str, example: dict) -> float:
     return 0.5 if is_flat(example["id"]) else REWARD_FNS["chrf"](completion, example)
 
 
-def launch(workdir, cache, processes: int) -> None:
-    env = {**os.environ, "SALLM_JAX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
-    port, procs = free_port(), []
-    for i in range(processes):
-        extra = [] if processes == 1 else [
-            f"--config.parallel.coordinator_address=127.0.0.1:{port}",
-            f"--config.parallel.num_processes={processes}", f"--config.parallel.process_id={i}",
-            "--config.parallel.cpu_collectives=True"]
-        log = open(workdir.parent / f"{workdir.name}.{i}.log", "w")  # noqa: SIM115
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "sallm_jax.main", *RUN_ARGS, *extra,
-             f"--workdir={workdir}"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
-    codes = [p.wait(timeout=900) for p in procs]
-    logs = [(workdir.parent / f"{workdir.name}.{i}.log").read_text()[-3000:]
-            for i in range(processes)]
-    assert codes == [0] * processes, logs
-
-
 def test_two_processes_draw_and_keep_like_one(tmp_path, smoke_cache):
     one, two = tmp_path / "one", tmp_path / "two"
-    launch(one, smoke_cache, 1)
-    launch(two, smoke_cache, 2)
+    launch(one, smoke_cache, 1, RUN_ARGS)
+    launch(two, smoke_cache, 2, RUN_ARGS)
     a, b = metrics(one, "grpo"), metrics(two, "grpo")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
     # Some step drew more than one batch: flat groups were replaced.

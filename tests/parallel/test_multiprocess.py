@@ -30,7 +30,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(workdir, cache, processes: int) -> None:
+def launch(workdir, cache, processes: int, args=ARGS) -> None:
+    """`processes` processes of the main command with `args` on 127.0.0.1; each must exit 0."""
     env = {**os.environ, "SALLM_JAX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
     port, procs = free_port(), []
     for i in range(processes):
@@ -39,11 +40,11 @@ def launch(workdir, cache, processes: int) -> None:
             f"--config.parallel.num_processes={processes}", f"--config.parallel.process_id={i}",
             "--config.parallel.cpu_collectives=True"]
         log = open(workdir.parent / f"{workdir.name}.{i}.log", "w")  # noqa: SIM115
-        procs.append(subprocess.Popen([sys.executable, "-m", "sallm_jax.main", *ARGS, *extra,
+        procs.append(subprocess.Popen([sys.executable, "-m", "sallm_jax.main", *args, *extra,
                                        f"--workdir={workdir}"], env=env, cwd=ROOT,
                                       stdout=log, stderr=subprocess.STDOUT))
     codes = [p.wait(timeout=900) for p in procs]
-    logs = [(workdir.parent / f"{workdir.name}.{i}.log").read_text()[-2000:]
+    logs = [(workdir.parent / f"{workdir.name}.{i}.log").read_text()[-3000:]
             for i in range(processes)]
     assert codes == [0] * processes, logs
 

@@ -2,46 +2,27 @@
 prompts; the ratio is live (not 1) only from its second update on; a checkpoint inside a
 generation resumes to the uninterrupted result exactly."""
 
-import json
 import shutil
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from sallm_jax.configs.sqa_grpo import get_config
-from sallm_jax.experiment import batch_spec, model_config
-from sallm_jax.models.qwen2_audio.model import SpeechLM
-from sallm_jax.parallel.mesh import make_mesh
-from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.train.grpo_stage import run_grpo
-from tests.batch_spec import qwen2_audio_chat
+from tests.train.smoke_grpo import run_smoke_grpo
 
 pytestmark = pytest.mark.slow
-
-TIMING = ("step_seconds", "tokens_per_s")
 
 
 def train(workdir, small_sqa, steps_per_generation, steps=4):
     """GRPO steps on the smoke preset from one fixed initialisation: (params, records)."""
-    rows, tok = small_sqa
     cfg = get_config("smoke")
     cfg.rl.steps, cfg.rl.log_every, cfg.rl.checkpoint_every = steps, 1, 1
     cfg.rl.steps_per_generation, cfg.rl.beta = steps_per_generation, 0.0
     # The full rate from the first update on, and a reward with a spread on an untrained
     # model (chrF; BLEU would be 0 everywhere), so that every update moves the parameters.
     cfg.rl.learning_rate, cfg.rl.warmup_steps, cfg.rl.reward_fns = 1e-2, 0, ("chrf",)
-    mcfg = model_config(cfg, tok)
-    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
-    trained = run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
-                       ref_params=None, rows=rows["train"], chat=qwen2_audio_chat(tok),
-                       spec=batch_spec(cfg, mcfg, "rl.batch_size", cfg.rl.max_completion_length),
-                       workdir=workdir, seed=0,
-                       partitioner=Partitioner(make_mesh({"data": -1}), ()))
-    records = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-               for line in (workdir / "metrics.jsonl").open()]
-    return jax.tree.map(np.asarray, trained), records
+    return run_smoke_grpo(cfg, workdir, small_sqa)
 
 
 def test_generations_of_two_steps(tmp_path, small_sqa):
