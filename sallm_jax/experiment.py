@@ -36,8 +36,8 @@ from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import load_or_train_tokenizer, load_tokenizer
 from sallm_jax.eval.evaluate import evaluate
-from sallm_jax.eval.metric_names import SUMMARY
 from sallm_jax.host_memory import return_freed_arrays
+from sallm_jax.metrics.names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import family_for_model, num_audio_tokens
 from sallm_jax.models.hub.load import load_checkpoint

@@ -32,8 +32,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from sallm_jax.config_file import define_config_flag
-from sallm_jax.eval.metric_names import HIGHER_IS_BETTER
 from sallm_jax.experiment import run_experiment
+from sallm_jax.metrics.names import HIGHER_IS_BETTER
 from sallm_jax.record_files import read_json
 from sallm_jax.train.base import base_directory, default_cache_dir
 from sallm_jax.user_errors import run_command

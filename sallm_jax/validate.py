@@ -12,7 +12,7 @@ import pathlib
 import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
-from sallm_jax.eval.metric_names import HIGHER_IS_BETTER
+from sallm_jax.metrics.names import HIGHER_IS_BETTER
 from sallm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from sallm_jax.rl.grpo import (
     AGGREGATIONS,

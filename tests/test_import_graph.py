@@ -6,9 +6,11 @@ from __future__ import annotations
 from tools.import_graph import (
     LAYERS,
     circles,
+    folder_graph,
     import_graph,
     imported_modules,
     layer_of,
+    split_folders,
     upward_imports,
 )
 
@@ -65,6 +67,20 @@ def test_upward_imports_are_those_into_a_higher_layer():
     assert upward_imports({"p.cli": {"p.base.a"}, "p.base.a": set()}, HAND_LAYERS) == []
 
 
+def test_folders_import_each_other_only_one_way():
+    # No two modules import each other, yet p.mid's leaf is imported by p.base while p.mid.top
+    # imports p.base: the folders p.base and p.mid form a circle, and p.mid spans two layers.
+    graph = {"p.base.a": {"p.mid.leaf", "p.util"}, "p.mid.leaf": set(),
+             "p.mid.top": {"p.base.a"}, "p.util": set()}
+    assert circles(graph) == []
+    assert folder_graph(graph, package="p") == {"p.base": {"p.mid", "p.util"},
+                                                "p.mid": {"p.base"}, "p.util": set()}
+    assert circles(folder_graph(graph, package="p")) == [["p.base", "p.mid"]]
+    assert split_folders(graph, HAND_LAYERS, package="p") == ["p.mid"]
+    graph["p.base.a"] = {"p.util"}
+    assert circles(folder_graph(graph, package="p")) == []
+
+
 def test_the_package_has_no_import_circle():
     graph = import_graph()
     assert "sallm_jax.models.hub.load" in graph and "sallm_jax.report.runs" in graph
@@ -80,5 +96,6 @@ def test_the_package_imports_only_downward():
             assert pattern.removesuffix(".*") in graph, pattern
     names = [layer for layer, _ in LAYERS]
     assert layer_of("sallm_jax.eval.evaluate") == names.index("evaluation")
-    assert layer_of("sallm_jax.eval.metrics") == names.index("metrics")
+    assert layer_of("sallm_jax.metrics.text") == names.index("metrics")
+    assert layer_of("sallm_jax.eval.draw_spread") == names.index("evaluation")
     assert layer_of("sallm_jax.configs.base") == layer_of("sallm_jax.experiment") == len(LAYERS) - 1

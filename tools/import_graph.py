@@ -3,9 +3,10 @@
     python tools/import_graph.py [PREFIX]     # e.g. sallm_jax.models
 
 Prints each module of PREFIX (default: the whole package) with its layer and the package modules
-it imports, module-level and inside functions alike; then every circle (a strongly connected group
-of modules) and every upward import (a module importing one of a higher layer, `LAYERS`); exits 1
-when there is either.
+it imports, module-level and inside functions alike; then every circle among modules, every
+circle among folders (`folder_graph`: a folder importing one that imports it back, even where no
+two modules do), every folder whose modules sit in two layers, and every upward import (a module
+importing one of a higher layer, `LAYERS`); exits 1 when there is any.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("sallm_jax.data.*",)),
     ("models", ("sallm_jax.models.*",)),
     ("parallel", ("sallm_jax.parallel.*",)),
-    ("metrics", ("sallm_jax.eval.*",)),
+    ("metrics", ("sallm_jax.metrics.*",)),
     ("rl", ("sallm_jax.rl.*",)),
-    ("evaluation", ("sallm_jax.eval.evaluate",)),
+    ("evaluation", ("sallm_jax.eval.*",)),
     ("train", ("sallm_jax.train.*",)),
     ("application", ()),  # the entry points, configs, reports, the memory planner, parity
 )
@@ -74,6 +75,24 @@ def import_graph(root: pathlib.Path = ROOT, package: str = PACKAGE) -> dict[str,
     names = module_names(root, package)
     return {name: imported_modules(path.read_text(), names, package) - {name}
             for name, path in names.items()}
+
+
+def folder_of(name: str, package: str = PACKAGE) -> str:
+    """The package's top-level folder holding module `name` (a module at the package's root is
+    its own node)."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == package and len(parts) > 1 else name
+
+
+def folder_graph(graph: Mapping[str, Iterable[str]],
+                 package: str = PACKAGE) -> dict[str, set[str]]:
+    """Top-level folder -> the other folders (and root modules) its modules import."""
+    folders: dict[str, set[str]] = {}
+    for name, children in graph.items():
+        folder = folder_of(name, package)
+        folders.setdefault(folder, set()).update(folder_of(c, package) for c in children)
+        folders[folder].discard(folder)
+    return folders
 
 
 def circles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
@@ -133,6 +152,16 @@ def upward_imports(graph: Mapping[str, Iterable[str]],
                   if layer_of(child, layers) > layer_of(name, layers))
 
 
+def split_folders(graph: Mapping[str, Iterable[str]],
+                  layers: Sequence[tuple[str, Sequence[str]]] = LAYERS,
+                  package: str = PACKAGE) -> list[str]:
+    """The top-level folders whose modules sit in more than one layer, sorted."""
+    found: dict[str, set[int]] = {}
+    for name in graph:
+        found.setdefault(folder_of(name, package), set()).add(layer_of(name, layers))
+    return sorted(folder for folder, held in found.items() if len(held) > 1)
+
+
 def _layer_label(name: str) -> str:
     index = layer_of(name)
     return f"{index} {LAYERS[index][0]}"
@@ -148,12 +177,20 @@ def main(argv: list[str]) -> int:
     found = circles(graph)
     for group in found:
         print("CIRCLE: " + " <-> ".join(group))
+    folder_circles = circles(folder_graph(graph))
+    for group in folder_circles:
+        print("FOLDER CIRCLE: " + " <-> ".join(group))
+    split = split_folders(graph)
+    for folder in split:
+        held = sorted({_layer_label(n) for n in graph if folder_of(n) == folder})
+        print(f"SPLIT FOLDER: {folder} spans layers {', '.join(held)}")
     upward = upward_imports(graph)
     for name, child in upward:
         print(f"UPWARD: {name} [{_layer_label(name)}] -> {child} [{_layer_label(child)}]")
-    print(f"{len(found)} circle(s) and {len(upward)} upward import(s) among {len(graph)} modules "
-          f"in {len(LAYERS)} layers")
-    return 1 if found or upward else 0
+    print(f"{len(found)} circle(s), {len(folder_circles)} folder circle(s), {len(split)} split "
+          f"folder(s) and {len(upward)} upward import(s) among {len(graph)} modules in "
+          f"{len(LAYERS)} layers")
+    return 1 if found or folder_circles or split or upward else 0
 
 
 if __name__ == "__main__":

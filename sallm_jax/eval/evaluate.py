@@ -25,8 +25,8 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, evaluation_batches
-from sallm_jax.eval.metrics import text_metrics
-from sallm_jax.eval.mmau import mmau_accuracy
+from sallm_jax.metrics.mmau import mmau_accuracy
+from sallm_jax.metrics.text import text_metrics
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.progress import track
 from sallm_jax.record_files import read_json, write_atomically

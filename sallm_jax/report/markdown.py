@@ -8,8 +8,8 @@ import json
 import os
 import pathlib
 
-from sallm_jax.eval.metric_names import METRICS
 from sallm_jax.long_text import shorten
+from sallm_jax.metrics.names import METRICS
 from sallm_jax.report import runs as R
 from sallm_jax.report.plots import Plot
 

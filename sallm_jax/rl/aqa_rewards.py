@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sallm_jax.eval.mmau import correct_choice, first_answer_tag, mmau_correct
+from sallm_jax.metrics.mmau import correct_choice, first_answer_tag, mmau_correct
 
 _FORMAT = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 
@@ -39,5 +39,5 @@ def format_reward(completion: str, example: Mapping[str, Any]) -> float:
 
 
 def mmau_reward(completion: str, example: Mapping[str, Any]) -> float:
-    """1 if the MMAU rule (see `sallm_jax.eval.mmau`) accepts the completion's answer."""
+    """1 if the MMAU rule (see `sallm_jax.metrics.mmau`) accepts the completion's answer."""
     return float(mmau_correct(completion, example))

@@ -29,10 +29,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-from sallm_jax.eval.edit_distance import char_error_rate, word_error_rate
-from sallm_jax.eval.meteor import meteor
-from sallm_jax.eval.metrics import rouge_l, rouge_n
 from sallm_jax.long_text import shorten
+from sallm_jax.metrics.edit_distance import char_error_rate, word_error_rate
+from sallm_jax.metrics.meteor import meteor
+from sallm_jax.metrics.text import rouge_l, rouge_n
 from sallm_jax.rl.aqa_rewards import accuracy_reward, format_reward, mmau_reward
 
 RewardFn = Callable[[str, Mapping[str, Any]], float | None]
@@ -115,7 +115,7 @@ def rouge_l_reward(completion: str, example: Mapping[str, Any]) -> float:
 
 @register_reward("meteor")
 def meteor_reward(completion: str, example: Mapping[str, Any]) -> float:
-    """METEOR with exact matches only (see `sallm_jax.eval.meteor`)."""
+    """METEOR with exact matches only (see `sallm_jax.metrics.meteor`)."""
     return meteor(completion, example["answer"])
 
 

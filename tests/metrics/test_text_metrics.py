@@ -7,8 +7,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from sallm_jax.eval.meteor import meteor
-from sallm_jax.eval.metrics import lcs_length, rouge_l, rouge_n, text_metrics
+from sallm_jax.metrics.meteor import meteor
+from sallm_jax.metrics.text import lcs_length, rouge_l, rouge_n, text_metrics
 
 
 def test_lcs_and_rouge_l_hand_computed():

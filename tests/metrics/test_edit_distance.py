@@ -5,7 +5,7 @@ import random
 import jiwer
 import pytest
 
-from sallm_jax.eval.edit_distance import (
+from sallm_jax.metrics.edit_distance import (
     char_error_rate,
     corpus_word_error_rate,
     edit_distance,

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from sallm_jax.eval.meteor import count_chunks, exact_alignment, meteor, meteor_tokens
+from sallm_jax.metrics.meteor import count_chunks, exact_alignment, meteor, meteor_tokens
 
 
 def _hand_meteor(matches: int, hyp_len: int, ref_len: int, chunks: int) -> float:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import sacrebleu
 
-from sallm_jax.eval.edit_distance import corpus_word_error_rate
-from sallm_jax.eval.meteor import meteor
+from sallm_jax.metrics.edit_distance import corpus_word_error_rate
+from sallm_jax.metrics.meteor import meteor
 
 _ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
 

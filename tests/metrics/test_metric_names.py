@@ -1,9 +1,9 @@
-"""The metric names every table and check reads (`eval/metric_names.py`) are the ones an
+"""The metric names every table and check reads (`metrics/names.py`) are the ones an
 evaluation reports, and their direction is what the metrics do on right and wrong answers."""
 
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.eval.evaluate import task_metrics
-from sallm_jax.eval.metric_names import HIGHER_IS_BETTER, LOWER_IS_BETTER, METRICS, SUMMARY
+from sallm_jax.metrics.names import HIGHER_IS_BETTER, LOWER_IS_BETTER, METRICS, SUMMARY
 
 ROWS = [ManifestRow(id="q", audio="a.wav", task="sqa", question="Who spoke?",
                     answer="the old man spoke first"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sallm_jax.eval.mmau import correct_choice, mmau_accuracy, mmau_correct, mmau_match
+from sallm_jax.metrics.mmau import correct_choice, mmau_accuracy, mmau_correct, mmau_match
 
 CHOICES = ["Dog barking", "Cat meowing", "Dog growling", "Silence"]
 
