@@ -36,7 +36,7 @@ from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import load_or_train_tokenizer, load_tokenizer
 from sallm_jax.eval.evaluate import evaluate
-from sallm_jax.host_memory import return_freed_arrays
+from sallm_jax.host_memory import return_freed_arrays, trim_after_compiles
 from sallm_jax.metrics.names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import family_for_model, num_audio_tokens
@@ -98,8 +98,10 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
     chat template (`chat_format`), with data.system_prompt when set. With `partitioner`, a
     checkpoint's tensors are placed straight into their mesh shardings as they are read (each
     process reading only the rows it holds): a process holds only its shards of the model.
-    From here on the process returns freed arrays to the system (`host_memory`)."""
+    From here on the process returns freed arrays and the compiler's freed heap to the system
+    (`host_memory`)."""
     return_freed_arrays()
+    trim_after_compiles()
     eos_token_ids: tuple[int, ...] = ()
     if cfg.model.checkpoint:
         adapter = cfg.lora.adapter_dir
