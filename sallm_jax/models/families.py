@@ -33,6 +33,10 @@ class ModelFamily:
       config_class: the config dataclass of this package.
       model_class: the nnx.Module built for it (constructor `(config, *, rngs, dtype,
         param_dtype)`).
+      from_sizes: (audio sizes, text sizes, vocab_size, audio_token_id) -> config: a new
+        model of the sizes a config file's `model.audio` / `model.text` give.
+      tiny_sizes: () -> {"audio": ..., "text": ...}, the sizes of the family's default new
+        model (a few layers of width 64-128), in `from_sizes`'s form.
       config_from_hf: config.json dict -> config.
       config_to_hf: config -> config.json dict (the inverse, as transformers reads it).
       param_map: config -> {Hub key: (variable path, layout conversion)}.
@@ -63,6 +67,8 @@ class ModelFamily:
     architecture: str
     config_class: type
     model_class: type
+    from_sizes: Callable[[Mapping, Mapping, int, int], object]
+    tiny_sizes: Callable[[], dict]
     config_from_hf: Callable[[Mapping], object]
     config_to_hf: Callable[[object], dict]
     param_map: Callable[[object], dict]

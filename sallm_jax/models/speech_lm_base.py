@@ -14,6 +14,13 @@ import jax.numpy as jnp
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix, init_cache
 
 
+def check_audio_token_id(config) -> None:
+    """ValueError unless config.audio_token_id is an id of config.text's vocabulary."""
+    if not 0 <= config.audio_token_id < config.text.vocab_size:
+        raise ValueError(f"audio_token_id={config.audio_token_id} lies outside the vocabulary "
+                         f"(text.vocab_size={config.text.vocab_size})")
+
+
 def positions_from_mask(mask: jax.Array) -> jax.Array:
     """RoPE positions [B, S] for a padded mask [B, S]: 0 at each row's first real token, so
     left padding does not shift them."""

@@ -9,6 +9,8 @@ default, so a field a config.json leaves out takes the value transformers would 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +111,20 @@ class GraniteSpeechConfig:
     def num_queries(self) -> int:
         """Learned queries per projector window (audio tokens each window yields)."""
         return self.window_size // self.downsample_rate
+
+    @classmethod
+    def from_sizes(cls, audio: Mapping[str, Any], text: Mapping[str, Any], vocab_size: int,
+                   audio_token_id: int) -> GraniteSpeechConfig:
+        """The model of a config's `model.audio` ({"encoder": ..., "projector": ...,
+        "window_size", "downsample_rate"}, each part optional) and `model.text` sizes, with a
+        vocabulary; the projector reads the encoder's width unless told otherwise."""
+        audio = dict(audio)
+        encoder = GraniteEncoderConfig(**audio.pop("encoder", {}))
+        projector = GraniteProjectorConfig(**{"encoder_hidden_size": encoder.hidden_dim,
+                                              **audio.pop("projector", {})})
+        return cls(encoder=encoder, projector=projector,
+                   text=GraniteTextConfig(**text, vocab_size=vocab_size),
+                   audio_token_id=audio_token_id, **audio)
 
 
 def granite_audio_token_count(feature_frames, window_size: int = 15, num_queries: int = 3):

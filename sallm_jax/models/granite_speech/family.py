@@ -31,6 +31,20 @@ def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,
     }
 
 
+def tiny_sizes() -> dict:
+    """A small Granite Speech architecture: 2 conformer blocks of width 64, a 1-layer Q-Former
+    of width 64, 2 decoder layers of width 128."""
+    return {"audio": {"encoder": {"num_layers": 2, "hidden_dim": 64, "num_heads": 4,
+                                  "feedforward_mult": 2, "context_size": 200,
+                                  "conv_kernel_size": 15, "output_dim": 42},
+                      "projector": {"hidden_size": 64, "num_hidden_layers": 1,
+                                    "num_attention_heads": 4, "intermediate_size": 128},
+                      "window_size": 15, "downsample_rate": 5},
+            "text": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 10000.0,
+                     "rms_norm_eps": 1e-6, "tie_word_embeddings": True}}
+
+
 def user_content(text: str) -> str:
     """The user turn as Granite Speech's model card writes it: the placeholder, then the text
     (the chat template takes a plain string)."""
@@ -42,6 +56,8 @@ GRANITE_SPEECH = register_family(ModelFamily(
     architecture="GraniteSpeechForConditionalGeneration",
     config_class=GraniteSpeechConfig,
     model_class=GraniteSpeechLM,
+    from_sizes=GraniteSpeechConfig.from_sizes,
+    tiny_sizes=tiny_sizes,
     config_from_hf=granite_speech_config_from_hf,
     config_to_hf=granite_speech_config_to_hf,
     param_map=granite_param_map,

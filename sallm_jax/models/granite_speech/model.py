@@ -28,7 +28,7 @@ from sallm_jax.models.granite_speech.config import GraniteSpeechConfig
 from sallm_jax.models.granite_speech.encoder import GraniteConformerEncoder
 from sallm_jax.models.granite_speech.lm import GraniteLM
 from sallm_jax.models.granite_speech.projector import GraniteProjector
-from sallm_jax.models.speech_lm_base import SpeechLMForward, scatter_audio
+from sallm_jax.models.speech_lm_base import SpeechLMForward, check_audio_token_id, scatter_audio
 
 
 class GraniteSpeechLM(SpeechLMForward, nnx.Module):
@@ -48,11 +48,7 @@ class GraniteSpeechLM(SpeechLMForward, nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
     ):
-        if not 0 <= config.audio_token_id < config.text.vocab_size:
-            raise ValueError(
-                f"audio_token_id={config.audio_token_id} lies outside the vocabulary "
-                f"(text.vocab_size={config.text.vocab_size})"
-            )
+        check_audio_token_id(config)
         if config.projector.encoder_hidden_size != config.encoder.hidden_dim:
             raise ValueError(
                 f"projector_config.encoder_hidden_size={config.projector.encoder_hidden_size} "

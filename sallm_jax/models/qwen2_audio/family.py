@@ -27,6 +27,16 @@ def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,
     }
 
 
+def tiny_sizes() -> dict:
+    """A small Qwen2-Audio architecture: 2 Whisper blocks of width 128, 2 decoder layers of 128."""
+    return {"audio": {"num_mel_bins": 80, "d_model": 128, "encoder_layers": 2,
+                      "encoder_attention_heads": 4, "encoder_ffn_dim": 256,
+                      "max_source_positions": 400},
+            "text": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 10000.0,
+                     "rms_norm_eps": 1e-6, "tie_word_embeddings": True}}
+
+
 def user_content(text: str) -> list[dict]:
     """The user turn as Qwen2-Audio's chat template takes it: an audio part (the template tests
     for an "audio" key and writes `Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>`; the clip
@@ -39,6 +49,8 @@ QWEN2_AUDIO = register_family(ModelFamily(
     architecture="Qwen2AudioForConditionalGeneration",
     config_class=SpeechLMConfig,
     model_class=SpeechLM,
+    from_sizes=SpeechLMConfig.from_sizes,
+    tiny_sizes=tiny_sizes,
     config_from_hf=speech_lm_config_from_hf,
     config_to_hf=speech_lm_config_to_hf,
     param_map=hf_param_map,

@@ -17,7 +17,7 @@ from sallm_jax.models.layers import linear
 from sallm_jax.models.qwen2 import Qwen2LM
 from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
 from sallm_jax.models.qwen2_audio.whisper_encoder import WhisperEncoder
-from sallm_jax.models.speech_lm_base import SpeechLMForward, scatter_audio
+from sallm_jax.models.speech_lm_base import SpeechLMForward, check_audio_token_id, scatter_audio
 
 
 class SpeechLM(SpeechLMForward, nnx.Module):
@@ -37,11 +37,7 @@ class SpeechLM(SpeechLMForward, nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
     ):
-        if not 0 <= config.audio_token_id < config.text.vocab_size:
-            raise ValueError(
-                f"audio_token_id={config.audio_token_id} lies outside the vocabulary "
-                f"(text.vocab_size={config.text.vocab_size})"
-            )
+        check_audio_token_id(config)
         self.config = config
         self.dtype = dtype
         self.audio_tower = WhisperEncoder(
