@@ -16,10 +16,8 @@ from jax.experimental import multihost_utils
 
 from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.chat_format import ChatFormat
-from sallm_jax.data.embedded_aqa import build_embedded_aqa
-from sallm_jax.data.embedded_ast import build_embedded_ast
 from sallm_jax.data.embedded_common import SPLITS
-from sallm_jax.data.embedded_sqa import build_embedded_sqa
+from sallm_jax.data.embedded_sets import task_sets
 from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.pipeline import BatchSpec, screen_rows
 from sallm_jax.stages import STAGES
@@ -39,10 +37,6 @@ def first_process_then_rest(name: str, fn):
     return fn() if jax.process_index() != 0 else result
 
 
-EMBEDDED_SETS = {"embedded_sqa": build_embedded_sqa, "embedded_ast": build_embedded_ast,
-                 "embedded_aqa": build_embedded_aqa}
-
-
 def manifest_paths(cfg: ml_collections.ConfigDict) -> dict[str, str]:
     """The manifest of each split: the configured ones (ConfigError naming the key of one that
     does not exist), or an embedded set's (built once, cached).
@@ -50,16 +44,17 @@ def manifest_paths(cfg: ml_collections.ConfigDict) -> dict[str, str]:
     The default cache folder of an embedded set is named by its seed and sizes, so runs that
     ask for different builds never replace the files another run is reading.
     """
-    if cfg.name in EMBEDDED_SETS:
+    embedded_sets = task_sets()
+    if cfg.name in embedded_sets:
         build = f"seed{cfg.seed}-{cfg.num_train}-{cfg.num_validation}-{cfg.num_test}"
         root = pathlib.Path(cfg.root).expanduser() if cfg.root else (
             default_cache_dir() / cfg.name / build)
-        manifests = first_process_then_rest("data", lambda: EMBEDDED_SETS[cfg.name](
+        manifests = first_process_then_rest("data", lambda: embedded_sets[cfg.name].build(
             root, seed=cfg.seed, num_train=cfg.num_train, num_validation=cfg.num_validation,
             num_test=cfg.num_test))
     else:
         require(cfg.name == "manifest", "data.name",
-                f"'manifest' or one of {sorted(EMBEDDED_SETS)}", cfg.name)
+                f"'manifest' or one of {sorted(embedded_sets)}", cfg.name)
         manifests = {s: cfg[f"{s}_manifest"] for s in SPLITS if cfg[f"{s}_manifest"]}
         for split, path in manifests.items():
             require(pathlib.Path(path).is_file(), f"data.{split}_manifest",

@@ -17,10 +17,8 @@ and a clip's duration also depends on its word count, so no label for it would b
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import re
-from pathlib import Path
 
 from sallm_jax.data.embedded_common import (
     DAYS,
@@ -30,8 +28,8 @@ from sallm_jax.data.embedded_common import (
     PLACES,
     TIMES,
     Clip,
+    EmbeddedSet,
     SynthesisedClip,
-    build_embedded,
 )
 from sallm_jax.data.embedded_sqa import QA, TEMPLATES
 from sallm_jax.data.manifest import ManifestRow
@@ -121,22 +119,6 @@ def _rows(labelled: tuple[str, MultipleChoice], clip: SynthesisedClip) -> list[M
     ]
 
 
-def build_embedded_aqa(
-    root: str | os.PathLike,
-    *,
-    seed: int = 0,
-    num_train: int = 1200,
-    num_validation: int = 100,
-    num_test: int = 200,
-) -> dict[str, Path]:
-    """Build (or reuse) the embedded multiple-choice audio QA set under `root`; sizes count clips.
-
-    Cached and built atomically as described in `embedded_common.build_embedded`; the same seed
-    gives the same manifests and audio, byte for byte, and no passage is in two splits.
-
-    Returns:
-      {"train": path, "validation": path, "test": path} of the JSONL manifests.
-    """
-    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-    return build_embedded(root, dataset="aqa", format_version=FORMAT_VERSION, seed=seed,
-                          sizes=sizes, draw=_draw, to_rows=_rows)
+# Sizes count clips, one row each.
+EMBEDDED_AQA = EmbeddedSet(dataset="aqa", format_version=FORMAT_VERSION, draw=_draw,
+                           to_rows=_rows, sizes={"train": 1200, "validation": 100, "test": 200})

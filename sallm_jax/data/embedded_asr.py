@@ -10,12 +10,10 @@ on disk and caching as in `sallm_jax.data.embedded_common`.
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
 from sallm_jax.data.embedded_ast import sample_translation
-from sallm_jax.data.embedded_common import SPEAKERS, Clip, SynthesisedClip, build_embedded
+from sallm_jax.data.embedded_common import SPEAKERS, Clip, EmbeddedSet, SynthesisedClip
 from sallm_jax.data.embedded_sqa import sample_passage
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.speech_synth import Speaker
@@ -49,21 +47,7 @@ def _rows(text: str, clip: SynthesisedClip) -> list[ManifestRow]:
                         answer=text, meta=clip.meta)]
 
 
-def build_embedded_asr(
-    root: str | os.PathLike,
-    *,
-    seed: int = 0,
-    num_train: int = 4000,
-    num_validation: int = 100,
-    num_test: int = 100,
-) -> dict[str, Path]:
-    """Build (or reuse) the embedded ASR corpus under `root`; sizes count clips.
-
-    Cached and built atomically as described in `embedded_common.build_embedded`.
-
-    Returns:
-      {"train": path, "validation": path, "test": path} of the JSONL manifests.
-    """
-    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-    return build_embedded(root, dataset="asr", format_version=FORMAT_VERSION, seed=seed,
-                          sizes=sizes, draw=_draw, to_rows=_rows)
+# The base stage's transcription corpus; sizes count clips.
+EMBEDDED_ASR = EmbeddedSet(dataset="asr", format_version=FORMAT_VERSION, draw=_draw,
+                           to_rows=_rows, sizes={"train": 4000, "validation": 100, "test": 100},
+                           base_corpus=True)

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import random
 from collections.abc import Callable
-from pathlib import Path
 
 from sallm_jax.data.embedded_common import (
     DAYS,
@@ -39,8 +37,8 @@ from sallm_jax.data.embedded_common import (
     TIMES,
     VERBS,
     Clip,
+    EmbeddedSet,
     SynthesisedClip,
-    build_embedded,
 )
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.phrase_table import (
@@ -195,22 +193,6 @@ def _rows(translation: Translation, clip: SynthesisedClip) -> list[ManifestRow]:
     ]
 
 
-def build_embedded_ast(
-    root: str | os.PathLike,
-    *,
-    seed: int = 0,
-    num_train: int = 1200,
-    num_validation: int = 100,
-    num_test: int = 200,
-) -> dict[str, Path]:
-    """Build (or reuse) the embedded En->De translation set under `root`; sizes count clips.
-
-    Cached and built atomically as described in `embedded_common.build_embedded`; the same seed
-    gives the same manifests and audio, byte for byte, and no English passage is in two splits.
-
-    Returns:
-      {"train": path, "validation": path, "test": path} of the JSONL manifests.
-    """
-    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-    return build_embedded(root, dataset="ast", format_version=FORMAT_VERSION, seed=seed,
-                          sizes=sizes, draw=_draw, to_rows=_rows)
+# Sizes count clips, one row each.
+EMBEDDED_AST = EmbeddedSet(dataset="ast", format_version=FORMAT_VERSION, draw=_draw,
+                           to_rows=_rows, sizes={"train": 1200, "validation": 100, "test": 200})

@@ -1,8 +1,10 @@
-"""What the embedded data sets (spoken QA, En->De translation, multiple-choice audio QA) share.
+"""What the embedded data sets (spoken QA, En->De translation, multiple-choice audio QA, the ASR
+corpus) share.
 
-All three are synthesised on first use from short template passages read by eSpeak NG, then cached:
+All four are synthesised on first use from short template passages read by eSpeak NG, then cached:
 the slot vocabularies and speakers, the split plan (no passage in two splits), clip synthesis, the
-atomic cached build, and the text corpus a tokenizer for them is trained on.
+record of one set (`EmbeddedSet`; `embedded_sets` registers them by name) and its atomic cached
+build, and the text corpus a tokenizer for them is trained on.
 
 On disk (under a set's `root`):
   build.json                      parameters + format version; written last, marks a full build
@@ -180,34 +182,61 @@ def _build_into(
         write_manifest(directory / f"{split}.jsonl", rows[split])
 
 
+@dataclasses.dataclass(frozen=True)
+class EmbeddedSet:
+    """One embedded data set: how its clips are drawn and written as rows, and its default sizes.
+
+    Attributes:
+      dataset: what build.json records and the synthesis progress names ("sqa").
+      format_version: raised whenever the same parameters would build other files.
+      draw, to_rows: see `Draw` and `ToRows`.
+      sizes: the default manifest rows per split.
+      base_corpus: the base stage's own corpus, which `data.name` cannot name.
+    """
+
+    dataset: str
+    format_version: int
+    draw: Draw
+    to_rows: ToRows
+    sizes: Mapping[str, int]
+    base_corpus: bool = False
+
+    @property
+    def name(self) -> str:
+        """The set's key in `embedded_sets.EMBEDDED_SETS` and its `data.name`."""
+        return f"embedded_{self.dataset}"
+
+    def build(self, root: str | os.PathLike, *, seed: int = 0, num_train: int | None = None,
+              num_validation: int | None = None, num_test: int | None = None
+              ) -> dict[str, Path]:
+        """`build_embedded` of this set under `root`; a size left None takes `sizes`' default."""
+        given = {"train": num_train, "validation": num_validation, "test": num_test}
+        sizes = {split: self.sizes[split] if n is None else n for split, n in given.items()}
+        return build_embedded(self, root, seed=seed, sizes=sizes)
+
+
 def build_embedded(
-    root: str | os.PathLike,
-    *,
-    dataset: str,
-    format_version: int,
-    seed: int,
-    sizes: Mapping[str, int],
-    draw: Draw,
-    to_rows: ToRows,
+    embedded: EmbeddedSet, root: str | os.PathLike, *, seed: int, sizes: Mapping[str, int]
 ) -> dict[str, Path]:
-    """Build (or reuse) the embedded set `dataset` under `root`; `sizes` count manifest rows.
+    """Build (or reuse) the set `embedded` under `root`; `sizes` count manifest rows.
 
     A cached build is reused when `root/build.json` records the same parameters and format version.
     A new build is written to a temporary sibling folder and renamed into place, so an interrupted
     build leaves either the previous complete set or nothing; a stop signal ends it before the next
     clip (`stop_signal.Preempted`), its temporary folder removed. A folder holding another embedded
-    set, or anything without a build.json, is never replaced.
+    set, or anything without a build.json, is never replaced. The same seed gives the same
+    manifests and audio, byte for byte, and no passage is in two splits (`plan_splits`).
 
     Returns:
       {"train": path, "validation": path, "test": path} of the JSONL manifests.
     """
-    root = Path(root)
+    root, dataset = Path(root), embedded.dataset
     for split, size in sizes.items():
         if size < 1:
-            raise ValueError(f"build_embedded_{dataset}: num_{split} must be >= 1, got {size}")
+            raise ValueError(f"{embedded.name}: num_{split} must be >= 1, got {size}")
     params = {
         "dataset": dataset,
-        "format_version": format_version,
+        "format_version": embedded.format_version,
         "seed": seed,
         "sample_rate": SAMPLE_RATE,
         **sizes,
@@ -231,7 +260,8 @@ def build_embedded(
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
-        _build_into(staging, plan_splits(seed, sizes, draw), to_rows, dataset)
+        _build_into(staging, plan_splits(seed, sizes, embedded.draw), embedded.to_rows,
+                    dataset)
         # build.json last: its presence means the manifests and audio are complete.
         (staging / "build.json").write_text(json.dumps(params, indent=2) + "\n")
         if root.exists():

@@ -16,9 +16,7 @@ manifests hold one row per question.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-from pathlib import Path
 
 from sallm_jax.data.embedded_common import (
     DAYS,
@@ -30,8 +28,8 @@ from sallm_jax.data.embedded_common import (
     TIMES,
     VERBS,
     Clip,
+    EmbeddedSet,
     SynthesisedClip,
-    build_embedded,
 )
 from sallm_jax.data.embedded_common import embedded_corpus_texts as embedded_corpus_texts
 from sallm_jax.data.manifest import ManifestRow
@@ -210,21 +208,6 @@ def _rows(passage: Passage, clip: SynthesisedClip) -> list[ManifestRow]:
     ]
 
 
-def build_embedded_sqa(
-    root: str | os.PathLike,
-    *,
-    seed: int = 0,
-    num_train: int = 1200,
-    num_validation: int = 100,
-    num_test: int = 200,
-) -> dict[str, Path]:
-    """Build (or reuse) the embedded SQA set under `root`; sizes count questions (manifest rows).
-
-    Cached and built atomically as described in `embedded_common.build_embedded`.
-
-    Returns:
-      {"train": path, "validation": path, "test": path} of the JSONL manifests.
-    """
-    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-    return build_embedded(root, dataset="sqa", format_version=FORMAT_VERSION, seed=seed,
-                          sizes=sizes, draw=_draw, to_rows=_rows)
+# Sizes count questions (manifest rows), one to three per clip.
+EMBEDDED_SQA = EmbeddedSet(dataset="sqa", format_version=FORMAT_VERSION, draw=_draw,
+                           to_rows=_rows, sizes={"train": 1200, "validation": 100, "test": 200})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sallm_jax.data import embedded_aqa
-from sallm_jax.data.embedded_aqa import VOICES, build_embedded_aqa
+from sallm_jax.data.embedded_aqa import EMBEDDED_AQA, VOICES
 from sallm_jax.data.manifest import read_manifest
 from sallm_jax.data.prompts import target_text, user_text
 from sallm_jax.data.speech_synth import synthesize
@@ -20,7 +20,7 @@ SIZES = {"num_train": 10, "num_validation": 3, "num_test": 4}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("aqa") / "embedded"
-    return root, build_embedded_aqa(root, seed=3, **SIZES)
+    return root, EMBEDDED_AQA.build(root, seed=3, **SIZES)
 
 
 def _said(text: str, value: str) -> bool:
@@ -96,9 +96,9 @@ def _digest(root) -> dict[str, str]:
 
 def test_same_seed_same_bytes_and_no_shared_passage(built, tmp_path):
     root, manifests = built
-    build_embedded_aqa(tmp_path / "again", seed=3, **SIZES)
+    EMBEDDED_AQA.build(tmp_path / "again", seed=3, **SIZES)
     assert _digest(tmp_path / "again") == _digest(root)
-    build_embedded_aqa(tmp_path / "other", seed=4, **SIZES)
+    EMBEDDED_AQA.build(tmp_path / "other", seed=4, **SIZES)
     assert (tmp_path / "other" / "train.jsonl").read_bytes() != (root / "train.jsonl").read_bytes()
     passages = {s: {r.meta["passage"] for r in read_manifest(p)} for s, p in manifests.items()}
     assert not passages["train"] & passages["validation"]

@@ -15,7 +15,7 @@ from sallm_jax.data.prompts import target_text, user_text
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("asr") / "corpus"
-    manifests = embedded_asr.build_embedded_asr(root, seed=2, num_train=30, num_validation=4,
+    manifests = embedded_asr.EMBEDDED_ASR.build(root, seed=2, num_train=30, num_validation=4,
                                                 num_test=4)
     return {split: read_manifest(path) for split, path in manifests.items()}
 

@@ -9,14 +9,14 @@ import pytest
 from sallm_jax.data import embedded_ast
 from sallm_jax.data import embedded_common as vocab
 from sallm_jax.data.embedded_ast import (
+    EMBEDDED_AST,
     INSTRUCTION,
-    build_embedded_ast,
     meeting_sentence,
     move_sentence,
     return_sentence,
     visit_sentence,
 )
-from sallm_jax.data.embedded_sqa import build_embedded_sqa
+from sallm_jax.data.embedded_sqa import EMBEDDED_SQA
 from sallm_jax.data.manifest import read_manifest
 from sallm_jax.data.phrase_table import DAYS_DE, NUMBERS_DE, OBJECTS_DE, PLACES_DE
 
@@ -26,7 +26,7 @@ SIZES = {"num_train": 8, "num_validation": 3, "num_test": 4}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("ast") / "embedded"
-    return root, build_embedded_ast(root, seed=3, **SIZES)
+    return root, EMBEDDED_AST.build(root, seed=3, **SIZES)
 
 
 # (template output, English, German written by hand in the template's usual word order, and
@@ -125,7 +125,7 @@ def test_instruction_names_no_slot_value():
 def test_same_seed_same_bytes_and_no_shared_passage(built, tmp_path):
     root, manifests = built
     again = tmp_path / "again"
-    build_embedded_ast(again, seed=3, **SIZES)
+    EMBEDDED_AST.build(again, seed=3, **SIZES)
     assert _digest(again) == _digest(root)
     passages = {s: {r.meta["passage"] for r in read_manifest(p)} for s, p in manifests.items()}
     assert not passages["train"] & passages["validation"]
@@ -136,4 +136,4 @@ def test_same_seed_same_bytes_and_no_shared_passage(built, tmp_path):
 def test_refuses_another_embedded_set(built):
     root, _ = built
     with pytest.raises(FileExistsError, match="'ast' set"):
-        build_embedded_sqa(root, seed=3)
+        EMBEDDED_SQA.build(root, seed=3)

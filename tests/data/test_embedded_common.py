@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from sallm_jax.data.embedded_common import Clip, embedded_corpus_texts, plan_splits
-from sallm_jax.data.embedded_sqa import build_embedded_sqa
+from sallm_jax.data.embedded_sqa import EMBEDDED_SQA
 from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.speech_synth import Speaker
 
@@ -53,7 +53,7 @@ def test_synthesis_reports_its_progress_over_every_clip(tmp_path, caplog):
     """Without a terminal the build logs "[synth <set>] done/total": its first line at clip 1,
     its last at the number of wav files the manifests name."""
     caplog.set_level(logging.INFO)
-    manifests = build_embedded_sqa(tmp_path / "sqa", seed=3, num_train=6, num_validation=2,
+    manifests = EMBEDDED_SQA.build(tmp_path / "sqa", seed=3, num_train=6, num_validation=2,
                                    num_test=2)
     clips = {row.audio for path in manifests.values() for row in read_manifest(path)}
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[synth sqa]")]

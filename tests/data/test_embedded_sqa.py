@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from sallm_jax.data import embedded_common, embedded_sqa
-from sallm_jax.data.embedded_sqa import build_embedded_sqa, embedded_corpus_texts
+from sallm_jax.data.embedded_sqa import EMBEDDED_SQA, embedded_corpus_texts
 from sallm_jax.data.manifest import read_manifest
 
 SIZES = {"num_train": 14, "num_validation": 5, "num_test": 6}
@@ -18,7 +18,7 @@ SIZES = {"num_train": 14, "num_validation": 5, "num_test": 6}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("sqa") / "embedded"
-    return root, build_embedded_sqa(root, seed=3, **SIZES)
+    return root, EMBEDDED_SQA.build(root, seed=3, **SIZES)
 
 
 def _digest(root) -> dict[str, str]:
@@ -44,10 +44,10 @@ def test_sizes_and_fields(built):
 def test_same_seed_same_bytes(built, tmp_path):
     root, _ = built
     again = tmp_path / "again"
-    build_embedded_sqa(again, seed=3, **SIZES)
+    EMBEDDED_SQA.build(again, seed=3, **SIZES)
     assert _digest(again) == _digest(root)  # manifests and every wav, byte for byte
     other = tmp_path / "other"
-    build_embedded_sqa(other, seed=4, **SIZES)
+    EMBEDDED_SQA.build(other, seed=4, **SIZES)
     assert (other / "train.jsonl").read_bytes() != (root / "train.jsonl").read_bytes()
 
 
@@ -117,7 +117,7 @@ def test_cache_is_reused(built, monkeypatch):
         raise AssertionError("re-synthesised a cached build")
 
     monkeypatch.setattr(embedded_common, "synthesize", fail)
-    assert build_embedded_sqa(root, seed=3, **SIZES) == manifests
+    assert EMBEDDED_SQA.build(root, seed=3, **SIZES) == manifests
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
     assert json.loads((root / "build.json").read_text())["seed"] == 3
 
@@ -125,7 +125,7 @@ def test_cache_is_reused(built, monkeypatch):
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded_common, "synthesize", _interrupting(embedded_common.synthesize, 3))
     with pytest.raises(KeyboardInterrupt):
-        build_embedded_sqa(tmp_path / "sqa", seed=3, **SIZES)
+        EMBEDDED_SQA.build(tmp_path / "sqa", seed=3, **SIZES)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -144,8 +144,8 @@ def _interrupting(synthesize, after: int):
 
 def test_new_parameters_replace_the_cache(tmp_path):
     root = tmp_path / "sqa"
-    build_embedded_sqa(root, seed=3, **SIZES)
-    build_embedded_sqa(root, seed=5, **{**SIZES, "num_test": 2})
+    EMBEDDED_SQA.build(root, seed=3, **SIZES)
+    EMBEDDED_SQA.build(root, seed=5, **{**SIZES, "num_test": 2})
     assert json.loads((root / "build.json").read_text())["seed"] == 5
     assert len(read_manifest(root / "test.jsonl")) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["sqa"]  # no staging or stale folder left
@@ -154,7 +154,7 @@ def test_new_parameters_replace_the_cache(tmp_path):
 def test_refuses_to_replace_a_foreign_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="no build.json"):
-        build_embedded_sqa(tmp_path, **SIZES)
+        EMBEDDED_SQA.build(tmp_path, **SIZES)
 
 
 def test_corpus_texts(built):

@@ -19,7 +19,7 @@ import torch
 import transformers
 
 from sallm_jax.random_checkpoint import family_tokenizer, write_processor_files
-from tests.models.hf_tiny import randomise, write_adapter
+from tests.models.hf_tiny import adapter_shapes, randomise, write_adapter
 
 FAMILIES = ("qwen2_audio", "granite_speech")
 EMBEDDING_SLACK = 8  # embedding rows past the tokenizer's last id, as the published models have
@@ -87,10 +87,5 @@ def save_published(path: str | os.PathLike, family: str, *, seed: int = 0,
                 else config.encoder_config.input_dim // 2)  # Granite stacks frame pairs
     write_processor_files(path, family, tokenizer, mel_bins)
     if adapter:
-        text = config.text_config
-        kv = text.num_key_value_heads * text.hidden_size // text.num_attention_heads
-        write_adapter(path, {
-            f"language_model.model.layers.{i}.self_attn.{proj}": (text.hidden_size, out)
-            for i in range(text.num_hidden_layers)
-            for proj, out in (("q_proj", text.hidden_size), ("v_proj", kv))}, rank=4, alpha=8.0)
+        write_adapter(path, adapter_shapes(config.text_config), rank=4, alpha=8.0)
     return tokenizer

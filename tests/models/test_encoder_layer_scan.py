@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from sallm_jax.models.families import family_for_config
 from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import apply_lora
-from tests.models import test_granite_units as granite
-from tests.models import test_speech_lm_units as qwen2_audio
+from tests.models.tiny import FAMILY_TYPES, TINY, random_model
+
+GRANITE, QWEN2_AUDIO = TINY["granite_speech"].config, TINY["qwen2_audio"].config
 
 
 def assert_scan_equals_loop(encoder: nnx.Module, *inputs) -> None:
@@ -47,34 +49,41 @@ def assert_scan_equals_loop(encoder: nnx.Module, *inputs) -> None:
 
 @pytest.mark.parametrize("num_layers", [1, 3, 4])
 def test_granite_conformer_scan_equals_the_loop(num_layers):
-    encoder_config = dataclasses.replace(granite.CONFIG.encoder, num_layers=num_layers)
-    config = dataclasses.replace(granite.CONFIG, encoder=encoder_config)
-    encoder = granite.random_model(config).encoder
+    encoder_config = dataclasses.replace(GRANITE.encoder, num_layers=num_layers)
+    config = dataclasses.replace(GRANITE, encoder=encoder_config)
+    encoder = random_model(config).encoder
     features = jax.random.normal(jax.random.key(2), (2, 12, encoder_config.input_dim))
     assert_scan_equals_loop(encoder, features)
 
 
 def test_whisper_encoder_scan_equals_the_loop():
-    audio = dataclasses.replace(qwen2_audio.CONFIG.audio, encoder_layers=3)
-    config = dataclasses.replace(qwen2_audio.CONFIG, audio=audio)
-    encoder = qwen2_audio.random_model(config).audio_tower
+    audio = dataclasses.replace(QWEN2_AUDIO.audio, encoder_layers=3)
+    config = dataclasses.replace(QWEN2_AUDIO, audio=audio)
+    encoder = random_model(config).audio_tower
     features = jax.random.normal(jax.random.key(2), (2, 16, audio.num_mel_bins))
     assert_scan_equals_loop(encoder, features, jnp.array([16, 9], jnp.int32))
 
 
-def test_set_scan_layers_reaches_the_encoders():
-    models = (granite.random_model(granite.CONFIG), qwen2_audio.random_model(qwen2_audio.CONFIG))
-    for model, encoder in zip(models, (models[0].encoder, models[1].audio_tower), strict=True):
-        set_scan_layers(model, True)
-        assert encoder.scan_layers and model.language_model.scan_layers
-        set_scan_layers(model, False)
-        assert not encoder.scan_layers
+def family_model(model_type: str) -> tuple[nnx.Module, nnx.Module]:
+    """(the family's tiny random model, its audio encoder)."""
+    config = TINY[model_type].config
+    model = random_model(config)
+    return model, getattr(model, family_for_config(config).encoder)
+
+
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+def test_set_scan_layers_reaches_the_encoders(model_type):
+    model, encoder = family_model(model_type)
+    set_scan_layers(model, True)
+    assert encoder.scan_layers and model.language_model.scan_layers
+    set_scan_layers(model, False)
+    assert not encoder.scan_layers
 
 
 def test_encoder_layers_of_different_structure_cannot_scan():
-    encoder_config = dataclasses.replace(granite.CONFIG.encoder, num_layers=4)
-    config = dataclasses.replace(granite.CONFIG, encoder=encoder_config)
-    encoder = granite.random_model(config).encoder
+    encoder_config = dataclasses.replace(GRANITE.encoder, num_layers=4)
+    config = dataclasses.replace(GRANITE, encoder=encoder_config)
+    encoder = random_model(config).encoder
     apply_lora(encoder.layers[3], rank=2, alpha=4, target_modules=("to_q",), rngs=nnx.Rngs(1),
                scope=None)
     with pytest.raises(ValueError, match="audio encoder layer 3 differs in structure from "
@@ -82,17 +91,17 @@ def test_encoder_layers_of_different_structure_cannot_scan():
         set_scan_layers(encoder, True)
 
 
-def test_scanned_encoders_hold_their_layers_stacked():
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+def test_scanned_encoders_hold_their_layers_stacked(model_type):
     """With the scan on, an encoder's layers are one stack of stored variables (no program
     builds a copy): every leaf has a leading axis of the number of layers, and the values
     are the per-layer ones."""
-    models = (granite.random_model(granite.CONFIG), qwen2_audio.random_model(qwen2_audio.CONFIG))
-    for model, encoder in zip(models, (models[0].encoder, models[1].audio_tower), strict=True):
-        per_layer = [jax.tree.map(np.asarray, nnx.state(layer)) for layer in encoder.layers]
-        set_scan_layers(model, True)
-        stacked = nnx.state(encoder.layers)
-        for index, expected in enumerate(per_layer):
-            got = jax.tree.map(lambda leaf, i=index: np.asarray(leaf[i]), stacked["layer"])
-            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
-                np.testing.assert_array_equal(a, b)
-        assert {leaf.shape[0] for leaf in jax.tree.leaves(stacked)} == {len(per_layer)}
+    model, encoder = family_model(model_type)
+    per_layer = [jax.tree.map(np.asarray, nnx.state(layer)) for layer in encoder.layers]
+    set_scan_layers(model, True)
+    stacked = nnx.state(encoder.layers)
+    for index, expected in enumerate(per_layer):
+        got = jax.tree.map(lambda leaf, i=index: np.asarray(leaf[i]), stacked["layer"])
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert {leaf.shape[0] for leaf in jax.tree.leaves(stacked)} == {len(per_layer)}

@@ -10,8 +10,7 @@ import pytest
 from flax import nnx
 
 from sallm_jax.models.attention import dot_product_attention, fused_attention, set_fused_attention
-from tests.models import test_granite_units as granite
-from tests.models import test_speech_lm_units as qwen2_audio
+from tests.models.tiny import FAMILY_TYPES, TINY, forward, padded_batch, random_model
 
 
 def attention_inputs(dtype):
@@ -36,17 +35,14 @@ def test_fused_equals_einsum_attention(dtype, atol):
                                np.asarray(ours, np.float32)[seen], atol=atol, rtol=0)
 
 
-forward = nnx.jit(lambda model, *args: model(*args))
-
-
-@pytest.mark.parametrize("family", [qwen2_audio, granite], ids=["qwen2_audio", "granite"])
-def test_models_with_fused_attention_match_and_train(family):
-    """Both test modules build the same random draws each call and hold left- and
-    right-padded inputs (IDS, MASK, FEATURES, LENGTHS)."""
-    reference = family.random_model(family.CONFIG)
-    fused = set_fused_attention(family.random_model(family.CONFIG), True)
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+def test_models_with_fused_attention_match_and_train(model_type):
+    """`random_model` draws the same weights each call; the batch is left- and right-padded."""
+    config = TINY[model_type].config
+    reference = random_model(config)
+    fused = set_fused_attention(random_model(config), True)
     assert all(m.fused for _, m in nnx.iter_modules(fused) if hasattr(m, "fused"))
-    args = (family.IDS, family.MASK, family.FEATURES, family.LENGTHS)
+    args = padded_batch(model_type)
     valid = np.asarray(args[1], bool)
     np.testing.assert_allclose(np.asarray(forward(fused, *args))[valid],
                                np.asarray(forward(reference, *args))[valid], atol=1e-5, rtol=0)

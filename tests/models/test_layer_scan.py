@@ -14,7 +14,9 @@ from sallm_jax.models.remat import set_remat
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.rl.rollout import SamplingConfig, rollout
 from tests.models.switch_equality import assert_switch_keeps_value_and_grad
-from tests.models.test_granite_units import CONFIG, random_model
+from tests.models.tiny import TINY, random_model
+
+CONFIG = TINY["granite_speech"].config
 
 GROUP = 2
 

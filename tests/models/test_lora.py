@@ -15,16 +15,6 @@ from safetensors.numpy import load_file, save_file
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_tiny import (  # noqa: E402
-    hf_logits,
-    jax_model,  # noqa: E402
-    merged_qwen2_audio,
-    qwen2_audio_inputs,
-    qwen2_audio_model,
-    save_peft_adapter,
-    save_qwen2_audio,
-)
-
 from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
 from sallm_jax.models.hub.peft import load_peft_adapter  # noqa: E402
 from sallm_jax.models.lora import (  # noqa: E402
@@ -36,11 +26,19 @@ from sallm_jax.models.lora import (  # noqa: E402
     set_lora_enabled,
     trainable_filter,
 )
+from tests.models.hf_tiny import (  # noqa: E402
+    batch,
+    hf_logits,
+    jax_model,
+    merged_model,
+    save_peft_adapter,
+    save_qwen2_audio,
+    tiny_hf_model,
+)
+from tests.models.tiny import forward  # noqa: E402
 
 RANK, ALPHA = 4, 12.0  # scaling 3: a wrong alpha / r would show
 TOL = 1e-4
-
-forward = nnx.jit(lambda model, *args: model(*args))
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +46,11 @@ def setup(tmp_path_factory):
     """(checkpoint dir, adapter dir in PEFT's 5.x key layout, inputs, base and adapted logits)."""
     path = tmp_path_factory.mktemp("lora_base")
     hf = save_qwen2_audio(path)
-    inputs = qwen2_audio_inputs()
+    inputs = batch("qwen2_audio")
     base_logits = hf_logits(hf, *inputs)
     adapter = tmp_path_factory.mktemp("lora_adapter")
     save_peft_adapter(adapter, rank=RANK, alpha=ALPHA)
-    adapted_logits = hf_logits(merged_qwen2_audio(adapter), *inputs)
+    adapted_logits = hf_logits(merged_model("qwen2_audio", adapter), *inputs)
     assert np.abs(adapted_logits - base_logits).max() > 0.1
     return path, adapter, inputs, base_logits, adapted_logits
 
@@ -70,7 +68,7 @@ def test_transformers_peft_applies_the_formula(setup):
     """The reference the other tests use (W + (alpha / r) B A, by hand) is what PEFT computes."""
     peft = pytest.importorskip("peft")
     _, adapter, inputs, _, adapted_logits = setup
-    model = peft.PeftModel.from_pretrained(qwen2_audio_model(), adapter).eval()
+    model = peft.PeftModel.from_pretrained(tiny_hf_model("qwen2_audio"), adapter).eval()
     valid = _valid(inputs)
     peft_logits = hf_logits(model, *inputs)
     np.testing.assert_allclose(peft_logits[valid], adapted_logits[valid], atol=TOL, rtol=0)

@@ -11,23 +11,20 @@ from flax import nnx
 
 from sallm_jax.models.granite_speech.encoder import InferenceBatchNorm
 from sallm_jax.models.lora import apply_lora
-from tests.models import test_granite_units as granite
-from tests.models import test_speech_lm_units as qwen2_audio
-
-forward = nnx.jit(lambda model, *args: model(*args))
+from tests.models.tiny import FAMILY_TYPES, TINY, forward, padded_batch, random_model
 
 
-def stored_as_bfloat16(family):
+def stored_as_bfloat16(model_type):
     """The family's random model with its parameters stored in bfloat16 (the same draws)."""
-    model = family.random_model(family.CONFIG, dtype=jnp.bfloat16)
+    model = random_model(TINY[model_type].config, dtype=jnp.bfloat16)
     params = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), params))
     return model
 
 
-@pytest.mark.parametrize("family", [qwen2_audio, granite], ids=["qwen2_audio", "granite"])
-def test_float32_master_weights_compute_as_bfloat16_storage(family):
-    mixed = family.random_model(family.CONFIG, dtype=jnp.bfloat16)  # float32 parameters
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+def test_float32_master_weights_compute_as_bfloat16_storage(model_type):
+    mixed = random_model(TINY[model_type].config, dtype=jnp.bfloat16)  # float32 parameters
     assert {x.dtype for x in jax.tree.leaves(nnx.state(mixed, nnx.Param))} == {np.dtype(np.float32)}
     # Granite's BatchNorm computes in float32 from its float32 scale and bias by design; give
     # it the values bfloat16 storage holds, so that only the compute path differs.
@@ -35,15 +32,14 @@ def test_float32_master_weights_compute_as_bfloat16_storage(family):
         if isinstance(norm, InferenceBatchNorm):
             for param in (norm.scale, norm.bias):
                 param.set_value(param.get_value().astype(jnp.bfloat16).astype(jnp.float32))
-    args = (family.IDS, family.MASK, family.FEATURES, family.LENGTHS)
+    args = padded_batch(model_type)
     np.testing.assert_array_equal(np.asarray(forward(mixed, *args)),
-                                  np.asarray(forward(stored_as_bfloat16(family), *args)))
+                                  np.asarray(forward(stored_as_bfloat16(model_type), *args)))
 
 
 def test_lora_adapters_are_float32_master_weights_over_bfloat16_storage():
-    model = apply_lora(stored_as_bfloat16(qwen2_audio), rank=4, alpha=8, rngs=nnx.Rngs(1))
+    model = apply_lora(stored_as_bfloat16("qwen2_audio"), rank=4, alpha=8, rngs=nnx.Rngs(1))
     q_proj = model.language_model.layers[0].self_attn.q_proj
     assert q_proj.base.kernel.get_value().dtype == jnp.bfloat16
     assert q_proj.lora_a.get_value().dtype == q_proj.lora_b.get_value().dtype == jnp.float32
-    args = (qwen2_audio.IDS, qwen2_audio.MASK, qwen2_audio.FEATURES, qwen2_audio.LENGTHS)
-    assert np.isfinite(np.asarray(forward(model, *args))).all()
+    assert np.isfinite(np.asarray(forward(model, *padded_batch("qwen2_audio")))).all()

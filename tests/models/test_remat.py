@@ -5,24 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
-from sallm_jax.models.qwen2_audio.model import SpeechLM
-from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.models.remat import set_remat
 from tests.models.switch_equality import assert_switch_keeps_value_and_grad
+from tests.models.tiny import AUDIO_ID, TINY, random_model
 
 
 def test_remat_matches_stored_activations():
-    config = SpeechLMConfig(
-        audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
-                                 encoder_attention_heads=2, encoder_ffn_dim=64,
-                                 max_source_positions=100),
-        text=TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-        audio_token_id=3)
-    model = SpeechLM(config, rngs=nnx.Rngs(0))
+    model = random_model(TINY["qwen2_audio"].config)
     graphdef, params = nnx.split(model)
-    ids = jax.random.randint(jax.random.key(1), (2, 12), 4, 64)
+    ids = jax.random.randint(jax.random.key(1), (2, 12), 4, AUDIO_ID)  # text only
     mask = jnp.ones((2, 12), jnp.int32).at[0, :3].set(0)
 
     def loss(p, remat):
@@ -48,13 +39,12 @@ def test_remat_in_the_grpo_update_path_matches_stored_activations():
     Rematerialisation used to fail there (nnx.remat wrote state back across trace levels)."""
     from sallm_jax.models.lora import LoRAParam, apply_lora
     from sallm_jax.rl.policy import completion_logprobs, merge_policy
-    from tests.models.test_granite_units import CONFIG, random_model
-
-    model = apply_lora(random_model(CONFIG), rank=2, alpha=4, rngs=nnx.Rngs(1))
+    config = TINY["granite_speech"].config
+    model = apply_lora(random_model(config), rank=2, alpha=4, rngs=nnx.Rngs(1))
     graphdef, adapters, frozen = nnx.split(model, LoRAParam, ...)
     adapters = jax.tree.map(lambda x: x + 0.05, adapters)  # B != 0, so gradients reach A too
     rng = np.random.default_rng(0)
-    prompt = np.array([3, *[CONFIG.audio_token_id] * 3, 9, 10], np.int32)
+    prompt = np.array([3, *[config.audio_token_id] * 3, 9, 10], np.int32)
     batch = {"waveforms": jnp.asarray(rng.uniform(-0.5, 0.5, (2, 4000)), jnp.float32),
              "num_samples": jnp.array([4000, 3000], jnp.int32),
              "prompt_ids": jnp.asarray(np.stack([prompt, prompt])),

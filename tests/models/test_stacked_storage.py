@@ -13,7 +13,9 @@ from safetensors.numpy import load_file
 from sallm_jax.models.hub.export import export_hf
 from sallm_jax.models.layer_scan import LayerStack, set_scan_layers
 from sallm_jax.models.lora import LoRAParam, apply_lora, trainable_filter
-from tests.models.test_granite_units import CONFIG, FEATURES, IDS, LENGTHS, MASK, random_model
+from tests.models.tiny import TINY, padded_batch, random_model
+
+CONFIG = TINY["granite_speech"].config
 
 LAYERS = CONFIG.text.num_hidden_layers
 
@@ -33,7 +35,7 @@ def layer_arrays(model) -> dict[tuple, np.ndarray]:
 
 
 def logits(model):
-    return model(IDS, MASK, FEATURES, LENGTHS)
+    return model(*padded_batch("granite_speech"))
 
 
 def test_storage_moves_both_ways_without_changing_a_number():

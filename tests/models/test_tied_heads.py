@@ -18,23 +18,22 @@ from safetensors.numpy import load_file
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_tiny import (  # noqa: E402
-    hf_logits,
-    qwen2_audio_config,
-    qwen2_audio_inputs,
-    randomise,
-    save_granite_speech,
-)
-
 from sallm_jax import parity  # noqa: E402
 from sallm_jax.models.hub.export import export_hf  # noqa: E402
 from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
 from sallm_jax.models.qwen2_audio.hub import load_hf_state_dict  # noqa: E402
 from sallm_jax.models.qwen2_audio.model import SpeechLM  # noqa: E402
+from tests.models.hf_tiny import (  # noqa: E402
+    batch,
+    hf_logits,
+    qwen2_audio_config,
+    randomise,
+    save_checkpoint,
+)
+from tests.models.tiny import forward  # noqa: E402
 
 TOL = 1e-4
 HEAD, EMBED = "language_model.lm_head.weight", "language_model.model.embed_tokens.weight"
-forward = nnx.jit(lambda model, *args: model(*args))
 
 
 def ours(model, inputs) -> np.ndarray:
@@ -43,8 +42,8 @@ def ours(model, inputs) -> np.ndarray:
 
 
 def tied_config_qwen2_audio(path) -> torch.nn.Module:
-    config = qwen2_audio_config()
-    config.tie_word_embeddings = config.text_config.tie_word_embeddings = True
+    config = qwen2_audio_config(tie_word_embeddings=True)
+    config.text_config.tie_word_embeddings = True
     torch.manual_seed(0)
     model = transformers.Qwen2AudioForConditionalGeneration(config).eval()
     randomise(model)
@@ -56,7 +55,7 @@ def test_tied_config_qwen2_audio_reads_its_saved_head(tmp_path):
     hf = tied_config_qwen2_audio(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
     assert np.abs(saved[HEAD] - saved[EMBED]).max() > 0.1  # transformers kept its own head
-    inputs = qwen2_audio_inputs()
+    inputs = batch("qwen2_audio")
     valid = inputs[3].astype(bool)
     reference = hf_logits(hf, *inputs)
     model = load_checkpoint(tmp_path).model
@@ -75,7 +74,7 @@ def test_tied_qwen2_audio_exports_the_head_transformers_reads(tmp_path):
     tensors = dict(load_file(tmp_path / "source" / "model.safetensors"))
     model = load_hf_state_dict(model, tensors)  # the saved head is ignored: tied in memory
     assert model.language_model.lm_head is None
-    inputs = qwen2_audio_inputs()
+    inputs = batch("qwen2_audio")
     valid = inputs[3].astype(bool)
     expected = ours(model, inputs)
     export_hf(model, tmp_path / "exported")
@@ -88,7 +87,7 @@ def test_tied_qwen2_audio_exports_the_head_transformers_reads(tmp_path):
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_granite_export_round_trip_tied_and_untied(tmp_path, tied):
-    hf = save_granite_speech(tmp_path / "source")
+    hf = save_checkpoint(tmp_path / "source", "granite_speech")
     if not tied:
         hf.config.tie_word_embeddings = False
         hf.lm_head.weight = torch.nn.Parameter(torch.randn_like(hf.lm_head.weight) * 0.1)
