@@ -2,7 +2,7 @@
 
 import pytest
 
-from sallm_jax.data.embedded_sqa import build_embedded_sqa, embedded_corpus_texts
+from sallm_jax.data.embedded_sqa import EMBEDDED_SQA, embedded_corpus_texts
 from sallm_jax.data.manifest import read_manifest
 from sallm_jax.data.tokenizer import train_tokenizer
 
@@ -11,7 +11,7 @@ from sallm_jax.data.tokenizer import train_tokenizer
 def small_sqa(tmp_path_factory):
     """(rows by split, tokenizer) for a 40/6/8-question embedded set."""
     root = tmp_path_factory.mktemp("small_sqa")
-    manifests = build_embedded_sqa(root / "data", seed=1, num_train=40, num_validation=6,
+    manifests = EMBEDDED_SQA.build(root / "data", seed=1, num_train=40, num_validation=6,
                                    num_test=8)
     rows = {split: read_manifest(path) for split, path in manifests.items()}
     tokenizer = train_tokenizer(embedded_corpus_texts(rows["train"]), root / "tokenizer",

@@ -76,7 +76,7 @@ def build_corpus(cfg: ml_collections.ConfigDict, cache: pathlib.Path) -> dict[st
     """Manifests of the ASR corpus the base trains on (train) and is scored on (validation)."""
     b = cfg.base
     root = cache / "embedded_asr" / f"seed{b.seed}-{b.num_train}-{b.num_validation}"
-    return embedded_asr.build_embedded_asr(root, seed=b.seed, num_train=b.num_train,
+    return embedded_asr.EMBEDDED_ASR.build(root, seed=b.seed, num_train=b.num_train,
                                            num_validation=b.num_validation,
                                            num_test=b.num_validation)
 

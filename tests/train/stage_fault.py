@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 from sallm_jax.data.bad_input import BadInputError
-from sallm_jax.data.embedded_sqa import build_embedded_sqa, embedded_corpus_texts
+from sallm_jax.data.embedded_sqa import EMBEDDED_SQA, embedded_corpus_texts
 from sallm_jax.data.manifest import read_manifest
 from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import train_tokenizer
@@ -49,7 +49,7 @@ class Steps(StageSteps):
 
 
 def main(data: pathlib.Path, workdir: pathlib.Path, megabytes: int, bad_step: int) -> None:
-    rows = read_manifest(build_embedded_sqa(data, seed=1, num_train=8, num_validation=2,
+    rows = read_manifest(EMBEDDED_SQA.build(data, seed=1, num_train=8, num_validation=2,
                                             num_test=2)["train"])
     tokenizer = train_tokenizer(embedded_corpus_texts(rows), data / "tokenizer", vocab_size=400)
     spec = BatchSpec(batch_size=2, audio_buckets_s=(3.0, 5.0), max_prompt_text_tokens=48,
