@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -100,12 +101,15 @@ class LayerStack(nnx.Module):
         return StackedLayers(*nnx.split(self.layer))
 
 
-def _detach(module: nnx.Module, path: tuple) -> None:
-    """Drops `module`'s reference to the variable at `path`, so that its array can be freed."""
+def _take(module: nnx.Module, path: tuple) -> jax.Array:
+    """The array of `module`'s variable at `path`; the module gives the variable up, so that
+    the array is freed once the caller lets go of it."""
     parent = module
     for part in path[:-1]:
         parent = parent[part] if isinstance(part, int) else getattr(parent, part)
+    value = getattr(parent, path[-1]).get_value()
     delattr(parent, path[-1])
+    return value
 
 
 def _put(stack: jax.Array, value: jax.Array, index: jax.Array) -> jax.Array:
@@ -129,31 +133,88 @@ def _renamed(variable: nnx.Variable, value: jax.Array, names) -> nnx.Variable:
     return new
 
 
+PAGE_BYTES = 4096
+
+
+def _stacked_sharding(sharding) -> jax.sharding.Sharding | None:
+    """The sharding of a stack of arrays laid out as `sharding`: the same, with the new
+    leading (layer) axis unsplit."""
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
+    return sharding
+
+
+def _tracing() -> bool:
+    """Whether a JAX trace (jit, eval_shape, make_jaxpr) is under way: every new array is then
+    a tracer. A stack built there is part of the traced program, never a constant of it."""
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
+
+
+def _page_aligned_empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised host array whose data starts on a page boundary: XLA's CPU client then
+    takes it as a device buffer without copying (`device_put`), where an unaligned one is
+    copied whole."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + PAGE_BYTES, np.uint8)
+    start = -raw.ctypes.data % PAGE_BYTES
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _fill_on_host(values: Iterator[jax.Array], shape: tuple, dtype) -> np.ndarray:
+    """A host array of `shape` filled from one leading slice of `values` at a time. The
+    operating system gives the array's pages only as they are written, so the stack grows as
+    the slices are freed."""
+    stack = _page_aligned_empty(shape, dtype)
+    for index, value in enumerate(values):
+        stack[index] = np.asarray(value)
+    return stack
+
+
+def _fill_in_place(values: Iterator[jax.Array], shape: tuple, dtype, out) -> jax.Array:
+    """A stack of `shape` allocated on the devices, then filled one leading slice at a time
+    (XLA's CPU backend computes a bfloat16 concatenation in float32, several times the stack's
+    bytes)."""
+    stack = jax.jit(functools.partial(jnp.zeros, shape, dtype), out_shardings=out)()
+    put = jax.jit(_put, donate_argnums=0, out_shardings=out)
+    for index, value in enumerate(values):
+        stack = put(stack, value, jnp.int32(index))
+    return stack
+
+
 def store_stacked(layers: Sequence[nnx.Module], what: str = "decoder") -> LayerStack:
     """`layers` moved into one LayerStack, variable by variable and layer by layer: each layer
-    gives up a variable once it is in its stack, so the move holds the weights plus one
-    variable's stack. (The stack is filled in place: XLA's CPU backend computes a bfloat16
-    concatenation in float32, several times the stack's bytes.)"""
+    gives up a variable once it is in its stack. An array on one device is stacked on the
+    host and handed to the device as it is (`_fill_on_host`), so the move holds the weights
+    plus one layer's variable; a sharded or traced one is stacked on its devices
+    (`_fill_in_place`), which holds the weights plus one variable's whole stack."""
     graphdef = _common_graphdef(layers, what)
-    flats = [list(nnx.to_flat_state(nnx.state(layer))) for layer in layers]
+    # Each variable's path and metadata, from layer 0; the arrays are taken from each layer
+    # by path as they are stacked (a flat state of every layer would hold them all).
+    template = [(path, variable.replace(None))
+                for path, variable in nnx.to_flat_state(nnx.state(layers[0]))]
     stacked = []
-    for position in range(len(flats[0])):
-        path, variable = flats[0][position]
-        first = variable.get_value()
+    for path, variable in template:
+        first = _take(layers[0], path)
         sharding = getattr(first, "sharding", None)
-        out = (NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
-               if isinstance(sharding, NamedSharding) else None)
+        out = _stacked_sharding(sharding)
         shape, dtype = (len(layers), *first.shape), first.dtype
-        stack = jax.jit(functools.partial(jnp.zeros, shape, dtype), out_shardings=out)()
-        put = jax.jit(_put, donate_argnums=0, out_shardings=out)
+        on_one_device = (not _tracing() and sharding is not None
+                         and len(sharding.device_set) == 1)
+
+        def values(first=first, path=path) -> Iterator[jax.Array]:
+            yield first
+            for layer in layers[1:]:
+                yield _take(layer, path)
+
         del first
-        for index, (layer, flat) in enumerate(zip(layers, flats, strict=True)):
-            stack = put(stack, flat[position][1].get_value(), jnp.int32(index))
-            _detach(layer, path)
-            flat[position] = None
+        if on_one_device:
+            stack = jax.device_put(_fill_on_host(values(), shape, dtype), out)
+        else:
+            stack = _fill_in_place(values(), shape, dtype, out)
         names = (None, *(variable.get_metadata().get("out_sharding") or ()))
         stacked.append((path, _renamed(variable, stack, names)))
-        del variable, stack
+        del stack
     return LayerStack(nnx.merge(graphdef, nnx.from_flat_state(stacked)))
 
 
@@ -161,16 +222,13 @@ def store_per_layer(stack: LayerStack) -> nnx.List:
     """The inverse of `store_stacked`, variable by variable (the stack gives each up once it is
     split)."""
     graphdef = nnx.graphdef(stack.layer)
-    flat = list(nnx.to_flat_state(nnx.state(stack.layer)))
+    template = [(path, variable.replace(None))
+                for path, variable in nnx.to_flat_state(nnx.state(stack.layer))]
     per_layer: list[list] = [[] for _ in range(len(stack))]
-    for position in range(len(flat)):
-        path, variable = flat[position]
+    for path, variable in template:
         names = (variable.get_metadata().get("out_sharding") or (None,))[1:]
-        for layer, part in zip(per_layer, _unstack(variable.get_value()), strict=True):
+        for layer, part in zip(per_layer, _unstack(_take(stack.layer, path)), strict=True):
             layer.append((path, _renamed(variable, part, names)))
-        _detach(stack.layer, path)
-        flat[position] = None
-        del variable
     return nnx.List([nnx.merge(graphdef, nnx.from_flat_state(layer)) for layer in per_layer])
 
 
