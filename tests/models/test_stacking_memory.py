@@ -1,6 +1,8 @@
 """Moving a model's layers into stacked storage on one device holds the weights plus about one
 layer's variable, not one variable's whole stack: in a fresh process, 16 layers of one 32 MiB
-bfloat16 kernel each are stacked while the peak resident memory is watched."""
+bfloat16 kernel each are stacked while the peak resident memory is watched. Each kernel's
+variable also sits in a reference cycle, as a loaded checkpoint's do, and the collector is off:
+only the move's own collection frees a kernel once it is in the stack."""
 
 import os
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import pytest
 
 SCRIPT = """
+import gc
 import jax, jax.numpy as jnp
 from flax import nnx
 from sallm_jax.host_memory import return_freed_arrays
@@ -23,6 +26,12 @@ layers = [nnx.Linear(2048, 8192, use_bias=False, param_dtype=jnp.bfloat16, rngs=
           for i in range(16)]
 expected = [layer.kernel[...][:3, :3] for layer in layers]
 jax.block_until_ready((nnx.state(layers), expected))  # initialised, temporaries freed
+gc.collect()
+gc.disable()
+for layer in layers:
+    cycle = [layer.kernel]
+    cycle.append(cycle)
+del cycle
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # peak resident memory := now
 before = status("VmRSS")
