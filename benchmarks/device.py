@@ -72,6 +72,7 @@ from sallm_jax.models.presets import get_preset
 from sallm_jax.models.remat import set_remat
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.rl.grpo_settings import GRPOSettings
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
 from sallm_jax.step_memory import PlanInputs, plan_memory
 from sallm_jax.train.grpo_step import GRPOStep
@@ -193,7 +194,7 @@ def host_batch(config: GraniteSpeechConfig, shapes: Shapes) -> tuple[dict, list[
 
 
 def rl_config(shapes: Shapes):
-    cfg = base_config().rl
+    cfg = base_config().grpo
     cfg.batch_size, cfg.group_size = shapes.batch, shapes.group
     cfg.max_completion_length = shapes.completion
     cfg.temperature, cfg.top_p, cfg.top_k = 1.0, 1.0, 0
@@ -334,9 +335,9 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
     state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
     batch, rows = host_batch(config, shapes)
     prompt_len = batch["prompt_ids"].shape[1]
-    step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=shardings, frozen=frozen,
-                    ref_params=None, rows=rows, chat=id_chat(config),
-                    partitioner=partitioner)
+    step = GRPOStep(cfg, settings=GRPOSettings.from_section(cfg), graphdef=graphdef, tx=tx,
+                    state_shardings=shardings, frozen=frozen, ref_params=None, rows=rows,
+                    chat=id_chat(config), partitioner=partitioner)
     del params, frozen
     holder = {"state": state}
     del state

@@ -27,7 +27,8 @@ from sallm_jax.models.qwen2_audio.hub import speech_lm_config_from_hf
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.train.grpo_step import make_grpo_update
+from sallm_jax.rl.grpo_settings import GRPOSettings
+from sallm_jax.train.grpo_update import make_grpo_update
 from sallm_jax.train.sft import make_sft_step
 from sallm_jax.train.state import make_optimizer, sharded_train_state
 
@@ -92,9 +93,10 @@ def run_size(size: str, stage: str, reps: int) -> Row:
         inputs = (partitioner.to_global(sft_batch(vocab)),)
         what = f"SFT step, batch {BATCH}"
     else:
-        cfg = base_config().rl
+        cfg = base_config().grpo
         cfg.group_size, cfg.beta = GROUP, 0.04
-        step_fn = make_grpo_update(graphdef, tx, cfg, partitioner, shardings, frozen_shardings)
+        step_fn = make_grpo_update(graphdef, tx, GRPOSettings.from_section(cfg),
+                                   partitioner, shardings, frozen_shardings)
         ref_logp = np.full((BATCH * GROUP, COMPLETION), -5.0, np.float32)
         arrays = partitioner.to_global({**prompt_batch(vocab, BATCH), **grpo_group(vocab),
                                         "ref_logp": ref_logp})

@@ -39,6 +39,7 @@ from sallm_jax.models.hub.load import load_checkpoint
 from sallm_jax.models.qwen2_audio.family import QWEN2_AUDIO
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.rl.grpo_settings import GRPOSettings
 from sallm_jax.rl.rewards import get_reward_fns
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
 from sallm_jax.train.grpo_step import GRPOStep
@@ -76,8 +77,8 @@ def save_text_model(size: str, vocab_size: int, audio_dir: str, text_dir: str) -
     text.save_pretrained(text_dir)
 
 
-def rl_config() -> ml_collections.ConfigDict:
-    cfg = base_config().rl
+def grpo_config() -> ml_collections.ConfigDict:
+    cfg = base_config().grpo
     cfg.batch_size, cfg.group_size, cfg.max_completion_length = BATCH, GROUP, COMPLETION
     cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay = LEARNING_RATE, 0, 0.0
     cfg.beta, cfg.epsilon, cfg.epsilon_high = BETA, EPSILON, EPSILON
@@ -111,11 +112,12 @@ class Ours:
                            tokenizer.convert_tokens_to_ids(QWEN2_AUDIO.audio_token))
         self.graphdef, params, frozen = nnx.split(
             model, nnx.All(nnx.Param, nnx.PathContains("language_model")), ...)
-        cfg = rl_config()
+        cfg = grpo_config()
         tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=0, total_steps=1000,
                             weight_decay=0.0, max_grad_norm=cfg.max_grad_norm)
         self.state, shardings = sharded_train_state(self.partitioner, params, tx, copy=True)
-        self.step = GRPOStep(cfg, graphdef=self.graphdef, tx=tx, state_shardings=shardings,
+        self.step = GRPOStep(cfg, settings=GRPOSettings.from_section(cfg),
+                             graphdef=self.graphdef, tx=tx, state_shardings=shardings,
                              frozen=frozen, ref_params=params, rows=rows, chat=chat,
                              partitioner=self.partitioner)
         self.greedy = make_rollout_fn(

@@ -50,9 +50,9 @@ def cut_down(checkpoint: pathlib.Path, manifests: dict[str, pathlib.Path],
         f"model.checkpoint={checkpoint}", "model.dtype=bfloat16", "lora.rank=8",
         "sft.steps=2", f"sft.batch_size={prompts}", "sft.max_target_tokens=16",
         "sft.eval_every=0", "sft.checkpoint_every=1", "sft.log_every=1",
-        "rl.steps=2", f"rl.batch_size={prompts}", "rl.group_size=2",
-        "rl.max_completion_length=16", "rl.eval_every=0", "rl.checkpoint_every=1",
-        "rl.log_every=1", "eval.max_new_tokens=16", "eval.batch_size=4", "eval.num_samples=1",
+        "grpo.steps=2", f"grpo.batch_size={prompts}", "grpo.group_size=2",
+        "grpo.max_completion_length=16", "grpo.eval_every=0", "grpo.checkpoint_every=1",
+        "grpo.log_every=1", "eval.max_new_tokens=16", "eval.batch_size=4", "eval.num_samples=1",
         "eval.greedy=False", "eval.splits=('test',)", f"data.audio_buckets_s=({BUCKET_S},)",
         *(f"data.{split}_manifest={path}" for split, path in manifests.items())]
     return [f"--config.{s}" for s in settings]
@@ -122,14 +122,14 @@ def predicted_bytes(checkpoint: pathlib.Path, prompts: int) -> int:
                        PlanInputs(batch_size=prompts, group_size=2, prompt_len=prompt_len,
                                   completion_len=16, dtype="bfloat16", lora_rank=8,
                                   remat="full" if paper.model.remat else "none",
-                                  beta=paper.rl.beta, backend="cpu"))
+                                  beta=paper.grpo.beta, backend="cpu"))
     return plan.total
 
 
 def make_manifests(directory: pathlib.Path) -> dict[str, pathlib.Path]:
-    from sallm_jax.data.embedded_sqa import build_embedded_sqa
+    from sallm_jax.data.embedded_sqa import EMBEDDED_SQA
 
-    return {split: pathlib.Path(path) for split, path in build_embedded_sqa(
+    return {split: pathlib.Path(path) for split, path in EMBEDDED_SQA.build(
         directory, seed=0, num_train=8, num_validation=2, num_test=4).items()}
 
 

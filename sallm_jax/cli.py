@@ -54,7 +54,7 @@ COMMANDS = {
         "sallm_jax.main",
         "run a config's stages (base, warm start, SFT, GRPO, evaluation) in a work directory, "
         "resuming where it stopped; writes results.json, report.md and plots/",
-        "--config=configs/sqa_grpo.py:smoke --workdir=runs/smoke --config.rl.beta=0.04",
+        "--config=configs/sqa_grpo.py:smoke --workdir=runs/smoke --config.grpo.beta=0.04",
         absl=True),
     "compare": Command(
         "sallm_jax.grpo_vs_sft",

@@ -332,10 +332,10 @@ def _run_stages(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     for name in cfg.stages:
         stop_before(name)
         stage = STAGES[name]
-        if stage.section is None:
+        if not stage.trains:
             results = stage.run(run)
         else:
-            params = stage.run(run, name, run.start_params(cfg[stage.section], params))
+            params = stage.run(run, name, run.start_params(cfg[name], params))
             run.trained[name] = params
         report_skips(run.skip_log, name)
     if results and jax.process_index() == 0:

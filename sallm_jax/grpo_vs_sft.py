@@ -7,7 +7,7 @@ validation split from a grid of the same size; the chosen setting then runs over
 
 Arms (the config's stages `base` and `warmup` run once, in <workdir>/start):
   sft          the SFT warm start, then more SFT (sft.steps x sft.batch_size examples)
-  grpo         the SFT warm start, then GRPO (rl.steps x rl.batch_size prompts)
+  grpo         the SFT warm start, then GRPO (grpo.steps x grpo.batch_size prompts)
   mp_grpo      the same with mixed-policy GRPO (one reference answer in each group)
   grpo_base    GRPO from the base model alone, for as many prompts as the others' examples
                (warm start included); only when --arms names it (it costs the most)
@@ -64,17 +64,17 @@ def arm_config(base, arm: str, seed: int, learning_rate: float, start_dir: pathl
     cfg.init_params = str(base_directory(base, default_cache_dir()) / "params"
                           if arm == "grpo_base" else start_dir / "warmup" / "params")
     cfg.stages = (arm_stage(arm), "eval")
-    section = cfg.sft if arm == "sft" else cfg.rl
+    section = cfg[arm_stage(arm)]  # a stage's section carries its name
     section.start, section.learning_rate = "", learning_rate
-    cfg.rl.num_off_policy = 1 if arm == "mp_grpo" else 0
+    cfg.grpo.num_off_policy = 1 if arm == "mp_grpo" else 0
     if arm == "grpo_base":  # the warm start's examples become GRPO prompts too
         warm_examples = base.warmup.steps * base.warmup.batch_size
-        cfg.rl.steps += warm_examples // cfg.rl.batch_size
+        cfg.grpo.steps += warm_examples // cfg.grpo.batch_size
     return cfg
 
 
 def arm_learning_rate(base, arm: str) -> float:
-    return base.sft.learning_rate if arm == "sft" else base.rl.learning_rate
+    return base[arm_stage(arm)].learning_rate
 
 
 def validation_score(workdir: pathlib.Path, arm: str) -> float:

@@ -3,7 +3,7 @@
 The config file is found from any directory: `configs/sqa_grpo.py` (or the bare name
 `sqa_grpo`) names the shipped `sallm_jax/configs/sqa_grpo.py` (sallm_jax.config_file).
 
-Config fields can be overridden on the command line, e.g. `--config.rl.beta=0.02`.
+Config fields can be overridden on the command line, e.g. `--config.grpo.beta=0.02`.
 
 Exit status: 0 done, 1 a fault of the program (with its traceback), 2 a config or data error (one
 line naming the key or file; --debug for the traceback, `user_errors`), 3 diverged, 4 the work
@@ -27,7 +27,7 @@ from sallm_jax.train.health import TrainingDiverged
 from sallm_jax.train.preemption import Preempted
 from sallm_jax.train.workdir_lock import WorkdirLocked
 
-EXIT_DIVERGED = 3  # a non-finite step (train.on_nonfinite) or a reward failing (rl.reward_*)
+EXIT_DIVERGED = 3  # a non-finite step (train.on_nonfinite) or a reward failing (grpo.reward_*)
 EXIT_LOCKED = 4  # another run holds the work directory
 EXIT_PREEMPTED = 5  # stopped by SIGTERM / SIGINT after saving a checkpoint; run again to resume
 EXIT_INTERRUPTED = 130  # a second SIGINT stopped it at once (128 + SIGINT, as a shell reports)

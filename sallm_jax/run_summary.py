@@ -10,7 +10,6 @@ import jax
 import ml_collections
 from flax import nnx
 
-from sallm_jax.stages import training_stages
 from sallm_jax.train.base import is_built
 
 
@@ -32,7 +31,7 @@ def stage_line(cfg: ml_collections.ConfigDict, stage: str, workdir: pathlib.Path
     if stage == "eval":
         passes = [split + suffix for split in cfg.eval.splits for suffix in protocols]
         return f"eval    {', '.join(passes)} of each trained stage, batch {cfg.eval.batch_size}"
-    s = cfg[training_stages()[stage]]
+    s = cfg[stage]
     batch = (f"{s.batch_size} prompts x {s.group_size} completions" if stage == "grpo" else
              f"batch {s.batch_size}")
     text = f"{stage:<8}{s.steps} steps x {batch}, lr {s.learning_rate:g}"

@@ -209,7 +209,7 @@ def plan_memory(config: ModelConfig, axis_sizes: Mapping[str, int], inputs: Plan
     data_parallel = math.prod(axis_sizes[a] for a in BATCH_AXES)
     tensor = axis_sizes["tensor"]
     local_rows = -(-rows // data_parallel)  # ceil: an uneven split leaves some devices more rows
-    # The update holds activations and logits of one micro-batch at a time (rl.micro_batch_size).
+    # The update holds activations and logits of one micro-batch at a time (grpo.micro_batch_size).
     micro = inputs.micro_batch_size or inputs.batch_size
     step_prompts = -(-micro // data_parallel)
     step_rows = -(-micro * inputs.group_size // data_parallel)

@@ -32,6 +32,24 @@ class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message starts with the key."""
 
 
+# Config sections renamed since a release: old name -> new. A config or an override still using
+# the old name is told the new one.
+RENAMED_SECTIONS = {"rl": "grpo"}
+
+
+def require(ok: bool, key: str, expected: str, value) -> None:
+    """Raise ConfigError "`key`: expected `expected`, got `value`" unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def renamed_section_error(old: str) -> ConfigError:
+    """The error for a config that still has section `old` (a key of `RENAMED_SECTIONS`)."""
+    new = RENAMED_SECTIONS[old]
+    return ConfigError(f"{old}: this section is now {new}, the name of its stage; write "
+                       f"{new}.<key> (--config.{new}.<key>) for {old}.<key>")
+
+
 def show_traceback(argv: Sequence[str]) -> bool:
     """Whether the user asked for tracebacks: SALLM_JAX_DEBUG=1, or --debug (as parsed, or as
     typed when the flags could not be parsed)."""
@@ -53,7 +71,9 @@ def one_line(message: str) -> str:
 def unknown_override(error: LookupError | AttributeError, argv: Sequence[str]) -> str:
     """The line for a `--config.<key>` override naming no key. ml_collections raises a
     KeyError or AttributeError whose text is "'name'" and, when one is close, "Did you mean ...";
-    the override is the command-line flag whose key path holds that name."""
+    the override is the command-line flag whose key path holds that name. A section renamed
+    since a release (`RENAMED_SECTIONS`) is named with its new name, whether an override or
+    the config file itself reads it."""
     inner = error
     while inner.args and isinstance(inner.args[0], BaseException):
         inner = inner.args[0]
@@ -61,7 +81,13 @@ def unknown_override(error: LookupError | AttributeError, argv: Sequence[str]) -
     name = name.strip("'\"")
     overrides = [arg.split("=", 1)[0].lstrip("-") for arg in argv
                  if re.match(r"--?config\.", arg)]
-    flag = next((o for o in overrides if name in o.split(".")[1:]), f"config.<...>.{name}")
+    flag = next((o for o in overrides if name in o.split(".")[1:]), None)
+    if name in RENAMED_SECTIONS:
+        if flag is None:  # the config file itself reads the old section
+            return str(renamed_section_error(name))
+        new = flag.replace(f".{name}.", f".{RENAMED_SECTIONS[name]}.", 1)
+        hint = f"The {name} section is now {RENAMED_SECTIONS[name]}: --{new}"
+    flag = flag or f"config.<...>.{name}"
     return f"--{flag}: no such config key" + (f"; {hint[0].lower()}{hint[1:]}" if hint else "")
 
 

@@ -25,7 +25,7 @@ LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's prefix: level, d
 def test_the_splits_a_run_scores():
     cfg = base_config()  # eval of "test"; sft and rl select on validation every 25 steps
     assert scored_splits(cfg) == ["test", "validation"]
-    cfg.sft.eval_every = cfg.rl.eval_every = 0
+    cfg.sft.eval_every = cfg.grpo.eval_every = 0
     assert scored_splits(cfg) == ["test"]
     cfg.stages = ("base", "warmup", "sft")  # no eval stage, no selection
     assert scored_splits(cfg) == []

@@ -27,9 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # trained model are not all zero (under BLEU they would be) and new best parameters get saved.
 COMMAND = [sys.executable, "-m", "sallm_jax.main", "--config=configs/sqa_grpo.py:smoke",
            "--config.stages=('sft','grpo','eval')", "--config.sft.start=init",
-           "--config.rl.start=", "--config.rl.steps=6", "--config.rl.checkpoint_every=2",
-           "--config.rl.eval_every=2", "--config.rl.reward_fns=('chrf',)",
-           "--config.rl.select_on=chrf"]
+           "--config.grpo.start=", "--config.grpo.steps=6", "--config.grpo.checkpoint_every=2",
+           "--config.grpo.eval_every=2", "--config.grpo.reward_fns=('chrf',)",
+           "--config.grpo.select_on=chrf"]
 STAGES = ("sft", "grpo")
 TIMING = ("tokens_per_s", "step_seconds")  # wall-clock scalars: the only ones that may differ
 

@@ -22,13 +22,13 @@ def test_arms_share_start_and_budget(arm, tmp_path, monkeypatch):
     (base_dir / "tokenizer" / "tokenizer.json").write_text("{}")
     cfg = arm_config(base, arm, seed=2, learning_rate=3e-4, start_dir=start)
     validate_config(cfg)
-    stage, section = ("sft", cfg.sft) if arm == "sft" else ("grpo", cfg.rl)
+    stage, section = ("sft", cfg.sft) if arm == "sft" else ("grpo", cfg.grpo)
     assert cfg.stages == (stage, "eval") and cfg.seed == 2
     assert section.learning_rate == 3e-4 and section.start == ""
     assert cfg.tokenizer.path.endswith("/tokenizer")
     warm = base.warmup.steps * base.warmup.batch_size
     arm_examples = base.sft.steps * base.sft.batch_size
-    assert arm_examples == base.rl.steps * base.rl.batch_size  # the same budget per arm
+    assert arm_examples == base.grpo.steps * base.grpo.batch_size  # the same budget per arm
     examples = section.steps * section.batch_size
     if arm == "grpo_base":
         assert cfg.init_params.endswith("/params") and "/base/" in cfg.init_params
@@ -36,7 +36,7 @@ def test_arms_share_start_and_budget(arm, tmp_path, monkeypatch):
     else:
         assert cfg.init_params == str(start / "warmup" / "params")
         assert examples == arm_examples
-    assert cfg.rl.num_off_policy == (1 if arm == "mp_grpo" else 0)
+    assert cfg.grpo.num_off_policy == (1 if arm == "mp_grpo" else 0)
 
 
 def test_summary_is_mean_and_population_std_per_evaluation():

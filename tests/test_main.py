@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 COMMAND = [sys.executable, "-m", "sallm_jax.main", "--config=configs/sqa_grpo.py:smoke",
-           "--config.rl.steps=6"]
+           "--config.grpo.steps=6"]
 
 
 def start(workdir, cache, log):
@@ -75,12 +75,12 @@ def test_killed_run_resumes_and_reports(tmp_path):
 
 
 def test_diverging_run_stops_with_a_reason_and_writes_no_results(tmp_path, smoke_cache):
-    """rl.learning_rate=1e30 drives the loss to NaN within a few GRPO steps: the run exits with
+    """grpo.learning_rate=1e30 drives the loss to NaN within a few GRPO steps: the run exits with
     the diverged code, names the step, and writes no results.json."""
     env = {**os.environ, "SALLM_JAX_CACHE": str(smoke_cache), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([*COMMAND, f"--workdir={tmp_path / 'run'}",
-                          "--config.stages=('grpo',)", "--config.rl.start=init",
-                          "--config.rl.learning_rate=1e30"],
+                          "--config.stages=('grpo',)", "--config.grpo.start=init",
+                          "--config.grpo.learning_rate=1e30"],
                          env=env, capture_output=True, text=True, timeout=900,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 3, out.stderr[-3000:]
@@ -95,7 +95,7 @@ def test_sigterm_saves_the_step_and_the_same_command_resumes(tmp_path, smoke_cac
     workdir = tmp_path / "run"
     env = {**os.environ, "SALLM_JAX_CACHE": str(smoke_cache), "JAX_PLATFORMS": "cpu"}
     command = [*COMMAND, f"--workdir={workdir}", "--config.stages=('grpo',)",
-               "--config.rl.start=init", "--config.rl.checkpoint_every=100"]
+               "--config.grpo.start=init", "--config.grpo.checkpoint_every=100"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)

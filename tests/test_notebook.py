@@ -53,6 +53,6 @@ def test_quickstart_notebook_runs(tmp_path, smoke_cache, monkeypatch):
     rows = re.findall(r"^\| (\d+) \| ([-\d.]+) \| ([-+\d.]+) \|", group, re.M)
     assert len(rows) == 4  # the smoke preset's group size
     rewards = np.array([float(r) for _, r, _ in rows])
-    # The smoke preset keeps rl.scale_rewards = "none": the logged advantage is r - mean(r).
+    # The smoke preset keeps grpo.scale_rewards = "none": the logged advantage is r - mean(r).
     np.testing.assert_allclose([float(a) for *_, a in rows], rewards - rewards.mean(),
                                atol=1.5e-3)

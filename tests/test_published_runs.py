@@ -30,8 +30,8 @@ SPLIT_SIZES = {"train": 4, "validation": 2, "test": 4}
 # Every preset cut to 2 SFT and 2 GRPO steps of 2 prompts x 2 samples, 6 new tokens, one
 # 5 s audio bucket, and evaluation of 4 test rows in one batch of one sampled draw.
 CUT_DOWN = ("sft.steps=2", "sft.batch_size=2", "sft.max_target_tokens=6", "sft.eval_every=0",
-            "sft.checkpoint_every=1", "rl.steps=2", "rl.batch_size=2", "rl.group_size=2",
-            "rl.max_completion_length=6", "rl.eval_every=0", "rl.checkpoint_every=1",
+            "sft.checkpoint_every=1", "grpo.steps=2", "grpo.batch_size=2", "grpo.group_size=2",
+            "grpo.max_completion_length=6", "grpo.eval_every=0", "grpo.checkpoint_every=1",
             "eval.max_new_tokens=6", "eval.batch_size=4", "eval.num_samples=1",
             "eval.greedy=False", "eval.splits=('test',)", "data.audio_buckets_s=(5.0,)")
 

@@ -14,14 +14,14 @@ from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.report import write_report, write_report_or_warn
 from sallm_jax.report.__main__ import main as report_main
 from sallm_jax.report.plots import draw
-from sallm_jax.report.runs import MISSING, config_diff, logged_groups
+from sallm_jax.report.runs import MISSING, Run, config_diff, logged_groups, read_config
 from sallm_jax.train.metric_writer import MetricWriter
 
 SFT_LOSS = [4.5, 3.25, 2.75]
 GRPO = {"reward_mean": [0.125, 0.5, 0.625], "reward_std": [0.25, 0.125, 0.0625],
         "kl": [0.0, 0.01, 0.03], "clip_fraction": [0.0, 0.05, 0.1],
         "completion_length": [7.0, 6.5, 5.0]}
-# One logged group: rewards [0.5, 0, 1, 0.5]; with rl.scale_rewards = "group" its advantages
+# One logged group: rewards [0.5, 0, 1, 0.5]; with grpo.scale_rewards = "group" its advantages
 # are (r - 0.5) / (std + 1e-4), std (ddof 1) = sqrt(0.5 / 3).
 REWARDS = [0.5, 0.0, 1.0, 0.5]
 STD = math.sqrt(0.5 / 3)
@@ -38,11 +38,11 @@ def group_record():
 
 
 def make_workdir(root, scale=1.0):
-    """A finished run's directory of the smoke preset without its base stage, rl.beta changed;
+    """A finished run's directory of the smoke preset without its base stage, grpo.beta changed;
     training scalars scaled by `scale` (so two runs differ)."""
     cfg = get_config("smoke")
     cfg.stages = ("warmup", "grpo", "eval")
-    cfg.rl.beta, cfg.rl.scale_rewards = 0.07, "group"
+    cfg.grpo.beta, cfg.grpo.scale_rewards = 0.07, "group"
     root.mkdir(parents=True)
     (root / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     sft = MetricWriter(root / "warmup", "warmup")
@@ -53,7 +53,7 @@ def make_workdir(root, scale=1.0):
     grpo = MetricWriter(root / "grpo", "grpo")
     for i in range(3):
         grpo.write(i + 1, {k: v[i] * scale for k, v in GRPO.items()} | {"step_seconds": 2.0})
-        # As the GRPO stage logs its groups (rl.log_completions_every).
+        # As the GRPO stage logs its groups (grpo.log_completions_every).
         grpo.write_completions(i + 1, [group_record()])
     grpo.close()
     results = {"warmup": {"test": {"bleu": 11.5, "bleu_std": 0.5, "wer": 70.0, "wer_std": 1.0,
@@ -110,7 +110,7 @@ def test_report_plots_equal_the_metrics_and_the_report_holds_every_section(tmp_p
     assert f"| 1 | 0.000 | {ADVANTAGES[1]:+.3f} | {TEXTS[1]!r} |" in text
     assert "| grpo (test) | 'grpo says Ken' |" in text
     assert "Against `configs/sqa_grpo.py:smoke`" in text
-    assert "| `rl.beta` | 0.02 | 0.07 |" in text
+    assert "| `grpo.beta` | 0.02 | 0.07 |" in text
     assert '| `stages` | ["base", "warmup", "sft", "grpo", "eval"] | ["warmup", "grpo", ' in text
     assert "| empty answer | 2 |" in text and "| missing audio | 1 |" in text
     assert "| grpo |" in text.split("## Timings")[1]
@@ -166,7 +166,14 @@ def test_a_failing_report_is_a_warning(tmp_path, caplog):
 
 
 def test_config_diff_names_changed_and_absent_keys():
-    run = {"rl": {"beta": 0.07, "steps": 3}, "stages": ["grpo", "eval"], "old_key": 1}
-    preset = {"rl": {"beta": 0.02, "steps": 3, "new_key": 0.5}, "stages": ["grpo", "eval"]}
-    assert config_diff(run, preset) == {"old_key": (MISSING, 1), "rl.beta": (0.02, 0.07),
-                                        "rl.new_key": (0.5, MISSING)}
+    run = {"grpo": {"beta": 0.07, "steps": 3}, "stages": ["grpo", "eval"], "old_key": 1}
+    preset = {"grpo": {"beta": 0.02, "steps": 3, "new_key": 0.5}, "stages": ["grpo", "eval"]}
+    assert config_diff(run, preset) == {"old_key": (MISSING, 1), "grpo.beta": (0.02, 0.07),
+                                        "grpo.new_key": (0.5, MISSING)}
+
+
+def test_an_older_run_s_rl_section_reads_as_grpo(tmp_path):
+    """A run written before the section took its stage's name still reads (and diffs against
+    today's presets) under the new name."""
+    (tmp_path / "config.json").write_text(json.dumps({"rl": {"beta": 0.07}, "seed": 0}))
+    assert read_config(Run("old", tmp_path)) == {"grpo": {"beta": 0.07}, "seed": 0}

@@ -31,16 +31,18 @@ def train(*args, workdir, env=None, command=MAIN):
 
 
 @pytest.mark.parametrize("args, line", [
-    (["--config.rl.group_size=0"], "error: rl.group_size: expected an integer >= 2"),
-    (["--config.rl.top_p=1.5"], "error: rl.top_p: expected a value in (0, 1], got 1.5"),
+    (["--config.grpo.group_size=0"], "error: grpo.group_size: expected an integer >= 2"),
+    (["--config.grpo.top_p=1.5"], "error: grpo.top_p: expected a value in (0, 1], got 1.5"),
     (["--config.model.dtype=float16x"],
      "error: model.dtype: expected float32 or bfloat16, got 'float16x'"),
-    (["--config.rl.betta=1"],
-     'error: --config.rl.betta: no such config key; did you mean "beta" instead of "betta"?'),
-    (["--config.rl.group_size=abc"], "error: flag --config.rl.group_size=abc: invalid literal"),
-    (["--config.rl.reward_fns=('blue',)"], "error: rl.reward_fns: unknown reward(s) ['blue']"),
-    (["--config.rl.reward_fns=('no_such_module:score',)"],
-     "error: rl.reward_fns: cannot import module 'no_such_module'"),
+    (["--config.grpo.betta=1"],
+     'error: --config.grpo.betta: no such config key; did you mean "beta" instead of "betta"?'),
+    (["--config.grpo.group_size=abc"], "error: flag --config.grpo.group_size=abc: invalid literal"),
+    (["--config.grpo.reward_fns=('blue',)"], "error: grpo.reward_fns: unknown reward(s) ['blue']"),
+    (["--config.grpo.reward_fns=('no_such_module:score',)"],
+     "error: grpo.reward_fns: cannot import module 'no_such_module'"),
+    (["--config.rl.beta=0.1"], "error: --config.rl.beta: no such config key; the rl section is "
+                               "now grpo: --config.grpo.beta"),
     (["--config.parallel.mesh.data=3"], "error: parallel.mesh: {'data': 3, 'fsdp': 1, "
                                         "'tensor': 1} uses 3 devices, but 1 are present"),
     (["--config.data.name=manifest", "--config.data.train_manifest=no/train.jsonl",
@@ -54,19 +56,19 @@ def test_a_user_error_is_one_line_and_exit_2(args, line, tmp_path):
 
 
 def test_the_console_script_reports_alike(tmp_path):
-    status, stderr = train("--config.rl.betta=1", workdir=tmp_path / "run",
+    status, stderr = train("--config.grpo.betta=1", workdir=tmp_path / "run",
                            command=CONSOLE_SCRIPT)
     assert status == 2 and stderr == [
-        'error: --config.rl.betta: no such config key; did you mean "beta" instead of "betta"?']
+        'error: --config.grpo.betta: no such config key; did you mean "beta" instead of "betta"?']
 
 
-CONFIG_ERROR = "sallm_jax.user_errors.ConfigError: rl.group_size: expected"
+CONFIG_ERROR = "sallm_jax.user_errors.ConfigError: grpo.group_size: expected"
 
 
 @pytest.mark.parametrize("args, env, last", [
-    (["--config.rl.group_size=0", "--debug"], {}, CONFIG_ERROR),
-    (["--config.rl.group_size=0"], {"SALLM_JAX_DEBUG": "1"}, CONFIG_ERROR),
-    (["--config.rl.betta=1", "--debug"], {}, "AttributeError: "),  # met while parsing flags
+    (["--config.grpo.group_size=0", "--debug"], {}, CONFIG_ERROR),
+    (["--config.grpo.group_size=0"], {"SALLM_JAX_DEBUG": "1"}, CONFIG_ERROR),
+    (["--config.grpo.betta=1", "--debug"], {}, "AttributeError: "),  # met while parsing flags
 ])
 def test_debug_shows_the_traceback(args, env, last, tmp_path):
     status, stderr = train(*args, workdir=tmp_path / "run", env=env)
@@ -84,15 +86,15 @@ def test_an_internal_error_propagates_with_its_traceback():
 
 def test_user_errors_exit_2_with_their_line(capsys, monkeypatch):
     monkeypatch.delenv("SALLM_JAX_DEBUG", raising=False)
-    for error in (ConfigError("rl.beta: expected a value >= 0, got -1"),
-                  app.UsageError("rl.beta: expected a value >= 0, got -1")):
+    for error in (ConfigError("grpo.beta: expected a value >= 0, got -1"),
+                  app.UsageError("grpo.beta: expected a value >= 0, got -1")):
         def main(argv, error=error):
             raise error
 
         with pytest.raises(SystemExit) as stop:
             reporting_user_errors(main, ["train"])
         assert stop.value.code == user_errors.EXIT_USER_ERROR == 2
-        assert capsys.readouterr().err == "error: rl.beta: expected a value >= 0, got -1\n"
+        assert capsys.readouterr().err == "error: grpo.beta: expected a value >= 0, got -1\n"
 
 
 def test_one_line_keeps_a_quoted_traceback_s_exception():
@@ -105,11 +107,19 @@ def test_one_line_keeps_a_quoted_traceback_s_exception():
 
 def test_unknown_override_names_the_flag_and_the_near_key():
     error = AttributeError(KeyError("'betta'\nDid you mean \"beta\" instead of \"betta\"?"))
-    argv = ["train", "--config=sqa_grpo", "--config.rl.beta=1", "--config.rl.betta=2"]
-    assert unknown_override(error, argv) == ('--config.rl.betta: no such config key; did you '
+    argv = ["train", "--config=sqa_grpo", "--config.grpo.beta=1", "--config.grpo.betta=2"]
+    assert unknown_override(error, argv) == ('--config.grpo.betta: no such config key; did you '
                                              'mean "beta" instead of "betta"?')
     assert unknown_override(KeyError("'zzz'"), ["train", "--config.zzz.a=1"]) == (
         "--config.zzz.a: no such config key")
+
+
+def test_the_renamed_rl_section_is_named_by_its_new_name():
+    """`rl` is now `grpo`: an override of it, or a config file reading it, says so."""
+    assert unknown_override(KeyError("'rl'"), ["train", "--config.rl.beta=1"]) == (
+        "--config.rl.beta: no such config key; the rl section is now grpo: --config.grpo.beta")
+    assert unknown_override(AttributeError(KeyError("'rl'")), ["train"]).startswith(
+        "rl: this section is now grpo")
 
 
 def test_a_checkpoint_that_does_not_resolve_is_one_line(tmp_path):

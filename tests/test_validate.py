@@ -25,32 +25,32 @@ def test_presets_are_valid(name, preset):
     ("data.audio_buckets_s", (30.0,), "max_source_positions"),
     ("data.num_workers", -1, "data.num_workers"),
     ("sft.steps", 0, "sft.steps"),
-    ("rl.group_size", 1, "rl.group_size"),
-    ("rl.loss_aggregation", "mean", "rl.loss_aggregation"),
-    ("rl.scale_rewards", "rank", "rl.scale_rewards"),
-    ("rl.importance_sampling_level", "sentence", "rl.importance_sampling_level"),
-    ("rl.num_off_policy", 4, "rl.num_off_policy"),
-    ("rl.beta", -0.1, "rl.beta"),
-    ("rl.temperature", 0.0, "rl.temperature"),
-    ("rl.top_p", 0.0, "rl.top_p"),
-    ("rl.reward_weights", (1.0, 2.0), "rl.reward_weights"),
-    ("rl.reward_fns", ("blue",), "rl.reward_fns"),
+    ("grpo.group_size", 1, "grpo.group_size"),
+    ("grpo.loss_aggregation", "mean", "grpo.loss_aggregation"),
+    ("grpo.scale_rewards", "rank", "grpo.scale_rewards"),
+    ("grpo.importance_sampling_level", "sentence", "grpo.importance_sampling_level"),
+    ("grpo.num_off_policy", 4, "grpo.num_off_policy"),
+    ("grpo.beta", -0.1, "grpo.beta"),
+    ("grpo.temperature", 0.0, "grpo.temperature"),
+    ("grpo.top_p", 0.0, "grpo.top_p"),
+    ("grpo.reward_weights", (1.0, 2.0), "grpo.reward_weights"),
+    ("grpo.reward_fns", ("blue",), "grpo.reward_fns"),
     ("eval.batch_size", 0, "eval.batch_size"),
     ("eval.num_samples", 0, "eval.num_samples"),
     ("sft.start", "grpo", "sft.start"),  # a stage that runs later
-    ("rl.start", "pretrain", "rl.start"),
+    ("grpo.start", "pretrain", "grpo.start"),
     ("warmup.learning_rate", 0.0, "warmup.learning_rate"),
     ("base.ctc_weight", -1.0, "base.ctc_weight"),
     ("base.num_train", 0, "base.num_train"),
     ("tokenizer.path", "tok/", "tokenizer.path"),  # the base brings its own
     ("model.compute_dtype", "float16", "model.compute_dtype"),
-    ("rl.learning_rate", -1.0, "rl.learning_rate"),
-    ("rl.learning_rate", float("nan"), "rl.learning_rate"),
+    ("grpo.learning_rate", -1.0, "grpo.learning_rate"),
+    ("grpo.learning_rate", float("nan"), "grpo.learning_rate"),
     ("sft.learning_rate", float("inf"), "sft.learning_rate"),
     ("sft.max_grad_norm", 0.0, "sft.max_grad_norm"),
-    ("rl.weight_decay", -0.1, "rl.weight_decay"),
+    ("grpo.weight_decay", -0.1, "grpo.weight_decay"),
     ("train.on_nonfinite", "ignore", "train.on_nonfinite"),
-    ("rl.dynamic_sampling_max_draws", 0, "rl.dynamic_sampling_max_draws"),
+    ("grpo.dynamic_sampling_max_draws", 0, "grpo.dynamic_sampling_max_draws"),
     ("init_params", "no/such/params", "init_params: expected '' or a directory"),
 ])
 def test_bad_values_name_their_key(key, value, message):
@@ -79,18 +79,36 @@ def test_greedy_evaluation_takes_one_draw():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"lora.rank": 8}, "rl.sync_ref_model: expected False under LoRA"),
-    ({"rl.beta": 0.0}, "rl.sync_ref_model: expected False with rl.beta = 0"),
-    ({"rl.ref_model_mixup_alpha": 0.0}, "rl.ref_model_mixup_alpha"),
-    ({"rl.ref_model_mixup_alpha": 1.5}, "rl.ref_model_mixup_alpha"),
-    ({"rl.ref_model_sync_steps": 0}, "rl.ref_model_sync_steps"),
+    ({"lora.rank": 8}, "grpo.sync_ref_model: expected False under LoRA"),
+    ({"grpo.beta": 0.0}, "grpo.sync_ref_model: expected False with grpo.beta = 0"),
+    ({"grpo.ref_model_mixup_alpha": 0.0}, "grpo.ref_model_mixup_alpha"),
+    ({"grpo.ref_model_mixup_alpha": 1.5}, "grpo.ref_model_mixup_alpha"),
+    ({"grpo.ref_model_sync_steps": 0}, "grpo.ref_model_sync_steps"),
 ])
 def test_a_moving_reference_needs_weights_of_its_own(settings, message):
     cfg = get_config("smoke")
-    cfg.rl.sync_ref_model = True
+    cfg.grpo.sync_ref_model = True
     validate_config(cfg)
     for key, value in settings.items():
         section, name = key.split(".")
         cfg[section][name] = value
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        validate_config(cfg)
+
+
+def test_a_config_with_the_old_rl_section_is_told_it_is_now_grpo():
+    cfg = get_config("smoke")
+    cfg.rl = cfg.grpo
+    with pytest.raises(ValueError, match=r"^rl: this section is now grpo"):
+        validate_config(cfg)
+
+
+def test_the_sft_arm_selects_on_its_own_key():
+    """sft.select_on, checked with the sft stage; the GRPO arm's key is not read for it."""
+    cfg = get_config("smoke")
+    cfg.stages = ("sft", "eval")
+    cfg.sft.start, cfg.grpo.select_on = "init", "no_such_metric"
+    validate_config(cfg)
+    cfg.sft.select_on = "wer"  # lower is better
+    with pytest.raises(ValueError, match=r"sft\.select_on: expected a metric where higher"):
         validate_config(cfg)

@@ -16,12 +16,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.data.name = "embedded_ast"
     # German targets run to ~17 tokens with the end token; the instruction is short.
     c.warmup.max_target_tokens = c.sft.max_target_tokens = 24
-    c.rl.max_completion_length = c.eval.max_new_tokens = 24
+    c.grpo.max_completion_length = c.eval.max_new_tokens = 24
     if preset == "smoke":
         apply_smoke(c)
     elif preset in ("paper", "paper_mp"):
         granite_speech_paper(c)
-        c.rl.num_off_policy = 1 if preset == "paper_mp" else 0
+        c.grpo.num_off_policy = 1 if preset == "paper_mp" else 0
     elif preset != "tiny":
         raise ValueError(f"configs/ast_grpo.py: unknown preset {preset!r}; expected tiny, smoke, "
                          f"paper or paper_mp")

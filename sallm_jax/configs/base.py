@@ -3,23 +3,7 @@
 import ml_collections
 
 from sallm_jax.parallel.sharding import DEFAULT_RULES
-
-
-def sft_section(**settings) -> ml_collections.ConfigDict:
-    """Settings of a supervised stage (cross-entropy on the target tokens)."""
-    c = ml_collections.ConfigDict({
-        "steps": 100, "batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 10,
-        "weight_decay": 0.01, "max_grad_norm": 1.0, "max_target_tokens": 12,
-        "checkpoint_every": 50, "log_every": 25,
-        # > 0 adds this times a CTC loss of the audio embeddings, read through the LM head,
-        # against the target tokens (transcription targets: the base stage).
-        "ctc_weight": 0.0,
-        # Score on the validation split every eval_every steps (0: never) and keep the best
-        # parameters, the starting ones included, as the GRPO stage does.
-        "eval_every": 0,
-    })
-    c.update(settings)
-    return c
+from sallm_jax.stages import stage_sections
 
 
 def tiny_model() -> ml_collections.ConfigDict:
@@ -97,150 +81,11 @@ def base_config() -> ml_collections.ConfigDict:
     # folder is read without it (Granite Speech ships one).
     c.lora.adapter_dir = ""
 
-    # The base model (stage "base"): the configured model trained from random initialisation
-    # to transcribe the embedded ASR corpus (never the task), with a tokenizer trained on that
-    # corpus; cached in $SALLM_JAX_CACHE/base/<key of these settings and the model's>.
-    c.base = sft_section(steps=600, batch_size=20, learning_rate=2e-3, warmup_steps=50,
-                         max_target_tokens=20, checkpoint_every=100, ctc_weight=0.3)
-    c.base.num_train = 4000  # corpus clips; validation clips give the held-out WER
-    c.base.num_validation = 100
-    c.base.seed = 0
-    # Each training stage starts from the final parameters of the stage `start` names; from the
-    # initial parameters (the new model, model.checkpoint or init_params) when it is "init"; or,
-    # when it is "", from the previous training stage's (the first from the initial ones).
-    c.base.start = ""
-
-    c.warmup = sft_section(steps=200, batch_size=32, learning_rate=2e-3, warmup_steps=20)
-    c.warmup.start = "base"
-
-    # The SFT arm: as many training examples as the GRPO arm's prompts (steps x batch_size).
-    # The two arms' learning rates are those `sallm_jax.grpo_vs_sft` chose on the validation
-    # split from {0.5, 1, 2} x (5e-4 for SFT, 4e-4 for GRPO) (README, "GRPO vs SFT").
-    c.sft = sft_section(steps=100, batch_size=16, learning_rate=1e-3, warmup_steps=5)
-    c.sft.start = "warmup"
-
-    c.rl = ml_collections.ConfigDict()
-    c.rl.start = "warmup"
-    c.rl.steps = 100
-    c.rl.batch_size = 16  # prompts per step; each gets group_size samples
-    c.rl.group_size = 8
-    c.rl.learning_rate = 4e-4
-    c.rl.warmup_steps = 5
-    c.rl.weight_decay = 0.0
-    c.rl.max_grad_norm = 1.0
-    c.rl.beta = 0.02
-    # A reference that moves (TR-DPO, as TRL's sync_ref_model): every ref_model_sync_steps
-    # optimiser updates it becomes ref_model_mixup_alpha x policy + (1 - alpha) x itself.
-    # Needs beta > 0; not under LoRA, whose reference is the base with the adapters off.
-    c.rl.sync_ref_model = False
-    c.rl.ref_model_mixup_alpha = 0.6
-    c.rl.ref_model_sync_steps = 512
-    c.rl.epsilon = 0.2
-    c.rl.epsilon_high = 0.2
-    c.rl.loss_aggregation = "dapo"  # or grpo, dr_grpo, bnpo
-    c.rl.importance_sampling_level = "token"  # or "sequence"
-    # The policy term (sallm_jax/rl/grpo.py POLICY_TERMS): "grpo" (clipped surrogate), "cispo"
-    # (capped, stop-gradient weight; epsilon_high is then the cap, e.g. 5.0) or "sapo" (soft
-    # gate with these temperatures). delta > 1 + epsilon_high caps the unclipped ratio (two-sided
-    # clipping, the same as verl's dual-clip with clip_ratio_c = delta); 0.0 leaves it off.
-    # `gspo(c)` below sets GSPO's sequence-level settings. "luspo" (GSPO with each sequence's
-    # term times its length; with importance_sampling_level "sequence" and loss_aggregation
-    # "grpo") and "vespo" (REINFORCE weighted by the gamma kernel
-    # W^k exp(lambda (1 - W)) of the sequence's importance weight W; k, lambda below for
-    # positive and negative advantages; token-level ratios) are TRL's.
-    c.rl.loss_type = "grpo"
-    c.rl.delta = 0.0
-    c.rl.sapo_tau_pos = 1.0
-    c.rl.sapo_tau_neg = 1.05
-    c.rl.vespo_k_pos, c.rl.vespo_lambda_pos = 2.0, 3.0
-    c.rl.vespo_k_neg, c.rl.vespo_lambda_neg = 3.0, 2.0
-    # Keep only the top fraction of completion tokens by the policy's entropy in the policy
-    # term (the high-entropy "forking" tokens carry the signal; 1.0 keeps all, 0.2 is the
-    # paper's), and an entropy bonus weight (0: off) against entropy collapse.
-    c.rl.top_entropy_quantile = 1.0
-    c.rl.entropy_coef = 0.0
-    # Adaptive entropy control (Skywork-OR1; TRL's use_adaptive_entropy): entropy_coef is then
-    # the starting coefficient; after each update it rises by entropy_coef_delta while the mean
-    # entropy of the sampled tokens (those kept by top_entropy_quantile) is at or below
-    # entropy_target (nats) and falls by it above, within [entropy_coef_min, entropy_coef_max];
-    # an update applies it only when the last measured entropy was at or below the target.
-    c.rl.use_adaptive_entropy = False
-    c.rl.entropy_target = 0.2
-    c.rl.entropy_coef_min = 0.0
-    c.rl.entropy_coef_max = 1.0
-    c.rl.entropy_coef_delta = 0.005
-    # DeepSeek-V3.2's off-policy sequence masking (0: off; e.g. 0.5): drop the sequences of
-    # negative advantage whose mean log pi_old - log pi_theta exceeds it. Its unbiased KL: the
-    # k3 term weighted by the importance ratio (with rl.beta > 0).
-    c.rl.off_policy_mask_threshold = 0.0
-    c.rl.use_bias_correction_kl = False
-    # The sampler's compute dtype: "" is the trainer's (model.compute_dtype or model.dtype);
-    # "bfloat16" rolls out the float32 master weights in bfloat16 (off_policy_mask_threshold's
-    # mask then measures the drift from the sampler's log-probs). rollout_correction reweighs
-    # each sampled token's policy term by pi_trainer / pi_sampler at the sampler's parameters
-    # (TRL's vllm_importance_sampling_mode): "token_truncate", "token_mask",
-    # "sequence_truncate" or "sequence_mask" ("" off), truncated to or masked outside
-    # [rollout_correction_min, rollout_correction_max] (0: no bound on that side).
-    c.rl.rollout_dtype = ""
-    c.rl.rollout_correction = ""
-    c.rl.rollout_correction_min = 0.0
-    c.rl.rollout_correction_max = 3.0
-    c.rl.num_off_policy = 0  # mixed-policy GRPO: ground-truth answers added to each group
-    # Advantages r - mean(group), not divided by the group's std ("group", the papers' setting,
-    # and "batch" divide): with the tiny model's templated answers many groups differ by a few
-    # hundredths of BLEU, which std-normalisation would blow up to full-size advantages.
-    c.rl.scale_rewards = "none"
-    # The advantage estimator (sallm_jax/rl/advantages.py ADVANTAGE_ESTIMATORS): "grpo" (the
-    # group mean, with rl.scale_rewards's std), "rloo" (leave-one-out mean),
-    # "reinforce_plus_plus" (rewards whitened over the batch) or "reinforce_plus_plus_baseline"
-    # (the group mean subtracted, then whitened); all but grpo need rl.scale_rewards = "none".
-    c.rl.advantage_estimator = "grpo"
-    c.rl.num_iterations = 1
-    # One generation: steps_per_generation batches rolled out at the same parameters and
-    # scored together, then one optimiser step per batch (num_iterations each); the ratio is
-    # live from the generation's second update on. rl.steps must be a multiple of it.
-    c.rl.steps_per_generation = 1
-    # DAPO's dynamic sampling: each training batch is filled with groups whose rewards differ
-    # (all-equal groups have zero advantages), drawing up to dynamic_sampling_max_draws batches
-    # of prompts; a batch still short after them trains on the groups it has (the shortfall is
-    # logged). Logs prompts_drawn and frac_reward_zero_std/drawn.
-    c.rl.dynamic_sampling = False
-    c.rl.dynamic_sampling_max_draws = 3
-    c.rl.micro_batch_size = 0  # prompts per gradient-accumulation micro-batch; 0: whole batch
-    c.rl.mask_truncated_completions = False
-    c.rl.reward_fns = ("bleu",)
-    c.rl.reward_weights = (1.0,)
-    c.rl.reward_failure_value = 0.0  # reward of a sample whose reward function raised
-    # Several rewards: "sum" forms the advantages from the weighted sum; "per_reward" (GDPO)
-    # normalises each reward within its group first, then the weighted sum over the batch, so
-    # an easy reward (format) cannot drown a hard one (accuracy) in ties of their sum.
-    c.rl.multi_reward_normalization = "sum"
-    # Stop when one reward function fails on at least this fraction of the samples for this
-    # many steps in a row (a bug, not an odd completion); its first traceback is shown.
-    c.rl.reward_failure_stop_fraction = 1.0
-    c.rl.reward_failure_stop_steps = 3
-    c.rl.temperature = 1.0
-    # Warn (once per stage) when the sampler's log-probs of its tokens and the trainer's at the
-    # same parameters differ by more than this on average: they should agree up to numerics
-    # (~1e-6 in float32, ~1e-2 in bfloat16), a larger gap means stale weights or a mismatched
-    # temperature. 0 never warns.
-    c.rl.warn_logp_diff_above = 0.05
-    c.rl.top_p = 1.0
-    c.rl.top_k = 0
-    # After top-k / top-p, drop tokens less likely than min_p x the most likely one (0: off);
-    # before temperature, divide the positive logits of tokens already in the prompt or the
-    # completion by repetition_penalty and multiply the negative ones (1: off), as transformers.
-    c.rl.min_p = 0.0
-    c.rl.repetition_penalty = 1.0
-    c.rl.max_completion_length = 16
-    c.rl.checkpoint_every = 20
-    c.rl.log_every = 5
-    c.rl.log_completions_every = 25  # steps between records of grpo/completions.jsonl
-    # Score the policy on the validation split every eval_every steps (0: never) and keep the
-    # best parameters, the starting ones included; select_on names the metric.
-    c.rl.eval_every = 25
-    c.rl.select_on = "bleu"
-    c.sft.eval_every = c.rl.eval_every  # the SFT arm's checkpoints are selected the same way
+    # Each stage's section, named after it, with the defaults its registration carries
+    # (sallm_jax/stages/): base, warmup, sft, grpo (the GRPO settings: stages/grpo_section.py)
+    # and eval.
+    for name, section in stage_sections().items():
+        c[name] = section
 
     # Training health (sallm_jax/train/health.py): a step with a non-finite loss or gradient is
     # never applied; "stop" ends the run there, "skip" moves on (at most max_nonfinite_skips in
@@ -267,29 +112,15 @@ def base_config() -> ml_collections.ConfigDict:
     # auto: join when SLURM / GKE describe several tasks; always: let JAX detect (TPU VM pods)
     c.parallel.initialize = "auto"
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.splits = ("test",)
-    c.eval.batch_size = 50
-    c.eval.max_new_tokens = 16
-    # The papers' protocol for open-format answers: top-p 0.9, temperature 0.9, with
-    # num_samples draws per question scored as whole evaluations (mean and std over draws).
-    # temperature 0 is greedy decoding (num_samples 1). Validation scoring for model selection
-    # uses the same protocol.
-    c.eval.temperature = 0.9
-    c.eval.top_p = 0.9
-    c.eval.top_k = 0
-    c.eval.num_samples = 4
-    c.eval.greedy = True  # also decode greedily, reported under "<split>_greedy"
-
     return c
 
 
 def gspo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """GSPO (Group Sequence Policy Optimization, arXiv 2507.18071, v2 section 5.1): the clipped
     surrogate on the sequence-level (length-normalised) ratio, clip range 3e-4 / 4e-4, no KL.
-    It differs from GRPO only off-policy: with rl.num_iterations > 1."""
-    c.rl.loss_type, c.rl.importance_sampling_level = "grpo", "sequence"
-    c.rl.epsilon, c.rl.epsilon_high, c.rl.beta = 3e-4, 4e-4, 0.0
+    It differs from GRPO only off-policy: with grpo.num_iterations > 1."""
+    c.grpo.loss_type, c.grpo.importance_sampling_level = "grpo", "sequence"
+    c.grpo.epsilon, c.grpo.epsilon_high, c.grpo.beta = 3e-4, 4e-4, 0.0
     return c
 
 
@@ -301,9 +132,9 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         section.steps, section.batch_size, section.checkpoint_every, section.log_every = 4, 4, 2, 2
         section.warmup_steps = 1
     c.sft.eval_every = 2
-    c.rl.steps, c.rl.batch_size, c.rl.group_size = 3, 2, 4
-    c.rl.checkpoint_every, c.rl.log_every, c.rl.log_completions_every = 2, 1, 1
-    c.rl.max_completion_length = c.eval.max_new_tokens = 8
+    c.grpo.steps, c.grpo.batch_size, c.grpo.group_size = 3, 2, 4
+    c.grpo.checkpoint_every, c.grpo.log_every, c.grpo.log_completions_every = 2, 1, 1
+    c.grpo.max_completion_length = c.eval.max_new_tokens = 8
     c.eval.batch_size = 8
     c.eval.num_samples = 2 if c.eval.temperature > 0 else 1
     return c
@@ -324,14 +155,14 @@ def granite_speech_paper(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
     c.model.remat = True  # each layer's activations recomputed in the backward pass
     # SFT and GRPO each from the checkpoint, as the paper compares them.
     c.stages = ("sft", "grpo", "eval")
-    c.sft.start = c.rl.start = "init"
+    c.sft.start = c.grpo.start = "init"
     c.data.audio_buckets_s = (5.0, 10.0, 15.0, 20.0, 30.0)
     c.data.max_prompt_text_tokens = 256
-    c.rl.group_size, c.rl.beta, c.rl.temperature = 8, 0.02, 1.0
-    c.rl.scale_rewards = "group"
-    c.rl.max_completion_length = c.sft.max_target_tokens = c.eval.max_new_tokens = 200
-    c.rl.loss_aggregation, c.rl.reward_fns, c.rl.reward_weights = "dapo", ("bleu",), (1.0,)
-    c.rl.learning_rate, c.rl.batch_size, c.rl.steps = 1e-6, 16, 2000
+    c.grpo.group_size, c.grpo.beta, c.grpo.temperature = 8, 0.02, 1.0
+    c.grpo.scale_rewards = "group"
+    c.grpo.max_completion_length = c.sft.max_target_tokens = c.eval.max_new_tokens = 200
+    c.grpo.loss_aggregation, c.grpo.reward_fns, c.grpo.reward_weights = "dapo", ("bleu",), (1.0,)
+    c.grpo.learning_rate, c.grpo.batch_size, c.grpo.steps = 1e-6, 16, 2000
     c.eval.temperature, c.eval.top_p = 0.9, 0.9
     c.eval.splits = ("validation", "test")
     return c

@@ -1,6 +1,6 @@
 """The overall metrics an evaluation reports (`eval.evaluate.task_metrics`), in the order every
-table shows them, and which of them are better when higher: what a run may select its best
-parameters on (`rl.select_on`) and what the GRPO-versus-SFT comparison averages."""
+table shows them, and which of them are better when higher: what a stage may select its best
+parameters on (its section's `select_on`) and what the GRPO-versus-SFT comparison averages."""
 
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "wer", "accuracy")
 LOWER_IS_BETTER = ("wer",)

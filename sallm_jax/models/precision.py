@@ -1,5 +1,5 @@
 """The compute dtype of a built model, changed in place (a rollout at another precision than
-the trainer's, `rl.rollout_dtype`)."""
+the trainer's, `grpo.rollout_dtype`)."""
 
 from __future__ import annotations
 

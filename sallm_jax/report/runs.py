@@ -13,6 +13,8 @@ import pathlib
 import struct
 from collections.abc import Iterator
 
+from sallm_jax.user_errors import RENAMED_SECTIONS
+
 TRAINING_STAGES = ("base", "warmup", "sft", "grpo")
 # Preset names the config files take (`configs/<name>.py:<preset>`); a file that does not know
 # one raises ValueError and is passed over.
@@ -62,8 +64,19 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
 
 
 def read_config(run: Run) -> dict:
+    """The run's config.json as JSON data ({} without one), in today's section names."""
     path = run.path / "config.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return current_names(json.loads(path.read_text())) if path.exists() else {}
+
+
+def current_names(config: dict) -> dict:
+    """`config` with each section a release renamed (`RENAMED_SECTIONS`: a run's `rl` is now
+    `grpo`) under its new name, so the runs of an older version read as today's."""
+    def name(key: str) -> str:
+        new = RENAMED_SECTIONS.get(key)
+        return new if new is not None and new not in config else key
+
+    return {name(key): value for key, value in config.items()}
 
 
 def base_train_dir(config: dict) -> pathlib.Path | None:
@@ -126,7 +139,7 @@ def stage_events(directory: pathlib.Path) -> list:
 
 @dataclasses.dataclass
 class LoggedGroup:
-    """The first group of a GRPO step as the stage logged it (`rl.log_completions_every`,
+    """The first group of a GRPO step as the stage logged it (`grpo.log_completions_every`,
     `<stage>/completions.jsonl`): the prompt and its reference, and each sample's completion,
     reward, reward by function, advantage and whether it is a ground-truth row."""
 
@@ -202,7 +215,7 @@ def skipped_counts(run: Run) -> dict[str, int]:
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """{"rl": {"beta": 0.02}} -> {"rl.beta": 0.02}; lists stay values."""
+    """{"grpo": {"beta": 0.02}} -> {"grpo.beta": 0.02}; lists stay values."""
     flat: dict[str, object] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"

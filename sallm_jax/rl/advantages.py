@@ -2,25 +2,33 @@
 
 An estimator is a pure function `(rewards [B, G], lengths [B, G], *, scale) -> [B, G]`: B
 prompts, G completions each (prompt-major), `lengths` each completion's token count in the loss
-(its mask's sum; 0 for a completion the loss leaves out), `scale` the `rl.scale_rewards`
-setting. Adding one is a function and its entry in `ADVANTAGE_ESTIMATORS`; `rl.advantage_estimator`
-names the entry. Rewards are outcome rewards (one per completion), so a return is the reward
-at every token (discount 1).
+(its mask's sum; 0 for a completion the loss leaves out), `scale` the `grpo.scale_rewards`
+setting. Adding one is a function and its entry in `ADVANTAGE_ESTIMATORS`;
+`grpo.advantage_estimator` names the entry (`AdvantageSettings`). Rewards are outcome rewards
+(one per completion), so a return is the reward at every token (discount 1).
 
 Mixed-policy groups: the ground-truth rows are members of their group like the sampled ones, in
 every estimator: they enter the group mean, the leave-one-out baselines and the batch
 statistics (with their own token counts). GDPO (`multi_reward_normalization="per_reward"`)
 normalises each reward on its own and is an estimator of its own (`per_reward_advantages`),
-so it runs with "grpo" only; `rl.scale_rewards` is grpo's setting, "none" with the others
-(validate.py refuses the other combinations).
+so it runs with "grpo" only; `grpo.scale_rewards` is grpo's setting, "none" with the others
+(`AdvantageSettings` refuses the other combinations).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.rl.grpo import group_advantages
+from sallm_jax.rl.grpo import (
+    MULTI_REWARD_NORMALIZATIONS,
+    check_scale,
+    group_advantages,
+    per_reward_advantages,
+)
+from sallm_jax.rl.settings import check
 
 WHITEN_EPS = 1e-8  # verl's `masked_whiten`: x * rsqrt(var + 1e-8)
 
@@ -77,3 +85,47 @@ ADVANTAGE_ESTIMATORS = {
     "reinforce_plus_plus": reinforce_plus_plus_advantages,
     "reinforce_plus_plus_baseline": reinforce_plus_plus_baseline_advantages,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantageSettings:
+    """How a batch's rewards become advantages; each field is the `grpo` key of its name.
+    A ConfigError names the first key that cannot work."""
+
+    advantage_estimator: str = "grpo"
+    scale_rewards: str = "group"
+    multi_reward_normalization: str = "sum"
+    reward_weights: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self):
+        name = self.advantage_estimator
+        check(name in ADVANTAGE_ESTIMATORS, "advantage_estimator",
+              f"one of {sorted(ADVANTAGE_ESTIMATORS)}", name)
+        check_scale(self.scale_rewards)
+        check(self.multi_reward_normalization in MULTI_REWARD_NORMALIZATIONS,
+              "multi_reward_normalization", f"one of {MULTI_REWARD_NORMALIZATIONS}",
+              self.multi_reward_normalization)
+        if name != "grpo":
+            check(self.multi_reward_normalization == "sum", "multi_reward_normalization",
+                  f"'sum' with grpo.advantage_estimator={name!r} (per_reward is GDPO's own "
+                  "estimator, with 'grpo')", self.multi_reward_normalization)
+            check(self.scale_rewards == "none", "scale_rewards",
+                  f"'none' with grpo.advantage_estimator={name!r} (the std scaling is grpo's; "
+                  f"{name} normalises as its paper does)", self.scale_rewards)
+
+    @property
+    def per_reward(self) -> bool:
+        """Whether each reward function's values are normalised on their own (GDPO)."""
+        return self.multi_reward_normalization == "per_reward"
+
+
+def batch_advantages(settings: AdvantageSettings, rewards: jax.Array, per_fn: jax.Array | None,
+                     lengths: jax.Array) -> jax.Array:
+    """Advantages [B, G] of a batch's rewards [B, G] by `settings.advantage_estimator`, or
+    under per_reward normalisation GDPO's of each reward function's values `per_fn`
+    [B, G, F]; `lengths` [B, G] the completions' token counts in the loss."""
+    if settings.per_reward:
+        weights = jnp.asarray(settings.reward_weights, jnp.float32)
+        return per_reward_advantages(per_fn, weights, settings.scale_rewards)
+    return ADVANTAGE_ESTIMATORS[settings.advantage_estimator](rewards, lengths,
+                                                              scale=settings.scale_rewards)

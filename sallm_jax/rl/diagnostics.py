@@ -44,7 +44,7 @@ def completion_length_range(lengths: np.ndarray) -> dict[str, float]:
 
 class LogpDiffWatch:
     """Warns once per stage when the mean sampler-vs-trainer log-prob gap ("logp_diff/mean")
-    passes `threshold` (rl.warn_logp_diff_above; 0 never warns)."""
+    passes `threshold` (grpo.warn_logp_diff_above; 0 never warns)."""
 
     def __init__(self, threshold: float, stage: str = "grpo"):
         self.threshold, self.stage, self.warned = threshold, stage, False
@@ -59,7 +59,7 @@ class LogpDiffWatch:
         self.warned = True
         logging.warning(
             "[%s] step %d: the sampler's and the trainer's log-probs of the same tokens differ "
-            "by %.3g on average (max %.3g), above %.3g (rl.warn_logp_diff_above): the update "
+            "by %.3g on average (max %.3g), above %.3g (grpo.warn_logp_diff_above): the update "
             "does not score the policy that sampled (stale weights, another temperature or "
             "precision); warned once per stage", self.stage, step, gap,
             float(np.asarray(metrics.get("logp_diff/max", gap))), self.threshold)

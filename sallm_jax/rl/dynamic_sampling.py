@@ -3,7 +3,7 @@ which groups carry a signal, which of the drawn groups fill a batch, and the fil
 
 A group whose G rewards are all equal has every group-relative advantage 0, so it teaches
 nothing. Dynamic sampling draws batches of prompts until the kept groups fill the training
-batch (or `rl.dynamic_sampling_max_draws` draws are spent), and trains on the kept ones.
+batch (or `grpo.dynamic_sampling_max_draws` draws are spent), and trains on the kept ones.
 
 Shapes stay static under jit: the filled batch always holds B prompts. When the draws run out
 before B groups are kept, the missing slots hold dropped groups marked invalid (`"valid"`

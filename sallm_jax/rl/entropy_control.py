@@ -12,12 +12,49 @@ lives in the train state (`TrainState.extras["entropy_control"]`), so a resume c
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from sallm_jax.rl.settings import check, finite
+
 EXTRAS_KEY = "entropy_control"
+
+
+@dataclasses.dataclass(frozen=True)
+class EntropyControlSettings:
+    """The controller's settings; each field is the `grpo` key of its name. With
+    `use_adaptive_entropy` off the others are not read. A ConfigError names the first key that
+    cannot work: 0 <= entropy_coef_min <= entropy_coef <= entropy_coef_max, a target and a
+    step > 0."""
+
+    use_adaptive_entropy: bool = False
+    entropy_coef: float = 0.0  # c_0
+    entropy_target: float = 0.2  # nats
+    entropy_coef_min: float = 0.0
+    entropy_coef_max: float = 1.0
+    entropy_coef_delta: float = 0.005
+
+    def __post_init__(self):
+        check(isinstance(self.use_adaptive_entropy, bool), "use_adaptive_entropy",
+              "True or False", self.use_adaptive_entropy)
+        if not self.use_adaptive_entropy:
+            return
+        check(finite(self.entropy_target) and self.entropy_target > 0, "entropy_target",
+              "a mean entropy in nats > 0 (e.g. the logged entropy early in training)",
+              self.entropy_target)
+        check(finite(self.entropy_coef_delta) and self.entropy_coef_delta > 0,
+              "entropy_coef_delta", "a step > 0 (e.g. 0.005)", self.entropy_coef_delta)
+        low, high = self.entropy_coef_min, self.entropy_coef_max
+        check(finite(low) and low >= 0, "entropy_coef_min", "a bound >= 0", low)
+        check(finite(high) and high >= low, "entropy_coef_max",
+              f"a bound >= grpo.entropy_coef_min = {low:g}", high)
+        check(finite(self.entropy_coef) and low <= self.entropy_coef <= high, "entropy_coef",
+              f"the starting coefficient, within [grpo.entropy_coef_min, "
+              f"grpo.entropy_coef_max] = [{low:g}, {high:g}] with grpo.use_adaptive_entropy",
+              self.entropy_coef)
 
 
 class EntropyControl(NamedTuple):
@@ -28,7 +65,7 @@ class EntropyControl(NamedTuple):
 
 
 def init_entropy_control(coef: float) -> EntropyControl:
-    """The state before the first update: c_0 = `coef` (`rl.entropy_coef`), nothing measured."""
+    """The state before the first update: c_0 = `coef` (`grpo.entropy_coef`), nothing measured."""
     return EntropyControl(jnp.float32(coef), jnp.float32(jnp.inf))
 
 

@@ -1,19 +1,28 @@
-"""GRPO: group-relative advantages and the clipped-ratio policy loss with a k3 KL penalty.
+"""GRPO: group-relative advantages, and the loss: a registered policy term
+(`policy_terms.POLICY_TERMS`), a k3 KL penalty, token selection and bonus by entropy, the
+off-policy sequence mask and the rollout correction, as its `LossSettings` say.
 
 Shapes: N = batch x group completions, C = completion length.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
-from sallm_jax.rl.policy_terms import POLICY_TERMS, TERM_LEVELS, TermSettings, vespo_phi
+from sallm_jax.rl.aggregation import AGGREGATIONS
+from sallm_jax.rl.loss_settings import IMPORTANCE_LEVELS, LossSettings
+from sallm_jax.rl.policy_terms import TermInputs
+from sallm_jax.rl.settings import check
 
 ADVANTAGE_EPS = 1e-4
+SCALE_REWARDS = ("group", "batch", "none")  # `grpo.scale_rewards`: the std that divides
+MULTI_REWARD_NORMALIZATIONS = ("sum", "per_reward")  # `grpo.multi_reward_normalization`
+
+
+def check_scale(scale: str) -> None:
+    """Raise ConfigError naming grpo.scale_rewards unless `scale` is one of `SCALE_REWARDS`."""
+    check(scale in SCALE_REWARDS, "scale_rewards", f"one of {SCALE_REWARDS}", scale)
 
 
 def group_advantages(rewards: jax.Array, scale: str = "group") -> jax.Array:
@@ -22,19 +31,15 @@ def group_advantages(rewards: jax.Array, scale: str = "group") -> jax.Array:
     The standard deviation is the unbiased (ddof=1) one over the group (`scale="group"`), over the
     whole batch (`"batch"`), or not applied (`"none"`), as in common GRPO trainers.
     """
+    check_scale(scale)
     centred = rewards - rewards.mean(axis=-1, keepdims=True)
     if scale == "none":
         return centred
     if scale == "group":
         std = rewards.std(axis=-1, ddof=1, keepdims=True)
-    elif scale == "batch":
-        std = rewards.std(ddof=1)
     else:
-        raise ValueError(f"rl.scale_rewards: expected 'group', 'batch' or 'none', got {scale!r}")
+        std = rewards.std(ddof=1)
     return centred / (std + ADVANTAGE_EPS)
-
-
-MULTI_REWARD_NORMALIZATIONS = ("sum", "per_reward")
 
 
 def _masked_moments(x: jax.Array, valid: jax.Array, axis) -> tuple[jax.Array, jax.Array]:
@@ -58,10 +63,9 @@ def per_reward_advantages(per_fn: jax.Array, weights: jax.Array,
 
     Returns [batch, group] advantages.
     """
+    check_scale(scale)
     valid = ~jnp.isnan(per_fn)
     rewards = jnp.where(valid, per_fn, 0.0)
-    if scale not in ("group", "batch", "none"):
-        raise ValueError(f"rl.scale_rewards: expected 'group', 'batch' or 'none', got {scale!r}")
     mean, std = _masked_moments(rewards, valid, axis=1)
     centred = jnp.where(valid, rewards - mean, 0.0)
     if scale == "group":
@@ -78,50 +82,6 @@ def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
     return jnp.exp(delta) - delta - 1.0
 
 
-def _aggregate_dapo(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
-    return (per_token * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-
-def _aggregate_grpo(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
-    per_seq = (per_token * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
-    return per_seq.mean()
-
-
-def _aggregate_dr_grpo(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
-    return (per_token * mask).sum() / (per_token.shape[0] * max_len)
-
-
-@dataclasses.dataclass(frozen=True)
-class Aggregation:
-    """A loss aggregation: `reduce(per_token [N, C], mask [N, C], max_len)` -> the loss, and
-    whether its normaliser is the batch's token count (`per_token`: a micro-batch's share of
-    the loss is then its share of the tokens) or a fixed count per row (an equal share)."""
-
-    reduce: Callable[[jax.Array, jax.Array, int], jax.Array]
-    per_token: bool
-
-
-AGGREGATIONS: dict[str, Aggregation] = {
-    "dapo": Aggregation(_aggregate_dapo, per_token=True),
-    # identical to dapo on one host; differs from it only across processes
-    "bnpo": Aggregation(_aggregate_dapo, per_token=True),
-    "grpo": Aggregation(_aggregate_grpo, per_token=False),
-    "dr_grpo": Aggregation(_aggregate_dr_grpo, per_token=False),
-}
-
-
-def micro_batch_weights(aggregation: str, masks: jax.Array) -> jax.Array:
-    """[k] each micro-batch's share of the whole batch's loss under `aggregation`, from the
-    micro-batches' completion masks [k, rows, C]: the weights that make the weighted sum of
-    their losses the loss of the batch."""
-    if AGGREGATIONS[aggregation].per_token:
-        return masks.sum((1, 2)) / jnp.maximum(masks.sum(), 1)
-    return jnp.full((masks.shape[0],), 1.0 / masks.shape[0])
-
-
-IMPORTANCE_LEVELS = ("token", "sequence")
-
-
 def log_importance_weights(logp: jax.Array, old_logp: jax.Array, mask: jax.Array,
                            level: str) -> jax.Array:
     """[N, C] log pi_theta / pi_old per token ("token"), or the mask-weighted mean over each
@@ -132,7 +92,7 @@ def log_importance_weights(logp: jax.Array, old_logp: jax.Array, mask: jax.Array
     if level == "sequence":
         per_seq = (log_ratio * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
         return jnp.broadcast_to(per_seq[:, None], log_ratio.shape)
-    raise ValueError(f"rl.importance_sampling_level: expected one of {IMPORTANCE_LEVELS}, "
+    raise ValueError(f"grpo.importance_sampling_level: expected one of {IMPORTANCE_LEVELS}, "
                      f"got {level!r}")
 
 
@@ -167,153 +127,97 @@ def off_policy_sequence_mask(logp: jax.Array, old_logp: jax.Array, advantages: j
     return keep.astype(logp.dtype)[:, None]
 
 
-def grpo_loss(
-    logp: jax.Array,
-    old_logp: jax.Array,
-    ref_logp: jax.Array | None,
-    advantages: jax.Array,
-    mask: jax.Array,
-    *,
-    epsilon: float = 0.2,
-    epsilon_high: float | None = None,
-    beta: float = 0.0,
-    aggregation: str = "dapo",
-    importance_sampling_level: str = "token",
-    off_policy: jax.Array | None = None,
-    loss_type: str = "grpo",
-    delta: float | None = None,
-    sapo_tau_pos: float = 1.0,
-    sapo_tau_neg: float = 1.05,
-    vespo_k_pos: float = 2.0,
-    vespo_lambda_pos: float = 3.0,
-    vespo_k_neg: float = 3.0,
-    vespo_lambda_neg: float = 2.0,
-    entropy: jax.Array | None = None,
-    top_entropy_quantile: float = 1.0,
-    entropy_coef: float | jax.Array = 0.0,
-    off_policy_mask_threshold: float = 0.0,
-    use_bias_correction_kl: bool = False,
-    rollout_weights: jax.Array | None = None,
-    sampler_logp: jax.Array | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The GRPO objective as a loss to minimise, a pure function of arrays.
+DEFAULT_LOSS = LossSettings()  # GRPO's clipped surrogate, no KL term, DAPO's aggregation
 
-    per_token = keep * w * policy term + beta * k3(logp, ref_logp) - entropy_coef * H; the
-    policy term is `loss_type`'s (`POLICY_TERMS`), by default
-    -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A). keep is 1 everywhere, times
-    the `high_entropy_mask` with `top_entropy_quantile` < 1 and the `off_policy_sequence_mask`
-    with `off_policy_mask_threshold` > 0 (the aggregation's normaliser still counts every
-    completion token, as in TRL); w is `rollout_weights` (1 without). H is the policy's
-    entropy at each position. With `use_bias_correction_kl` the KL term is ratio * k3
-    (DeepSeek-V3.2's unbiased KL estimate for samples drawn from pi_old; TRL's
-    `use_bias_correction_kl`), the ratio's gradient kept.
 
-    Off-policy rows (mixed-policy GRPO: ground-truth answers added to the group) use
-    ratio = pi_theta(y_t) / pi_phi(y_t) with pi_phi = 1, i.e. exp(logp), and are not clipped:
-    per_token = -exp(logp) * A (+ the same KL term).
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """The mean of `values` (broadcast to `mask`'s [N, C]) over the tokens under `mask`."""
+    return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def grpo_loss(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array | None,
+              advantages: jax.Array, mask: jax.Array, settings: LossSettings = DEFAULT_LOSS,
+              *, off_policy: jax.Array | None = None, entropy: jax.Array | None = None,
+              rollout_logp: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The GRPO objective as a loss to minimise, a pure function of arrays and `settings`.
+
+    per_token = keep * w * term + beta * k3(logp, ref_logp) - entropy_coef * H, aggregated by
+    `settings.loss_aggregation`. The term is `settings.loss_type`'s (`POLICY_TERMS`; by
+    default -min(r A, clip(r, 1 - eps, 1 + eps_high) A)). keep is 1, times the
+    `high_entropy_mask` with top_entropy_quantile < 1 and the `off_policy_sequence_mask` with
+    off_policy_mask_threshold > 0 (the normaliser still counts every completion token, as
+    TRL's). w are the rollout correction's weights (1 without; a term that folds them uses them
+    itself). With use_bias_correction_kl the k3 term is weighted by the ratio, its gradient
+    kept. Off-policy rows (mixed-policy GRPO) take -exp(logp) A unclipped as their term.
 
     Args:
-      logp: [N, C] log-probabilities of the completion tokens under the policy being trained.
-      old_logp: [N, C] the same under the policy that sampled them (equal to `logp` with its
-        gradient stopped when each rollout batch gets one update, so the ratio is exactly 1).
-      ref_logp: [N, C] under the frozen reference policy, or None when beta == 0.
-      advantages: [N] one advantage per completion.
-      mask: [N, C] 1.0 on completion tokens (through the end-of-sequence token), else 0.
-      epsilon / epsilon_high: lower / upper clip range (upper defaults to the lower).
-      beta: KL weight; 0 ignores `ref_logp`.
-      aggregation: "dapo" (tokens of the batch), "grpo" (per sequence, then mean),
-        "dr_grpo" (sum / (N x C)) or "bnpo".
-      importance_sampling_level: "token" or "sequence" (see `log_importance_weights`).
-      off_policy: [N] bool, rows that were not sampled from the policy; None means none.
-      loss_type: "grpo" (the clipped surrogate, `delta` capping it), "cispo", "sapo" (with
-        `sapo_tau_pos` / `sapo_tau_neg`), "luspo" (needs the "sequence" level and the "grpo"
-        aggregation) or "vespo" (with `vespo_*`; the "token" level); see
-        `policy_terms.POLICY_TERMS`. A ValueError names the key of a mismatch.
-      entropy: [N, C] the policy's entropy at each completion position (from the log-softmax
-        that gave `logp`), needed when `top_entropy_quantile` < 1 or `entropy_coef` != 0.
-      top_entropy_quantile: the fraction of completion tokens, by entropy, kept in the policy
-        term; 1.0 keeps all.
-      entropy_coef: weight of the entropy bonus (its gradient raises the entropy); an array
-        (the adaptive coefficient, `entropy_control`) is applied whatever its value.
-      off_policy_mask_threshold: > 0 drops the sampled sequences of negative advantage whose
-        mean log pi_old - log pi_theta exceeds it (`off_policy_sequence_mask`); 0 keeps all.
-      use_bias_correction_kl: weight the k3 term by the importance ratio (needs beta > 0).
-      rollout_weights: [N, C] constant weights of the sampled rows' policy term, the rollout
-        correction (`rollout_correction.rollout_correction_weights`); None: none.
-      sampler_logp: [N, C] the sampler's own log-probs when they differ from `old_logp`'s
-        (a rollout at another precision): the off-policy sequence mask then measures the drift
-        from them, as TRL's does from vLLM's; None: from `old_logp`.
+      logp: [N, C] log-probs of the completion tokens under the policy being trained.
+      old_logp: [N, C] under the policy that sampled them (`logp` with its gradient stopped
+        when the batch gets one update).
+      ref_logp: [N, C] under the reference policy; None when beta == 0.
+      advantages: [N]; mask: [N, C] 1.0 on completion tokens.
+      settings: the loss's settings (`LossSettings`).
+      off_policy: [N] bool, the rows not sampled from the policy; None: none.
+      entropy: [N, C] the policy's entropy at each position, needed with top_entropy_quantile
+        < 1 or an entropy bonus.
+      rollout_logp: [N, C] the sampler's own log-probs, needed when
+        `settings.needs_rollout_logp` (the rollout correction's weights against `old_logp`;
+        with rollout_dtype set, the off-policy mask's drift).
     Returns:
-      (scalar loss, metrics: kl, clip_fraction (= clip_fraction/region: the tokens where the
-      term cut the ratio's gradient), clip_fraction/low (ratio < 1, the lower bound binding),
-      clip_fraction/high (ratio > 1), ratio_mean — mask-weighted means over the on-policy
-      tokens — entropy_kept_fraction when tokens are selected by entropy, and
-      off_policy_masked_fraction, the sampled sequences dropped, when they are masked, and
-      vespo/phi_mean, VESPO's kernel over the on-policy tokens, with loss_type "vespo").
+      (scalar loss, metrics: clip_fraction (= clip_fraction/region), clip_fraction/low and
+      /high (ratio below / above 1), ratio_mean and the term's own statistics, each a mean
+      over the sampled tokens; kl with beta > 0; entropy_kept_fraction with tokens selected by
+      entropy; off_policy_masked_fraction, the sampled sequences dropped, with the mask).
+    Raises:
+      ValueError naming the key when an array the settings need is None.
     """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"rl.loss_aggregation: expected one of {sorted(AGGREGATIONS)}, "
-                         f"got {aggregation!r}")
-    if loss_type not in POLICY_TERMS:
-        raise ValueError(f"rl.loss_type: expected one of {sorted(POLICY_TERMS)}, "
-                         f"got {loss_type!r}")
-    if TERM_LEVELS.get(loss_type, importance_sampling_level) != importance_sampling_level:
-        raise ValueError(f"rl.importance_sampling_level: {TERM_LEVELS[loss_type]!r} with "
-                         f"rl.loss_type={loss_type!r}, got {importance_sampling_level!r}")
-    if loss_type == "luspo" and aggregation != "grpo":
-        raise ValueError(f"rl.loss_aggregation: 'grpo' with rl.loss_type='luspo' (the mean of "
-                         f"the length-scaled sequence terms), got {aggregation!r}")
-    eps_high = epsilon if epsilon_high is None else epsilon_high
+    s, term = settings, settings.policy_term
+    if s.needs_rollout_logp and rollout_logp is None:
+        raise ValueError("grpo.rollout_correction / grpo.rollout_dtype: the loss needs the "
+                         "sampler's log-probs (rollout_logp)")
+    bonus = isinstance(s.entropy_coef, jax.Array) or s.entropy_coef != 0.0
+    if (s.top_entropy_quantile < 1.0 or bonus) and entropy is None:
+        raise ValueError("grpo.top_entropy_quantile / grpo.entropy_coef need the policy's "
+                         "entropy")
     mask = mask.astype(logp.dtype)
-    log_ratio = log_importance_weights(logp, old_logp, mask, importance_sampling_level)
-    ratio = jnp.exp(log_ratio)
+    log_ratio = log_importance_weights(logp, old_logp, mask, s.importance_sampling_level)
     adv = advantages[:, None]
-    # VESPO folds the rollout weights into its sequence weight; the others weigh the term.
-    folded = rollout_weights is not None and loss_type == "vespo"
-    settings = TermSettings(
-        epsilon=epsilon, epsilon_high=eps_high, delta=delta, tau_pos=sapo_tau_pos,
-        tau_neg=sapo_tau_neg, vespo_k_pos=vespo_k_pos, vespo_lambda_pos=vespo_lambda_pos,
-        vespo_k_neg=vespo_k_neg, vespo_lambda_neg=vespo_lambda_neg,
-        log_weights=jnp.log(jax.lax.stop_gradient(rollout_weights)) if folded else None)
-    per_token, cut = POLICY_TERMS[loss_type](logp, log_ratio, adv, mask, settings)
-    if off_policy_mask_threshold > 0:  # before the ground-truth rows, which it never drops
-        sampler = old_logp if sampler_logp is None else sampler_logp
-        kept = off_policy_sequence_mask(logp, sampler, advantages, mask,
-                                        off_policy_mask_threshold)
+    weights = (jax.lax.stop_gradient(s.rollout_weights(old_logp, rollout_logp, mask)[0])
+               if s.rollout_correction else None)
+    folded = weights is not None and term.folds_rollout_weights
+    out = term.fn(TermInputs(logp, log_ratio, adv, mask, jnp.log(weights) if folded else None),
+                  s.term)
+    per_token = out.per_token
+    if s.off_policy_mask_threshold > 0:  # before the ground-truth rows, which it never drops
+        drift_from = rollout_logp if s.rollout_dtype else old_logp
+        kept = off_policy_sequence_mask(logp, drift_from, advantages, mask,
+                                        s.off_policy_mask_threshold)
         per_token = per_token * kept
-    if rollout_weights is not None and not folded:
-        per_token = per_token * jax.lax.stop_gradient(rollout_weights)
-    on_policy_mask = mask
+    if weights is not None and not folded:
+        per_token = per_token * weights
+    sampled = mask
     if off_policy is not None:
         per_token = jnp.where(off_policy[:, None], -jnp.exp(logp) * adv, per_token)
-        on_policy_mask = mask * ~off_policy[:, None]
-    denom = jnp.maximum(on_policy_mask.sum(), 1.0)
-    metrics = {
-        "clip_fraction": (cut * on_policy_mask).sum() / denom,
-        "clip_fraction/low": (cut * (log_ratio < 0) * on_policy_mask).sum() / denom,
-        "clip_fraction/high": (cut * (log_ratio > 0) * on_policy_mask).sum() / denom,
-        "clip_fraction/region": (cut * on_policy_mask).sum() / denom,
-        "ratio_mean": (ratio * on_policy_mask).sum() / denom,
-    }
-    if loss_type == "vespo":
-        phi = vespo_phi(log_ratio, adv, mask, settings)
-        metrics["vespo/phi_mean"] = (phi * on_policy_mask).sum() / denom
-    bonus = isinstance(entropy_coef, jax.Array) or entropy_coef != 0.0
-    if (top_entropy_quantile < 1.0 or bonus) and entropy is None:
-        raise ValueError("rl.top_entropy_quantile / rl.entropy_coef need the policy's entropy")
-    if off_policy_mask_threshold > 0:
-        sampled = on_policy_mask.max(-1)
+        sampled = mask * ~off_policy[:, None]
+    metrics = {"clip_fraction": _masked_mean(out.cut, sampled),
+               "clip_fraction/low": _masked_mean(out.cut * (log_ratio < 0), sampled),
+               "clip_fraction/high": _masked_mean(out.cut * (log_ratio > 0), sampled),
+               "clip_fraction/region": _masked_mean(out.cut, sampled),
+               "ratio_mean": _masked_mean(jnp.exp(log_ratio), sampled),
+               **{name: _masked_mean(v, sampled) for name, v in out.stats.items()}}
+    if s.off_policy_mask_threshold > 0:
+        rows = sampled.max(-1)
         metrics["off_policy_masked_fraction"] = (
-            ((1.0 - kept[:, 0]) * sampled).sum() / jnp.maximum(sampled.sum(), 1.0))
-    if top_entropy_quantile < 1.0:
-        keep = high_entropy_mask(entropy, mask, top_entropy_quantile)
+            ((1.0 - kept[:, 0]) * rows).sum() / jnp.maximum(rows.sum(), 1.0))
+    if s.top_entropy_quantile < 1.0:
+        keep = high_entropy_mask(entropy, mask, s.top_entropy_quantile)
         per_token = per_token * keep
         metrics["entropy_kept_fraction"] = keep.sum() / jnp.maximum(mask.sum(), 1.0)
     if bonus:
-        per_token = per_token - entropy_coef * entropy
-    if beta != 0.0:
-        kl = k3_kl(logp, ref_logp) * (ratio if use_bias_correction_kl else 1.0)
-        per_token = per_token + beta * kl
-        metrics["kl"] = (kl * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-    loss = AGGREGATIONS[aggregation].reduce(per_token, mask, logp.shape[1])
+        per_token = per_token - s.entropy_coef * entropy
+    if s.beta != 0.0:
+        kl = k3_kl(logp, ref_logp) * (jnp.exp(log_ratio) if s.use_bias_correction_kl else 1.0)
+        per_token = per_token + s.beta * kl
+        metrics["kl"] = _masked_mean(kl, mask)
+    loss = AGGREGATIONS[s.loss_aggregation].reduce(per_token, mask, logp.shape[1])
     return loss, metrics

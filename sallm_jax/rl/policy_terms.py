@@ -1,120 +1,225 @@
-"""The policy terms of the GRPO loss, registered by name (`rl.loss_type`): the clipped
+"""The policy terms of the GRPO loss, registered by name (`grpo.loss_type`): the clipped
 surrogate (GRPO, DAPO, GSPO), CISPO, SAPO, LUSPO and VESPO.
 
-A term is a function (logp, log_ratio, adv, mask, settings) -> (per-token loss [N, C], where
-it cut the ratio's gradient [N, C] bool) of the log-probs under the policy being trained
-[N, C], the log importance ratio at the configured level [N, C], the advantages [N, 1], the
-completion mask [N, C] and `TermSettings`; `grpo_loss` aggregates it. A new term is one
-function and its entry in `POLICY_TERMS`.
+A term is a function `(inputs: TermInputs, settings) -> TermOutput` and the frozen dataclass of
+its own settings, whose fields are keys of the `grpo` config section with their defaults (the
+section gains any it lacks, `term_defaults`) and whose checks run as it is built. `grpo_loss`
+aggregates the term. Adding a loss: one function, its settings dataclass and one
+`register_policy_term` line.
+
+Shapes: N = batch x group completions, C = completion length.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from sallm_jax.rl.settings import check, finite
+
 VESPO_LOG_FLOOR = math.log(1e-8)  # VESPO's floor of log W (and of a token's log weight)
 
 
+class TermInputs(NamedTuple):
+    """What a term reads: log-probs of the policy being trained [N, C], the log importance
+    ratio at the configured level [N, C], the advantages [N, 1], the completion mask [N, C]
+    (float), and the rollout correction's log weights [N, C] for a term that folds them into
+    its own weight (None: none, or the loss weighs the term by them)."""
+
+    logp: jax.Array
+    log_ratio: jax.Array
+    adv: jax.Array
+    mask: jax.Array
+    log_weights: jax.Array | None = None
+
+
+class TermOutput(NamedTuple):
+    """A term's per-token loss [N, C], where it cut the ratio's gradient [N, C] bool, and its
+    own statistics (name -> [N, C] or [N, 1] values, logged as their mean over the sampled
+    completion tokens)."""
+
+    per_token: jax.Array
+    cut: jax.Array
+    stats: Mapping[str, jax.Array] = {}
+
+
 @dataclasses.dataclass(frozen=True)
-class TermSettings:
-    """What the terms read: the clip range, `delta`'s cap (None: none), SAPO's temperatures,
-    VESPO's kernel shapes, and `log_weights` [N, C] (the rollout correction's log weights,
-    which VESPO folds into its sequence weight; None: none)."""
+class PolicyTerm:
+    """A registered term: its function, its settings dataclass, the importance-sampling level
+    and loss aggregation it needs (None: any), and whether it folds the rollout correction's
+    weights into its own weight (`TermInputs.log_weights`) instead of being weighed by them."""
+
+    fn: Callable[[TermInputs, Any], TermOutput]
+    settings: type
+    level: str | None = None
+    aggregation: str | None = None
+    folds_rollout_weights: bool = False
+
+
+POLICY_TERMS: dict[str, PolicyTerm] = {}
+
+
+def register_policy_term(name: str, fn: Callable[[TermInputs, Any], TermOutput],
+                         settings: type, **needs: Any) -> None:
+    """Make `fn` with its settings dataclass `settings` the loss `grpo.loss_type=name`;
+    `needs` are `PolicyTerm`'s level, aggregation and folds_rollout_weights."""
+    POLICY_TERMS[name] = PolicyTerm(fn, settings, **needs)
+
+
+def term_defaults() -> dict[str, Any]:
+    """Every registered term's settings field -> its default (the first term's, for a field
+    two terms share): the keys the `grpo` section holds for them."""
+    defaults: dict[str, Any] = {}
+    for term in POLICY_TERMS.values():
+        for field in dataclasses.fields(term.settings):
+            defaults.setdefault(field.name, field.default)
+    return defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRange:
+    """The clipped surrogate's ratio range [1 - epsilon, 1 + epsilon_high] (epsilon_high None:
+    epsilon) and `delta`, the cap of the unclipped ratio (0: none)."""
 
     epsilon: float = 0.2
-    epsilon_high: float = 0.2
-    delta: float | None = None
-    tau_pos: float = 1.0
-    tau_neg: float = 1.05
+    epsilon_high: float | None = None
+    delta: float = 0.0
+
+    def __post_init__(self):
+        check(finite(self.epsilon) and self.epsilon > 0, "epsilon", "a value > 0", self.epsilon)
+        check(self.epsilon_high is None or (finite(self.epsilon_high) and self.epsilon_high > 0),
+              "epsilon_high", "None or a value > 0", self.epsilon_high)
+        check(finite(self.delta) and (self.delta == 0 or self.delta > 1 + self.high), "delta",
+              f"0 (off) or a cap above 1 + grpo.epsilon_high = {1 + self.high:g}", self.delta)
+
+    @property
+    def high(self) -> float:
+        """The upper clip range."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+@dataclasses.dataclass(frozen=True)
+class CispoCap:
+    """CISPO's cap of the importance weight: `epsilon_high` itself, > 1 (e.g. 5)."""
+
+    epsilon_high: float = 5.0
+
+    def __post_init__(self):
+        check(finite(self.epsilon_high) and self.epsilon_high > 1, "epsilon_high",
+              "the cap of CISPO's importance weight, > 1 (e.g. 5.0)", self.epsilon_high)
+
+
+@dataclasses.dataclass(frozen=True)
+class SapoTemperatures:
+    """SAPO's gate temperatures where the advantage is positive / not."""
+
+    sapo_tau_pos: float = 1.0
+    sapo_tau_neg: float = 1.05
+
+    def __post_init__(self):
+        check(finite(self.sapo_tau_pos) and finite(self.sapo_tau_neg) and self.sapo_tau_pos > 0
+              and self.sapo_tau_neg > 0, "sapo_tau_pos",
+              "positive temperatures (grpo.sapo_tau_pos, grpo.sapo_tau_neg)",
+              (self.sapo_tau_pos, self.sapo_tau_neg))
+
+
+@dataclasses.dataclass(frozen=True)
+class VespoKernel:
+    """VESPO's gamma kernel W^k exp(lambda (1 - W)): k, lambda where the advantage is >= 0
+    (_pos) and < 0 (_neg)."""
+
     vespo_k_pos: float = 2.0
     vespo_lambda_pos: float = 3.0
     vespo_k_neg: float = 3.0
     vespo_lambda_neg: float = 2.0
-    log_weights: jax.Array | None = None
+
+    def __post_init__(self):
+        for key in ("vespo_k_pos", "vespo_k_neg"):
+            value = getattr(self, key)
+            check(finite(value) and value >= 0, key,
+                  "a power >= 0 of the kernel W^k exp(lambda (1 - W))", value)
+        for key in ("vespo_lambda_pos", "vespo_lambda_neg"):
+            value = getattr(self, key)
+            check(finite(value) and value > 0, key,
+                  "a rate > 0 of the kernel W^k exp(lambda (1 - W))", value)
 
 
-def _clipped(log_ratio, adv, s: TermSettings):
+def _clipped(log_ratio: jax.Array, adv: jax.Array, s: ClipRange) -> TermOutput:
     ratio = jnp.exp(log_ratio)
-    capped = ratio if s.delta is None else jnp.minimum(ratio, s.delta)
+    capped = ratio if not s.delta else jnp.minimum(ratio, s.delta)
     unclipped = capped * adv
-    clipped = jnp.clip(ratio, 1.0 - s.epsilon, 1.0 + s.epsilon_high) * adv
-    return -jnp.minimum(unclipped, clipped), (clipped < unclipped) | (capped < ratio)
+    clipped = jnp.clip(ratio, 1.0 - s.epsilon, 1.0 + s.high) * adv
+    return TermOutput(-jnp.minimum(unclipped, clipped), (clipped < unclipped) | (capped < ratio))
 
 
-def clipped_term(logp, log_ratio, adv, mask, s: TermSettings):
+def clipped_term(x: TermInputs, s: ClipRange) -> TermOutput:
     """PPO's clipped surrogate (GRPO, DAPO, GSPO):
     -min(min(r, delta) A, clip(r, 1 - eps, 1 + eps_high) A), r = exp(log_ratio).
 
-    `delta` (None: no cap) is the upper bound of two-sided GRPO clipping (INTELLECT-2; TRL's
+    `delta` (0: no cap) is the upper bound of two-sided GRPO clipping (INTELLECT-2; TRL's
     `delta`): it caps the unclipped ratio, which only binds for negative advantages. It is
-    dual-clip PPO (Ye et al. 2020; verl's `clip_ratio_c`, loss
-    min(max(-r A, -clip(r) A), -c A) where A < 0) with c = delta: for c >= 1 + eps_high the two
-    are the same function. Tokens it caps count as cut (verl's `pg_clipfrac_lower`)."""
-    return _clipped(log_ratio, adv, s)
+    dual-clip PPO (Ye et al. 2020; verl's `clip_ratio_c`) with c = delta: for
+    c >= 1 + eps_high the two are the same function. Tokens it caps count as cut."""
+    return _clipped(x.log_ratio, x.adv, s)
 
 
-def cispo_term(logp, log_ratio, adv, mask, s: TermSettings):
-    """CISPO (MiniMax-M1, 2025; TRL's and ms-swift's `loss_type="cispo"`):
-    -sg(min(r, eps_high)) A log pi_theta. The importance weight is capped and its gradient
-    stopped, so every token keeps a gradient (REINFORCE weighted by the capped ratio) instead of
-    the clipped ones getting none; `epsilon_high` is the cap itself here (e.g. 5)."""
-    weight = jax.lax.stop_gradient(jnp.minimum(jnp.exp(log_ratio), s.epsilon_high))
-    return -weight * adv * logp, jnp.exp(log_ratio) > s.epsilon_high
+def cispo_term(x: TermInputs, s: CispoCap) -> TermOutput:
+    """CISPO (MiniMax-M1, 2025; TRL's `loss_type="cispo"`): -sg(min(r, eps_high)) A log pi.
+    The weight is capped and its gradient stopped, so every token keeps a gradient."""
+    ratio = jnp.exp(x.log_ratio)
+    weight = jax.lax.stop_gradient(jnp.minimum(ratio, s.epsilon_high))
+    return TermOutput(-weight * x.adv * x.logp, ratio > s.epsilon_high)
 
 
-def sapo_term(logp, log_ratio, adv, mask, s: TermSettings):
-    """SAPO (Soft Adaptive Policy Optimization, arXiv 2511.20347): a smooth gate instead of the
-    hard clip, -f(r) A with f(r) = sigmoid(tau (r - 1)) 4 / tau, tau = tau_pos where A > 0 and
-    tau_neg elsewhere. f'(1) = 1, so on-policy gradients equal GRPO's; far from r = 1 they fade
-    instead of dropping to zero. Nothing is clipped (the mask is all False)."""
-    ratio = jnp.exp(log_ratio)
-    tau = jnp.where(adv > 0, s.tau_pos, s.tau_neg)
-    return -jax.nn.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * adv, jnp.zeros_like(ratio, bool)
+def sapo_term(x: TermInputs, s: SapoTemperatures) -> TermOutput:
+    """SAPO (arXiv 2511.20347): -f(r) A with the smooth gate f(r) = sigmoid(tau (r - 1)) 4 / tau,
+    tau = tau_pos where A > 0, else tau_neg. f'(1) = 1 (on-policy it is GRPO); nothing is cut."""
+    ratio = jnp.exp(x.log_ratio)
+    tau = jnp.where(x.adv > 0, s.sapo_tau_pos, s.sapo_tau_neg)
+    return TermOutput(-jax.nn.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * x.adv,
+                      jnp.zeros_like(ratio, bool))
 
 
-def luspo_term(logp, log_ratio, adv, mask, s: TermSettings):
-    """LUSPO (Length-Unbiased Sequence Policy Optimization, Liu et al. 2026, arXiv 2602.05261;
-    TRL's `loss_type="luspo"`): GSPO's clipped surrogate on the sequence ratio
-    s_i = exp(mean_t log pi_theta / pi_old), scaled by the sequence's length |o_i|:
-    -|o_i| min(s_i A_i, clip(s_i, 1 - eps, 1 + eps_high) A_i) on each of its tokens. Under the
-    "grpo" aggregation (each sequence's token mean, then the mean over sequences) the loss is
-    1/N sum_i |o_i| x GSPO's term, so a long sequence no longer weighs less than a short one.
-    Needs the sequence-level ratio (`importance_sampling_level="sequence"`)."""
-    per_token, cut = _clipped(log_ratio, adv, s)
-    return per_token * mask.sum(-1, keepdims=True), cut
+def luspo_term(x: TermInputs, s: ClipRange) -> TermOutput:
+    """LUSPO (arXiv 2602.05261; TRL's `loss_type="luspo"`): GSPO's clipped surrogate on the
+    sequence ratio, times the sequence's length |o_i| on each of its tokens. Under the "grpo"
+    aggregation the loss is 1/N sum_i |o_i| x GSPO's term. Needs the sequence-level ratio."""
+    out = _clipped(x.log_ratio, x.adv, s)
+    return out._replace(per_token=out.per_token * x.mask.sum(-1, keepdims=True))
 
 
-def vespo_phi(log_ratio, adv, mask, s: TermSettings) -> jax.Array:
+def vespo_phi(x: TermInputs, s: VespoKernel) -> jax.Array:
     """[N, 1] VESPO's kernel phi(W_i) of each sequence (see `vespo_term`), no gradient."""
-    log_w = (jnp.clip(log_ratio, -20.0, 20.0) * mask).sum(-1, keepdims=True)
-    if s.log_weights is not None:
-        log_w = log_w + (jnp.clip(s.log_weights, VESPO_LOG_FLOOR, 20.0) * mask).sum(
+    log_w = (jnp.clip(x.log_ratio, -20.0, 20.0) * x.mask).sum(-1, keepdims=True)
+    if x.log_weights is not None:
+        log_w = log_w + (jnp.clip(x.log_weights, VESPO_LOG_FLOOR, 20.0) * x.mask).sum(
             -1, keepdims=True)
     log_w = jax.lax.stop_gradient(jnp.clip(log_w, VESPO_LOG_FLOOR, 20.0))
-    k = jnp.where(adv >= 0, s.vespo_k_pos, s.vespo_k_neg)
-    lam = jnp.maximum(jnp.where(adv >= 0, s.vespo_lambda_pos, s.vespo_lambda_neg), 1e-4)
+    k = jnp.where(x.adv >= 0, s.vespo_k_pos, s.vespo_k_neg)
+    lam = jnp.maximum(jnp.where(x.adv >= 0, s.vespo_lambda_pos, s.vespo_lambda_neg), 1e-4)
     return jnp.nan_to_num(jnp.exp(lam + k * log_w - lam * jnp.exp(log_w)), nan=0.0,
                           posinf=0.0, neginf=0.0)
 
 
-def vespo_term(logp, log_ratio, adv, mask, s: TermSettings):
-    """VESPO (Variational Sequence-level Soft Policy Optimization, Shen et al. 2026,
-    arXiv 2602.10693; TRL's `loss_type="vespo"`): -sg(phi(W_i)) A_i log pi_theta with W_i the
-    sequence's importance weight pi_theta(o_i) / pi_old(o_i) = exp(sum_t log ratio), not
-    length-normalised, and the gamma kernel phi(W) = W^k exp(lambda (1 - W)) (phi(1) = 1, so
-    on-policy it is REINFORCE), k, lambda = vespo_k_pos, vespo_lambda_pos where A >= 0, else
-    the _neg pair: both sides of W = 1 are smoothly down-weighted instead of clipped. As TRL,
-    each token's log ratio is clamped to [-20, 20], log W to [log 1e-8, 20], lambda to >= 1e-4,
-    and the rollout correction's token weights (`log_weights`, each clamped to
-    [log 1e-8, 20]) multiply W. Needs the token-level ratio. Nothing is clipped."""
-    return -vespo_phi(log_ratio, adv, mask, s) * adv * logp, jnp.zeros_like(log_ratio, bool)
+def vespo_term(x: TermInputs, s: VespoKernel) -> TermOutput:
+    """VESPO (arXiv 2602.10693; TRL's `loss_type="vespo"`): -sg(phi(W_i)) A_i log pi with
+    W_i = exp(sum_t log ratio) (not length-normalised) and phi(W) = W^k exp(lambda (1 - W)),
+    phi(1) = 1. As TRL, a token's log ratio is clamped to [-20, 20], log W to [log 1e-8, 20],
+    lambda to >= 1e-4, and the rollout correction's token weights (`log_weights`) multiply W.
+    Needs the token-level ratio; nothing is cut. Logs vespo/phi_mean."""
+    phi = vespo_phi(x, s)
+    return TermOutput(-phi * x.adv * x.logp, jnp.zeros_like(x.log_ratio, bool),
+                      {"vespo/phi_mean": phi})
 
 
-POLICY_TERMS = {"grpo": clipped_term, "cispo": cispo_term, "sapo": sapo_term,
-                "luspo": luspo_term, "vespo": vespo_term}
-# The importance-sampling level each term needs (the others take either).
-TERM_LEVELS = {"luspo": "sequence", "vespo": "token"}
+register_policy_term("grpo", clipped_term, ClipRange)
+register_policy_term("cispo", cispo_term, CispoCap)
+register_policy_term("sapo", sapo_term, SapoTemperatures)
+register_policy_term("luspo", luspo_term, ClipRange, level="sequence", aggregation="grpo")
+register_policy_term("vespo", vespo_term, VespoKernel, level="token",
+                     folds_rollout_weights=True)

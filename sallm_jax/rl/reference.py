@@ -1,14 +1,14 @@
 """A reference policy that moves (TR-DPO, Gorbatovski et al. 2024, arXiv 2404.09656; TRL's
-`sync_ref_model`): every `rl.ref_model_sync_steps` optimiser updates the KL term's reference
+`sync_ref_model`): every `grpo.ref_model_sync_steps` optimiser updates the KL term's reference
 becomes a mix of itself and the policy,
 
-    pi_ref <- alpha x pi_theta + (1 - alpha) x pi_ref     (alpha = `rl.ref_model_mixup_alpha`),
+    pi_ref <- alpha x pi_theta + (1 - alpha) x pi_ref     (alpha = `grpo.ref_model_mixup_alpha`),
 
 a soft update of the weights (alpha = 1: the hard update, a copy of the policy). The moving
 reference is a second set of weights, kept in the train state's `extras` under `REFERENCE_KEY`
 and checkpointed with it, so a resumed stage goes on from the same reference. Under LoRA the
 reference is the base model with the adapters off, which has no weights of its own to move;
-`validate.py` refuses the option there.
+the GRPO stage's checks (`stages/grpo.py`) refuse the option there.
 """
 
 from __future__ import annotations

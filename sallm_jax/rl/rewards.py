@@ -145,25 +145,25 @@ def _import_reward(path: str) -> RewardFn:
     """Import "package.module:function" (the function may be a dotted attribute path)."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"rl.reward_fns: {path!r} is not an import path; expected "
+        raise ValueError(f"grpo.reward_fns: {path!r} is not an import path; expected "
                          "'package.module:function'")
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # a user module may fail with anything, e.g. a SyntaxError
-        raise ValueError(f"rl.reward_fns: cannot import module {module_name!r} for reward "
+        raise ValueError(f"grpo.reward_fns: cannot import module {module_name!r} for reward "
                          f"{path!r}: {type(err).__name__}: {err}") from err
     try:
         fn = functools.reduce(getattr, attr.split("."), module)
     except AttributeError as err:
-        raise ValueError(f"rl.reward_fns: module {module_name!r} has no attribute {attr!r} "
+        raise ValueError(f"grpo.reward_fns: module {module_name!r} has no attribute {attr!r} "
                          f"(reward {path!r})") from err
     if not callable(fn):
-        raise ValueError(f"rl.reward_fns: {path!r} is a {type(fn).__name__}, expected a "
+        raise ValueError(f"grpo.reward_fns: {path!r} is a {type(fn).__name__}, expected a "
                          "function fn(completion: str, example: Mapping) -> float")
     try:
         inspect.signature(fn).bind("", {})
     except TypeError as err:
-        raise ValueError(f"rl.reward_fns: {path!r} cannot be called as fn(completion, example) "
+        raise ValueError(f"grpo.reward_fns: {path!r} cannot be called as fn(completion, example) "
                          f"({err}); expected fn(completion: str, example: Mapping) -> float"
                          ) from err
     except ValueError:
@@ -174,12 +174,12 @@ def _import_reward(path: str) -> RewardFn:
 def get_reward_fns(names: Sequence[str]) -> list[RewardFn]:
     """Look up reward functions by registered name or import them from "module:function".
 
-    Raises ValueError naming `rl.reward_fns`: for unknown names (listing the registered ones)
+    Raises ValueError naming `grpo.reward_fns`: for unknown names (listing the registered ones)
     and for import paths that do not resolve to a callable.
     """
     unknown = [n for n in names if ":" not in n and n not in REWARD_FNS]
     if unknown:
-        raise ValueError(f"rl.reward_fns: unknown reward(s) {unknown}; registered: "
+        raise ValueError(f"grpo.reward_fns: unknown reward(s) {unknown}; registered: "
                          f"{sorted(REWARD_FNS)}, or give 'package.module:function'")
     return [_import_reward(n) if ":" in n else REWARD_FNS[n] for n in names]
 
@@ -267,7 +267,7 @@ def compute_rewards(
 
     Args:
       reward_fns: F functions fn(completion, example) -> float | None, or async ones.
-      weights: F weights (the config's rl.reward_weights).
+      weights: F weights (the config's grpo.reward_weights).
       completions: N decoded completions.
       examples: N examples (the prompt's example repeated for each of its samples).
       failure_value: the reward of a failed sample.
@@ -277,7 +277,7 @@ def compute_rewards(
       Rewards(total [N], per_fn [N, F], failures {name: count}, first_errors {name: error}).
     """
     if len(weights) != len(reward_fns):
-        raise ValueError(f"rl.reward_weights has {len(weights)} entries for "
+        raise ValueError(f"grpo.reward_weights has {len(weights)} entries for "
                          f"{len(reward_fns)} reward functions")
     if len(completions) != len(examples):
         raise ValueError(f"{len(completions)} completions for {len(examples)} examples")
@@ -335,8 +335,8 @@ def _unique(names: list[str]) -> list[str]:
 
 class RewardWatch:
     """Stops a run whose reward function fails on more than `fraction` of the samples for
-    `steps` steps in a row (rl.reward_failure_stop_fraction / _steps), with its first error;
-    below that, failures are scored `rl.reward_failure_value` and logged."""
+    `steps` steps in a row (grpo.reward_failure_stop_fraction / _steps), with its first error;
+    below that, failures are scored `grpo.reward_failure_value` and logged."""
 
     def __init__(self, fraction: float, steps: int):
         self.fraction, self.steps = fraction, steps
@@ -359,8 +359,8 @@ class RewardWatch:
                 raise RewardFailing(
                     f"[grpo] step {step}: reward {name} failed on {count} of {num_samples} "
                     f"samples, {self.in_a_row[name]} steps in a row "
-                    f"(rl.reward_failure_stop_fraction={self.fraction}, "
-                    f"rl.reward_failure_stop_steps={self.steps}); its first error:\n{shown}")
+                    f"(grpo.reward_failure_stop_fraction={self.fraction}, "
+                    f"grpo.reward_failure_stop_steps={self.steps}); its first error:\n{shown}")
 
 
 class RewardFailing(RuntimeError):

@@ -134,7 +134,7 @@ def make_rollout_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
                     sampling: SamplingConfig, group_size: int, eos_ids: tuple[int, ...],
                     pad_id: int, compute_dtype: str = ""):
     """jit(fn(params, frozen, batch, rng) -> Rollout), completions split along the batch axis;
-    with `compute_dtype` ("bfloat16", `rl.rollout_dtype`) the sampler computes in it whatever
+    with `compute_dtype` ("bfloat16", `grpo.rollout_dtype`) the sampler computes in it whatever
     the trainer's dtype ("": the model's own)."""
 
     def fn(params, frozen, batch, rng):

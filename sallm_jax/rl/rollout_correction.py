@@ -1,6 +1,6 @@
 """Rollout correction: importance weights for the gap between the sampler's and the trainer's
 log-probs of the same tokens at the same parameters (a rollout at another precision,
-`rl.rollout_dtype`), truncated or masked, per token or per sequence.
+`grpo.rollout_dtype`), truncated or masked, per token or per sequence.
 
 TRL's `vllm_importance_sampling_mode` (`token_truncate`, `token_mask`, `sequence_truncate`,
 `sequence_mask`) with its bounds C_min / C_max; truncated importance sampling (TIS) and masked
@@ -10,7 +10,8 @@ w_t = pi_old(y_t) / pi_sampler(y_t) (pi_old: the trainer at the sampler's parame
 - token modes weigh token t by w_t; sequence modes weigh every token of a sequence by
   W = prod_t w_t = exp(sum_t log pi_old - log pi_sampler);
 - `*_truncate` clips the weight to [C_min, C_max]; `*_mask` sets it to 0 outside.
-The weights multiply the policy term (`grpo_loss(rollout_weights=...)`) and carry no gradient.
+The weights multiply the policy term (`grpo_loss` with `LossSettings.rollout_correction`) and
+carry no gradient.
 
 Shapes: N = batch x group completions, C = completion length.
 """
@@ -33,10 +34,10 @@ def rollout_correction_weights(old_logp: jax.Array, rollout_logp: jax.Array, mas
     Args:
       old_logp: [N, C] the trainer's log-probs of the sampled tokens at the sampler's
         parameters; rollout_logp: [N, C] the sampler's; mask: [N, C] completion tokens.
-      mode: one of `ROLLOUT_CORRECTIONS`; a ValueError names rl.rollout_correction otherwise.
+      mode: one of `ROLLOUT_CORRECTIONS`; a ValueError names grpo.rollout_correction otherwise.
     """
     if mode not in ROLLOUT_CORRECTIONS:
-        raise ValueError(f"rl.rollout_correction: expected one of {ROLLOUT_CORRECTIONS}, "
+        raise ValueError(f"grpo.rollout_correction: expected one of {ROLLOUT_CORRECTIONS}, "
                          f"got {mode!r}")
     diff = jax.lax.stop_gradient((old_logp - rollout_logp) * mask)
     if mode.startswith("sequence"):

@@ -12,14 +12,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import jax
-import ml_collections
 import numpy as np
 
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.rl.diagnostics import completion_length_range
 from sallm_jax.rl.mixed_policy import join_groups, mix_in_references
-from sallm_jax.rl.rewards import compute_rewards
+from sallm_jax.rl.rewards import RewardFn, compute_rewards, get_reward_fns
 from sallm_jax.rl.rollout import Rollout
+from sallm_jax.rl.settings import check
+from sallm_jax.user_errors import ConfigError
 
 if TYPE_CHECKING:
     from sallm_jax.parallel.partitioner import Partitioner
@@ -35,6 +36,28 @@ def local_rollout(out: Rollout, partitioner: Partitioner) -> Rollout:
     """This process's rows of a rollout, as NumPy arrays (what `score_groups` reads and a
     checkpoint inside a generation keeps)."""
     return Rollout(*(None if x is None else partitioner.to_local(x) for x in out))
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSettings:
+    """The configured rewards; each field is the `grpo` key of its name. `fns` are the reward
+    functions `reward_fns` names, resolved once; a ConfigError names grpo.reward_fns (a name
+    or import path that does not resolve) or grpo.reward_weights (not one per function)."""
+
+    reward_fns: tuple[str, ...] = ("bleu",)
+    reward_weights: tuple[float, ...] = (1.0,)
+    reward_failure_value: float = 0.0  # the reward of a sample whose function raised
+    fns: tuple[RewardFn, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        names, weights = tuple(self.reward_fns), tuple(self.reward_weights)
+        check(len(weights) == len(names), "reward_weights",
+              f"{len(names)} weights, one per entry of grpo.reward_fns", weights)
+        try:
+            fns = get_reward_fns(names)
+        except ValueError as error:  # its message names grpo.reward_fns
+            raise ConfigError(str(error)) from error
+        object.__setattr__(self, "fns", tuple(fns))
 
 
 @dataclasses.dataclass
@@ -53,45 +76,49 @@ class ScoredGroups:
     first_errors: dict[str, BaseException]
     rollout_logp: np.ndarray | None = None  # [B * G, C] the sampler's; 0 on off-policy rows
 
-    def loss_mask(self, cfg: ml_collections.ConfigDict) -> np.ndarray:
-        """[B * G, C] the tokens in the loss: truncated samples leave it when so configured."""
-        return self.mask * ~self.truncated[:, None] if cfg.mask_truncated_completions else self.mask
+    def loss_mask(self, mask_truncated: bool) -> np.ndarray:
+        """[B * G, C] the tokens in the loss: with `mask_truncated`
+        (grpo.mask_truncated_completions) the truncated samples leave it."""
+        return self.mask * ~self.truncated[:, None] if mask_truncated else self.mask
 
-    def device_group(self, cfg: ml_collections.ConfigDict,
+    def device_group(self, group_size: int, *, mask_truncated: bool, per_reward: bool,
                      partitioner: Partitioner) -> dict[str, jax.Array]:
-        """What the update consumes (the mask: `loss_mask`)."""
-        group = {"ids": self.ids, "mask": self.loss_mask(cfg),
-                 "rewards": self.rewards.reshape(-1, cfg.group_size),
+        """What the update consumes: "ids", "mask" (`loss_mask`), "rewards" [B, G],
+        "off_policy", with `per_reward` "per_fn" [B, G, F], and "rollout_logp" when held."""
+        group = {"ids": self.ids, "mask": self.loss_mask(mask_truncated),
+                 "rewards": self.rewards.reshape(-1, group_size),
                  "off_policy": self.off_policy}
-        if cfg.multi_reward_normalization == "per_reward":
-            group["per_fn"] = self.per_fn.reshape(-1, cfg.group_size, self.per_fn.shape[1])
+        if per_reward:
+            group["per_fn"] = self.per_fn.reshape(-1, group_size, self.per_fn.shape[1])
         if self.rollout_logp is not None:
             group["rollout_logp"] = self.rollout_logp
         return partitioner.to_global(group)
 
 
 def score_groups(local: Rollout, host_batch: dict, rows: Sequence[ManifestRow], tokenizer,
-                 reward_fns, cfg: ml_collections.ConfigDict) -> ScoredGroups:
-    """Add the ground-truth rows (mixed-policy GRPO) to this process's rows of a rollout
-    (`local_rollout`), decode, and score every completion with the configured rewards."""
+                 rewards: RewardSettings, *, group_size: int,
+                 num_off_policy: int = 0) -> ScoredGroups:
+    """Add `num_off_policy` ground-truth rows (mixed-policy GRPO) to each group of this
+    process's rows of a rollout (`local_rollout`), decode, and score every completion with
+    `rewards`; groups of `group_size` rows, ground truth included."""
     ids, mask, truncated, logp = local
     off_policy = np.zeros(len(ids), bool)
-    if cfg.num_off_policy:
+    if num_off_policy:
         if logp is not None:
             logp = join_groups(logp, np.zeros((len(host_batch["target_ids"]), logp.shape[1]),
-                                              logp.dtype), cfg.num_off_policy)
+                                              logp.dtype), num_off_policy)
         ids, mask, truncated, off_policy = mix_in_references(
             ids, mask, truncated, host_batch["target_ids"], host_batch["target_mask"],
-            cfg.num_off_policy)
+            num_off_policy)
     # A prompt whose example was skipped (bad audio, "skip" policy) leaves the loss.
-    mask = mask * np.repeat(host_batch["valid"], cfg.group_size)[:, None]
+    mask = mask * np.repeat(host_batch["valid"], group_size)[:, None]
     texts = decode_completions(tokenizer, ids, mask)
     examples = [dataclasses.asdict(rows[i])
-                for i in np.repeat(host_batch["index"], cfg.group_size)]
-    rewards, per_fn, failures, first_errors = compute_rewards(
-        reward_fns, cfg.reward_weights, texts, examples, failure_value=cfg.reward_failure_value,
-        names=list(cfg.reward_fns))
-    return ScoredGroups(ids, mask, truncated, off_policy, texts, examples, rewards, per_fn,
+                for i in np.repeat(host_batch["index"], group_size)]
+    total, per_fn, failures, first_errors = compute_rewards(
+        rewards.fns, rewards.reward_weights, texts, examples,
+        failure_value=rewards.reward_failure_value, names=list(rewards.reward_fns))
+    return ScoredGroups(ids, mask, truncated, off_policy, texts, examples, total, per_fn,
                         failures, first_errors, logp)
 
 
@@ -111,26 +138,27 @@ def frac_equal_reward_groups(rewards: np.ndarray, group_size: int) -> float:
     return float((groups.max(1) == groups.min(1)).mean())
 
 
-def rollout_scalars(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
+def rollout_scalars(groups: ScoredGroups, group_size: int, reward_names: Sequence[str],
                     partitioner: Partitioner) -> dict[str, float]:
     """Reward and completion statistics of the sampled (on-policy) rows of every process, over
     the groups in the loss (a prompt the bad-input policy skipped, or a slot dynamic sampling
     could not fill, has no completion tokens and no part in them; with none in the loss, over
-    every group)."""
+    every group). Groups of `group_size`; `reward_names` (grpo.reward_fns) label
+    reward/<name>."""
     mask = partitioner.gather(groups.mask)
-    in_loss = mask.reshape(-1, cfg.group_size * mask.shape[1]).any(1)
+    in_loss = mask.reshape(-1, group_size * mask.shape[1]).any(1)
     in_loss |= not in_loss.any()  # none in the loss: the statistics of what was scored
-    on = partitioner.gather(~groups.off_policy) & np.repeat(in_loss, cfg.group_size)
+    on = partitioner.gather(~groups.off_policy) & np.repeat(in_loss, group_size)
     rewards, per_fn = partitioner.gather(groups.rewards)[on], partitioner.gather(groups.per_fn)[on]
     lengths = mask.sum(1)[on]
-    grouped = partitioner.gather(groups.rewards).reshape(-1, cfg.group_size)[in_loss]
+    grouped = partitioner.gather(groups.rewards).reshape(-1, group_size)[in_loss]
     scalars = {"reward_mean": rewards.mean(), "reward_std": rewards.std(),
                "frac_reward_zero_std": frac_equal_reward_groups(grouped.reshape(-1),
-                                                                cfg.group_size),
+                                                                group_size),
                "completion_length": lengths.mean(),
                "truncated_fraction": partitioner.gather(groups.truncated)[on].mean(),
                "completion_tokens": lengths.sum(), **completion_length_range(lengths)}
-    for i, name in enumerate(cfg.reward_fns):
+    for i, name in enumerate(reward_names):
         applies = ~np.isnan(per_fn[:, i])  # None: the reward does not apply to the sample
         if applies.any():
             scalars[f"reward/{name}"] = per_fn[applies, i].mean()

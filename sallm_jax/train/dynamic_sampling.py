@@ -1,6 +1,6 @@
-"""Filling one GRPO batch by dynamic sampling (`rl.dynamic_sampling`): draw batches of prompts,
+"""Filling one GRPO batch by dynamic sampling (`grpo.dynamic_sampling`): draw batches of prompts,
 roll out and score each, and stop once the groups with a reward spread fill the batch or
-`rl.dynamic_sampling_max_draws` draws are spent (the choice itself: `rl/dynamic_sampling.py`).
+`grpo.dynamic_sampling_max_draws` draws are spent (the choice itself: `rl/dynamic_sampling.py`).
 
 Every process draws its share of each global batch, as without dynamic sampling; the draws'
 host batches, rollouts and rewards are gathered, so every process decides on the same global
@@ -12,10 +12,9 @@ generation kept beside a checkpoint keeps them, so a resumed stage logs the same
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 
 from sallm_jax.parallel.partitioner import Partitioner
@@ -36,13 +35,16 @@ Host = dict[str, np.ndarray]
 
 
 def fill_batch(draw: Callable[[], Host], rollout: Callable[[Host, jax.Array], Rollout],
-               score: Callable[[Rollout, Host], ScoredGroups], rng: jax.Array,
-               cfg: ml_collections.ConfigDict, partitioner: Partitioner,
-               pad_id: int) -> tuple[Host, Rollout]:
+               score: Callable[[Rollout, Host], ScoredGroups], rng: jax.Array, *,
+               max_draws: int, group_size: int, per_reward: bool, reward_names: Sequence[str],
+               partitioner: Partitioner, pad_id: int) -> tuple[Host, Rollout]:
     """This process's part of a batch filled by dynamic sampling: (host batch, its sampled rows).
 
     `draw` returns the next host batch (B prompts of this process), `rollout` its sampled rows
-    (`local_rollout`) under a key, `score` their `ScoredGroups`. Draw d is sampled with
+    (`local_rollout`) under a key, `score` their `ScoredGroups`, at most `max_draws` times
+    (grpo.dynamic_sampling_max_draws); groups of `group_size`, a group's signal read per
+    reward function with `per_reward` (GDPO), failures counted per name of `reward_names`
+    (grpo.reward_fns). Draw d is sampled with
     `rng` folded with d, except draw 0, which uses `rng` as a step without dynamic sampling
     does. The host batch carries the statistics (`DRAWN_KEYS`): prompts drawn and the shortfall
     over all processes, drawn groups whose rewards are all equal, and each reward function's
@@ -51,8 +53,8 @@ def fill_batch(draw: Callable[[], Host], rollout: Callable[[Host, jax.Array], Ro
     local_size, processes = None, jax.process_count()
     hosts, rollouts, keep = [], [], []
     flat = scored = 0
-    failures = np.zeros(len(cfg.reward_fns), np.int64)
-    for d in range(cfg.dynamic_sampling_max_draws):
+    failures = np.zeros(len(reward_names), np.int64)
+    for d in range(max_draws):
         host = draw()
         local_size = len(host["valid"])
         out = rollout(host, rng if d == 0 else jax.random.fold_in(rng, d))
@@ -61,11 +63,10 @@ def fill_batch(draw: Callable[[], Host], rollout: Callable[[Host, jax.Array], Ro
         rollouts.append(Rollout(*(None if x is None else partitioner.gather(x) for x in out)))
         rewards, per_fn = partitioner.gather(groups.rewards), partitioner.gather(groups.per_fn)
         keep.append(groups_with_signal(rewards, per_fn, partitioner.gather(groups.mask),
-                                       cfg.group_size,
-                                       cfg.multi_reward_normalization == "per_reward"))
-        flat += round(frac_equal_reward_groups(rewards, cfg.group_size) * len(keep[-1]))
+                                       group_size, per_reward))
+        flat += round(frac_equal_reward_groups(rewards, group_size) * len(keep[-1]))
         failures += partitioner.gather(np.array([[groups.failures.get(n, 0)
-                                                  for n in cfg.reward_fns]])).sum(0)
+                                                  for n in reward_names]])).sum(0)
         scored += len(rewards)
         if sum(k.sum() for k in keep) >= local_size * processes:
             break

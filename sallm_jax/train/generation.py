@@ -1,4 +1,4 @@
-"""One GRPO generation (`rl.steps_per_generation` batches rolled out at the same parameters)
+"""One GRPO generation (`grpo.steps_per_generation` batches rolled out at the same parameters)
 kept beside a checkpoint taken inside it, so that the resumed stage trains its remaining steps
 on the very samples it would have trained on.
 

@@ -1,5 +1,5 @@
 """The GRPO stage: `GRPOStep`s in the shared `TrainingLoop`, a generation of
-`rl.steps_per_generation` batches at a time, with the reward and sampler-gap watches, the
+`grpo.steps_per_generation` batches at a time, with the reward and sampler-gap watches, the
 completions table and checkpoints that keep the samples of a generation they fall inside."""
 
 from __future__ import annotations
@@ -16,30 +16,34 @@ from flax import nnx
 from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.rl.advantages import batch_advantages
 from sallm_jax.rl.diagnostics import LogpDiffWatch
+from sallm_jax.rl.grpo_settings import GRPOSettings
 from sallm_jax.rl.reference import REFERENCE_KEY
 from sallm_jax.rl.rewards import RewardWatch
 from sallm_jax.rl.scoring import ScoredGroups, completions_table, gathered_failures, rollout_scalars
 from sallm_jax.train.dynamic_sampling import drawn_failures, drawn_scalars
 from sallm_jax.train.generation import load_generation, prune_generations, save_generation
-from sallm_jax.train.grpo_step import GRPOStep, batch_advantages, grpo_extras
+from sallm_jax.train.grpo_step import GRPOStep
+from sallm_jax.train.grpo_update import grpo_extras
 from sallm_jax.train.loop import StageSteps, StepResult, TrainingLoop
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.state import TrainState, make_optimizer
 
 
-def logged_completions(groups: ScoredGroups, cfg: ml_collections.ConfigDict,
+def logged_completions(groups: ScoredGroups, settings: GRPOSettings,
                        partitioner: Partitioner) -> list[dict]:
     """This process's groups as `completions_table` records, with the advantages the update
     formed from every process's rewards."""
-    shape = (-1, cfg.group_size)
+    s = settings
+    shape = (-1, s.group_size)
     per_fn = partitioner.gather(groups.per_fn)
-    advantages = batch_advantages(cfg, partitioner.gather(groups.rewards).reshape(shape),
-                                  per_fn.reshape(*shape, per_fn.shape[1]),
-                                  partitioner.gather(groups.loss_mask(cfg).sum(-1)).reshape(shape))
+    lengths = partitioner.gather(groups.loss_mask(s.mask_truncated_completions).sum(-1))
+    advantages = batch_advantages(s.advantages, partitioner.gather(groups.rewards).reshape(shape),
+                                  per_fn.reshape(*shape, per_fn.shape[1]), lengths.reshape(shape))
     n = len(groups.texts)
     mine = np.asarray(advantages).reshape(-1)[jax.process_index() * n:][:n]
-    return completions_table(groups, mine, list(cfg.reward_fns), cfg.group_size)
+    return completions_table(groups, mine, list(s.rewards.reward_fns), s.group_size)
 
 
 class GRPOSteps(StageSteps):
@@ -50,6 +54,7 @@ class GRPOSteps(StageSteps):
     def __init__(self, loop: TrainingLoop, grpo_step: GRPOStep, cfg: ml_collections.ConfigDict,
                  *, workdir: pathlib.Path, seed: int, partitioner: Partitioner):
         self.loop, self.grpo_step, self.cfg, self.partitioner = loop, grpo_step, cfg, partitioner
+        self.settings = grpo_step.settings
         self.logp_watch = LogpDiffWatch(cfg.warn_logp_diff_above)
         self.reward_watch = RewardWatch(cfg.reward_failure_stop_fraction,
                                         cfg.reward_failure_stop_steps)
@@ -80,8 +85,9 @@ class GRPOSteps(StageSteps):
     def scalars(self, metrics: dict[str, jax.Array], groups: ScoredGroups,
                 host: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
         update = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}
-        scalars = {**update, **rollout_scalars(groups, self.cfg, self.partitioner),
-                   "step_seconds": seconds}
+        s = self.settings
+        scalars = {**update, **rollout_scalars(groups, s.group_size, s.rewards.reward_fns,
+                                               self.partitioner), "step_seconds": seconds}
         if self.cfg.dynamic_sampling:
             scalars.update(drawn_scalars(host))
         scalars["tokens_per_s"] = scalars.pop("completion_tokens") / seconds
@@ -89,7 +95,7 @@ class GRPOSteps(StageSteps):
 
     def check(self, step: int, result: StepResult) -> None:
         self.logp_watch.after_step(step, result.metrics)
-        failures = (drawn_failures(self.host, list(self.cfg.reward_fns))
+        failures = (drawn_failures(self.host, list(self.settings.rewards.reward_fns))
                     if self.cfg.dynamic_sampling
                     else gathered_failures(self.groups, self.partitioner))
         self.reward_watch.after_step(step, *failures, self.groups.first_errors)
@@ -97,7 +103,7 @@ class GRPOSteps(StageSteps):
     def record(self, step: int, writer: MetricWriter) -> None:
         every = self.cfg.log_completions_every
         if every and step % every == 0:
-            writer.write_completions(step, logged_completions(self.groups, self.cfg,
+            writer.write_completions(step, logged_completions(self.groups, self.settings,
                                                               self.partitioner))
 
     def save(self, step: int, *, force: bool = False, now: bool = False) -> None:
@@ -119,6 +125,9 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
              **loop_args) -> nnx.State:
     """Run `cfg.steps` GRPO steps from `params`, resuming from the stage's latest checkpoint.
 
+    `cfg` is the `grpo` section; what the update and the scoring read from it is typed and
+    checked once here (`GRPOSettings.from_section`, a ConfigError naming the key).
+
     `params` are what trains, `frozen` the rest of the model state. The reference policy
     (beta > 0) is `ref_params` with any LoRA adapters switched off; `ref_params=None` means the
     policy's own parameters with adapters off, which is the base model when only adapters train
@@ -138,20 +147,22 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     validate, num_workers, health) are `TrainingLoop`'s: checkpoints, resume, metrics, best on
     validation and the health check are the loop's.
     """
+    settings = GRPOSettings.from_section(cfg)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
-    # rl.sync_ref_model: the reference starts as `ref_params` (the policy's start when None)
+    # grpo.sync_ref_model: the reference starts as `ref_params` (the policy's start when None)
     # and moves with the train state, checkpointed with it.
     moving_reference = ({REFERENCE_KEY: params if ref_params is None else ref_params}
-                        if cfg.sync_ref_model and cfg.beta != 0.0 else {})
+                        if cfg.sync_ref_model and settings.loss.beta != 0.0 else {})
     loop = TrainingLoop("grpo", cfg, params=params, tx=tx, rows=rows, chat=chat,
-                        extras={**grpo_extras(cfg), **moving_reference},
+                        extras={**grpo_extras(settings), **moving_reference},
                         workdir=workdir, seed=seed, partitioner=partitioner,
                         updates_per_step=cfg.num_iterations, counter="update",
                         batches_per_step=(cfg.dynamic_sampling_max_draws
                                           if cfg.dynamic_sampling else 1), **loop_args)
-    grpo_step = GRPOStep(cfg, graphdef=graphdef, tx=tx, state_shardings=loop.state_shardings,
+    grpo_step = GRPOStep(cfg, settings=settings, graphdef=graphdef, tx=tx,
+                         state_shardings=loop.state_shardings,
                          frozen=frozen, ref_params=ref_params, rows=rows, chat=chat,
                          partitioner=partitioner)
     steps = GRPOSteps(loop, grpo_step, cfg, workdir=workdir, seed=seed, partitioner=partitioner)

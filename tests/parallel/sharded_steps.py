@@ -25,8 +25,9 @@ from sallm_jax.models.qwen2_config import TextConfig  # noqa: E402
 from sallm_jax.parallel.mesh import make_mesh  # noqa: E402
 from sallm_jax.parallel.partitioner import Partitioner  # noqa: E402
 from sallm_jax.parallel.sharding import DEFAULT_RULES  # noqa: E402
+from sallm_jax.rl.grpo_settings import GRPOSettings  # noqa: E402
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn  # noqa: E402
-from sallm_jax.train.grpo_step import make_grpo_update  # noqa: E402
+from sallm_jax.train.grpo_update import make_grpo_update  # noqa: E402
 from sallm_jax.train.sft import make_sft_step  # noqa: E402
 from sallm_jax.train.state import make_optimizer, sharded_train_state  # noqa: E402
 
@@ -72,12 +73,13 @@ def run(mesh_sizes, devices, scan_layers=False):
                                sampling=SamplingConfig(max_new_tokens=C, temperature=0.0),
                                group_size=G, eos_ids=(1,), pad_id=0)
     out = generate(state.params, frozen, batch, jax.random.key(0))
-    cfg = base_config().rl  # the defaults of every other GRPO setting
+    cfg = base_config().grpo  # the defaults of every other GRPO setting
     cfg.update({
         "group_size": G, "temperature": 1.0, "scale_rewards": "group", "epsilon": 0.2,
         "epsilon_high": 0.28, "beta": 0.04, "loss_aggregation": "dapo",
         "importance_sampling_level": "token", "num_off_policy": 0, "micro_batch_size": 0})
-    update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings, frozen_shardings)
+    update = make_grpo_update(graphdef, tx, GRPOSettings.from_section(cfg),
+                              partitioner, shardings, frozen_shardings)
     rewards = np.random.default_rng(1).random((B, G)).astype(np.float32)
     group = partitioner.to_global({"ids": np.asarray(out.ids), "mask": np.asarray(out.mask),
                                    "rewards": rewards, "off_policy": np.zeros(B * G, bool)})

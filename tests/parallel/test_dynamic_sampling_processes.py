@@ -10,11 +10,11 @@ from tests.parallel.test_multiprocess import ARGS, launch, metrics
 from tests.train.test_dynamic_sampling_stage import is_flat
 
 pytestmark = pytest.mark.slow
-DYNAMIC = ["--config.rl.dynamic_sampling=True", "--config.rl.dynamic_sampling_max_draws=3",
-           "--config.rl.log_completions_every=1",
-           "--config.rl.reward_fns=('tests.parallel.test_dynamic_sampling_processes:"
+DYNAMIC = ["--config.grpo.dynamic_sampling=True", "--config.grpo.dynamic_sampling_max_draws=3",
+           "--config.grpo.log_completions_every=1",
+           "--config.grpo.reward_fns=('tests.parallel.test_dynamic_sampling_processes:"
            "flat_on_some_prompts',)"]
-RUN_ARGS = [a for a in ARGS if not a.startswith("--config.rl.reward_fns")] + DYNAMIC
+RUN_ARGS = [a for a in ARGS if not a.startswith("--config.grpo.reward_fns")] + DYNAMIC
 
 
 def flat_on_some_prompts(completion: str, example: dict) -> float:

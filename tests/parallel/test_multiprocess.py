@@ -18,10 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # score 0: the gradient is then float rounding alone, which Adam scales up to full-size steps
 # that differ between one and two processes.)
 ARGS = ["--config=configs/sqa_grpo.py:smoke", "--config.stages=('sft','grpo')",
-        "--config.sft.start=", "--config.rl.start=", "--config.sft.eval_every=0",
-        "--config.sft.steps=2", "--config.sft.log_every=1", "--config.rl.steps=4",
-        "--config.rl.checkpoint_every=2", "--config.rl.log_every=1",
-        "--config.rl.reward_fns=('chrf',)", "--config.rl.eval_every=0"]
+        "--config.sft.start=", "--config.grpo.start=", "--config.sft.eval_every=0",
+        "--config.sft.steps=2", "--config.sft.log_every=1", "--config.grpo.steps=4",
+        "--config.grpo.checkpoint_every=2", "--config.grpo.log_every=1",
+        "--config.grpo.reward_fns=('chrf',)", "--config.grpo.eval_every=0"]
 
 
 def free_port() -> int:

@@ -90,21 +90,21 @@ def test_hand_computed(name, rewards, lengths, expected):
 
 def test_default_is_grpo_and_the_key_is_checked():
     cfg = base_config()
-    assert cfg.rl.advantage_estimator == "grpo"
-    cfg.rl.advantage_estimator = "reinforce"
-    with pytest.raises(ValueError, match=r"rl\.advantage_estimator.*'reinforce_plus_plus'"):
+    assert cfg.grpo.advantage_estimator == "grpo"
+    cfg.grpo.advantage_estimator = "reinforce"
+    with pytest.raises(ValueError, match=r"grpo\.advantage_estimator.*'reinforce_plus_plus'"):
         validate_config(cfg)
-    cfg.rl.advantage_estimator, cfg.rl.scale_rewards = "rloo", "none"
+    cfg.grpo.advantage_estimator, cfg.grpo.scale_rewards = "rloo", "none"
     validate_config(cfg)
-    cfg.rl.scale_rewards = "group"
-    with pytest.raises(ValueError, match=r"rl\.scale_rewards: expected 'none' with"):
+    cfg.grpo.scale_rewards = "group"
+    with pytest.raises(ValueError, match=r"grpo\.scale_rewards: expected 'none' with"):
         validate_config(cfg)
-    cfg.rl.scale_rewards, cfg.rl.multi_reward_normalization = "none", "per_reward"
-    with pytest.raises(ValueError, match=r"rl\.multi_reward_normalization: expected 'sum'"):
+    cfg.grpo.scale_rewards, cfg.grpo.multi_reward_normalization = "none", "per_reward"
+    with pytest.raises(ValueError, match=r"grpo\.multi_reward_normalization: expected 'sum'"):
         validate_config(cfg)
 
 
-@pytest.mark.parametrize("key, value", [("rl.min_p", 1.5), ("rl.repetition_penalty", 0.0)])
+@pytest.mark.parametrize("key, value", [("grpo.min_p", 1.5), ("grpo.repetition_penalty", 0.0)])
 def test_sampling_settings_are_checked(key, value):
     cfg = base_config()
     section, name = key.split(".")
@@ -122,7 +122,7 @@ def test_an_estimator_registered_here_drives_the_update(monkeypatch):
     monkeypatch.setitem(ADVANTAGE_ESTIMATORS, "tripled",
                         lambda rewards, lengths, *, scale: 3.0 * rewards)
     batch, group, _ = inputs()
-    cfg = base_config().rl
+    cfg = base_config().grpo
     cfg.update({"group_size": G, "beta": 0.0, "loss_aggregation": "dapo",
                 "advantage_estimator": "tripled"})
     metrics = one_update(cfg, batch, group)

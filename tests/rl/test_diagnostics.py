@@ -10,6 +10,7 @@ import numpy as np
 
 from sallm_jax.rl.diagnostics import LogpDiffWatch, completion_length_range, logp_difference
 from sallm_jax.rl.grpo import grpo_loss
+from sallm_jax.rl.loss_settings import LossSettings
 
 RNG = np.random.default_rng(2)
 LOGP = RNG.normal(-1.5, 0.5, (6, 5)).astype(np.float32)
@@ -22,7 +23,8 @@ MASK[1, 2:] = 0
 def test_clip_fractions_by_side():
     eps, eps_high = 0.2, 0.28
     _, metrics = grpo_loss(jnp.asarray(LOGP), jnp.asarray(OLD), None, jnp.asarray(ADV),
-                           jnp.asarray(MASK), epsilon=eps, epsilon_high=eps_high)
+                           jnp.asarray(MASK), LossSettings.from_section(
+                               {"epsilon": eps, "epsilon_high": eps_high}))
     ratio = np.exp(LOGP - OLD)
     low = (ratio < 1 - eps) & (ADV[:, None] < 0)
     high = (ratio > 1 + eps_high) & (ADV[:, None] > 0)
@@ -54,6 +56,6 @@ def test_logp_gap_warns_once_per_stage(caplog):
         assert not watch.after_step(1, {"logp_diff/mean": np.float32(0.01)})
         assert watch.after_step(2, {"logp_diff/mean": np.float32(0.2), "logp_diff/max": 3.0})
         assert not watch.after_step(3, {"logp_diff/mean": np.float32(0.4)})
-    warned = [r for r in caplog.records if "rl.warn_logp_diff_above" in r.getMessage()]
+    warned = [r for r in caplog.records if "grpo.warn_logp_diff_above" in r.getMessage()]
     assert len(warned) == 1 and "step 2" in warned[0].getMessage()
     assert not LogpDiffWatch(0.0).after_step(1, {"logp_diff/mean": 9.0})

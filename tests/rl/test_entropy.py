@@ -10,6 +10,7 @@ import pytest
 
 from sallm_jax.configs.base import base_config
 from sallm_jax.rl.grpo import grpo_loss, high_entropy_mask
+from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.rl.policy import token_logprobs_and_entropy
 from sallm_jax.validate import validate_config
 
@@ -64,7 +65,8 @@ def test_top_entropy_quantile_loss_and_gradient_against_numpy():
 
     def loss(lp):
         return grpo_loss(lp, jnp.asarray(old), None, jnp.asarray(ADV), jnp.asarray(MASK),
-                         epsilon=0.2, entropy=jnp.asarray(entropy_np), top_entropy_quantile=q)
+                         LossSettings.from_section({"epsilon": 0.2, "top_entropy_quantile": q}),
+                         entropy=jnp.asarray(entropy_np))
 
     value, metrics = loss(jnp.asarray(logp_np))
     threshold = np.quantile(entropy_np[MASK > 0], 1 - q)
@@ -88,7 +90,7 @@ def test_entropy_bonus_value_and_gradient_through_the_logits():
     def loss(z):
         logp, entropy = token_logprobs_and_entropy(z, jnp.asarray(IDS))
         return grpo_loss(logp, jax.lax.stop_gradient(logp), None, jnp.asarray(ADV),
-                         jnp.asarray(MASK), entropy=entropy, entropy_coef=coef)[0]
+                         jnp.asarray(MASK), LossSettings(entropy_coef=coef), entropy=entropy)[0]
 
     p = np_softmax(LOGITS.astype(np.float64))
     h = -(p * np.log(p)).sum(-1)
@@ -112,10 +114,11 @@ def test_defaults_leave_the_loss_unchanged_and_keys_are_validated():
                              entropy=jnp.ones((N, C)))
     assert float(plain[0]) == float(with_entropy[0])
     with pytest.raises(ValueError, match="entropy"):
-        grpo_loss(logp, old, None, jnp.asarray(ADV), jnp.asarray(MASK), entropy_coef=0.1)
+        grpo_loss(logp, old, None, jnp.asarray(ADV), jnp.asarray(MASK),
+                  LossSettings(entropy_coef=0.1))
     for key, value in [("top_entropy_quantile", 0.0), ("top_entropy_quantile", 1.5),
                        ("entropy_coef", float("nan")), ("warn_logp_diff_above", -1.0)]:
         bad = base_config()
-        bad.rl[key] = value
-        with pytest.raises(ValueError, match=rf"rl\.{key}"):
+        bad.grpo[key] = value
+        with pytest.raises(ValueError, match=rf"grpo\.{key}"):
             validate_config(bad)

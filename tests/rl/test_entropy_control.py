@@ -22,8 +22,10 @@ from sallm_jax.rl.entropy_control import (
     next_entropy_control,
 )
 from sallm_jax.rl.grpo import grpo_loss
+from sallm_jax.rl.grpo_settings import GRPOSettings
+from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.train.checkpoint import Checkpointer
-from sallm_jax.train.grpo_step import make_grpo_update
+from sallm_jax.train.grpo_update import make_grpo_update
 from sallm_jax.train.state import sharded_train_state
 from sallm_jax.validate import validate_config
 from tests.train.test_microbatch import CONFIG, G, inputs
@@ -88,7 +90,7 @@ def test_applied_coefficient_in_the_loss_values_and_gradients():
 
     def loss(h, coef):
         return grpo_loss(jnp.asarray(logp), jnp.asarray(logp), None, jnp.asarray(adv),
-                         jnp.asarray(mask), entropy=h, entropy_coef=coef)[0]
+                         jnp.asarray(mask), LossSettings(entropy_coef=coef), entropy=h)[0]
 
     for last, a in ((0.1, 0.07), (0.9, 0.0)):  # measured at or below the target, above it
         control = init_entropy_control(0.07)._replace(last_entropy=jnp.float32(last))
@@ -101,7 +103,7 @@ def test_applied_coefficient_in_the_loss_values_and_gradients():
 
 
 def adaptive_cfg(**settings):
-    cfg = base_config().rl
+    cfg = base_config().grpo
     cfg.update({"group_size": G, "temperature": 1.0, "beta": 0.0, "num_off_policy": 0,
                 "use_adaptive_entropy": True, "entropy_coef": 0.01, "entropy_target": 10.0,
                 "entropy_coef_delta": 0.005, "entropy_coef_min": 0.0, "entropy_coef_max": 0.02,
@@ -118,7 +120,8 @@ def updates(cfg, state=None, count=1):
     fresh, shardings = sharded_train_state(
         partitioner, params, tx, copy=True,
         extras={"entropy_control": init_entropy_control(cfg.entropy_coef)})
-    update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
+    update = make_grpo_update(graphdef, tx, GRPOSettings.from_section(cfg),
+                              partitioner, shardings,
                               partitioner.param_shardings(frozen))
     batch, group, _ = inputs()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
@@ -173,14 +176,14 @@ def test_controller_survives_a_checkpoint_exactly(tmp_path):
 def test_option_checks():
     validate_config(base_config())  # off by default
     good = base_config()
-    good.rl.use_adaptive_entropy = True
+    good.grpo.use_adaptive_entropy = True
     validate_config(good)
     for key, value in [("entropy_target", 0.0), ("entropy_coef_delta", 0.0),
                        ("entropy_coef_min", -0.1), ("entropy_coef_max", 0.5e-3),
                        ("entropy_coef", 2.0)]:
         bad = base_config()
-        bad.rl.use_adaptive_entropy, bad.rl.entropy_coef_min = True, 1e-3
-        bad.rl.entropy_coef = 1e-3
-        bad.rl[key] = value
-        with pytest.raises(ValueError, match=rf"rl\.{key}"):
+        bad.grpo.use_adaptive_entropy, bad.grpo.entropy_coef_min = True, 1e-3
+        bad.grpo.entropy_coef = 1e-3
+        bad.grpo[key] = value
+        with pytest.raises(ValueError, match=rf"grpo\.{key}"):
             validate_config(bad)

@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 
 from sallm_jax.rl.grpo import group_advantages, grpo_loss, k3_kl
+from sallm_jax.rl.loss_settings import LossSettings
+
+
+def settings(**keys):
+    """The loss settings of these `grpo` keys, the others at their defaults."""
+    return LossSettings.from_section(keys)
 
 
 def test_group_advantages_hand_computed():
@@ -52,8 +58,9 @@ def test_dapo_loss_matches_numpy_restatement():
     adv = rng.normal(0, 1, n).astype(np.float32)
     mask = (rng.random((n, c)) > 0.3).astype(np.float32)
     loss, metrics = grpo_loss(jnp.asarray(logp), jnp.asarray(old), jnp.asarray(ref),
-                              jnp.asarray(adv), jnp.asarray(mask), epsilon=0.2,
-                              epsilon_high=0.28, beta=0.04, aggregation="dapo")
+                              jnp.asarray(adv), jnp.asarray(mask),
+                              settings(epsilon=0.2, epsilon_high=0.28, beta=0.04,
+                                       loss_aggregation="dapo"))
     expected = numpy_grpo_loss(logp, old, ref, adv, mask, 0.2, 0.28, 0.04)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert 0.0 < float(metrics["clip_fraction"]) < 1.0
@@ -66,7 +73,7 @@ def test_ratio_one_gradient_is_advantage_weighted_logprob_gradient():
     mask = jnp.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 
     def f(lp):
-        return grpo_loss(lp, jax.lax.stop_gradient(lp), None, adv, mask, beta=0.0)[0]
+        return grpo_loss(lp, jax.lax.stop_gradient(lp), None, adv, mask, settings(beta=0.0))[0]
 
     grad = np.asarray(jax.grad(f)(logp))
     expected = -np.array([[2.0, 2.0, 0.0], [-1.0, -1.0, -1.0]]) / 5.0
@@ -79,14 +86,15 @@ def test_aggregations_hand_computed():
     adv = jnp.array([1.0, 3.0])
     mask = jnp.array([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
     # ratio 1 -> per-token loss = -A.
-    values = {agg: float(grpo_loss(logp, logp, None, adv, mask, aggregation=agg)[0])
+    values = {agg: float(grpo_loss(logp, logp, None, adv, mask,
+                                   settings(loss_aggregation=agg))[0])
               for agg in ("dapo", "grpo", "dr_grpo", "bnpo")}
     assert values["dapo"] == pytest.approx(-(2 * 1 + 4 * 3) / 6)
     assert values["bnpo"] == pytest.approx(values["dapo"])
     assert values["grpo"] == pytest.approx(-(1 + 3) / 2)
     assert values["dr_grpo"] == pytest.approx(-(2 * 1 + 4 * 3) / (2 * 4))
     with pytest.raises(ValueError, match="loss_aggregation"):
-        grpo_loss(logp, logp, None, adv, mask, aggregation="mean")
+        grpo_loss(logp, logp, None, adv, mask, settings(loss_aggregation="mean"))
 
 
 def test_clipping_stops_gradient_outside_trust_region():
@@ -94,11 +102,11 @@ def test_clipping_stops_gradient_outside_trust_region():
     old = jnp.log(jnp.array([[0.2]]))
     logp = jnp.log(jnp.array([[0.4]]))  # ratio 2
     grad = jax.grad(lambda lp: grpo_loss(lp, old, None, jnp.array([1.0]),
-                                         jnp.ones((1, 1)), epsilon=0.2)[0])(logp)
+                                         jnp.ones((1, 1)), settings(epsilon=0.2))[0])(logp)
     assert float(grad[0, 0]) == 0.0
     # Negative advantage at the same ratio: unclipped term is the minimum, gradient = -A * ratio.
     grad = jax.grad(lambda lp: grpo_loss(lp, old, None, jnp.array([-1.0]),
-                                         jnp.ones((1, 1)), epsilon=0.2)[0])(logp)
+                                         jnp.ones((1, 1)), settings(epsilon=0.2))[0])(logp)
     assert float(grad[0, 0]) == pytest.approx(2.0, rel=1e-5)
 
 
@@ -111,7 +119,7 @@ def test_off_policy_rows_use_unclipped_pi_theta_ratio():
     off = jnp.array([False, True])
 
     def f(lp):
-        return grpo_loss(lp, jax.lax.stop_gradient(lp), None, adv, mask, epsilon=0.1,
+        return grpo_loss(lp, jax.lax.stop_gradient(lp), None, adv, mask, settings(epsilon=0.1),
                          off_policy=off)[0]
 
     expected_loss = (-1.0 - 1.0 - 2 * 0.9 - 2 * 0.6) / 4
@@ -132,5 +140,5 @@ def test_sequence_level_ratio_is_geometric_mean_of_token_ratios():
     per_seq = -np.minimum(seq_ratio * adv, np.clip(seq_ratio, 0.8, 1.2) * adv)
     expected = (per_seq[:, None] * mask).sum() / mask.sum()
     loss, _ = grpo_loss(jnp.asarray(logp), jnp.asarray(old), None, jnp.asarray(adv),
-                        jnp.asarray(mask), importance_sampling_level="sequence")
+                        jnp.asarray(mask), settings(importance_sampling_level="sequence"))
     assert float(loss) == pytest.approx(expected, rel=1e-5)

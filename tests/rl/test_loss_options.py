@@ -1,5 +1,5 @@
 """The 2026 loss and masking options against NumPy restatements of their published formulas,
-values and gradients, with one hand-computed case each: verl's dual-clip (which `rl.delta`
+values and gradients, with one hand-computed case each: verl's dual-clip (which `grpo.delta`
 already is), DeepSeek-V3.2's off-policy sequence masking (TRL's `off_policy_mask_threshold`)
 and its bias-corrected KL (TRL's `use_bias_correction_kl`)."""
 
@@ -12,6 +12,7 @@ import pytest
 
 from sallm_jax.configs.base import base_config
 from sallm_jax.rl.grpo import grpo_loss, off_policy_sequence_mask
+from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.validate import validate_config
 
 RNG = np.random.default_rng(1)
@@ -37,10 +38,12 @@ def token_mean(per_token, mask=MASK):
     return float((per_token * mask).sum() / mask.sum())
 
 
-def loss(logp, old=OLD, adv=ADV, mask=MASK, ref=None, **kw):
+def loss(logp, old=OLD, adv=ADV, mask=MASK, ref=None, off_policy=None, **keys):
+    """The loss under the `grpo` keys `keys`, with the clip range (EPS, EPS_HIGH)."""
+    settings = LossSettings.from_section({"epsilon": EPS, "epsilon_high": EPS_HIGH, **keys})
     return grpo_loss(jnp.asarray(logp), jnp.asarray(old), None if ref is None else
-                     jnp.asarray(ref), jnp.asarray(adv), jnp.asarray(mask), epsilon=EPS,
-                     epsilon_high=EPS_HIGH, **kw)
+                     jnp.asarray(ref), jnp.asarray(adv), jnp.asarray(mask), settings,
+                     off_policy=off_policy)
 
 
 def grad(logp, **kw):
@@ -120,8 +123,9 @@ def test_off_policy_mask_hand_computed():
     old = logp + np.array([[0.6, 0.4], [0.1, 0.1], [0.9, 0.9]], np.float32)
     adv, mask = np.array([-1.0, -1.0, 1.0], np.float32), np.ones((3, 2), np.float32)
     value, metrics = grpo_loss(jnp.asarray(logp), jnp.asarray(old), None, jnp.asarray(adv),
-                               jnp.asarray(mask), epsilon=10.0, epsilon_high=10.0,
-                               off_policy_mask_threshold=0.3)
+                               jnp.asarray(mask),
+                               LossSettings.from_section({"epsilon": 10.0, "epsilon_high": 10.0,
+                                                          "off_policy_mask_threshold": 0.3}))
     assert float(value) == pytest.approx(0.166089, abs=1e-6)
     assert float(metrics["off_policy_masked_fraction"]) == pytest.approx(1 / 3)
 
@@ -176,6 +180,6 @@ def test_option_checks():
     for key, value, beta in [("off_policy_mask_threshold", -0.5, 0.02),
                              ("use_bias_correction_kl", True, 0.0)]:
         bad = base_config()
-        bad.rl[key], bad.rl.beta = value, beta
-        with pytest.raises(ValueError, match=rf"rl\.{key}"):
+        bad.grpo[key], bad.grpo.beta = value, beta
+        with pytest.raises(ValueError, match=rf"grpo\.{key}"):
             validate_config(bad)

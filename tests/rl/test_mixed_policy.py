@@ -27,15 +27,14 @@ def test_scored_groups_give_references_their_reward(small_sqa):
     from sallm_jax.data.pipeline import BatchLoader, BatchSpec, screen_rows
     from sallm_jax.parallel.mesh import make_mesh
     from sallm_jax.parallel.partitioner import Partitioner
-    from sallm_jax.rl.rewards import get_reward_fns
     from sallm_jax.rl.rollout import Rollout
-    from sallm_jax.rl.scoring import local_rollout, score_groups
+    from sallm_jax.rl.scoring import RewardSettings, local_rollout, score_groups
     from tests.batch_spec import QWEN2_AUDIO_TOKENS, qwen2_audio_chat
 
     rows, tok = small_sqa
 
     chat = qwen2_audio_chat(tok)
-    cfg = get_config("smoke").rl
+    cfg = get_config("smoke").grpo
     cfg.group_size, cfg.num_off_policy = 3, 1
     spec = BatchSpec(2, (3.25, 5.0), 40, 16, QWEN2_AUDIO_TOKENS)
     buckets = screen_rows(rows["train"], spec)
@@ -49,7 +48,8 @@ def test_scored_groups_give_references_their_reward(small_sqa):
     out = Rollout(jnp.asarray(ids), jnp.asarray(mask), jnp.zeros(4, bool))
     partitioner = Partitioner(make_mesh({"data": -1}), ())
     groups = score_groups(local_rollout(out, partitioner), host_batch, rows["train"], tok,
-                          get_reward_fns(["bleu"]), cfg)
+                          RewardSettings(("bleu",)), group_size=cfg.group_size,
+                          num_off_policy=cfg.num_off_policy)
     np.testing.assert_array_equal(groups.off_policy, [False, False, True] * 2)
     assert groups.texts[2] == rows["train"][first[0]].answer
     assert groups.texts[5] == rows["train"][first[1]].answer

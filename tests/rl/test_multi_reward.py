@@ -110,8 +110,8 @@ def test_async_rewards_inside_a_running_event_loop():
 
 def test_multi_reward_normalization_is_validated():
     cfg = base_config()
-    cfg.rl.multi_reward_normalization = "per_reward"
+    cfg.grpo.multi_reward_normalization = "per_reward"
     validate_config(cfg)
-    cfg.rl.multi_reward_normalization = "mean"
-    with pytest.raises(ValueError, match=r"rl\.multi_reward_normalization"):
+    cfg.grpo.multi_reward_normalization = "mean"
+    with pytest.raises(ValueError, match=r"grpo\.multi_reward_normalization"):
         validate_config(cfg)

@@ -10,6 +10,7 @@ import pytest
 
 from sallm_jax.configs.base import base_config, gspo
 from sallm_jax.rl.grpo import grpo_loss
+from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.validate import validate_config
 
 RNG = np.random.default_rng(0)
@@ -25,8 +26,10 @@ def token_mean(per_token):
     return float((per_token * MASK).sum() / MASK.sum())
 
 
-def loss(logp, **kw):
-    return grpo_loss(logp, jnp.asarray(OLD), None, jnp.asarray(ADV), jnp.asarray(MASK), **kw)
+def loss(logp, **keys):
+    """The loss of `logp` under the `grpo` keys `keys` (the others at their defaults)."""
+    return grpo_loss(logp, jnp.asarray(OLD), None, jnp.asarray(ADV), jnp.asarray(MASK),
+                     LossSettings.from_section(keys))
 
 
 def test_cispo_value_and_stop_gradient_weight():
@@ -61,7 +64,8 @@ def test_sapo_on_policy_gradient_equals_grpo():
     def on_policy(loss_type):
         return jax.grad(lambda lp: grpo_loss(lp, jax.lax.stop_gradient(lp), None,
                                              jnp.asarray(ADV), jnp.asarray(MASK),
-                                             loss_type=loss_type)[0])(jnp.asarray(LOGP))
+                                             LossSettings(loss_type=loss_type))[0])(
+            jnp.asarray(LOGP))
 
     np.testing.assert_allclose(on_policy("sapo"), on_policy("grpo"), rtol=1e-6)
 
@@ -79,18 +83,18 @@ def test_delta_caps_the_unclipped_ratio():
 
 def test_gspo_preset_and_loss_type_checks():
     cfg = gspo(base_config())
-    assert (cfg.rl.importance_sampling_level, cfg.rl.epsilon, cfg.rl.epsilon_high,
-            cfg.rl.beta) == ("sequence", 3e-4, 4e-4, 0.0)
+    assert (cfg.grpo.importance_sampling_level, cfg.grpo.epsilon, cfg.grpo.epsilon_high,
+            cfg.grpo.beta) == ("sequence", 3e-4, 4e-4, 0.0)
     validate_config(cfg)
-    for key, value, message in [("loss_type", "ppo", r"rl\.loss_type"),
-                                ("delta", 1.1, r"rl\.delta")]:
+    for key, value, message in [("loss_type", "ppo", r"grpo\.loss_type"),
+                                ("delta", 1.1, r"grpo\.delta")]:
         bad = base_config()
-        bad.rl[key] = value
+        bad.grpo[key] = value
         with pytest.raises(ValueError, match=message):
             validate_config(bad)
     cispo = base_config()
-    cispo.rl.loss_type = "cispo"  # epsilon_high 0.2 would cap every weight below 1
-    with pytest.raises(ValueError, match=r"rl\.epsilon_high.*CISPO"):
+    cispo.grpo.loss_type = "cispo"  # epsilon_high 0.2 would cap every weight below 1
+    with pytest.raises(ValueError, match=r"grpo\.epsilon_high.*CISPO"):
         validate_config(cispo)
 
 

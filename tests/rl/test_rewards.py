@@ -135,13 +135,13 @@ def test_import_path_rewards(tmp_path, monkeypatch):
     np.testing.assert_allclose(scored.per_fn, [[0.5, 0.0, 1.0]])
     np.testing.assert_allclose(scored.total, [2.5])
     assert set(scored.failures) == {"my_rewards:length", "bleu", "my_rewards:Holder.one"}
-    with pytest.raises(ValueError, match=r"rl\.reward_fns.*cannot import module 'no_such_mod'"):
+    with pytest.raises(ValueError, match=r"grpo\.reward_fns.*cannot import module 'no_such_mod'"):
         get_reward_fns(["no_such_mod:f"])
-    with pytest.raises(ValueError, match=r"rl\.reward_fns.*no attribute 'missing'"):
+    with pytest.raises(ValueError, match=r"grpo\.reward_fns.*no attribute 'missing'"):
         get_reward_fns(["my_rewards:missing"])
-    with pytest.raises(ValueError, match=r"rl\.reward_fns.*expected a function"):
+    with pytest.raises(ValueError, match=r"grpo\.reward_fns.*expected a function"):
         get_reward_fns(["my_rewards:NOT_A_FUNCTION"])
-    with pytest.raises(ValueError, match=r"rl\.reward_fns.*not an import path"):
+    with pytest.raises(ValueError, match=r"grpo\.reward_fns.*not an import path"):
         get_reward_fns(["my_rewards:"])
     with pytest.raises(ValueError, match=r"one_argument' cannot be called as fn\(completion, ex"):
         get_reward_fns(["my_rewards:one_argument"])

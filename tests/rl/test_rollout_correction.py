@@ -2,7 +2,7 @@
 correction, its four modes; TIS and MIS as in Yao et al. 2025, "Your efficient RL framework
 secretly brings you off-policy RL training"): the weights against a NumPy restatement, values
 and gradients of the corrected loss, a hand-computed case, the GRPO update that applies and
-logs them, and the rollout at `rl.rollout_dtype`."""
+logs them, and the rollout at `grpo.rollout_dtype`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.grpo import grpo_loss
+from sallm_jax.rl.grpo_settings import GRPOSettings
+from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.rl.policy import completion_logprobs
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
 from sallm_jax.rl.rollout_correction import (
@@ -25,7 +27,7 @@ from sallm_jax.rl.rollout_correction import (
     rollout_correction_stats,
     rollout_correction_weights,
 )
-from sallm_jax.train.grpo_step import make_grpo_update, make_logprob_fn
+from sallm_jax.train.grpo_update import make_grpo_update, make_logprob_fn
 from sallm_jax.train.state import sharded_train_state
 from sallm_jax.validate import validate_config
 from tests.rl.test_loss_options import numpy_sequence_mask
@@ -59,9 +61,12 @@ def clipped_loss_and_grad(ratio, adv):
     return -np.minimum(unclipped, clipped), np.where(unclipped <= clipped, -adv * ratio, 0.0)
 
 
-def corrected_loss(logp, weights, **kw):
+def corrected_loss(logp, rollout, **keys):
+    """The loss with the clip range EPS under the `grpo` keys `keys`, the sampler's
+    log-probs `rollout`."""
     return grpo_loss(jnp.asarray(logp), jnp.asarray(OLD), None, jnp.asarray(ADV),
-                     jnp.asarray(MASK), epsilon=EPS, rollout_weights=weights, **kw)
+                     jnp.asarray(MASK), LossSettings.from_section({"epsilon": EPS, **keys}),
+                     rollout_logp=jnp.asarray(rollout))
 
 
 @pytest.mark.parametrize("mode", ROLLOUT_CORRECTIONS)
@@ -77,10 +82,12 @@ def test_weights_loss_and_gradients_against_numpy(mode, bounds):
         assert 0 < (outside & (MASK > 0)).sum() < MASK.sum()  # the bounds bind on some
     # The corrected loss: each token's policy term times its (constant) weight.
     per_token, d_logp = clipped_loss_and_grad(np.exp(LOGP - OLD), ADV[:, None])
-    value, _ = corrected_loss(LOGP, weights)
+    correction = dict(rollout_correction=mode, rollout_correction_min=lo or 0.0,
+                      rollout_correction_max=hi or 0.0)
+    value, _ = corrected_loss(LOGP, ROLLOUT, **correction)
     np.testing.assert_allclose(value, (expected * per_token * MASK).sum() / MASK.sum(),
                                rtol=1e-5, atol=1e-7)
-    grad = jax.grad(lambda lp: corrected_loss(lp, weights)[0])(jnp.asarray(LOGP))
+    grad = jax.grad(lambda lp: corrected_loss(lp, ROLLOUT, **correction)[0])(jnp.asarray(LOGP))
     np.testing.assert_allclose(grad, expected * d_logp * MASK / MASK.sum(), rtol=1e-5,
                                atol=1e-8)
     # The statistics: over the sampled tokens (token modes) or sequences (sequence modes).
@@ -109,9 +116,11 @@ def test_hand_computed():
         weights, out = rollout_correction_weights(jnp.asarray(old), jnp.asarray(rollout),
                                                   jnp.asarray(mask), mode, low=0.6, high=3.0)
 
-        def loss(lp, weights=weights):
+        def loss(lp, mode=mode):
+            settings = LossSettings(rollout_correction=mode, rollout_correction_min=0.6,
+                                    rollout_correction_max=3.0)
             return grpo_loss(lp, jnp.asarray(old), None, jnp.asarray(adv), jnp.asarray(mask),
-                             rollout_weights=weights)[0]
+                             settings, rollout_logp=jnp.asarray(rollout))[0]
 
         assert float(loss(jnp.asarray(old))) == pytest.approx(value, abs=1e-6), mode
         np.testing.assert_allclose(jax.grad(loss)(jnp.asarray(old)), grad, atol=1e-6)
@@ -121,7 +130,7 @@ def test_hand_computed():
 
 
 def correction_cfg(**settings):
-    cfg = base_config().rl
+    cfg = base_config().grpo
     cfg.update({"group_size": G, "temperature": 1.0, "beta": 0.0, "num_off_policy": 0,
                 "scale_rewards": "group", "rollout_correction": "token_truncate",
                 "rollout_correction_min": 0.5, "rollout_correction_max": 1.5, **settings})
@@ -142,7 +151,8 @@ def update_at_the_sampler(cfg):
     rng = np.random.default_rng(4)
     group["rollout_logp"] = (trainer + rng.normal(0, 0.4, trainer.shape)).astype(np.float32)
     state, shardings = sharded_train_state(partitioner, params, optax.sgd(1e-2), copy=True)
-    update = make_grpo_update(graphdef, optax.sgd(1e-2), cfg, partitioner, shardings, ps[1])
+    update = make_grpo_update(graphdef, optax.sgd(1e-2), GRPOSettings.from_section(cfg),
+                              partitioner, shardings, ps[1])
     _, metrics = update(state, frozen, partitioner.to_global(batch),
                         partitioner.to_global(group), None, None)
     return metrics, group, trainer
@@ -176,17 +186,17 @@ def test_off_policy_mask_reads_the_sampler_log_probs():
     keep = numpy_sequence_mask(LOGP, ROLLOUT, ADV, MASK, threshold)
     assert (keep != numpy_sequence_mask(LOGP, OLD, ADV, MASK, threshold)).any()
     per_token, d_logp = clipped_loss_and_grad(np.exp(LOGP - OLD), ADV[:, None])
-    kw = dict(off_policy_mask_threshold=threshold, sampler_logp=jnp.asarray(ROLLOUT))
-    value, metrics = corrected_loss(LOGP, None, **kw)
+    kw = dict(off_policy_mask_threshold=threshold, rollout_dtype="bfloat16")
+    value, metrics = corrected_loss(LOGP, ROLLOUT, **kw)
     np.testing.assert_allclose(value, (keep * per_token * MASK).sum() / MASK.sum(), rtol=1e-5)
-    grad = jax.grad(lambda lp: corrected_loss(lp, None, **kw)[0])(jnp.asarray(LOGP))
+    grad = jax.grad(lambda lp: corrected_loss(lp, ROLLOUT, **kw)[0])(jnp.asarray(LOGP))
     np.testing.assert_allclose(grad, keep * d_logp * MASK / MASK.sum(), rtol=1e-5, atol=1e-8)
     assert float(metrics["off_policy_masked_fraction"]) == pytest.approx(1 - keep.mean())
 
 
 def test_update_masks_by_the_sampler_at_another_precision():
     """In the update (one per batch: pi_old is the update's own log-probs, no drift from
-    them) with rl.rollout_dtype set, the mask reads the sampler's log-probs."""
+    them) with grpo.rollout_dtype set, the mask reads the sampler's log-probs."""
     metrics, group, trainer = update_at_the_sampler(correction_cfg(
         rollout_correction="", rollout_dtype="bfloat16", off_policy_mask_threshold=0.05))
     rewards = group["rewards"].astype(np.float64)
@@ -230,13 +240,13 @@ def test_rollout_at_bfloat16_is_the_bfloat16_model():
 def test_option_checks():
     validate_config(base_config())  # off by default
     good = base_config()
-    good.rl.rollout_dtype, good.rl.rollout_correction = "bfloat16", "sequence_mask"
+    good.grpo.rollout_dtype, good.grpo.rollout_correction = "bfloat16", "sequence_mask"
     validate_config(good)
     for key, value in [("rollout_dtype", "float16"), ("rollout_correction", "token"),
                        ("rollout_correction_max", 0.9), ("rollout_correction_min", 1.2),
                        ("rollout_correction_min", -0.1)]:
         bad = base_config()
-        bad.rl.rollout_correction = "token_mask"
-        bad.rl[key] = value
-        with pytest.raises(ValueError, match=rf"rl\.{key}"):
+        bad.grpo.rollout_correction = "token_mask"
+        bad.grpo[key] = value
+        with pytest.raises(ValueError, match=rf"grpo\.{key}"):
             validate_config(bad)

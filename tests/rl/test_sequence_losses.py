@@ -12,6 +12,7 @@ import pytest
 
 from sallm_jax.configs.base import base_config
 from sallm_jax.rl.grpo import grpo_loss
+from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.validate import validate_config
 
 RNG = np.random.default_rng(5)
@@ -25,9 +26,11 @@ EPS, EPS_HIGH = 0.2, 0.28
 VESPO = dict(vespo_k_pos=2.0, vespo_lambda_pos=3.0, vespo_k_neg=3.0, vespo_lambda_neg=2.0)
 
 
-def loss(logp, old=OLD, adv=ADV, mask=MASK, **kw):
+def loss(logp, old=OLD, adv=ADV, mask=MASK, rollout_logp=None, **keys):
+    """The loss under the `grpo` keys `keys`, with the clip range (EPS, EPS_HIGH)."""
+    settings = LossSettings.from_section({"epsilon": EPS, "epsilon_high": EPS_HIGH, **keys})
     return grpo_loss(jnp.asarray(logp), jnp.asarray(old), None, jnp.asarray(adv),
-                     jnp.asarray(mask), epsilon=EPS, epsilon_high=EPS_HIGH, **kw)
+                     jnp.asarray(mask), settings, rollout_logp=rollout_logp)
 
 
 def grad(logp, **kw):
@@ -36,7 +39,7 @@ def grad(logp, **kw):
 
 # LUSPO (TRL's loss_type="luspo"): s_i = exp(mean_t log pi_theta / pi_old) (GSPO's ratio),
 # J = 1/N sum_i |o_i| min(s_i A_i, clip(s_i, 1 - eps, 1 + eps_high) A_i).
-LUSPO = dict(loss_type="luspo", importance_sampling_level="sequence", aggregation="grpo")
+LUSPO = dict(loss_type="luspo", importance_sampling_level="sequence", loss_aggregation="grpo")
 
 
 def numpy_luspo(logp, old, adv, mask):
@@ -125,7 +128,11 @@ def test_vespo_folds_the_rollout_weights_into_its_sequence_weight():
     weights[1, 3] = 0.0
     with np.errstate(divide="ignore"):
         value, d = numpy_vespo(LOGP, OLD, ADV, MASK, np.log(weights))
-    kw = dict(loss_type="vespo", rollout_weights=jnp.asarray(weights), **VESPO)
+    # The sampler's log-probs whose token-level correction (no bounds) gives these weights.
+    with np.errstate(divide="ignore"):
+        rollout = jnp.asarray(OLD - np.log(weights))
+    kw = dict(loss_type="vespo", rollout_correction="token_truncate", rollout_correction_min=0.0,
+              rollout_correction_max=0.0, rollout_logp=rollout, **VESPO)
     np.testing.assert_allclose(loss(LOGP, **kw)[0], value, rtol=1e-5)
     np.testing.assert_allclose(grad(LOGP, **kw), d, rtol=1e-5, atol=1e-8)
     assert np.abs(d[1]).max() < 1e-20  # W ~ 1e-8: phi ~ 1e-24
@@ -133,11 +140,11 @@ def test_vespo_folds_the_rollout_weights_into_its_sequence_weight():
 
 def test_option_checks():
     good = base_config()
-    good.rl.loss_type, good.rl.importance_sampling_level = "luspo", "sequence"
-    good.rl.loss_aggregation = "grpo"
+    good.grpo.loss_type, good.grpo.importance_sampling_level = "luspo", "sequence"
+    good.grpo.loss_aggregation = "grpo"
     validate_config(good)
     good = base_config()
-    good.rl.loss_type, good.rl.rollout_correction = "vespo", "token_mask"
+    good.grpo.loss_type, good.grpo.rollout_correction = "vespo", "token_mask"
     validate_config(good)
     for key, value, settings in [
             ("importance_sampling_level", "token", {"loss_type": "luspo",
@@ -149,7 +156,7 @@ def test_option_checks():
             ("vespo_lambda_neg", 0.0, {"loss_type": "vespo"}),
             ("vespo_k_pos", -1.0, {"loss_type": "vespo"})]:
         bad = base_config()
-        bad.rl.update(settings)
-        bad.rl[key] = value
-        with pytest.raises(ValueError, match=rf"rl\.{key}"):
+        bad.grpo.update(settings)
+        bad.grpo[key] = value
+        with pytest.raises(ValueError, match=rf"grpo\.{key}"):
             validate_config(bad)

@@ -42,7 +42,7 @@ def test_bookkeeping_and_task_settings_keep_the_key():
     reference = base_directory(get_config("tiny"), CACHE)
     cfg = get_config("tiny")
     cfg.base.log_every, cfg.base.checkpoint_every = 7, 33
-    cfg.seed, cfg.rl.learning_rate, cfg.sft.steps = 5, 1e-5, 3  # the arms, not the base
+    cfg.seed, cfg.grpo.learning_rate, cfg.sft.steps = 5, 1e-5, 3  # the arms, not the base
     cfg.data.name = "embedded_ast"
     assert base_directory(cfg, CACHE) == reference
 

@@ -1,4 +1,4 @@
-"""A collapse like rl.learning_rate=1e4's is announced while it happens, though it stays below the
+"""A collapse like grpo.learning_rate=1e4's is announced while it happens, though it stays below the
 absolute bands (KL 1.0, gradient norm 1e3): a gradient norm or KL far above its own recent
 median, and a validation score that falls to half the best or lower, are warnings."""
 

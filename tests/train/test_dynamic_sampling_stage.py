@@ -1,4 +1,4 @@
-"""rl.dynamic_sampling in the GRPO stage: with a reward constant on some prompts, those groups
+"""grpo.dynamic_sampling in the GRPO stage: with a reward constant on some prompts, those groups
 never reach the update and the batch is refilled from later draws, in the order of the data
 stream (restated here from the training plan); a short batch trains on what it kept and logs
 the shortfall; mixed-policy groups and steps_per_generation go with it; a checkpoint inside a
@@ -44,17 +44,17 @@ def flat_on_some_prompts(completion: str, example: dict) -> float:
 def train(workdir, small_sqa, *, steps=4, max_draws=3):
     rows, tok = small_sqa
     cfg = get_config("smoke")
-    cfg.rl.steps, cfg.rl.log_every, cfg.rl.checkpoint_every = steps, 1, 1
-    cfg.rl.log_completions_every, cfg.rl.eval_every, cfg.rl.beta = 1, 0, 0.0
-    cfg.rl.steps_per_generation, cfg.rl.num_off_policy = 2, 1
-    cfg.rl.learning_rate, cfg.rl.warmup_steps = 1e-2, 0
-    cfg.rl.reward_fns = (f"{__name__}:flat_on_some_prompts",)
-    cfg.rl.dynamic_sampling, cfg.rl.dynamic_sampling_max_draws = True, max_draws
+    cfg.grpo.steps, cfg.grpo.log_every, cfg.grpo.checkpoint_every = steps, 1, 1
+    cfg.grpo.log_completions_every, cfg.grpo.eval_every, cfg.grpo.beta = 1, 0, 0.0
+    cfg.grpo.steps_per_generation, cfg.grpo.num_off_policy = 2, 1
+    cfg.grpo.learning_rate, cfg.grpo.warmup_steps = 1e-2, 0
+    cfg.grpo.reward_fns = (f"{__name__}:flat_on_some_prompts",)
+    cfg.grpo.dynamic_sampling, cfg.grpo.dynamic_sampling_max_draws = True, max_draws
     mcfg = model_config(cfg, tok)
     graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
-    spec = batch_spec(cfg, mcfg, "rl.batch_size", cfg.rl.max_completion_length)
+    spec = batch_spec(cfg, mcfg, "grpo.batch_size", cfg.grpo.max_completion_length)
     chat = qwen2_audio_chat(tok)
-    trained = run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
+    trained = run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,
                        ref_params=None, rows=rows["train"], chat=chat, spec=spec,
                        workdir=workdir, seed=0,
                        partitioner=Partitioner(make_mesh({"data": -1}), ()))
@@ -103,9 +103,9 @@ def check_steps(cfg, records, logged, expected):
 
 def test_flat_groups_are_dropped_and_the_batch_refilled(tmp_path, small_sqa):
     cfg, params, records, logged, plan, rows = train(tmp_path / "run", small_sqa)
-    expected = expected_steps(plan, rows, cfg.rl.batch_size, cfg.rl.steps, 3)
+    expected = expected_steps(plan, rows, cfg.grpo.batch_size, cfg.grpo.steps, 3)
     # Some step could not train on its first draw: flat prompts were replaced.
-    assert any(drawn > cfg.rl.batch_size for _, drawn, _ in expected)
+    assert any(drawn > cfg.grpo.batch_size for _, drawn, _ in expected)
     check_steps(cfg, records, logged, expected)
 
     # Resume from the checkpoint inside the second generation (after step 3): the same records
@@ -123,6 +123,6 @@ def test_a_batch_short_after_its_draws_trains_on_what_it_kept(tmp_path, small_sq
     """One draw per step: a flat prompt is not replaced, its slot leaves the loss (and the
     completions table), and the shortfall is logged."""
     cfg, _, records, logged, plan, rows = train(tmp_path / "run", small_sqa, max_draws=1)
-    expected = expected_steps(plan, rows, cfg.rl.batch_size, cfg.rl.steps, 1)
+    expected = expected_steps(plan, rows, cfg.grpo.batch_size, cfg.grpo.steps, 1)
     assert any(short > 0 for _, _, short in expected)
     check_steps(cfg, records, logged, expected)

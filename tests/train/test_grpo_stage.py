@@ -24,16 +24,16 @@ pytestmark = pytest.mark.slow
 def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa):
     rows, tok = small_sqa
     cfg = get_config("smoke")
-    cfg.rl.steps, cfg.rl.log_every = 2, 1
-    cfg.rl.beta = 0.0
-    cfg.rl.num_off_policy = 1
+    cfg.grpo.steps, cfg.grpo.log_every = 2, 1
+    cfg.grpo.beta = 0.0
+    cfg.grpo.num_off_policy = 1
     mcfg = model_config(cfg, tok)
     graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     # beta = 0 and a reference that cannot be used: any reference forward pass would fail.
-    run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
+    run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,
              ref_params=jax.tree.map(lambda x: None, params), rows=rows["train"],
-             chat=qwen2_audio_chat(tok), spec=batch_spec(cfg, mcfg, "rl.batch_size",
-                                            cfg.rl.max_completion_length),
+             chat=qwen2_audio_chat(tok), spec=batch_spec(cfg, mcfg, "grpo.batch_size",
+                                            cfg.grpo.max_completion_length),
              workdir=tmp_path, seed=0, partitioner=Partitioner(make_mesh({"data": -1}), ()))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     assert [r["step"] for r in records] == [1, 2]
@@ -46,7 +46,7 @@ def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa)
         assert 0.0 <= r["logp_diff/mean"] <= r["logp_diff/max"] < 1e-5
         assert 0.0 < r["entropy"] <= np.log(mcfg.text.vocab_size) + 1e-3
         assert (1 <= r["completion_length/min"] <= r["completion_length"]
-                <= r["completion_length/max"] <= cfg.rl.max_completion_length)
+                <= r["completion_length/max"] <= cfg.grpo.max_completion_length)
         assert r["clip_fraction/low"] + r["clip_fraction/high"] == pytest.approx(
             r["clip_fraction"])
     # The completions table: every group of each step, rewards as sacrebleu scores them, the
@@ -54,14 +54,15 @@ def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa)
     logged = [json.loads(line) for line in (tmp_path / "completions.jsonl").open()]
     assert [r["step"] for r in logged] == [1, 2]
     for record in logged:
-        assert len(record["groups"]) == cfg.rl.batch_size
+        assert len(record["groups"]) == cfg.grpo.batch_size
         for group in record["groups"]:
             samples = group["samples"]
             rewards = np.array([s["reward"] for s in samples])
             np.testing.assert_allclose([s["advantage"] for s in samples],
                                        rewards - rewards.mean(), atol=1e-6)
-            assert [s["off_policy"] for s in samples] == [False] * (cfg.rl.group_size - 1) + [True]
-            # (cut at rl.max_completion_length tokens, as the update sees it)
+            off_policy = [s["off_policy"] for s in samples]
+            assert off_policy == [False] * (cfg.grpo.group_size - 1) + [True]
+            # (cut at grpo.max_completion_length tokens, as the update sees it)
             assert group["reference"].startswith(samples[-1]["completion"])
             for s in samples:
                 bleu = sacrebleu.sentence_bleu(s["completion"], [group["reference"]]).score
@@ -71,17 +72,17 @@ def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa)
 def test_lora_grpo_trains_adapters_only_against_the_adapter_free_reference(tmp_path, small_sqa):
     rows, tok = small_sqa
     cfg = get_config("smoke")
-    cfg.rl.steps, cfg.rl.log_every, cfg.rl.beta = 3, 1, 0.04
-    cfg.rl.learning_rate, cfg.rl.warmup_steps = 1e-2, 1
+    cfg.grpo.steps, cfg.grpo.log_every, cfg.grpo.beta = 3, 1, 0.04
+    cfg.grpo.learning_rate, cfg.grpo.warmup_steps = 1e-2, 1
     model = SpeechLM(model_config(cfg, tok), rngs=nnx.Rngs(0))
     apply_lora(model, rank=4, alpha=8.0, rngs=nnx.Rngs(1))
     graphdef, adapters, frozen = nnx.split(model, trainable_filter("adapters"), ...)
     base = jax.tree.map(np.asarray, frozen)
     before = jax.tree.map(np.asarray, adapters)
-    trained = run_grpo(cfg.rl, graphdef=graphdef, params=adapters, frozen=frozen,
+    trained = run_grpo(cfg.grpo, graphdef=graphdef, params=adapters, frozen=frozen,
                        ref_params=None, rows=rows["train"], chat=qwen2_audio_chat(tok),
-                       spec=batch_spec(cfg, model_config(cfg, tok), "rl.batch_size",
-                                       cfg.rl.max_completion_length),
+                       spec=batch_spec(cfg, model_config(cfg, tok), "grpo.batch_size",
+                                       cfg.grpo.max_completion_length),
                        workdir=tmp_path, seed=0,
                        partitioner=Partitioner(make_mesh({"data": -1}), ()))
     # Only adapters are in the train state; the base weights are untouched.

@@ -18,12 +18,13 @@ pytestmark = pytest.mark.slow
 def train(workdir, small_sqa, steps=3):
     """GRPO steps of the smoke preset with both options on: (params, records)."""
     cfg = get_config("smoke")
-    cfg.rl.steps, cfg.rl.log_every, cfg.rl.checkpoint_every = steps, 1, 1
-    cfg.rl.learning_rate, cfg.rl.warmup_steps, cfg.rl.reward_fns = 1e-2, 0, ("chrf",)
-    cfg.rl.use_adaptive_entropy, cfg.rl.entropy_coef, cfg.rl.entropy_target = True, 0.01, 100.0
-    cfg.rl.entropy_coef_max = 0.02
-    cfg.rl.rollout_dtype, cfg.rl.rollout_correction = "bfloat16", "token_truncate"
-    cfg.rl.rollout_correction_min, cfg.rl.rollout_correction_max = 0.999, 1.001
+    cfg.grpo.steps, cfg.grpo.log_every, cfg.grpo.checkpoint_every = steps, 1, 1
+    cfg.grpo.learning_rate, cfg.grpo.warmup_steps, cfg.grpo.reward_fns = 1e-2, 0, ("chrf",)
+    cfg.grpo.use_adaptive_entropy, cfg.grpo.entropy_coef = True, 0.01
+    cfg.grpo.entropy_target = 100.0
+    cfg.grpo.entropy_coef_max = 0.02
+    cfg.grpo.rollout_dtype, cfg.grpo.rollout_correction = "bfloat16", "token_truncate"
+    cfg.grpo.rollout_correction_min, cfg.grpo.rollout_correction_max = 0.999, 1.001
     validate_config(cfg)
     return run_smoke_grpo(cfg, workdir, small_sqa)
 

@@ -17,7 +17,8 @@ from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.train.grpo_step import make_grpo_update, make_logprob_fn
+from sallm_jax.rl.grpo_settings import GRPOSettings
+from sallm_jax.train.grpo_update import make_grpo_update, make_logprob_fn
 from sallm_jax.train.microbatch import join_prompts, split_prompts
 from sallm_jax.train.state import sharded_train_state
 
@@ -58,7 +59,8 @@ def one_update(cfg, batch, group) -> dict:
     graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     tx = optax.sgd(1e-2)
     state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
-    update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
+    update = make_grpo_update(graphdef, tx, GRPOSettings.from_section(cfg),
+                              partitioner, shardings,
                               partitioner.param_shardings(frozen))
     return update(state, frozen, partitioner.to_global(batch), partitioner.to_global(group),
                   None, None)[1]
@@ -96,14 +98,15 @@ def test_micro_batches_match_full_batch(aggregation):
     batch, group, ref = inputs()
     results = []
     for micro in (0, 1):
-        cfg = base_config().rl  # the defaults of every other GRPO setting
+        cfg = base_config().grpo  # the defaults of every other GRPO setting
         cfg.update({
             "group_size": G, "temperature": 1.0, "scale_rewards": "group", "epsilon": 0.2,
             "epsilon_high": 0.2, "beta": 0.04, "loss_aggregation": aggregation,
             "importance_sampling_level": "token", "num_off_policy": 0,
             "micro_batch_size": micro})
         state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
-        update = make_grpo_update(graphdef, tx, cfg, partitioner, shardings,
+        update = make_grpo_update(graphdef, tx, GRPOSettings.from_section(cfg),
+                                  partitioner, shardings,
                                   partitioner.param_shardings(frozen))
         for _ in range(2):  # the second step starts from updated parameters
             state, metrics = update(state, frozen, partitioner.to_global(batch),
@@ -143,7 +146,7 @@ def test_update_diagnostics_and_per_reward_advantages_with_and_without_micro_bat
     expected_loss = -(advantages[:, None] * m).sum() / m.sum()
     gap = np.abs(group["rollout_logp"] - logp)[m > 0]
     for micro in (0, 1):
-        cfg = base_config().rl
+        cfg = base_config().grpo
         cfg.update({"group_size": G, "beta": 0.0, "scale_rewards": "group",
                     "multi_reward_normalization": "per_reward", "reward_weights": (1.0, 0.5),
                     "reward_fns": ("bleu", "chrf"), "micro_batch_size": micro})

@@ -1,4 +1,4 @@
-"""rl.sync_ref_model in the GRPO stage: the reference kept in the checkpoints is TR-DPO's mix
+"""grpo.sync_ref_model in the GRPO stage: the reference kept in the checkpoints is TR-DPO's mix
 alpha x policy + (1 - alpha) x reference at every ref_model_sync_steps-th update (restated in
 NumPy from the checkpointed policy and the starting parameters) and unchanged between syncs; a
 resume goes on from the checkpointed reference exactly; alpha = 1 every update makes the
@@ -28,17 +28,19 @@ def train(workdir, small_sqa, *, steps, alpha, every, sync=True):
     """(starting params, final params, records) of a GRPO run with a moving reference."""
     rows, tok = small_sqa
     cfg = get_config("smoke")
-    cfg.rl.steps, cfg.rl.log_every, cfg.rl.checkpoint_every, cfg.rl.eval_every = steps, 1, 1, 0
-    cfg.rl.beta, cfg.rl.learning_rate, cfg.rl.warmup_steps = 0.04, 1e-2, 0
-    cfg.rl.reward_fns = ("chrf",)  # a spread on an untrained model: every update moves
-    cfg.rl.sync_ref_model = sync
-    cfg.rl.ref_model_mixup_alpha, cfg.rl.ref_model_sync_steps = alpha, every
+    cfg.grpo.steps, cfg.grpo.log_every, cfg.grpo.checkpoint_every = steps, 1, 1
+    cfg.grpo.eval_every = 0
+    cfg.grpo.beta, cfg.grpo.learning_rate, cfg.grpo.warmup_steps = 0.04, 1e-2, 0
+    cfg.grpo.reward_fns = ("chrf",)  # a spread on an untrained model: every update moves
+    cfg.grpo.sync_ref_model = sync
+    cfg.grpo.ref_model_mixup_alpha, cfg.grpo.ref_model_sync_steps = alpha, every
     mcfg = model_config(cfg, tok)
     graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     start = jax.tree.map(np.asarray, params)
-    trained = run_grpo(cfg.rl, graphdef=graphdef, params=params, frozen=frozen,
+    trained = run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,
                        ref_params=params, rows=rows["train"], chat=qwen2_audio_chat(tok),
-                       spec=batch_spec(cfg, mcfg, "rl.batch_size", cfg.rl.max_completion_length),
+                       spec=batch_spec(cfg, mcfg, "grpo.batch_size",
+                                       cfg.grpo.max_completion_length),
                        workdir=workdir, seed=0,
                        partitioner=Partitioner(make_mesh({"data": -1}), ()))
     records = [{k: v for k, v in json.loads(line).items()

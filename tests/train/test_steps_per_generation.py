@@ -1,4 +1,4 @@
-"""rl.steps_per_generation: a generation's first update is the one plain GRPO makes on the same
+"""grpo.steps_per_generation: a generation's first update is the one plain GRPO makes on the same
 prompts; the ratio is live (not 1) only from its second update on; a checkpoint inside a
 generation resumes to the uninterrupted result exactly."""
 
@@ -17,11 +17,11 @@ pytestmark = pytest.mark.slow
 def train(workdir, small_sqa, steps_per_generation, steps=4):
     """GRPO steps on the smoke preset from one fixed initialisation: (params, records)."""
     cfg = get_config("smoke")
-    cfg.rl.steps, cfg.rl.log_every, cfg.rl.checkpoint_every = steps, 1, 1
-    cfg.rl.steps_per_generation, cfg.rl.beta = steps_per_generation, 0.0
+    cfg.grpo.steps, cfg.grpo.log_every, cfg.grpo.checkpoint_every = steps, 1, 1
+    cfg.grpo.steps_per_generation, cfg.grpo.beta = steps_per_generation, 0.0
     # The full rate from the first update on, and a reward with a spread on an untrained
     # model (chrF; BLEU would be 0 everywhere), so that every update moves the parameters.
-    cfg.rl.learning_rate, cfg.rl.warmup_steps, cfg.rl.reward_fns = 1e-2, 0, ("chrf",)
+    cfg.grpo.learning_rate, cfg.grpo.warmup_steps, cfg.grpo.reward_fns = 1e-2, 0, ("chrf",)
     return run_smoke_grpo(cfg, workdir, small_sqa)
 
 

@@ -89,7 +89,7 @@ def group(step: int) -> dict:
 
 
 SETTINGS = WandbSettings(project="sallm_jax_test", entity="", name="run",
-                         config={"rl": {"beta": 0.02}})
+                         config={"grpo": {"beta": 0.02}})
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_settings_follow_the_logging_section(tmp_path):
     cfg.logging.wandb = True
     settings = wandb_settings(cfg, tmp_path / "exp1")
     assert (settings.project, settings.name, settings.entity) == ("sallm_jax", "exp1", "")
-    assert settings.config["rl"]["beta"] == cfg.rl.beta
+    assert settings.config["grpo"]["beta"] == cfg.grpo.beta
     cfg.logging.wandb_run_name = "named"
     assert wandb_settings(cfg, tmp_path / "exp1").name == "named"
 
