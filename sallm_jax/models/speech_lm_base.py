@@ -1,17 +1,47 @@
-"""What every speech-aware LM here shares: placing audio embeddings into the token sequence,
-and the full forward from token ids and audio features.
+"""What every speech-aware LM here shares: the `SpeechLM` protocol that training and RL code
+is typed against, placing audio embeddings into the token sequence, and the full forward from
+token ids and audio features.
 
-A family (`SpeechLM`, `GraniteSpeechLM`) provides `audio_features`, `encode_audio`, `embed`
-and a `language_model` whose call takes (inputs_embeds, positions, key_mask, cache,
-cache_index); this mixin adds `forward_embeds` and `__call__` on top.
+A family's model (`qwen2_audio.model.SpeechLM`, `GraniteSpeechLM`) provides `audio_features`,
+`encode_audio`, `embed` and a `language_model` whose call takes (inputs_embeds, positions,
+key_mask, cache, cache_index); the `SpeechLMForward` mixin adds `encode_batch_audio`, `prefill`,
+`forward_embeds` and `__call__` on top.
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from sallm_jax.models.kv_cache import KVCache, SharedPrefix, init_cache
+
+
+class SpeechLM(Protocol):
+    """A speech-aware LM of any registered family, as training, RL and evaluation use it."""
+
+    config: Any  # the family's config: .text (the decoder's sizes), .audio_token_id
+    language_model: Any  # the decoder: .embed(ids), .logits(hidden states)
+
+    def audio_features(self, waveforms: jax.Array,
+                       num_samples: jax.Array) -> tuple[jax.Array, jax.Array]: ...
+
+    def encode_audio(self, features: jax.Array, feature_lengths: jax.Array) -> jax.Array: ...
+
+    def embed(self, input_ids: jax.Array,
+              audio_embeds: jax.Array | None = None) -> jax.Array: ...
+
+    def encode_batch_audio(self, batch: dict[str, jax.Array]) -> jax.Array | None: ...
+
+    def prefill(self, batch: dict[str, jax.Array],
+                audio_embeds: jax.Array | None = None) -> tuple[jax.Array, SharedPrefix]: ...
+
+    def forward_embeds(self, inputs_embeds: jax.Array, positions: jax.Array,
+                       key_mask: jax.Array, cache: KVCache | None = None,
+                       cache_index: jax.Array | int = 0, last_only: bool = False,
+                       prefix: SharedPrefix | None = None,
+                       ) -> tuple[jax.Array, KVCache | None]: ...
 
 
 def check_audio_token_id(config) -> None:

@@ -13,8 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sallm_jax.models.lora import set_lora_enabled
-from sallm_jax.models.qwen2_audio.model import SpeechLM
-from sallm_jax.models.speech_lm_base import positions_from_mask
+from sallm_jax.models.speech_lm_base import SpeechLM, positions_from_mask
 
 
 def merge_policy(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,

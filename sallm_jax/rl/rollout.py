@@ -18,7 +18,7 @@ from flax import nnx
 from sallm_jax.models.kv_cache import init_cache
 from sallm_jax.models.layer_scan import compiler_options
 from sallm_jax.models.precision import set_compute_dtype
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.speech_lm_base import SpeechLM
 from sallm_jax.rl.policy import merge_policy
 from sallm_jax.rl.sampling import sample_token, seen_tokens
 

@@ -19,6 +19,7 @@ from sallm_jax.models.granite_speech.config import (
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
+from sallm_jax.models.speech_lm_base import SpeechLM
 
 VOCAB, AUDIO_ID = 300, 3
 
@@ -84,3 +85,17 @@ def test_an_audio_token_outside_the_vocabulary_is_refused(name):
     config = family.from_sizes(sizes["audio"], sizes["text"], VOCAB, VOCAB)
     with pytest.raises(ValueError, match=f"audio_token_id={VOCAB} lies outside the vocabulary"):
         jax.eval_shape(lambda: family.model_class(config, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize("name", sorted(families()))
+def test_every_family_model_is_a_speech_lm(name):
+    """What rl/, train/ and eval/ call (the `SpeechLM` protocol) each family's model has."""
+    family = families()[name]
+    sizes = family.tiny_sizes()
+    config = family.from_sizes(sizes["audio"], sizes["text"], VOCAB, AUDIO_ID)
+    model = jax.eval_shape(lambda: family.model_class(config, rngs=nnx.Rngs(0)))
+    members = [n for n in vars(SpeechLM) if not n.startswith("_")] + list(
+        SpeechLM.__annotations__)
+    assert {"prefill", "forward_embeds", "encode_batch_audio", "config"} <= set(members)
+    missing = [n for n in members if not hasattr(model, n)]
+    assert missing == [], missing
