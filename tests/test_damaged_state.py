@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sallm_jax import grpo_vs_sft, stages
+from sallm_jax import grpo_vs_sft
 from sallm_jax.configs.base import apply_smoke, base_config
 from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.stages import base_model, common
 from sallm_jax.train import base
 from sallm_jax.user_errors import UserError
 from tests.train.test_loop import Steps, make_loop
@@ -107,8 +108,8 @@ def fake_build(monkeypatch, built: float):
         calls.append("heldout")
         return {"wer": 50.0, "num_examples": 4}
 
-    monkeypatch.setattr(stages, "run_sft", run_sft)
-    monkeypatch.setattr(stages, "evaluate", evaluate)
+    monkeypatch.setattr(base_model, "run_sft", run_sft)
+    monkeypatch.setattr(base_model, "evaluate", evaluate)
     return calls
 
 
@@ -126,7 +127,7 @@ def test_a_damaged_base_cache_is_built_again(tmp_path, monkeypatch, caplog, dama
     experiment = base_experiment(tmp_path)
     directory = experiment.base_dir
     fake_build(monkeypatch, built=1.0)
-    stages.train_base(experiment, "base", params_of(0.0))
+    base_model.train_base(experiment, "base", params_of(0.0))
     assert base.is_built(directory)
     if damage == "params cut short":
         cut_short(directory / "params")
@@ -139,14 +140,14 @@ def test_a_damaged_base_cache_is_built_again(tmp_path, monkeypatch, caplog, dama
         (directory / "base.json").write_text(record[:len(record) // 2])
     calls = fake_build(monkeypatch, built=1.0)
     with caplog.at_level(logging.WARNING):
-        params = stages.train_base(experiment, "base", params_of(0.0))
+        params = base_model.train_base(experiment, "base", params_of(0.0))
     np.testing.assert_array_equal(np.asarray(params["w"][...]), [1.0, 1.0, 1.0])
     assert calls == ["train", "heldout"], calls  # built again, not loaded
     assert str(directory) in caplog.text
     record = json.loads((directory / "base.json").read_text())
     assert record["heldout_asr"]["wer"] == 50.0
     calls.clear()  # a third start loads the rebuilt cache
-    params = stages.train_base(experiment, "base", params_of(0.0))
+    params = base_model.train_base(experiment, "base", params_of(0.0))
     assert calls == [] and float(params["w"][0]) == 1.0
 
 
@@ -154,7 +155,7 @@ def test_a_damaged_finished_stage_is_trained_again(tmp_path, caplog):
     experiment = types.SimpleNamespace(workdir=tmp_path, partitioner=PARTITIONER)
     trained = []
 
-    @stages.kept_in_workdir
+    @common.kept_in_workdir
     def train(experiment, name, start):
         trained.append(name)
         return params_of(2.0)
