@@ -37,13 +37,10 @@ def grpo_section() -> ml_collections.ConfigDict:
     # importance_sampling_level "sequence" and loss_aggregation "grpo") and "vespo" (REINFORCE
     # weighted by the gamma kernel W^k exp(lambda (1 - W)) of the sequence's importance
     # weight W; k, lambda below for positive and negative advantages; token-level ratios) are
-    # TRL's. Each term reads only its own keys.
+    # TRL's. Each term reads only its own keys, whose defaults its settings dataclass holds
+    # (delta 0.0; sapo_tau_pos 1.0, sapo_tau_neg 1.05; vespo_k_pos 2.0, vespo_lambda_pos 3.0,
+    # vespo_k_neg 3.0, vespo_lambda_neg 2.0), added below by `term_defaults`.
     c.loss_type = "grpo"
-    c.delta = 0.0
-    c.sapo_tau_pos = 1.0
-    c.sapo_tau_neg = 1.05
-    c.vespo_k_pos, c.vespo_lambda_pos = 2.0, 3.0
-    c.vespo_k_neg, c.vespo_lambda_neg = 3.0, 2.0
     # Keep only the top fraction of completion tokens by the policy's entropy in the policy
     # term (the high-entropy "forking" tokens carry the signal; 1.0 keeps all, 0.2 is the
     # paper's), and an entropy bonus weight (0: off) against entropy collapse.
