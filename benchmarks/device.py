@@ -52,9 +52,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from sallm_jax.configs.base import base_config
 
 from benchmarks.timing import Row, Stat
-from sallm_jax.configs.base import base_config
+from sallm_jax.commands.step_memory import PlanInputs, plan_memory
 from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.models.attention import set_fused_attention
@@ -74,7 +75,6 @@ from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.grpo_settings import GRPOSettings
 from sallm_jax.rl.policy import completion_logprobs, merge_policy
-from sallm_jax.step_memory import PlanInputs, plan_memory
 from sallm_jax.train.grpo_step import GRPOStep
 from sallm_jax.train.state import make_optimizer, sharded_train_state
 
@@ -413,7 +413,8 @@ def paper_step(config: GraniteSpeechConfig, shapes: Shapes, emit: Callable[[Row]
         emit(row("peak device memory", "GiB", [stats["peak_bytes_in_use"] / GIB],
                  plan.total / GIB, "plan_memory prediction",
                  "memory_stats()['peak_bytes_in_use'] over the whole run; prediction "
-                 "= `python -m sallm_jax.plan_memory --preset granite_speech_2b --remat full "
+                 "= `python -m sallm_jax.commands.plan_memory --preset granite_speech_2b "
+                 "--remat full "
                  f"--lora_rank {lora_rank} --prompt_len {prompt_len} ...`"))
 
     if attention:

@@ -5,7 +5,8 @@ of its parameters.
 
 A random Qwen2-Audio checkpoint at Qwen2-Audio-7B's widths, with `--layers` encoder and decoder
 layers (1.51 B parameters at one layer: the 156,032-row embedding and head are most of it), is
-written block by block in float32 (`sallm_jax.random_checkpoint.write_random_weights`). A fresh
+written block by block in float32
+(`sallm_jax.commands.random_checkpoint.write_random_weights`). A fresh
 process then imports the package, notes its resident memory, loads the directory with
 `load_checkpoint(dtype=...)`, and reads the peak (VmHWM). It then resets the peak
 (/proc/self/clear_refs), exports the model with `export_hf` and reads it again. Both peaks are
@@ -26,7 +27,7 @@ import time
 
 from flax import nnx
 
-from sallm_jax.random_checkpoint import preset_config, write_random_weights
+from sallm_jax.commands.random_checkpoint import preset_config, write_random_weights
 
 GIB = 1024**3
 

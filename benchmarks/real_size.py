@@ -5,7 +5,7 @@ against `plan_memory`'s prediction.
     python -m benchmarks.real_size --preset granite_speech_2b --dir /tmp/real_size
     python -m benchmarks.real_size --preset granite_speech_2b --layers 2 --encoder_layers 2
 
-1. `sallm_jax.random_checkpoint` writes the checkpoint (bfloat16, the preset's widths and
+1. `sallm_jax.commands.random_checkpoint` writes the checkpoint (bfloat16, the preset's widths and
    vocabulary; `--layers` / `--encoder_layers` cut the depth), unless it is there already.
 2. A small embedded spoken-QA set becomes the train / validation / test manifests.
 3. `sallm_jax.main --config=configs/sqa_grpo.py:paper`, cut to 2 SFT and 2 GRPO steps of
@@ -110,8 +110,9 @@ def predicted_bytes(checkpoint: pathlib.Path, prompts: int) -> int:
     """plan_memory's total for this run's GRPO step on one device: prompts of the paper
     preset's text limit plus the audio tokens of the run's one bucket."""
     from sallm_jax.configs.sqa_grpo import get_config
+
+    from sallm_jax.commands.step_memory import PlanInputs, plan_memory
     from sallm_jax.models.families import family_for_hf_config, num_audio_tokens
-    from sallm_jax.step_memory import PlanInputs, plan_memory
 
     hf = json.loads((checkpoint / "config.json").read_text())
     config = family_for_hf_config(hf).config_from_hf(hf)
@@ -138,7 +139,7 @@ EXPORT = """
 import json, pathlib, sys, time
 import ml_collections
 from flax import nnx
-from sallm_jax.experiment import build_model
+from sallm_jax.run.experiment import build_model
 from sallm_jax.models.hub.export import export_hf
 from sallm_jax.models.lora import trainable_filter
 from sallm_jax.parallel.mesh import make_mesh
@@ -165,7 +166,7 @@ def measure(directory: pathlib.Path, preset: str, layers: int | None,
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1",
            "SALLM_JAX_CACHE": str(directory / "cache")}
     if not (checkpoint / "model.safetensors").exists():
-        from sallm_jax.random_checkpoint import write_random_checkpoint
+        from sallm_jax.commands.random_checkpoint import write_random_checkpoint
 
         figures["written"] = write_random_checkpoint(checkpoint, preset, layers=layers,
                                                      encoder_layers=encoder_layers)

@@ -57,21 +57,21 @@ COMMANDS = {
         "--config=configs/sqa_grpo.py:smoke --workdir=runs/smoke --config.grpo.beta=0.04",
         absl=True),
     "compare": Command(
-        "sallm_jax.grpo_vs_sft",
+        "sallm_jax.commands.grpo_vs_sft",
         "GRPO against SFT from the same start and budget over seeds, each arm's learning rate "
         "chosen on validation; writes table.md and table.json",
         "--config=configs/sqa_grpo.py --seeds=0,1,2 --workdir=runs/gvs_sqa", absl=True),
     "parity": Command(
-        "sallm_jax.parity",
+        "sallm_jax.commands.parity",
         "largest logit difference between sallm_jax and transformers on a checkpoint "
         "(needs PyTorch); exits 1 above the tolerance",
         "--checkpoint path/to/Qwen2-Audio-7B-Instruct --tolerance 1e-4"),
     "plan-memory": Command(
-        "sallm_jax.plan_memory",
+        "sallm_jax.commands.plan_memory",
         "per-device memory of GRPO training on a mesh, from shapes alone",
         "--preset qwen2_audio_7b --mesh data=1,fsdp=4,tensor=1 --device h100"),
     "random-checkpoint": Command(
-        "sallm_jax.random_checkpoint",
+        "sallm_jax.commands.random_checkpoint",
         "a complete random-weight checkpoint at a published config (weights, tokenizer, chat "
         "template, processor and generation files), for trying a run at that size",
         "--preset granite_speech_2b --dtype bfloat16 --out ckpt/granite_2b_random"),
@@ -139,7 +139,7 @@ def run(name: str, args: Sequence[str]) -> int:
     if command.absl:
         from absl import flags
 
-        from sallm_jax.user_errors import run_command
+        from sallm_jax.runtime.user_errors import run_command
 
         flags.mark_flags_as_required(["config"])
         try:

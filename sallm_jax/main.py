@@ -1,7 +1,7 @@
 """Entry point: `python -m sallm_jax.main --config=configs/sqa_grpo.py[:preset] [--workdir=DIR]`.
 
 The config file is found from any directory: `configs/sqa_grpo.py` (or the bare name
-`sqa_grpo`) names the shipped `sallm_jax/configs/sqa_grpo.py` (sallm_jax.config_file).
+`sqa_grpo`) names the shipped `configs/sqa_grpo.py` (sallm_jax.run.config_file).
 
 Config fields can be overridden on the command line, e.g. `--config.grpo.beta=0.02`.
 
@@ -19,10 +19,10 @@ import sys
 
 from absl import flags, logging
 
-from sallm_jax import user_errors
-from sallm_jax.config_file import config_stem, define_config_flag
-from sallm_jax.experiment import run_experiment
 from sallm_jax.rl.rewards import RewardFailing
+from sallm_jax.run.config_file import config_stem, define_config_flag
+from sallm_jax.run.experiment import run_experiment
+from sallm_jax.runtime import user_errors
 from sallm_jax.train.health import TrainingDiverged
 from sallm_jax.train.preemption import Preempted
 from sallm_jax.train.workdir_lock import WorkdirLocked

@@ -9,7 +9,8 @@ import tomllib
 
 import pytest
 
-from sallm_jax import cli, plan_memory
+from sallm_jax import cli
+from sallm_jax.commands import plan_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGPARSE_FLAGS = {"parity": "--checkpoint", "plan-memory": "--mesh", "report": "--preset",
@@ -62,7 +63,7 @@ def test_absl_commands_help_and_dispatch():
     compare = run_cli("compare", "--help")
     assert compare.returncode == 0 and "--seeds:" in compare.stdout and "--arms:" in compare.stdout
     # The rest of the line reaches the module's flags: --config is required, --arms checked;
-    # each mistake is one line and exit status 2 (sallm_jax.user_errors).
+    # each mistake is one line and exit status 2 (sallm_jax.runtime.user_errors).
     missing = run_cli("train")
     assert missing.returncode == 2 and missing.stderr.splitlines() == [
         "error: flag --config=None: Flag --config must have a value other than None."]

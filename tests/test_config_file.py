@@ -4,9 +4,9 @@ import pathlib
 
 import pytest
 
-from sallm_jax import config_file
+from sallm_jax.run import config_file
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "sallm_jax" / "configs"
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize("spec", ["configs/sqa_grpo.py:smoke", "sqa_grpo:smoke"])

@@ -14,15 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-from sallm_jax import grpo_vs_sft
 from sallm_jax.configs.base import apply_smoke, base_config
+
+from sallm_jax.commands import grpo_vs_sft
 from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.runtime.user_errors import UserError
 from sallm_jax.stages import base_model, common
 from sallm_jax.train import base
-from sallm_jax.user_errors import UserError
 from tests.train.test_loop import Steps, make_loop
 
 PARTITIONER = Partitioner(make_mesh({"data": -1}), ())

@@ -12,11 +12,11 @@ import subprocess
 import sys
 
 import pytest
-
 from sallm_jax.configs.aqa_grpo import get_config as aqa_config
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.data.bad_input import SkipLog
-from sallm_jax.run_splits import EmptySplit, check_rows_left, scored_splits, splits_used
+from sallm_jax.run.splits import EmptySplit, check_rows_left, scored_splits, splits_used
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's prefix: level, date, time

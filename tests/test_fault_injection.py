@@ -4,7 +4,7 @@ results.json, predictions, best-parameter records and per-step metrics as the sa
 alone.
 
 The kills follow the run, not the clock: SALLM_JAX_PAUSE_AT holds the run where a kill is due
-(`sallm_jax.stop_signal`) and logs it, and the kill is sent on that line, so on any machine
+(`sallm_jax.runtime.stop_signal`) and logs it, and the kill is sent on that line, so on any machine
 they land (1) inside SFT after step 3, between its checkpoints, (2) inside the write of GRPO's
 checkpoint 4, its files in Orbax's temporary folder, (3) inside GRPO after step 5, after its
 validation at 4, and (4) inside the evaluation of the GRPO policy, the other passes written.

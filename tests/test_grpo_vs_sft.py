@@ -2,11 +2,11 @@
 of training examples; each run is the arm's stage alone, from the start run's files."""
 
 import pytest
-
 from sallm_jax.configs.sqa_grpo import get_config
-from sallm_jax.grpo_vs_sft import arm_config, summarise
+
+from sallm_jax.commands.grpo_vs_sft import arm_config, summarise
+from sallm_jax.run.validate import validate_config
 from sallm_jax.train.base import base_directory, default_cache_dir
-from sallm_jax.validate import validate_config
 
 
 @pytest.mark.parametrize("arm", ["sft", "grpo", "mp_grpo", "grpo_base"])

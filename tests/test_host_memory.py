@@ -17,7 +17,7 @@ import pytest
 SCRIPT = """
 import sys
 import jax, jax.numpy as jnp
-from sallm_jax.host_memory import return_freed_arrays
+from sallm_jax.runtime.host_memory import return_freed_arrays
 
 def resident():
     with open("/proc/self/status") as f:
@@ -39,7 +39,7 @@ print((resident() - before) / 2**20)
 COMPILE = """
 import sys
 import jax, jax.numpy as jnp
-from sallm_jax.host_memory import return_freed_arrays, trim_after_compiles
+from sallm_jax.runtime.host_memory import return_freed_arrays, trim_after_compiles
 
 def resident():
     with open("/proc/self/status") as f:

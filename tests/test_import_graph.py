@@ -98,4 +98,5 @@ def test_the_package_imports_only_downward():
     assert layer_of("sallm_jax.eval.evaluate") == names.index("evaluation")
     assert layer_of("sallm_jax.metrics.text") == names.index("metrics")
     assert layer_of("sallm_jax.eval.draw_spread") == names.index("evaluation")
-    assert layer_of("sallm_jax.configs.base") == layer_of("sallm_jax.experiment") == len(LAYERS) - 1
+    top = len(LAYERS) - 1
+    assert layer_of("sallm_jax.configs.base") == layer_of("sallm_jax.run.experiment") == top

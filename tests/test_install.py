@@ -15,7 +15,6 @@ import sys
 import sysconfig
 
 import pytest
-
 from sallm_jax.configs.sqa_grpo import get_config
 
 pytestmark = pytest.mark.slow
@@ -58,7 +57,8 @@ def test_installed_wheel_runs_the_shipped_config(tmp_path, smoke_cache):
     env.update(JAX_PLATFORMS="cpu", SALLM_JAX_CACHE=str(smoke_cache))
 
     where = subprocess.run(
-        [python, "-c", "import sallm_jax, sallm_jax.config_file as c; print(sallm_jax.__file__);"
+        [python, "-c", "import sallm_jax, sallm_jax.run.config_file as c;"
+                       " print(sallm_jax.__file__);"
                        " print(c.resolve_config_file('configs/sqa_grpo.py:smoke'))"],
         cwd=elsewhere, env=env, check=True, capture_output=True, text=True).stdout.split()
     site = str(venv / "lib")

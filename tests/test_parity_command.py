@@ -1,4 +1,4 @@
-"""`python -m sallm_jax.parity` on a tiny random Qwen2-Audio checkpoint."""
+"""`python -m sallm_jax.commands.parity` on a tiny random Qwen2-Audio checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sallm_jax import parity  # noqa: E402
+from sallm_jax.commands import parity  # noqa: E402
 from tests.models.hf_tiny import save_qwen2_audio  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,10 +56,12 @@ def test_clear_message_without_torch(checkpoint, monkeypatch, capsys):
 
 
 def test_command_line_reports_a_missing_checkpoint(tmp_path):
-    """`python -m sallm_jax.parity` as a user runs it (the cheap path: no model is loaded)."""
+    """`python -m sallm_jax.commands.parity` as a user runs it (the cheap path: no model is
+    loaded)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
     result = subprocess.run(
-        [sys.executable, "-m", "sallm_jax.parity", "--checkpoint", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "sallm_jax.commands.parity", "--checkpoint",
+         str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
         env=env,

@@ -1,4 +1,4 @@
-"""The memory planner against hand-counted bytes (python -m sallm_jax.plan_memory)."""
+"""The memory planner against hand-counted bytes (python -m sallm_jax.commands.plan_memory)."""
 
 import dataclasses
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from sallm_jax import plan_memory as pm
-from sallm_jax import step_memory as sm
+from sallm_jax.commands import plan_memory as pm
+from sallm_jax.commands import step_memory as sm
 from sallm_jax.models.abstract import count_params
 from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
 from sallm_jax.models.qwen2_audio.model import SpeechLM

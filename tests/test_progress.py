@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 
-from sallm_jax.progress import StageProgress, duration, track
+from sallm_jax.runtime.progress import StageProgress, duration, track
 
 
 class Clock:

@@ -9,11 +9,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from sallm_jax.commands.random_checkpoint import chat_template, write_random_checkpoint
 from sallm_jax.data.chat_format import chat_format
 from sallm_jax.models.hub.load import load_checkpoint
 from sallm_jax.models.hub.safetensors_io import SafetensorsDir
 from sallm_jax.models.presets import get_preset
-from sallm_jax.random_checkpoint import chat_template, write_random_checkpoint
 
 # The git-lfs pointer of llama.cpp's models/templates/ibm-granite-granite-3.3-2B-Instruct.jinja
 # (a public copy of the Granite 3.3 instruct template): its sha256 and size.

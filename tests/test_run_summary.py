@@ -1,12 +1,12 @@
 """The start-up screen, against the smoke preset it describes (numbers from
-sallm_jax/configs/base.py: apply_smoke over base_config) and a model counted by hand."""
+configs/base.py: apply_smoke over base_config) and a model counted by hand."""
 
 import pathlib
 
 from flax import nnx
-
 from sallm_jax.configs.sqa_grpo import get_config
-from sallm_jax.run_summary import parameter_counts, run_summary
+
+from sallm_jax.run.summary import parameter_counts, run_summary
 
 
 def test_parameter_counts_of_a_linear_layer():

@@ -5,7 +5,7 @@ preempted code (5) and leaves nothing half written; a second SIGINT stops at onc
 next start resumes, and the evaluation reruns only the passes that were not written.
 
 SALLM_JAX_PAUSE_AT holds the phase at its first item until the signal arrives
-(`sallm_jax.stop_signal`), so the signal lands inside the phase on any machine.
+(`sallm_jax.runtime.stop_signal`), so the signal lands inside the phase on any machine.
 """
 
 import json

@@ -4,12 +4,12 @@ checks), and a stage on the task selects its best parameters on its own `select_
 import types
 
 import pytest
-
 from sallm_jax.configs.base import base_config
 from sallm_jax.configs.sqa_grpo import get_config
+
+from sallm_jax.run.validate import validate_config
 from sallm_jax.stages import STAGES, training_stages
 from sallm_jax.stages.common import stage_inputs
-from sallm_jax.validate import validate_config
 
 
 def test_each_stage_owns_the_section_of_its_name():

@@ -11,8 +11,13 @@ import sys
 import pytest
 from absl import app
 
-from sallm_jax import user_errors
-from sallm_jax.user_errors import ConfigError, one_line, reporting_user_errors, unknown_override
+from sallm_jax.runtime import user_errors
+from sallm_jax.runtime.user_errors import (
+    ConfigError,
+    one_line,
+    reporting_user_errors,
+    unknown_override,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +67,7 @@ def test_the_console_script_reports_alike(tmp_path):
         'error: --config.grpo.betta: no such config key; did you mean "beta" instead of "betta"?']
 
 
-CONFIG_ERROR = "sallm_jax.user_errors.ConfigError: grpo.group_size: expected"
+CONFIG_ERROR = "sallm_jax.runtime.user_errors.ConfigError: grpo.group_size: expected"
 
 
 @pytest.mark.parametrize("args, env, last", [

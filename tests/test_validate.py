@@ -3,9 +3,9 @@
 import importlib
 
 import pytest
-
 from sallm_jax.configs.sqa_grpo import get_config
-from sallm_jax.validate import validate_config
+
+from sallm_jax.run.validate import validate_config
 
 
 @pytest.mark.parametrize("name, preset", [

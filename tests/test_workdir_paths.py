@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sallm_jax.experiment import NotWritable, require_writable
+from sallm_jax.run.experiment import NotWritable, require_writable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

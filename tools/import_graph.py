@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = "sallm_jax"
+# Packages whose folder is not their dotted name's path (setup.py's package_dir).
+PACKAGE_DIRS = {"sallm_jax.configs": "configs"}
 
 # The package's layers, low to high: a module may import modules of its own layer and lower ones.
 # A pattern names one module, or with ".*" a package and everything in it; the longest pattern
@@ -27,9 +29,7 @@ PACKAGE = "sallm_jax"
 # points: they choose among what every layer offers (configs/base.py reads parallel/sharding.py's
 # DEFAULT_RULES), and no library module reads them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("sallm_jax", "sallm_jax.progress", "sallm_jax.config_file",
-                    "sallm_jax.long_text", "sallm_jax.user_errors", "sallm_jax.record_files",
-                    "sallm_jax.stop_signal", "sallm_jax.audio.*")),
+    ("foundation", ("sallm_jax", "sallm_jax.runtime.*", "sallm_jax.audio.*")),
     ("data", ("sallm_jax.data.*",)),
     ("models", ("sallm_jax.models.*",)),
     ("parallel", ("sallm_jax.parallel.*",)),
@@ -41,15 +41,18 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def module_names(root: pathlib.Path = ROOT, package: str = PACKAGE) -> dict[str, pathlib.Path]:
-    """Dotted module name -> file, for every .py file of `package` (a package's __init__.py
-    is named by the package)."""
+def module_names(root: pathlib.Path = ROOT, package: str = PACKAGE,
+                 package_dirs: Mapping[str, str] = PACKAGE_DIRS) -> dict[str, pathlib.Path]:
+    """Dotted module name -> file, for every .py file of `package` and of the folders
+    `package_dirs` maps into it (a package's __init__.py is named by the package)."""
     names = {}
-    for path in sorted((root / package).rglob("*.py")):
-        parts = list(path.relative_to(root).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        names[".".join(parts)] = path
+    folders = {package: package, **package_dirs}
+    for dotted, folder in folders.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = [*dotted.split("."), *path.relative_to(root / folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            names[".".join(parts)] = path
     return names
 
 

@@ -15,9 +15,9 @@ import pathlib
 import threading
 from typing import NamedTuple
 
-from sallm_jax.long_text import shorten
-from sallm_jax.record_files import mend_jsonl
-from sallm_jax.user_errors import UserError
+from sallm_jax.runtime.long_text import shorten
+from sallm_jax.runtime.record_files import mend_jsonl
+from sallm_jax.runtime.user_errors import UserError
 
 POLICIES = ("error", "skip")
 

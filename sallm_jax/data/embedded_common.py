@@ -32,8 +32,8 @@ import soxr
 from sallm_jax.data.manifest import ManifestRow, write_manifest
 from sallm_jax.data.prompts import target_text, user_text
 from sallm_jax.data.speech_synth import Speaker, synthesize
-from sallm_jax.progress import track
-from sallm_jax.stop_signal import check
+from sallm_jax.runtime.progress import track
+from sallm_jax.runtime.stop_signal import check
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "validation", "test")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sallm_jax.data.bad_input import SkipLog
-from sallm_jax.user_errors import UserError
+from sallm_jax.runtime.user_errors import UserError
 
 
 class ManifestError(UserError, ValueError):

@@ -18,7 +18,7 @@ import tokenizers
 import transformers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from sallm_jax.stop_signal import check
+from sallm_jax.runtime.stop_signal import check
 
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"

@@ -28,11 +28,11 @@ from sallm_jax.data.pipeline import BatchSpec, evaluation_batches
 from sallm_jax.metrics.mmau import mmau_accuracy
 from sallm_jax.metrics.text import text_metrics
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.progress import track
-from sallm_jax.record_files import read_json, write_atomically
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
 from sallm_jax.rl.scoring import decode_completions
-from sallm_jax.stop_signal import check
+from sallm_jax.runtime.progress import track
+from sallm_jax.runtime.record_files import read_json, write_atomically
+from sallm_jax.runtime.stop_signal import check
 
 
 def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import jax
 from jax.sharding import Mesh
 
-from sallm_jax.user_errors import ConfigError
+from sallm_jax.runtime.user_errors import ConfigError
 
 AXES = ("data", "fsdp", "tensor")
 

@@ -8,10 +8,10 @@ import json
 import os
 import pathlib
 
-from sallm_jax.long_text import shorten
 from sallm_jax.metrics.names import METRICS
 from sallm_jax.report import runs as R
 from sallm_jax.report.plots import Plot
+from sallm_jax.runtime.long_text import shorten
 
 # Columns of the results table, in this order when present; other metrics follow by name.
 COUNTS = ("num_examples", "num_skipped", "num_samples")
@@ -136,7 +136,7 @@ def config_section(config: dict, preset: str | None) -> list[str]:
     else:
         found = R.closest_preset(config)
         if found is None:
-            return ["The presets in `sallm_jax/configs/` could not be imported (give "
+            return ["The presets in `configs/` could not be imported (give "
                     "`--preset`).", ""]
         spec, diff = found
     title = (f"Against `{spec}`" if preset else

@@ -1,6 +1,6 @@
 """What a run's work directory holds, read back for the report: training scalars, logged GRPO
 groups, evaluation results and predictions, the config against its preset, stage timings and
-skipped inputs (layout in `sallm_jax.experiment`'s docstring)."""
+skipped inputs (layout in `sallm_jax.run.experiment`'s docstring)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pathlib
 import struct
 from collections.abc import Iterator
 
-from sallm_jax.user_errors import RENAMED_SECTIONS
+from sallm_jax.runtime.user_errors import RENAMED_SECTIONS
 
 TRAINING_STAGES = ("base", "warmup", "sft", "grpo")
 # Preset names the config files take (`configs/<name>.py:<preset>`); a file that does not know

@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-from sallm_jax.long_text import shorten
 from sallm_jax.metrics.edit_distance import char_error_rate, word_error_rate
 from sallm_jax.metrics.meteor import meteor
 from sallm_jax.metrics.text import rouge_l, rouge_n
 from sallm_jax.rl.aqa_rewards import accuracy_reward, format_reward, mmau_reward
+from sallm_jax.runtime.long_text import shorten
 
 RewardFn = Callable[[str, Mapping[str, Any]], float | None]
 REWARD_FNS: dict[str, RewardFn] = {}

@@ -20,7 +20,7 @@ from sallm_jax.rl.mixed_policy import join_groups, mix_in_references
 from sallm_jax.rl.rewards import RewardFn, compute_rewards, get_reward_fns
 from sallm_jax.rl.rollout import Rollout
 from sallm_jax.rl.settings import check
-from sallm_jax.user_errors import ConfigError
+from sallm_jax.runtime.user_errors import ConfigError
 
 if TYPE_CHECKING:
     from sallm_jax.parallel.partitioner import Partitioner

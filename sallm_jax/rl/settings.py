@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from sallm_jax.user_errors import require
+from sallm_jax.runtime.user_errors import require
 
 SECTION = "grpo"  # the config section, named after the stage that reads it
 

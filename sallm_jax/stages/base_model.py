@@ -12,6 +12,7 @@ from flax import nnx
 
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.rl.rollout import SamplingConfig
+from sallm_jax.runtime.user_errors import require
 from sallm_jax.stages.checks import positive_ints
 from sallm_jax.stages.supervised import check_sft_keys, sft_section
 from sallm_jax.train.base import finish_base, is_built, unmark_built
@@ -19,7 +20,6 @@ from sallm_jax.train.health import HealthCheck
 from sallm_jax.train.params_io import restore_or_set_aside, save_params
 from sallm_jax.train.sft import run_sft
 from sallm_jax.train.wandb_mirror import wandb_settings
-from sallm_jax.user_errors import require
 
 
 def base_section() -> ml_collections.ConfigDict:

@@ -8,7 +8,7 @@ import math
 import ml_collections
 
 from sallm_jax.metrics.names import HIGHER_IS_BETTER
-from sallm_jax.user_errors import require
+from sallm_jax.runtime.user_errors import require
 
 
 def optimiser_numbers(section: ml_collections.ConfigDict, name: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from sallm_jax.runtime.user_errors import require
 from sallm_jax.stages.checks import positive_ints
-from sallm_jax.user_errors import require
 
 Results = dict[str, dict[str, dict[str, float]]]  # stage -> evaluation -> metric -> value
 

@@ -7,10 +7,10 @@ import ml_collections
 from flax import nnx
 
 from sallm_jax.rl.grpo_settings import GRPOSettings
+from sallm_jax.runtime.user_errors import require
 from sallm_jax.stages.checks import optimiser_numbers, positive_ints, validation
 from sallm_jax.stages.common import kept_in_workdir, stage_inputs
 from sallm_jax.train.grpo_stage import run_grpo
-from sallm_jax.user_errors import require
 
 POSITIVE_KEYS = ("steps", "batch_size", "max_completion_length", "num_iterations",
                  "steps_per_generation", "checkpoint_every", "log_every")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import ml_collections
 from flax import nnx
 
+from sallm_jax.runtime.user_errors import require
 from sallm_jax.stages.checks import optimiser_numbers, positive_ints, validation
 from sallm_jax.stages.common import kept_in_workdir, stage_inputs
 from sallm_jax.train.sft import run_sft
-from sallm_jax.user_errors import require
 
 SFT_KEYS = ("steps", "batch_size", "max_target_tokens", "checkpoint_every", "log_every")
 
@@ -44,7 +44,7 @@ def warmup_section() -> ml_collections.ConfigDict:
 def sft_arm_section() -> ml_collections.ConfigDict:
     """The SFT arm: as many training examples as the GRPO arm's prompts (steps x batch_size),
     from the warm start, its checkpoints selected on validation as the GRPO arm's are. Its
-    learning rate is what `sallm_jax.grpo_vs_sft` chose on the validation split from
+    learning rate is what `sallm_jax.commands.grpo_vs_sft` chose on the validation split from
     {0.5, 1, 2} x 5e-4."""
     return sft_section(steps=100, batch_size=16, learning_rate=1e-3, warmup_steps=5,
                        start="warmup", eval_every=25, select_on="bleu")

@@ -34,7 +34,7 @@ from sallm_jax.data import embedded_asr, embedded_text
 from sallm_jax.data.embedded_common import embedded_corpus_texts
 from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.tokenizer import load_or_train_tokenizer
-from sallm_jax.record_files import read_json, write_atomically
+from sallm_jax.runtime.record_files import read_json, write_atomically
 
 # Base settings that change neither the data nor the result.
 _BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")

@@ -11,12 +11,12 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from sallm_jax.long_text import shorten
-from sallm_jax.stop_signal import pause_for_test
+from sallm_jax.runtime.long_text import shorten
+from sallm_jax.runtime.stop_signal import pause_for_test
+from sallm_jax.runtime.user_errors import UserError
 from sallm_jax.train.damaged import is_damage, reason, set_aside
 from sallm_jax.train.disk_errors import naming_the_disk, orbax_log_filter, tree_bytes
 from sallm_jax.train.state import TrainState
-from sallm_jax.user_errors import UserError
 
 TEMPORARY = "*.orbax-checkpoint-tmp*"  # a step folder Orbax has not finalised
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import jax
 
-from sallm_jax.user_errors import UserError
+from sallm_jax.runtime.user_errors import UserError
 
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 

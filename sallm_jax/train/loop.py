@@ -32,7 +32,7 @@ from sallm_jax.data.chat_format import ChatFormat
 from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec, training_dataset
 from sallm_jax.parallel.partitioner import Partitioner
-from sallm_jax.progress import StageProgress
+from sallm_jax.runtime.progress import StageProgress
 from sallm_jax.train.best import BestKeeper
 from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.health import HealthCheck

@@ -12,7 +12,7 @@ import pathlib
 import jax
 from tensorboardX import SummaryWriter
 
-from sallm_jax.long_text import shorten
+from sallm_jax.runtime.long_text import shorten
 from sallm_jax.train.wandb_mirror import WandbMirror, WandbSettings
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sallm_jax.stop_signal import Preempted, StopSignal, pause_for_test, received, requested
+from sallm_jax.runtime.stop_signal import Preempted, StopSignal, pause_for_test, received, requested
 
 __all__ = ["Preempted", "StopSignal", "stop_before", "stop_here"]
 

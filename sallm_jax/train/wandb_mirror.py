@@ -10,7 +10,7 @@ import pathlib
 
 import ml_collections
 
-from sallm_jax.user_errors import ConfigError
+from sallm_jax.runtime.user_errors import ConfigError
 
 COMPLETION_COLUMNS = ("id", "question", "reference", "reward", "advantage", "completion")
 

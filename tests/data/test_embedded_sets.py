@@ -6,8 +6,8 @@ import pytest
 
 from sallm_jax.data import embedded_common
 from sallm_jax.data.embedded_sets import EMBEDDED_SETS, task_sets
-from sallm_jax.run_splits import manifest_paths
-from sallm_jax.user_errors import ConfigError
+from sallm_jax.run.splits import manifest_paths
+from sallm_jax.runtime.user_errors import ConfigError
 
 
 def test_every_set_is_registered_under_its_name():

@@ -8,14 +8,14 @@ import json
 import jax
 import pytest
 from flax import nnx
-
 from sallm_jax.configs.sqa_grpo import get_config
+
 from sallm_jax.eval import evaluate as evaluation
-from sallm_jax.experiment import batch_spec, model_config
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig
+from sallm_jax.run.experiment import batch_spec, model_config
 from tests.batch_spec import qwen2_audio_chat
 
 GREEDY = SamplingConfig(max_new_tokens=4, temperature=0.0)

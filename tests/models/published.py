@@ -4,10 +4,10 @@ Each directory holds what a user downloads from the Hub, at small widths: config
 model.safetensors written by transformers' own class (`save_pretrained`, weights `randomise`d);
 the tokenizer with the family's special tokens and published chat template, the processor files
 and generation_config.json, written as `sallm-jax random-checkpoint` writes them
-(`sallm_jax.random_checkpoint.write_processor_files`); and, for Granite Speech when asked, the
-PEFT LoRA adapter files the released Granite Speech 3.3 folders carry. As in the published
-models, the embedding table is a little larger than the tokenizer. Import only from tests that
-have already checked that torch and transformers are installed.
+(`sallm_jax.commands.random_checkpoint.write_processor_files`); and, for Granite Speech when
+asked, the PEFT LoRA adapter files the released Granite Speech 3.3 folders carry. As in the
+published models, the embedding table is a little larger than the tokenizer. Import only
+from tests that have already checked that torch and transformers are installed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pathlib
 import torch
 import transformers
 
-from sallm_jax.random_checkpoint import family_tokenizer, write_processor_files
+from sallm_jax.commands.random_checkpoint import family_tokenizer, write_processor_files
 from tests.models.hf_tiny import adapter_shapes, randomise, write_adapter
 
 FAMILIES = ("qwen2_audio", "granite_speech")

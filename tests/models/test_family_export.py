@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sallm_jax import parity  # noqa: E402
+from sallm_jax.commands import parity  # noqa: E402
 from sallm_jax.models.hub.export import export_hf, hf_config_dict  # noqa: E402
 from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
 from tests.models.hf_tiny import (  # noqa: E402

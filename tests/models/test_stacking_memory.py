@@ -14,7 +14,7 @@ SCRIPT = """
 import gc
 import jax, jax.numpy as jnp
 from flax import nnx
-from sallm_jax.host_memory import return_freed_arrays
+from sallm_jax.runtime.host_memory import return_freed_arrays
 from sallm_jax.models.layer_scan import store_stacked
 
 def status(key):

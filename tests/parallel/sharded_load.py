@@ -13,13 +13,13 @@ from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
 from hf_tiny import save_qwen2_audio, save_tokenizer  # noqa: E402
-
 from sallm_jax.configs.base import base_config  # noqa: E402
-from sallm_jax.experiment import build_model  # noqa: E402
+
 from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
 from sallm_jax.parallel.mesh import make_mesh  # noqa: E402
 from sallm_jax.parallel.partitioner import Partitioner  # noqa: E402
 from sallm_jax.parallel.sharding import DEFAULT_RULES  # noqa: E402
+from sallm_jax.run.experiment import build_model  # noqa: E402
 
 path = sys.argv[1]
 save_qwen2_audio(path)

@@ -5,10 +5,10 @@ estimator registered in a test alone drives a GRPO update."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
-from sallm_jax.validate import validate_config
+from sallm_jax.run.validate import validate_config
 
 EPS = 1e-4
 

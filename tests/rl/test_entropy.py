@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.rl.grpo import grpo_loss, high_entropy_mask
 from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.rl.policy import token_logprobs_and_entropy
-from sallm_jax.validate import validate_config
+from sallm_jax.run.validate import validate_config
 
 RNG = np.random.default_rng(1)
 N, C, V = 3, 4, 7

@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
@@ -24,10 +24,10 @@ from sallm_jax.rl.entropy_control import (
 from sallm_jax.rl.grpo import grpo_loss
 from sallm_jax.rl.grpo_settings import GRPOSettings
 from sallm_jax.rl.loss_settings import LossSettings
+from sallm_jax.run.validate import validate_config
 from sallm_jax.train.checkpoint import Checkpointer
 from sallm_jax.train.grpo_update import make_grpo_update
 from sallm_jax.train.state import sharded_train_state
-from sallm_jax.validate import validate_config
 from tests.train.test_microbatch import CONFIG, G, inputs
 
 

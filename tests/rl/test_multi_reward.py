@@ -8,11 +8,11 @@ import asyncio
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.rl.grpo import group_advantages, per_reward_advantages
 from sallm_jax.rl.rewards import compute_rewards
-from sallm_jax.validate import validate_config
+from sallm_jax.run.validate import validate_config
 
 EPS = 1e-4
 

@@ -12,8 +12,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
@@ -27,9 +27,9 @@ from sallm_jax.rl.rollout_correction import (
     rollout_correction_stats,
     rollout_correction_weights,
 )
+from sallm_jax.run.validate import validate_config
 from sallm_jax.train.grpo_update import make_grpo_update, make_logprob_fn
 from sallm_jax.train.state import sharded_train_state
-from sallm_jax.validate import validate_config
 from tests.rl.test_loss_options import numpy_sequence_mask
 from tests.train.test_microbatch import CONFIG, G, inputs
 

@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.rl.grpo import grpo_loss
 from sallm_jax.rl.loss_settings import LossSettings
-from sallm_jax.validate import validate_config
+from sallm_jax.run.validate import validate_config
 
 RNG = np.random.default_rng(5)
 LOGP = RNG.normal(-1.5, 0.5, (6, 7)).astype(np.float32)

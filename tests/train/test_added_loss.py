@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from sallm_jax.configs.sqa_grpo import get_config
+
 from sallm_jax.rl.grpo import grpo_loss
 from sallm_jax.rl.loss_settings import LossSettings
 from sallm_jax.rl.policy_terms import (
@@ -21,7 +21,7 @@ from sallm_jax.rl.policy_terms import (
     register_policy_term,
 )
 from sallm_jax.rl.settings import check, finite
-from sallm_jax.validate import validate_config
+from sallm_jax.run.validate import validate_config
 from tests.train.smoke_grpo import run_smoke_grpo
 
 

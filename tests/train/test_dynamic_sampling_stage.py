@@ -12,13 +12,13 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-
 from sallm_jax.configs.sqa_grpo import get_config
+
 from sallm_jax.data.pipeline import plan_training, screen_rows
-from sallm_jax.experiment import batch_spec, model_config
 from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
+from sallm_jax.run.experiment import batch_spec, model_config
 from sallm_jax.train.grpo_stage import run_grpo
 from tests.batch_spec import qwen2_audio_chat
 

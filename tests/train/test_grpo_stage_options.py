@@ -7,9 +7,9 @@ import shutil
 import jax
 import numpy as np
 import pytest
-
 from sallm_jax.configs.sqa_grpo import get_config
-from sallm_jax.validate import validate_config
+
+from sallm_jax.run.validate import validate_config
 from tests.train.smoke_grpo import run_smoke_grpo
 
 pytestmark = pytest.mark.slow

@@ -13,16 +13,16 @@ import sys
 
 import pytest
 from flax import nnx
-
 from sallm_jax.configs.base import base_config
+
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.report.runs import stage_events
+from sallm_jax.run.validate import validate_config
+from sallm_jax.runtime.user_errors import ConfigError
 from sallm_jax.train.loop import TrainingLoop
 from sallm_jax.train.metric_writer import MetricWriter
 from sallm_jax.train.wandb_mirror import COMPLETION_COLUMNS, WandbSettings, wandb_settings
-from sallm_jax.user_errors import ConfigError
-from sallm_jax.validate import validate_config
 from tests.batch_spec import qwen2_audio_chat
 from tests.train.test_loop import SPEC, TX, Line, Steps, section
 
@@ -188,7 +188,7 @@ def test_not_logged_in_is_a_config_error(tmp_path, monkeypatch):
 
 
 def test_training_modules_do_not_import_wandb():
-    code = ("import sys, sallm_jax.train.metric_writer, sallm_jax.validate; "
+    code = ("import sys, sallm_jax.train.metric_writer, sallm_jax.run.validate; "
             "assert 'wandb' not in sys.modules, 'wandb imported'")
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -12,7 +12,7 @@ import os
 import pathlib
 import re
 
-from sallm_jax.user_errors import UserError
+from sallm_jax.runtime.user_errors import UserError
 
 # org/name as the Hub spells repository ids, then an optional @revision (branch, tag or commit).
 _HUB_ID = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")

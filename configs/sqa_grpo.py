@@ -12,7 +12,6 @@ Presets (`--config=configs/sqa_grpo.py:PRESET`):
 """
 
 import ml_collections
-
 from sallm_jax.configs.base import apply_smoke, base_config, granite_speech_paper
 
 

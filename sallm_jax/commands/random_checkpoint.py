@@ -1,7 +1,7 @@
 """A complete random-weight checkpoint directory at a published model's config.
 
-    python -m sallm_jax.random_checkpoint --preset granite_speech_2b --dtype bfloat16 --out DIR
-    python -m sallm_jax.random_checkpoint --preset qwen2_audio_7b --layers 8 --out DIR
+    sallm-jax random-checkpoint --preset granite_speech_2b --dtype bfloat16 --out DIR
+    sallm-jax random-checkpoint --preset qwen2_audio_7b --layers 8 --out DIR
 
 The directory holds every file the published one does, so that a run, `load_checkpoint` and
 transformers read it as they read the real one:
@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 import ml_dtypes
 import numpy as np
 
-TEMPLATES = pathlib.Path(__file__).parent / "models"
+TEMPLATES = pathlib.Path(__file__).parents[1] / "models"
 BPE_VOCAB = 640
 _BLOCK_ELEMENTS = 16 << 20  # random values drawn per block
 
@@ -229,7 +229,7 @@ def write_random_checkpoint(out: str | pathlib.Path, preset: str, *, layers: int
 def main(argv: Sequence[str] | None = None) -> None:
     from sallm_jax.models.presets import PRESETS
 
-    parser = argparse.ArgumentParser(prog="python -m sallm_jax.random_checkpoint",
+    parser = argparse.ArgumentParser(prog="python -m sallm_jax.commands.random_checkpoint",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))

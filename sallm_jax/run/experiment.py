@@ -36,7 +36,6 @@ from sallm_jax.data.manifest import ManifestRow
 from sallm_jax.data.pipeline import BatchSpec
 from sallm_jax.data.tokenizer import load_or_train_tokenizer, load_tokenizer
 from sallm_jax.eval.evaluate import evaluate
-from sallm_jax.host_memory import return_freed_arrays, trim_after_compiles
 from sallm_jax.metrics.names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import family_for_model, num_audio_tokens
@@ -52,17 +51,20 @@ from sallm_jax.parallel.distributed import initialize as initialize_distributed
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.parallel.sharding import data_parallel_size
-from sallm_jax.record_files import write_atomically
 from sallm_jax.report import write_report_or_warn
 from sallm_jax.rl.rollout import SamplingConfig
-from sallm_jax.run_splits import (
+from sallm_jax.run.splits import (
     first_process_then_rest,
     manifest_paths,
     read_splits,
     screen_splits,
     splits_used,
 )
-from sallm_jax.run_summary import parameter_counts, run_summary
+from sallm_jax.run.summary import parameter_counts, run_summary
+from sallm_jax.run.validate import require, validate_config
+from sallm_jax.runtime.host_memory import return_freed_arrays, trim_after_compiles
+from sallm_jax.runtime.record_files import write_atomically
+from sallm_jax.runtime.user_errors import UserError
 from sallm_jax.stages import STAGES
 from sallm_jax.train.base import (
     base_directory,
@@ -74,8 +76,6 @@ from sallm_jax.train.base import (
 from sallm_jax.train.params_io import restore_params
 from sallm_jax.train.preemption import StopSignal, stop_before
 from sallm_jax.train.workdir_lock import WorkdirLock
-from sallm_jax.user_errors import UserError
-from sallm_jax.validate import require, validate_config
 
 
 def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],

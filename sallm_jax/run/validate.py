@@ -14,10 +14,15 @@ import pathlib
 import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
+from sallm_jax.runtime.user_errors import (
+    RENAMED_SECTIONS,
+    ConfigError,
+    renamed_section_error,
+    require,
+)
 from sallm_jax.stages import STAGES, training_stages
 from sallm_jax.train.health import POLICIES as NONFINITE_POLICIES
 from sallm_jax.train.wandb_mirror import import_wandb
-from sallm_jax.user_errors import RENAMED_SECTIONS, ConfigError, renamed_section_error, require
 
 __all__ = ["ConfigError", "require", "validate_config"]
 

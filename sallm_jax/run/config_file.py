@@ -1,9 +1,9 @@
 """The `--config=FILE[:preset]` flag, which finds the shipped configs from any directory.
 
-FILE is tried as given (relative to the working directory), then against the installed
-package, so `configs/sqa_grpo.py` names `sallm_jax/configs/sqa_grpo.py` from the repository
-root, from any other directory, and in an installed wheel; a bare name (`sqa_grpo`) names the
-shipped config of that name.
+FILE is tried as given (relative to the working directory), then as a shipped config: the
+repository's top-level configs/, installed as the `sallm_jax.configs` package. So
+`configs/sqa_grpo.py` names the same file from the repository root, from any other directory and
+in an installed wheel; a bare name (`sqa_grpo`) names the shipped config of that name.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from absl import flags
 from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
+import sallm_jax.configs
+
 # The flags define_config_flag defines belong to its caller (in --help, module_help).
 flags.disclaim_key_flags()
 
-PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
-CONFIGS_DIR = PACKAGE_DIR / "configs"
+CONFIGS_DIR = pathlib.Path(sallm_jax.configs.__file__).resolve().parent
 
 
 def shipped_configs() -> list[str]:
-    """The names of the experiment configs in sallm_jax/configs (base.py holds no experiment)."""
+    """The names of the experiment configs in configs/ (base.py holds no experiment)."""
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if p.stem not in ("__init__", "base"))
 
 
@@ -33,8 +34,10 @@ def resolve_config_file(spec: str, flag: str = "config") -> str:
         raise ValueError(f"--{flag}: no config file given in {spec!r}")
     candidates = [pathlib.Path(name)]
     if not candidates[0].is_absolute():
-        candidates.append(PACKAGE_DIR / name)
-        if "/" not in name and not name.endswith(".py"):
+        shipped = pathlib.PurePath(name)
+        if shipped.parts[0] == "configs":
+            candidates.append(CONFIGS_DIR.joinpath(*shipped.parts[1:]))
+        elif "/" not in name and not name.endswith(".py"):
             candidates.append(CONFIGS_DIR / f"{name}.py")
     for path in candidates:
         if path.is_file():

@@ -7,7 +7,6 @@ paper_mp (the same with mixed-policy GRPO: one ground-truth translation in each 
 """
 
 import ml_collections
-
 from sallm_jax.configs.base import apply_smoke, base_config, granite_speech_paper
 
 

@@ -6,7 +6,6 @@ model.checkpoint; the SFT settings of the Granite Speech paper's baseline).
 """
 
 import ml_collections
-
 from sallm_jax.configs.base import apply_smoke, base_config, granite_speech_paper
 
 

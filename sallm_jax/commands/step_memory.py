@@ -1,5 +1,5 @@
 """Per-device memory of a GRPO step, from shapes alone (nothing is allocated); `python -m
-sallm_jax.plan_memory` prints it as a table.
+sallm_jax.commands.plan_memory` prints it as a table.
 
 Rows of the table, all in bytes per device:
   parameters      every parameter's shard under the logical-axis rules (`mesh_specs`), in the

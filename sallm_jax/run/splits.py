@@ -20,10 +20,10 @@ from sallm_jax.data.embedded_common import SPLITS
 from sallm_jax.data.embedded_sets import task_sets
 from sallm_jax.data.manifest import ManifestRow, read_manifest
 from sallm_jax.data.pipeline import BatchSpec, screen_rows
+from sallm_jax.run.validate import require
+from sallm_jax.runtime.user_errors import UserError
 from sallm_jax.stages import STAGES
 from sallm_jax.train.base import default_cache_dir
-from sallm_jax.user_errors import UserError
-from sallm_jax.validate import require
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 same training split and budget of training examples; each arm's learning rate is chosen on the
 validation split from a grid of the same size; the chosen setting then runs over several seeds.
 
-  python -m sallm_jax.grpo_vs_sft --config=configs/sqa_grpo.py --seeds=0,1,2 \\
+  python -m sallm_jax.commands.grpo_vs_sft --config=configs/sqa_grpo.py --seeds=0,1,2 \\
       --workdir=runs/gvs_sqa
 
 Arms (the config's stages `base` and `warmup` run once, in <workdir>/start):
@@ -31,12 +31,12 @@ import pathlib
 import numpy as np
 from absl import app, flags, logging
 
-from sallm_jax.config_file import define_config_flag
-from sallm_jax.experiment import run_experiment
 from sallm_jax.metrics.names import HIGHER_IS_BETTER
-from sallm_jax.record_files import read_json
+from sallm_jax.run.config_file import define_config_flag
+from sallm_jax.run.experiment import run_experiment
+from sallm_jax.runtime.record_files import read_json
+from sallm_jax.runtime.user_errors import run_command
 from sallm_jax.train.base import base_directory, default_cache_dir
-from sallm_jax.user_errors import run_command
 
 _CONFIG = define_config_flag("config", "Experiment config file: configs/<name>.py[:preset] or "
                              "<name>[:preset] (the shipped configs), or a path.",

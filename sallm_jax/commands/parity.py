@@ -1,6 +1,6 @@
 """Check that sallm_jax computes what transformers computes for a checkpoint directory.
 
-    python -m sallm_jax.parity --checkpoint DIR [--tolerance 1e-4] [--dtype float32]
+    python -m sallm_jax.commands.parity --checkpoint DIR [--tolerance 1e-4] [--dtype float32]
                                [--adapter ADAPTER_DIR] [--seed 0]
 
 Random log-mel features and random prompt tokens (with the audio placeholders expanded) go
@@ -173,7 +173,7 @@ def _missing_reference(checkpoint: str, adapter: str | None) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m sallm_jax.parity",
+        prog="python -m sallm_jax.commands.parity",
         description="Largest logit difference between sallm_jax and transformers.",
     )
     parser.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint directory")

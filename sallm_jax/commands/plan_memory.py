@@ -1,11 +1,11 @@
 """The memory planner's command line: the per-device memory of a GRPO run (`step_memory`) as a
 table, with a verdict against the device's memory.
 
-    python -m sallm_jax.plan_memory --preset qwen2_audio_7b --mesh data=1,fsdp=8,tensor=1 \
+    python -m sallm_jax.commands.plan_memory --preset qwen2_audio_7b --mesh data=1,fsdp=8,tensor=1 \
         --group_size 8 --batch_size 16 --prompt_len 512 --completion_len 256 --device v5e
 
 Presets: the published checkpoints (`sallm_jax.models.presets`) and `tiny`, the configs' default
-model. What each row counts, and what is left out: `sallm_jax/step_memory.py`.
+model. What each row counts, and what is left out: `sallm_jax/commands/step_memory.py`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sallm_jax.config_file import resolve_config_file
+from sallm_jax.commands.step_memory import MemoryPlan, PlanInputs, plan_memory
 from sallm_jax.configs.base import base_config
 from sallm_jax.models.presets import PRESETS as MODEL_PRESETS
 from sallm_jax.models.presets import ModelConfig
 from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
 from sallm_jax.parallel.mesh import AXES, mesh_shape
 from sallm_jax.parallel.sharding import DEFAULT_RULES, Rules
-from sallm_jax.step_memory import MemoryPlan, PlanInputs, plan_memory
+from sallm_jax.run.config_file import resolve_config_file
 
 GIB = 1024**3
 
@@ -100,7 +100,7 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float, device: str = "") ->
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sallm_jax.plan_memory",
+        prog="python -m sallm_jax.commands.plan_memory",
         description="Per-device memory of GRPO training, from shapes alone.")
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
     parser.add_argument("--mesh", default="data=1,fsdp=1,tensor=1",

@@ -8,7 +8,7 @@ from sallm_jax.stages import stage_sections
 
 def tiny_model() -> ml_collections.ConfigDict:
     """The sizes of the default model, a small Qwen2-Audio architecture (its vocabulary is the
-    tokenizer's, `tokenizer.vocab_size`); `python -m sallm_jax.plan_memory --preset tiny`
+    tokenizer's, `tokenizer.vocab_size`); `python -m sallm_jax.commands.plan_memory --preset tiny`
     plans it from here too."""
     return ml_collections.ConfigDict({
         "audio": {"num_mel_bins": 80, "d_model": 128, "encoder_layers": 2,

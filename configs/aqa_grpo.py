@@ -8,7 +8,6 @@ Learning Outperforms Supervised Fine-Tuning: A Case Study on Audio Question Answ
 """
 
 import ml_collections
-
 from sallm_jax.configs.base import apply_smoke, base_config
 
 

@@ -1,0 +1,2 @@
+"""The experiment configs (`--config=configs/<name>.py[:preset]`), shipped in the wheel as
+`sallm_jax.configs`; base.py holds the settings they share."""

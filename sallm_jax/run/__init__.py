@@ -1,0 +1,1 @@
+"""One run of an experiment: its config file and checks, its stages in order, its summary."""
