@@ -1,18 +1,9 @@
-"""Granite Speech log-mel features in JAX (the recipe of `GraniteSpeechFeatureExtractor`).
+"""Granite Speech log-mel features in JAX (transformers' `GraniteSpeechFeatureExtractor`).
 
-Recipe (torchaudio `MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160,
-n_mels=80)` defaults): centred frames with reflect padding of n_fft // 2, a periodic Hann(400)
-window zero-padded to 512 on both sides (56 + 400 + 56), power 2 of the one-sided rfft, HTK-scale
-triangular mel filters over 0..8000 Hz without normalisation; then log10(max(., 1e-10)),
-max(x, clip max - 8) / 4 + 1, drop an odd last frame, and stack frame pairs into 160 dims.
-A clip of n samples has n // 160 + 1 mel frames and (n // 160 + 1) // 2 stacked frames.
-
-Batching. Each row is computed as if its clip were processed alone: the reflect padding at the
-end and the (max - 8) floor use the clip's own samples and frames, so a clip's features do not
-depend on what it is batched with. (transformers instead zero-pads the waveforms of a batch first,
-which changes the last frames of the shorter clips.) Frames past a clip's valid length hold the
-clip's floor value (max - 8) / 4 + 1, what transformers' zero padding produces there. Output is
-time-major, [batch, frames, 160], as the conformer encoder consumes it.
+torchaudio `MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160,
+n_mels=80)`, then log10(max(., 1e-10)), max(x, clip max - 8) / 4 + 1, drop an odd last frame,
+stack frame pairs into 160 dims. Each row is computed as if its clip were alone (transformers
+zero-pads a batch first); frames past a clip hold its floor (max - 8) / 4 + 1.
 """
 
 from __future__ import annotations
@@ -42,13 +33,7 @@ def _mel_to_hz_htk(mel):
 def htk_mel_filters(
     num_mel_bins: int = NUM_MEL_BINS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
-    """HTK-scale triangular filters over 0..sample_rate / 2, unnormalised, float64.
-
-    As torchaudio's `melscale_fbanks(norm=None, mel_scale="htk")`.
-
-    Returns:
-      [n_fft // 2 + 1, num_mel_bins]: multiply a power spectrum [..., freqs] by it.
-    """
+    """[n_fft // 2 + 1, mels] float64, torchaudio `melscale_fbanks(norm=None, mel_scale="htk")`."""
     fft_freqs = np.linspace(0.0, sample_rate // 2, n_fft // 2 + 1)
     mel_points = np.linspace(
         _hz_to_mel_htk(0.0), _hz_to_mel_htk(sample_rate / 2.0), num_mel_bins + 2
@@ -80,15 +65,10 @@ def granite_feature_frames(num_samples):
 def granite_log_mel(waveforms: jax.Array, num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Granite Speech features of a batch of 16 kHz clips.
 
-    Args:
-      waveforms: [batch, samples] float; row b holds its clip in [:num_samples[b]] (what follows
-        is never read). Clips must have more than 256 samples (torch's reflect padding needs
-        it; shorter ones are edge-clamped here instead of failing).
-      num_samples: [batch] int valid samples per clip.
-
-    Returns:
-      features [batch, (samples // 160 + 1) // 2, 160] float32 and
-      feature_lengths [batch] int32 = (num_samples // 160 + 1) // 2.
+    waveforms [batch, samples] float holds row b's clip in [:num_samples[b]] (the rest is never
+    read); clips need > 256 samples (torch's reflect padding; shorter ones are edge-clamped here).
+    Returns features [batch, (samples // 160 + 1) // 2, 160] float32 and feature_lengths [batch]
+    int32 = (num_samples // 160 + 1) // 2.
     """
     waveforms = jnp.asarray(waveforms, jnp.float32)
     n = jnp.asarray(num_samples, jnp.int32)[:, None, None]

@@ -16,20 +16,12 @@ def load_audio(
     offset: float | None = None,
     duration: float | None = None,
 ) -> np.ndarray:
-    """Read `path` (any format libsndfile decodes: wav, flac, ogg, mp3 with libsndfile >= 1.1).
+    """[samples] float32 mono in [-1, 1] (channels averaged) decoded from `path`.
 
-    Args:
-      path: audio file.
-      sample_rate: output rate in Hz; the file is resampled with soxr (high quality) if it differs.
-      offset: seconds to skip from the start of the file (None: 0).
-      duration: seconds to read from `offset` (None: to the end).
-
-    Returns:
-      [samples] float32 mono in [-1, 1]; channels are averaged.
-
-    Raises:
-      ValueError: the file is missing or cannot be decoded, the requested span holds no
-        samples, or a sample is NaN or infinite.
+    Any format libsndfile decodes (wav, flac, ogg; mp3 with libsndfile >= 1.1). `sample_rate` in
+    Hz (soxr "HQ" resamples other rates); `offset`, `duration` in seconds (None: from the start,
+    to the end). Raises ValueError if the file is missing or undecodable, the span holds no
+    samples, or a sample is NaN or infinite.
     """
     if not os.path.exists(path):
         raise ValueError(f"{os.fspath(path)}: no such audio file")
@@ -58,11 +50,9 @@ def load_audio(
 
 
 def declared_frames(path: str | os.PathLike) -> tuple[int, int]:
-    """(frames, sample rate) that the file's header declares, without decoding.
+    """(frames, sample rate) that the header declares, without decoding; ValueError if unreadable.
 
-    For WAV this is the size of the data chunk as written, so a file cut short (which
-    libsndfile silently reads to its actual end) shows up as fewer decoded than declared
-    samples; other formats report what libsndfile reads from their headers.
+    PCM WAV: the data chunk's declared size (a truncated file decodes fewer samples).
     """
     try:
         with wave.open(os.fspath(path), "rb") as wav:

@@ -1,15 +1,9 @@
-"""Whisper log-mel features in JAX (the recipe of transformers' `WhisperFeatureExtractor`).
+"""Whisper log-mel features in JAX (transformers' `WhisperFeatureExtractor`).
 
-Recipe: reflect-pad n_fft // 2 on both sides, periodic Hann(400) frames every 160 samples,
-|rfft|^2, Slaney area-normalised mel filters over 0..8000 Hz, drop the last frame,
-log10(max(., 1e-10)), clamp at (clip maximum - 8), then (x + 4) / 4.
-
-transformers pads every clip with zeros to 30 s before this; we compute on whatever length we are
-given (a bucket). Frames whose window lies wholly inside the clip plus its zero padding are equal
-to transformers' frames, so pad each clip with at least `n_fft // 2` zeros beyond its last sample
-(any bucket longer than the clip by >= 200 samples) and the valid frames match; the clip maximum
-for the clamp is taken over the same frames because padding frames are silent (-10 before the
-clamp). Output is time-major, [batch, frames, mels], because the encoder consumes [B, T, F].
+Reflect-pad n_fft // 2 = 200, periodic Hann(400) frames every 160 samples, |rfft|^2, Slaney
+area-normalised mel filters over 0..8000 Hz, drop the last frame, log10(max(., 1e-10)), clamp at
+(clip max - 8), (x + 4) / 4. A clip's valid frames equal transformers' (which zero-pads to 30 s)
+when its bucket adds >= 200 zeros after it.
 """
 
 from __future__ import annotations
@@ -55,11 +49,7 @@ def _mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
 def mel_filters(
     num_mel_bins: int, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
-    """Slaney-scale, area-normalised triangular filters over 0..8000 Hz, float64.
-
-    Returns:
-      [n_fft // 2 + 1, num_mel_bins]: multiply a power spectrum [..., freqs] by it.
-    """
+    """Slaney-scale, area-normalised triangular filters over 0..8000 Hz: [n_fft // 2 + 1, mels]."""
     fft_freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
     mel_points = np.linspace(
         _hz_to_mel_slaney(np.array([0.0]))[0],
@@ -82,15 +72,9 @@ def _hann_periodic(n_fft: int) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("num_mel_bins",))
 def log_mel_spectrogram(waveforms: jax.Array, num_mel_bins: int = 80) -> jax.Array:
-    """Whisper log-mel features of a batch of 16 kHz clips.
+    """[batch, samples // 160, num_mel_bins] float32 Whisper features of zero-padded 16 kHz clips.
 
-    Args:
-      waveforms: [batch, samples] float, 16 kHz; each row a clip zero-padded to a common length.
-      num_mel_bins: 80 (Whisper v1/v2) or 128 (Whisper v3, Qwen2-Audio).
-
-    Returns:
-      [batch, samples // 160, num_mel_bins] float32. The (max - 8) floor is taken per row over all
-      its frames, as transformers does per clip.
+    num_mel_bins: 80 (Whisper v1/v2) or 128 (Whisper v3, Qwen2-Audio). The floor is per row.
     """
     waveforms = jnp.asarray(waveforms, jnp.float32)
     filters = jnp.asarray(mel_filters(num_mel_bins), jnp.float32)
@@ -122,10 +106,5 @@ def _clip_log_mel(clip: jax.Array, filters: jax.Array, window: jax.Array) -> jax
 
 
 def num_feature_frames(num_samples):
-    """Valid log-mel frames for an unpadded clip of `num_samples` samples (ints or arrays).
-
-    Follows transformers' `WhisperFeatureExtractor(..., return_attention_mask=True)`, which keeps
-    every 160th entry of the sample mask: ceil(num_samples / 160) frames (1 for 1..160 samples,
-    100 for one second, 3000 for 30 s).
-    """
+    """ceil(num_samples / 160) valid frames, as `WhisperFeatureExtractor`'s attention mask."""
     return -(-num_samples // HOP_LENGTH)

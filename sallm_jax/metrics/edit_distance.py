@@ -1,9 +1,6 @@
-"""Levenshtein distance over words and characters: word and character error rates.
+"""Levenshtein distance; word and character error rates with jiwer's default tokenisation.
 
-Tokenisation follows jiwer's defaults so that numbers are comparable with the common tooling:
-WER splits the text into whitespace-separated words (case and punctuation kept); CER counts
-every character of the stripped text, spaces included. One difference: jiwer splits words on
-spaces only, so a tab or newline inside a word joins two words there and separates them here.
+WER: whitespace-separated words (jiwer splits on spaces only); CER: stripped text's characters.
 """
 
 from __future__ import annotations
@@ -14,12 +11,7 @@ import numpy as np
 
 
 def edit_distance(hypothesis: Sequence[Hashable], reference: Sequence[Hashable]) -> int:
-    """Fewest substitutions, insertions and deletions that turn one sequence into the other.
-
-    One DP row per hypothesis item, each row computed with NumPy: the insertion term
-    cur[j] = cur[j - 1] + 1 is a running minimum of (tmp[k] - k) + j, so a row needs no Python
-    loop and a 1000 x 1000 character comparison takes milliseconds rather than a second.
-    """
+    """Fewest substitutions, insertions and deletions that turn one sequence into the other."""
     if not hypothesis or not reference:
         return len(hypothesis) + len(reference)
     vocab: dict[Hashable, int] = {}
@@ -32,6 +24,7 @@ def edit_distance(hypothesis: Sequence[Hashable], reference: Sequence[Hashable])
         tmp[0] = i
         # Deletion of the hypothesis token (prev[j] + 1) or match / substitution.
         tmp[1:] = np.minimum(prev[1:] + 1, prev[:-1] + (ref != token))
+        # Insertion, cur[j] = cur[j - 1] + 1, as a running minimum of (tmp[k] - k) + j: no loop.
         prev = np.minimum.accumulate(tmp - cols) + cols
     return int(prev[-1])
 
@@ -47,12 +40,7 @@ def cer_tokens(text: str) -> list[str]:
 
 
 def error_rate(hypothesis: Sequence[Hashable], reference: Sequence[Hashable]) -> float:
-    """Edit distance divided by the reference length (can exceed 1).
-
-    An empty reference gives 0 for an empty hypothesis and len(hypothesis) otherwise, i.e. every
-    hypothesis token counts as an insertion against a reference of length one; jiwer returns 1
-    there, and for a reward (which caps the rate at 1) both mean "all wrong".
-    """
+    """Edit distance / reference length (can exceed 1); an empty reference gives len(hypothesis)."""
     return edit_distance(hypothesis, reference) / max(len(reference), 1)
 
 

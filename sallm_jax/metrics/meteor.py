@@ -1,23 +1,11 @@
-"""METEOR with the exact-match module only (Banerjee & Lavie, 2005), no stemming, no WordNet.
+"""METEOR, exact-match stage only (Banerjee & Lavie, 2005): no stemming, no WordNet, offline.
 
-Why a re-implementation: nltk's `meteor_score` loads WordNet, which needs a network download at
-run time. This version keeps only the "exact" matching stage, so it runs offline and
-deterministically:
-
-1. Tokens: the text lower-cased, split into runs of word characters (Unicode `\\w+`, so German
-   umlauts and ß stay inside words) and single punctuation marks, roughly what nltk's
-   `word_tokenize` gives.
-2. Alignment: a hypothesis token maps to at most one identical reference token, so the number of
-   matches m is the sum over word types of min(count in hypothesis, count in reference). When a
-   word repeats, occurrences are paired from the right: the last hypothesis occurrence with the
-   last reference occurrence, and so on. This is exactly nltk's exact stage; pairings within a
-   word type never cross, but the paper's tie-break (among maximal alignments, the one with the
-   fewest crossings) is not searched for across word types.
-3. Score: P = m / len(hypothesis), R = m / len(reference),
-   Fmean = P R / (alpha P + (1 - alpha) R)  (alpha = 0.9 gives the paper's 10 P R / (R + 9 P)),
-   chunks = number of runs of matches adjacent in both hypothesis and reference,
-   penalty = gamma (chunks / m) ** beta (gamma = 0.5, beta = 3), METEOR = Fmean (1 - penalty);
-   0 when m = 0.
+Tokens: lower-cased Unicode `\\w+` runs and single punctuation marks (about nltk's
+`word_tokenize`). Alignment: nltk's exact stage, each token matched at most once, repeats paired
+from the right; the paper's fewest-crossings tie-break across word types is not searched.
+Score: P = m / len(hypothesis), R = m / len(reference), Fmean = P R / (alpha P + (1 - alpha) R)
+(alpha = 0.9: the paper's 10 P R / (R + 9 P)), penalty = gamma (chunks / m) ** beta (gamma = 0.5,
+beta = 3), METEOR = Fmean (1 - penalty), 0 when m = 0; chunks: runs adjacent in both texts.
 """
 
 from __future__ import annotations

@@ -1,11 +1,4 @@
-"""The MMAU benchmark's answer-matching rule and per-category accuracy.
-
-Restates `string_match` from the official MMAU `evaluation.py`: both texts lower-cased and split
-into word tokens (`\\b\\w+\\b`, compared as sets); a prediction is correct iff it has at least one
-token, contains every token of the correct choice, and contains no token that belongs only to a
-wrong choice (tokens shared with the correct choice are allowed). A wrong choice whose token set
-equals the correct choice's contributes nothing, as in the official script.
-"""
+"""The MMAU benchmark's answer-matching rule and per-category accuracy."""
 
 from __future__ import annotations
 
@@ -25,7 +18,10 @@ def mmau_tokens(text: str) -> set[str]:
 
 
 def mmau_match(prediction: str, answer: str, choices: Sequence[str]) -> bool:
-    """The official MMAU rule: is `prediction` the choice `answer` and no other of `choices`?"""
+    """The official MMAU rule (`string_match` in `evaluation.py`) over `mmau_tokens` sets.
+
+    True iff `prediction` has tokens, all of `answer`'s, and none found only in a wrong choice.
+    """
     predicted, correct = mmau_tokens(prediction), mmau_tokens(answer)
     if not predicted:
         return False
@@ -44,11 +40,7 @@ def first_answer_tag(text: str) -> str | None:
 
 
 def correct_choice(example: Mapping[str, Any]) -> str:
-    """The right answer's text: choices[answer_index] when both are given, else example["answer"].
-
-    The index is preferred because it is the label a multiple-choice manifest is built from; the
-    two agree in well-formed data.
-    """
+    """The right answer: choices[answer_index] when both are given, else example["answer"]."""
     choices, index = example.get("choices"), example.get("answer_index")
     if choices and index is not None:
         return choices[index]
@@ -56,12 +48,7 @@ def correct_choice(example: Mapping[str, Any]) -> str:
 
 
 def mmau_correct(completion: str, example: Mapping[str, Any]) -> bool:
-    """Apply the MMAU rule to the first answer tag's content, or to the whole text without one.
-
-    Models trained R1-AQA style answer inside tags; applying the rule to the tag's content keeps
-    reasoning text around the tag from mentioning (and so "choosing") a wrong option. Without
-    choices, only the correct answer's tokens are checked.
-    """
+    """`mmau_match` on the first answer tag's content, else the whole text; no choices: [answer]."""
     tagged = first_answer_tag(completion)
     prediction = completion if tagged is None else tagged
     choices = example.get("choices") or [correct_choice(example)]
@@ -70,11 +57,9 @@ def mmau_correct(completion: str, example: Mapping[str, Any]) -> bool:
 
 def mmau_accuracy(predictions: Sequence[str],
                   examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Accuracy in percent per example["meta"]["category"] present, and "overall".
+    """`mmau_correct` accuracy in percent per example["meta"]["category"] seen, and "overall".
 
-    "overall" is over all examples (correct / total, as in the official script), including any
-    without a category or with one outside sound / music / speech; categories with no examples
-    are left out. Each prediction is scored with `mmau_correct`.
+    "overall" counts every example. Raises ValueError on unequal lengths or no predictions.
     """
     if len(predictions) != len(examples):
         raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")

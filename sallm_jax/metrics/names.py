@@ -1,6 +1,5 @@
-"""The overall metrics an evaluation reports (`eval.evaluate.task_metrics`), in the order every
-table shows them, and which of them are better when higher: what a stage may select its best
-parameters on (its section's `select_on`) and what the GRPO-versus-SFT comparison averages."""
+"""Metric names an evaluation reports (`eval.evaluate.task_metrics`) in table order, and which
+are better when higher (valid `select_on` values; what the GRPO-versus-SFT comparison averages)."""
 
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "wer", "accuracy")
 LOWER_IS_BETTER = ("wer",)

@@ -1,8 +1,6 @@
-"""Text metrics for open-format answers: sentence ROUGE and the corpus metrics of an evaluation.
+"""Text metrics of open-format answers: sentence ROUGE and an evaluation's corpus metrics.
 
-ROUGE follows the `rouge-score` package's defaults (lower-case, runs of [a-z0-9] as tokens, no
-stemming, F1 = 2 P R / (P + R)); BLEU and chrF come from sacrebleu; METEOR and WER from the
-sibling modules `meteor` and `edit_distance`.
+ROUGE as `rouge-score`'s defaults: lower-cased [a-z0-9] runs, no stemming, F1 = 2 P R / (P + R).
 """
 
 from __future__ import annotations
@@ -63,12 +61,9 @@ def rouge_n(prediction: str, reference: str, n: int) -> float:
 
 
 def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus metrics of an evaluation, all on a 0-100 scale.
+    """Corpus metrics of an evaluation, 0-100: `metrics.names.METRICS` but "accuracy".
 
-    bleu, chrf: sacrebleu corpus scores (defaults: 13a tokenisation, chrF with char order 6).
-    rouge1, rouge2, rouge_l, meteor: mean of the sentence F1 / METEOR scores.
-    wer: corpus word error rate in percent (total edits / total reference words), lower is
-    better and can exceed 100.
+    bleu, chrf: sacrebleu's; rouge*, meteor: sentence means; wer: corpus WER, can exceed 100.
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
