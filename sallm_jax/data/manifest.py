@@ -1,10 +1,7 @@
-"""The project's manifest format: JSON Lines, one example per line.
+"""The project's manifest format: JSON Lines, one `ManifestRow` object a line.
 
-Each line is an object with the fields of `ManifestRow`. `audio` is a path relative to the
-directory that holds the manifest (absolute paths are kept as they are), so a data directory can
-be moved or copied as a whole. `offset` / `duration` (seconds) select a span of a longer file.
-
-Example line:
+`audio` is relative to the manifest's folder (absolute paths are kept); `offset` / `duration`
+(seconds) select a span of a longer file. Example:
   {"id": "sqa-00001-0", "audio": "audio/p00001.wav", "task": "sqa",
    "question": "Where did Maria take the apples?", "answer": "She took them to the library."}
 """
@@ -111,10 +108,9 @@ def _parse_line(record: Any, where: str, base_dir: Path) -> ManifestRow:
 def read_manifest(path: str | os.PathLike, skip_log: SkipLog | None = None) -> list[ManifestRow]:
     """Parse and validate a manifest; `audio` comes back as an absolute path string.
 
-    Blank lines are skipped and a leading byte-order mark is accepted. A bad line (a field of the
-    wrong type, an empty answer, an `answer_index` outside `choices`, an id used before) raises
-    `ManifestError` naming the file, the 1-based line and the field, or, given a `skip_log` with
-    the "skip" policy, is recorded there and left out.
+    A bad line (a field of the wrong type, an empty answer, `answer_index` outside `choices`, a
+    repeated id) raises `ManifestError` naming file, 1-based line and field, or with a "skip"
+    `skip_log` is recorded there and left out. Blank lines and a leading BOM are accepted.
     """
     path = Path(path)
     base_dir = path.resolve().parent
@@ -158,9 +154,9 @@ def _parse_raw_line(raw: bytes, where: str, base_dir: Path) -> ManifestRow | Non
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> Path:
-    """Write `rows` as JSON Lines; absolute audio paths are made relative to the manifest's folder.
+    """Write `rows` as JSON Lines, audio paths relative to the manifest's folder.
 
-    Fields that are None (and an empty `meta`) are left out to keep lines short.
+    None fields and an empty `meta` are left out.
     """
     path = Path(path)
     base_dir = path.resolve().parent

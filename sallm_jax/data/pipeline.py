@@ -1,19 +1,12 @@
 """grain input pipeline: manifest rows -> padded, length-bucketed batches of audio prompts.
 
-Each batch holds examples from one audio-length bucket, so a run compiles one program per bucket:
-waveforms are zero-padded to the bucket's duration and prompts left-padded to the bucket's prompt
-length (its audio-token count plus `max_prompt_text_tokens`). Prompts and targets (answer +
-the token that closes an assistant turn) are made by the model's `ChatFormat`, as its processor
-makes them; targets are right-padded to `max_target_tokens`.
-
-The training stream is a `grain.MapDataset` over a precomputed plan of index batches (reshuffled
-every epoch from the seed), so its iterator state is one position and restores exactly. Decoding,
-resampling and tokenisation run in prefetch threads, or with `num_workers` > 0 in that many worker
-processes (grain keeps the order, and the iterator state covers the workers). Log-mel features are
-not made here: they are part of the model's jitted step, on the accelerator
-(`SpeechLM.audio_features`). Workers report bad examples with each batch (`bad_input.Skip`); the
-main process applies the bad-input policy to them (`SkipLog.absorb`), so an error stops the run
-and every skip is written to the one `skipped.jsonl`.
+A batch holds one audio-length bucket (one compiled program per bucket): waveforms zero-padded
+to the bucket's duration, prompts (the model's `ChatFormat`) left-padded to its audio-token count
+plus `max_prompt_text_tokens`, targets (answer + end-of-turn token) right-padded to
+`max_target_tokens`. Training is a `grain.MapDataset` over a seeded plan of index batches, so its
+iterator state is one position; loading runs in prefetch threads or `num_workers` processes.
+Log-mel features are made in the jitted step (`SpeechLM.audio_features`). Workers return bad
+examples as `bad_input.Skip`; the main process applies the policy (`SkipLog.absorb`).
 """
 
 from __future__ import annotations
@@ -46,9 +39,8 @@ DEVICE_KEYS = ("waveforms", "num_samples", "prompt_ids", "prompt_mask", "target_
 class BatchSpec:
     """Static shapes of the batches (see the module docstring).
 
-    `num_audio_tokens` maps a clip's sample count to its audio placeholders; it depends on the
-    model family, so the caller passes it (the experiment passes
-    `functools.partial(sallm_jax.models.families.num_audio_tokens, model_config)`).
+    `num_audio_tokens`: a clip's sample count -> its audio placeholders, per model family
+    (`functools.partial(sallm_jax.models.families.num_audio_tokens, model_config)`).
     """
 
     batch_size: int
@@ -76,14 +68,11 @@ def clip_samples(row: ManifestRow) -> int:
 
 def screen_rows(rows: Sequence[ManifestRow], spec: BatchSpec,
                 skip_log: SkipLog | None = None, chat: ChatFormat | None = None) -> np.ndarray:
-    """[num_rows] the smallest bucket that holds each row's clip, -1 for a row left out.
+    """[num_rows] the smallest bucket holding each row's clip + N_FFT // 2 zeros; -1: left out.
 
-    A bucket must hold the clip plus half an FFT window of zeros, so that the last frames see
-    zero padding (as with the 30 s padding of the reference feature extractor), not reflection.
-    A missing audio file or a path that is not a file, an unreadable header, a clip too short
-    for one audio token or longer than the largest bucket, and (given the `chat` format) a prompt
-    whose text tokens, audio tokens not counted, exceed what its bucket leaves room for go
-    through `skip_log` (default: the "error" policy).
+    A missing or non-file audio path, an unreadable header, a clip too short for one audio token
+    or too long for the largest bucket, and (given `chat`) a prompt whose text tokens exceed its
+    bucket's room go through `skip_log` (default: the "error" policy).
     """
     skip_log = skip_log or SkipLog("error")
     limits = np.array([spec.bucket_samples(b) for b in range(len(spec.audio_buckets_s))])
@@ -141,9 +130,7 @@ def plan_epoch(buckets: np.ndarray, batch_size: int, rng: np.random.Generator | 
                drop_remainder: bool) -> list[np.ndarray]:
     """Index batches for one pass: same-bucket batches, shuffled when `rng` is given.
 
-    Rows in bucket -1 (left out by `screen_rows`) take no part. With `drop_remainder` each
-    bucket's incomplete last batch is left out of this epoch (a new shuffle gives those examples
-    their turn next epoch); otherwise it is kept, shorter.
+    Bucket -1 rows take no part; `drop_remainder` leaves out each bucket's incomplete last batch.
     """
     order = rng.permutation(len(buckets)) if rng is not None else np.arange(len(buckets))
     batches = []
@@ -166,9 +153,8 @@ def plan_training(buckets: np.ndarray, batch_size: int, num_batches: int, seed: 
                   process_index: int = 0, process_count: int = 1) -> list[np.ndarray]:
     """Enough shuffled epochs for `num_batches` steps of `batch_size` rows on this process.
 
-    Global batches of batch_size x process_count rows are planned alike on every process and
-    each takes its slice, so at every step all processes hold rows of the same bucket (the same
-    shapes, as a collective step needs) and together see each row once per epoch.
+    Every process plans the same global batches (batch_size x process_count rows of one bucket)
+    and takes its slice. Raises ValueError if the global batch is larger than every bucket.
     """
     plan: list[np.ndarray] = []
     epoch = 0
@@ -185,12 +171,9 @@ def plan_training(buckets: np.ndarray, batch_size: int, num_batches: int, seed: 
 
 
 def prompt_ids(row: ManifestRow, chat: ChatFormat, num_audio_tokens: int) -> list[int]:
-    """The row's prompt ids, checked to hold exactly one audio-token id per audio embedding of
-    its clip.
+    """The row's prompt ids, holding exactly one audio-token id per audio embedding of its clip.
 
-    Raises:
-      ChatFormatError naming the row otherwise, whatever the skip policy: a model that would
-      not receive its audio is a run to stop, not a bad row to leave out.
+    Raises ChatFormatError naming the row otherwise, whatever the skip policy.
     """
     where = f"example {row.id!r} ({row.audio})"
     try:
@@ -211,10 +194,9 @@ def prompt_text_tokens(row: ManifestRow, chat: ChatFormat) -> int:
 
 
 class BatchLoader:
-    """Turns a batch of row indices into padded numpy arrays (a grain map transform).
+    """Row indices -> padded numpy arrays and the `Skip`s met (a grain map transform).
 
-    It runs in input workers, so it applies no policy: it returns the batch together with the
-    examples it had to leave out (`Skip` records, for `SkipLog.absorb` in the main process).
+    Applies no policy (it runs in input workers): `SkipLog.absorb` does, in the main process.
     """
 
     def __init__(self, rows: Sequence[ManifestRow], buckets: np.ndarray, chat: ChatFormat,
@@ -224,9 +206,11 @@ class BatchLoader:
 
     def __call__(self, indices: np.ndarray,
                  like: int | None = None) -> tuple[dict[str, np.ndarray], tuple[Skip, ...]]:
-        """Arrays for `indices` and the skips met; an empty `indices` gives an all-invalid batch
-        of the bucket of row `like` (a process past the end of an evaluation split still joins
-        each step)."""
+        """Arrays for `indices` and the skips met.
+
+        Empty `indices` give an all-invalid batch in row `like`'s bucket (a process past the end
+        of an evaluation split still joins each step).
+        """
         if not len(indices):
             batch, _ = self(np.array([like]))
             batch["valid"][:] = False
@@ -295,8 +279,7 @@ def training_dataset(rows: Sequence[ManifestRow], chat: ChatFormat, spec: BatchS
                      num_batches: int, seed: int, process_index: int = 0,
                      process_count: int = 1, skip_log: SkipLog | None = None,
                      num_workers: int = 0) -> grain.IterDataset:
-    """Shuffled, bucketed training batches for `num_batches` steps, loaded by prefetch threads or,
-    with `num_workers` > 0, by that many worker processes (same batches, same order)."""
+    """Shuffled, bucketed training batches for `num_batches` steps, alike for any `num_workers`."""
     skip_log = skip_log or SkipLog("error")
     buckets = screen_rows(rows, spec, skip_log, chat)
     plan = plan_training(buckets, spec.batch_size, num_batches, seed, process_index,
@@ -314,8 +297,7 @@ def training_dataset(rows: Sequence[ManifestRow], chat: ChatFormat, spec: BatchS
 def evaluation_batches(rows: Sequence[ManifestRow], chat: ChatFormat, spec: BatchSpec, *,
                        process_index: int = 0, process_count: int = 1,
                        skip_log: SkipLog | None = None) -> grain.MapDataset:
-    """Every usable row once, in bucket order, this process's slice of each global batch; short
-    batches are padded and marked by "valid"."""
+    """Every usable row once, in bucket order, this process's share; padding marked by "valid"."""
     skip_log = skip_log or SkipLog("error")
     buckets = screen_rows(rows, spec, skip_log, chat)
     plan = plan_epoch(buckets, spec.batch_size * process_count, None, drop_remainder=False)

@@ -1,21 +1,12 @@
 """AVQA as R1-AQA distributes it (multiple-choice audio QA) -> task "aqa" manifests.
 
-Native layout (assumed from github.com/xiaomi-research/r1-aqa, README and src/dataset): a JSON
-Lines file (a JSON array is accepted too), one AVQA train question a line, e.g.
-  {"id": 183, "video_name": "-HG3Omg_89c_000030", "video_id": 341,
-   "question_text": "What happened in the video?",
-   "multi_choice": ["motorboat", "Yacht consignment", "Sailboat set sail", "Consignment car"],
-   "answer": 1, "question_relation": "View", "question_type": "Happening",
-   "dataset_name": "AVQA", "audio_path": "/path/to/wavs/-HG3Omg_89c_30.wav"}
-`answer` is a 0-based index into `multi_choice` (R1-AQA reads `multi_choice[answer]`).
-`audio_path` is usually absolute on the machine that built the file: relative paths are joined
-to --audio_root (default: the input file's folder), and with --audio_root given a path that does
-not exist is also looked up by its file name there. About 38K of AVQA's 40,425 questions have
-usable audio; use --on_missing=skip to leave the rest out.
-
-Like R1-AQA's prompt, "video" in the question becomes "audio" (the model only hears the clip);
---keep_video_wording turns that off. meta["category"] is "sound" unless the record has a
-"category" field (MMAU-style scoring reports accuracy per category).
+Input (github.com/xiaomi-research/r1-aqa): JSON Lines (or a JSON array), one question a line:
+"question_text", "multi_choice" (list), "answer" (0-based index into it), "audio_path", optional
+"id" and "category" (meta["category"], default "sound"). `audio_path` is often absolute on the
+machine that built the file: relative paths join --audio_root (default: the input's folder), and
+with --audio_root a missing path is also looked up there by file name. About 38K of AVQA's 40,425
+questions have audio; --on_missing=skip leaves the rest out. "video" in questions becomes "audio",
+as in R1-AQA's prompt (--keep_video_wording keeps it).
 
   python -m sallm_jax.data.importers.avqa --input avqa_train.jsonl --audio_root avqa_wavs \
       --output data/avqa [--validation_fraction 0.05]
@@ -82,11 +73,9 @@ def import_avqa(input_file: str | os.PathLike, output_dir: str | os.PathLike, *,
       input_file: the R1-AQA AVQA JSONL file.
       audio_root: where relative (and, by file name, stale absolute) audio paths are found;
         None: the input file's folder, with no look-up by file name.
-      split: the manifest name for the questions kept.
       validation_fraction: share of the audio clips (with all their questions) held out as
-        "validation", chosen by `seed`: R1-AQA itself has no validation set, and choosing
-        checkpoints on the MMAU test split is what this is for avoiding.
-      video_to_audio: replace "video" by "audio" in questions, as R1-AQA's prompt does.
+        "validation", chosen by `seed` (R1-AQA has no validation set).
+      video_to_audio: replace "video" by "audio" in questions.
       on_missing, on_invalid: "error" or "skip" (see `ImportReport`).
     """
     input_file = Path(input_file)

@@ -1,10 +1,7 @@
 """What every importer shares: record parsing, the skip / error policy, and manifest writing.
 
-An importer turns each source record into a `ManifestRow` whose `audio` is an absolute path, and
-hands it to `ImportReport.take`, which checks that the audio file exists and either keeps the
-row, stops with an `ImporterError` naming the source file and line, or counts the row as skipped
-with its reason (per the `on_missing` / `on_invalid` policies). Nothing is written until every
-record has been read, so a run that stops on an error leaves no partial manifests behind.
+An importer hands each record's `ManifestRow` (absolute `audio` path) to `ImportReport.take`.
+Nothing is written until every record is read, so a run stopped by an error leaves no manifests.
 """
 
 from __future__ import annotations
@@ -45,12 +42,9 @@ class InvalidRecord(ValueError):
 class ImportReport:
     """Rows kept per split, rows skipped per reason, and the policy for bad records.
 
-    Args:
-      splits: the output splits, in the order they are written; each gets a manifest, even if
-        empty, so a consumer never silently reads a stale file from an earlier run.
-      on_missing: "error" stops at the first record whose audio file does not exist; "skip"
-        counts it (and lists its path) and goes on.
-      on_invalid: the same choice for records that cannot be parsed or lack a field.
+    Every split in `splits` gets a manifest, even if empty. `on_missing` ("error" or "skip"): a
+    record whose audio file does not exist; `on_invalid`: one that cannot be parsed or lacks a
+    field. "error" raises `ImporterError` naming file and line; "skip" counts the record.
     """
 
     def __init__(self, splits: Sequence[str], *, on_missing: str = "error",
@@ -147,12 +141,9 @@ class ImportReport:
 
 
 def iter_json_records(path: str | os.PathLike, report: ImportReport) -> Iterator[tuple[str, Any]]:
-    """Yield ("{path}:{line}", record) for a JSON array file or a JSON Lines file.
+    """Yield ("{path}:{line}", record) from a JSON array file ("[" first) or a JSON Lines file.
 
-    Public releases come in both forms (and some consumers convert one into the other), so the
-    first non-blank character decides: "[" means one array, anything else one value a line.
-    For an array, `line` is where each element starts. A bad JSON Lines line goes to
-    `report.invalid`; a broken array cannot be resynchronised, so it always raises.
+    A bad JSON Lines line goes to `report.invalid`; a broken array raises `ImporterError`.
     """
     path = Path(path)
     try:
@@ -223,10 +214,9 @@ def as_object(record: Any) -> dict:
 
 def get_field(record: dict, names: Sequence[str], kind: type | tuple[type, ...] = str, *,
               required: bool = True) -> Any:
-    """The value of the first of `names` present in `record` (public releases vary the spelling).
+    """The value of the first of `names` in `record`; None for an absent optional field.
 
-    Strings must be non-empty after stripping and are returned stripped; bools never count as
-    ints. Returns None for an absent optional field. Raises `InvalidRecord` naming the field.
+    Strings are stripped and must be non-empty; bools are not ints. Else `InvalidRecord`.
     """
     for name in names:
         if name in record:
@@ -263,11 +253,7 @@ def _type_name(value: Any) -> str:
 
 
 def first_existing(candidates: Iterable[str]) -> str:
-    """The first candidate path that is a file, or the first candidate when none is.
-
-    Returning the first candidate lets `ImportReport.audio_exists` name the most likely location
-    in its "not found" message.
-    """
+    """The first candidate path that is a file, or the first candidate when none is."""
     candidates = list(candidates)
     for candidate in candidates:
         if os.path.isfile(candidate):
@@ -276,9 +262,10 @@ def first_existing(candidates: Iterable[str]) -> str:
 
 
 def audio_candidates(given: str, root: str, *, by_name: bool) -> list[str]:
-    """Where a record's audio path may point: `root/given` (or `given` if absolute), and with
-    `by_name` also `root/{file name}` for releases that carry the paths of the machine they were
-    built on (R1-AQA's AVQA lines, MMAU's "./test-mini-audios/..." ids)."""
+    """`root/given` (or absolute `given`), and with `by_name` also `root/{file name}`.
+
+    `by_name` serves releases with their build machine's paths (R1-AQA's AVQA, MMAU's ids).
+    """
     candidates = [os.path.normpath(os.path.join(root, given))]
     if by_name:
         candidates.append(os.path.join(root, os.path.basename(given)))
@@ -289,9 +276,7 @@ def split_by_group(items: Sequence[T], fraction: float, seed: int,
                    group: Callable[[T], Hashable]) -> tuple[list[T], list[T]]:
     """(kept, held_out): a `fraction` of the groups (not items) held out, chosen by `seed`.
 
-    Grouping by audio clip keeps every question about one clip on one side, so validation
-    never hears a training clip. Groups are sorted before shuffling, so the choice depends only
-    on the seed and the set of groups, not on the order of the source file.
+    Independent of item order. Raises `ImporterError` unless 0 <= fraction < 1.
     """
     if not 0.0 <= fraction < 1.0:
         raise ImporterError(f"validation_fraction: expected a number in [0, 1), got {fraction}")
@@ -305,11 +290,7 @@ def split_by_group(items: Sequence[T], fraction: float, seed: int,
 
 def add_with_validation(report: ImportReport, items: Sequence[tuple[str, ManifestRow]],
                         split: str, fraction: float, seed: int) -> None:
-    """Add (where, row) items to `split`, holding a `fraction` of their clips out as "validation".
-
-    Rows are grouped by audio file (see `split_by_group`), so every question about a clip lands
-    on the same side.
-    """
+    """Add (where, row) items to `split`; a `fraction` of their audio files go to "validation"."""
     kept, held_out = split_by_group(items, fraction, seed, group=lambda item: item[1].audio)
     for name, chosen in ((split, kept), ("validation", held_out)):
         for where, row in chosen:
@@ -317,8 +298,7 @@ def add_with_validation(report: ImportReport, items: Sequence[tuple[str, Manifes
 
 
 def base_parser(description: str, input_aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The flags every importer takes: --input (or an alias), --output, --on_missing, --on_invalid.
-    """
+    """The flags every importer takes: --input (or aliases), --output, --on_missing/invalid."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--input", *input_aliases, dest="input", required=True,
                         help="The data set's native file or folder.")

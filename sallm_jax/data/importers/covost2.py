@@ -1,15 +1,10 @@
 """CoVoST 2 speech translation (default English -> German) -> task "ast" manifests.
 
-Native layout (assumed from the public release, github.com/facebookresearch/covost):
-  {input}/covost_v2.{src}_{tgt}.{train,dev,test}.tsv   written by the release's
-      get_covost_splits.py: a header line, then one tab-separated row per clip with the columns
-      path (a Common Voice clip file name), sentence (the transcript), translation, client_id.
-      The files are written without CSV quoting, so a quote character is plain text and every
-      row is exactly one line.
-  {audio_root}/{path}                                 the Common Voice (version 4) clips, mp3.
-mp3 files are decoded later, by the loader (libsndfile >= 1.1 reads mp3).
-
-Splits written: train, validation (from dev), test.
+Input (github.com/facebookresearch/covost): {input}/covost_v2.{src}_{tgt}.{train,dev,test}.tsv
+from the release's get_covost_splits.py (a header, then one unquoted tab-separated row a line:
+path, sentence, translation, client_id) and {audio_root}/{path}, the Common Voice 4 mp3 clips
+(decoded later by the loader; libsndfile >= 1.1 reads mp3). Writes train, validation (from dev),
+test.
 
   python -m sallm_jax.data.importers.covost2 --input covost_tsv --audio_root cv-corpus/en/clips \
       --output data/covost2_en_de

@@ -1,23 +1,13 @@
 """LibriSpeech from a prepared tensorflow-datasets directory -> 16 kHz wav files + "asr" manifests.
 
-Native layout: a TFDS `librispeech` builder already prepared under --data_dir (--input), i.e.
-{data_dir}/librispeech/{config}/{version}/ with dataset_info.json (configs "default" 2.1.1 and
-"lazy_decode" 2.1.2 in TFDS 4.9); nothing is downloaded. Its examples
-are (TFDS 4.9 features)
-  speech      tfds.features.Audio(sample_rate=16000, dtype=int16, file_format="flac"): stored
-              as flac bytes, read here undecoded and decoded with libsndfile (int16 sample
-              arrays, as older versions store them and hand-made examples give, work too)
-  text        the upper-case transcript (bytes once through tfds.as_numpy)
-  speaker_id, chapter_id   integers
-  id          "{speaker}-{chapter}-{utterance}" (bytes)
-and its splits are train_clean100, train_clean360, train_other500, dev_clean, dev_other,
-test_clean, test_other.
-
-Written: {output}/audio/{split}/{speaker}/{chapter}/{id}.wav (16-bit PCM, 16 kHz mono) and
-{output}/{split}.jsonl with question "Transcribe the audio." and the lower-cased transcript as
-the answer. tensorflow-datasets (and TensorFlow, which its Audio feature imports) are needed
-only by the command (`import_librispeech_tfds`) and imported there, so the conversion itself,
-`librispeech_row` / `import_librispeech_examples`, needs neither.
+Input: a TFDS `librispeech` builder already prepared under --input / --data_dir
+({data_dir}/librispeech/{config}/{version}/dataset_info.json; nothing is downloaded): features
+speech (flac bytes, decoded here with libsndfile, or int16 arrays), text, speaker_id, chapter_id,
+id ("{speaker}-{chapter}-{utterance}"); splits train_clean100, train_clean360, train_other500,
+dev_clean, dev_other, test_clean, test_other. Writes
+{output}/audio/{split}/{speaker}/{chapter}/{id}.wav (16-bit PCM, 16 kHz mono) and
+{output}/{split}.jsonl (question "Transcribe the audio.", answer the lower-cased transcript).
+Only `import_librispeech_tfds` needs tensorflow-datasets and TensorFlow.
 
   python -m sallm_jax.data.importers.librispeech --input ~/tensorflow_datasets \
       --output data/librispeech --splits train_clean100:train,dev_clean:validation,test_clean:test
@@ -69,10 +59,7 @@ def _decode_encoded(speech: bytes) -> tuple[np.ndarray, int]:
 
 
 def _as_pcm16(speech: Any, sample_rate: int) -> np.ndarray:
-    """[samples] int16 at 16 kHz from integer PCM (16-bit range) or float samples in [-1, 1].
-
-    Integer input is kept exactly (no float round trip) when no resampling is needed.
-    """
+    """[samples] int16 at 16 kHz from integer PCM (16-bit range, exact) or floats in [-1, 1]."""
     samples = np.asarray(speech)
     if samples.ndim != 1 or samples.size == 0:
         raise InvalidRecord(f"field 'speech': expected a non-empty 1-D sample array, got shape "
@@ -96,11 +83,8 @@ def librispeech_row(example: Mapping[str, Any], split: str, audio_dir: str | os.
                     sample_rate: int = SAMPLE_RATE) -> tuple[ManifestRow, np.ndarray]:
     """One TFDS example -> (row, [samples] int16 at 16 kHz to write at `row.audio`).
 
-    Args:
-      example: a dict with the TFDS librispeech features (numpy values, strings as bytes or str).
-      split: the output split; audio goes to `audio_dir/{split}/{speaker}/{chapter}/{id}.wav`.
-      audio_dir: absolute folder for the wav files.
-      sample_rate: the rate of `example["speech"]` (16 kHz for LibriSpeech); resampled if not.
+    `example`: the TFDS librispeech features (numpy values, strings as bytes or str), speech at
+    `sample_rate`. `row.audio` is `audio_dir/{split}/{speaker}/{chapter}/{id}.wav`.
     """
     example = {key: _text(value) if key in ("text", "id") else value
                for key, value in example.items()}
@@ -137,13 +121,10 @@ def import_librispeech_examples(examples: Mapping[str, Iterable[Mapping[str, Any
                                 output_dir: str | os.PathLike, *,
                                 sample_rate: int = SAMPLE_RATE,
                                 on_invalid: str = "error") -> ImportReport:
-    """Write wav files and `output_dir/{split}.jsonl` for each split's examples.
+    """Write wav files under `output_dir/audio/` and `output_dir/{split}.jsonl` per split.
 
-    Args:
-      examples: output split name -> TFDS-shaped examples (see `librispeech_row`).
-      output_dir: folder for the manifests; audio goes under `output_dir/audio/`.
-      sample_rate: the rate of the examples' speech.
-      on_invalid: "error" or "skip" for examples with a missing or malformed feature.
+    `examples`: output split name -> TFDS-shaped examples (see `librispeech_row`) at
+    `sample_rate`; `on_invalid`: "error" or "skip" for a missing or malformed feature.
     """
     output_dir = Path(output_dir)
     audio_dir = os.path.abspath(output_dir / "audio")
@@ -168,9 +149,10 @@ def parse_splits(spec: str) -> dict[str, str]:
 
 
 def find_prepared(data_dir: str | os.PathLike) -> Path:
-    """The prepared builder folder: `data_dir/librispeech/[config/]{version}/` (the highest
-    version when several configs or versions are prepared), or `data_dir` itself if it holds
-    dataset_info.json."""
+    """`data_dir` if it holds dataset_info.json, else its highest librispeech/**/{version}/.
+
+    Raises `ImporterError` if there is none.
+    """
     data_dir = Path(data_dir)
     if (data_dir / "dataset_info.json").is_file():
         return data_dir
@@ -190,11 +172,10 @@ def find_prepared(data_dir: str | os.PathLike) -> Path:
 def import_librispeech_tfds(data_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                             splits: Mapping[str, str] | None = None,
                             on_invalid: str = "error") -> ImportReport:
-    """Read the prepared TFDS `librispeech` data under `data_dir` and import it.
+    """Import the prepared TFDS `librispeech` data under `data_dir`; never downloads.
 
-    The builder is opened from its folder (`tfds.builder_from_directory`), which never
-    downloads (the `download=False` of `tfds.load`) and needs no builder code, so any prepared
-    version works. TFDS's Audio feature needs TensorFlow to read the records.
+    Needs tensorflow-datasets and TensorFlow (`ImporterError` without them or for a split that
+    is not prepared).
 
     Args:
       data_dir: the TFDS data directory that holds `librispeech/` (or the version folder).

@@ -1,22 +1,13 @@
 """LibriSQA Part I (open spoken QA over LibriSpeech) -> task "sqa" manifests.
 
-Native layout (assumed from the public release, huggingface.co/datasets/ZihanZhao/LibriSQA):
-  LibriSQA-PartI/LibriSQA-PartI-train.json   (an earlier name: ...-training.json)
-  LibriSQA-PartI/LibriSQA-PartI-test.json
-each a JSON array (JSON Lines is accepted too) of objects with
-  "speech_path"  the LibriSpeech clip (variants accepted: "audio path", "audio_path", "path",
-                 "audio"); either a path relative to the audio root, possibly starting with
-                 "LibriSpeech/", or a bare utterance id / file name such as "1089-134686-0000"
-  "question", "answer"   strings
-  "text"         the clip's transcript (optional; variants "transcript", "transcription")
-  "duration"     seconds (optional)
-The audio is LibriSpeech train-clean-360 (train) and test-clean (test) as distributed by OpenSLR:
-  {audio_root}[/LibriSpeech]/{split}/{speaker}/{chapter}/{speaker}-{chapter}-{utt}.flac
-A path ending in .wav is also looked up as .flac and the other way round, since some copies of
-the metadata name converted wav files.
-
-Splits written: train and validation (a seeded `validation_fraction` of the train clips, as the
-Granite Speech paper holds out 20%), and test. The split is by clip, so no clip is shared.
+Input (huggingface.co/datasets/ZihanZhao/LibriSQA): LibriSQA-PartI/LibriSQA-PartI-train.json
+(or ...-training.json) and ...-test.json, JSON arrays or JSON Lines of objects with "question",
+"answer", "speech_path" (or another of `AUDIO_FIELDS`: a path under the audio root, maybe
+starting "LibriSpeech/", or a bare utterance id such as "1089-134686-0000"; .wav and .flac are
+tried both ways), optional "text" (or `TRANSCRIPT_FIELDS`) and "duration" (seconds). Audio:
+OpenSLR LibriSpeech train-clean-360 and test-clean as
+{audio_root}[/LibriSpeech]/{split}/{speaker}/{chapter}/{id}.flac. Writes train, validation (a
+seeded `validation_fraction` of the train clips; the Granite Speech paper holds out 20%), test.
 
   python -m sallm_jax.data.importers.librisqa --input LibriSQA-PartI --audio_root LibriSpeech \
       --output data/librisqa [--validation_fraction 0.2 --seed 0]
@@ -90,8 +81,7 @@ class LibriSpeechLocator:
 def librisqa_row(record: object, locator: LibriSpeechLocator) -> ManifestRow:
     """One LibriSQA Part I object -> a row (its id is fixed later, once clips are counted).
 
-    `meta` holds the clip's utterance id as "passage_id" and its transcript as "passage" (the
-    names the embedded SQA set uses), so tokenizers and analyses treat both sets alike.
+    meta: "passage_id" (utterance id), "passage" (transcript), as in the embedded SQA set.
     """
     record = as_object(record)
     audio = locator.locate(get_field(record, AUDIO_FIELDS))
@@ -135,11 +125,8 @@ def import_librisqa(train_json: str | os.PathLike, test_json: str | os.PathLike 
       audio_root: the LibriSpeech folder (holding train-clean-360/ and test-clean/, directly
         or under LibriSpeech/).
       validation_fraction: share of the train *clips* moved, with all their questions, to
-        validation; chosen by `seed` independently of the file order.
+        validation; chosen by `seed`.
       on_missing, on_invalid: "error" or "skip" (see `ImportReport`).
-
-    Returns:
-      The report: rows per split, skips per reason, and the written paths.
     """
     splits = ("train", "validation") + (("test",) if test_json is not None else ())
     report = ImportReport(splits, on_missing=on_missing, on_invalid=on_invalid)

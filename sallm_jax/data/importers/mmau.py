@@ -1,17 +1,11 @@
 """MMAU test-mini (1000 multiple-choice audio questions) -> a task "aqa" test manifest.
 
-Native layout (assumed from github.com/Sakshi113/MMAU, mmau-test-mini.json): a JSON array of
-  {"id": "3fe64f3d-...", "audio_id": "./test-mini-audios/3fe64f3d-....wav",
-   "question": "...", "choices": ["Man", "Woman", "Child", "Robot"], "answer": "Man",
-   "dataset": "AudioSet", "task": "sound", "split": "test-mini", "category": "Reasoning",
-   "sub-category": "Acoustic Source Inference", "difficulty": "medium"}
-`task` holds the domain (sound / music / speech) that results are reported by; `category` holds
-the skill (Reasoning / Information Extraction). Some copies put the domain in `category`, so
-whichever of the two holds a domain is used. `answer` is the text of the correct choice;
-answer_index is its exact position in `choices`. `audio_id` is relative to --audio_root
-(default: the JSON file's folder, where the test-mini audio archive unpacks); a file not found
-there is also looked up by file name directly under --audio_root, as R1-AQA's prepare script
-does.
+Input (github.com/Sakshi113/MMAU, mmau-test-mini.json): a JSON array of objects with "id",
+"audio_id" ("./test-mini-audios/....wav"), "question", "choices", "answer" (the correct choice's
+text), "task" (the domain, sound / music / speech: meta["category"]; some copies put it in
+"category", which otherwise holds the skill), "sub-category", "difficulty", "dataset".
+`audio_id` is relative to --audio_root (default: the JSON's folder), else looked up by file name
+directly under it, as R1-AQA's prepare script does.
 
   python -m sallm_jax.data.importers.mmau --input mmau-test-mini.json --output data/mmau
 """
@@ -72,14 +66,10 @@ def mmau_row(record: object, audio_root: str) -> ManifestRow:
 def import_mmau(input_file: str | os.PathLike, output_dir: str | os.PathLike, *,
                 audio_root: str | os.PathLike | None = None, split: str = "test",
                 on_missing: str = "error", on_invalid: str = "error") -> ImportReport:
-    """Write `output_dir/{split}.jsonl` from the MMAU JSON.
+    """Write `output_dir/{split}.jsonl` from mmau-test-mini.json (or the full test JSON).
 
-    Args:
-      input_file: mmau-test-mini.json (the full test JSON has the same layout).
-      audio_root: the folder `audio_id` is relative to; None: the JSON file's folder.
-      split: the manifest name.
-      on_missing, on_invalid: "error" or "skip" (see `ImportReport`); an answer that is not
-        among its choices is an invalid record.
+    `audio_root`: the folder `audio_id` is relative to (None: the JSON's folder). `on_missing`,
+    `on_invalid`: see `ImportReport`; an answer not among its choices is an invalid record.
     """
     input_file = Path(input_file)
     report = ImportReport((split,), on_missing=on_missing, on_invalid=on_invalid)
