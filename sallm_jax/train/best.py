@@ -1,14 +1,5 @@
-"""Keep the parameters that score best on the validation split (the papers' model selection:
-never the test split).
-
-The record survives restarts and kills: each new best is saved to its own `<stage>/best-<step>/`
-(Orbax finalises a directory only once it is complete), then `<stage>/best.json` (step, score,
-directory) is replaced atomically, and only then are older `best-*` directories removed. A
-record that is unreadable or names a missing directory is discarded at start, with a warning,
-and the parameters the stage starts from (the resumed ones after a kill) are scored again, at
-their step. A record written after the checkpoint the stage resumes from (a kill between the
-two) stays, and a step scored again that ties with it takes its place: the uninterrupted run
-kept the first of equal scores."""
+"""Keeps the parameters that score best on the validation split (never the test split) in
+`<stage>/best-<step>/`, recorded atomically in `best.json` (step, score, directory)."""
 
 from __future__ import annotations
 
@@ -29,8 +20,7 @@ COLLAPSE = 0.5  # a validation score at most this share of a positive best is wa
 
 
 class BestKeeper:
-    """Scores parameters with `score` (higher is better) every `every` steps and keeps the best
-    on disk, the parameters the stage starts from included."""
+    """Scores parameters (`score`: higher is better) every `every` steps; keeps the best on disk."""
 
     def __init__(self, directory: pathlib.Path, score: Callable[[nnx.State], float],
                  partitioner: Partitioner, every: int = 1):
@@ -60,21 +50,18 @@ class BestKeeper:
         return record
 
     def start(self, step: int, params: nnx.State) -> None:
-        """Score the parameters the stage starts from (after `step` updates: 0, or a resumed
-        run's step), unless the record already holds a score."""
+        """Score the starting parameters (after `step` updates) unless the record holds a score."""
         if self.record is None:
             self.consider(step, params)
 
     def after_step(self, step: int, last_step: int, params: nnx.State) -> float | None:
-        """The validation score of `params` after `step` updates, on every `every`-th step and
-        the last; None on the others."""
+        """`params`' validation score on every `every`-th step and the last; None on others."""
         if step % self.every == 0 or step == last_step:
             return self.consider(step, params)
         return None
 
     def consider(self, step: int, params: nnx.State) -> float:
-        """Score `params` (after `step` updates); save them if they beat the best so far, or
-        tie with a best recorded at a later step."""
+        """Score `params`; save them if they beat the best or tie with a later step's best."""
         score = float(self.score_fn(params))
         logging.info("[best] step %d: validation score %.3f", step, score)
         if self.record is not None and 0 < self.record["score"] and (

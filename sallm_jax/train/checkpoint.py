@@ -22,9 +22,7 @@ TEMPORARY = "*.orbax-checkpoint-tmp*"  # a step folder Orbax has not finalised
 
 
 class _Manager(ocp.CheckpointManager):
-    """Orbax's manager with the tests' pause (`stop_signal.pause_for_test`, phase "checkpoint
-    <stage>/<step>") inside each write: its files are in the step's temporary folder, which the
-    finalising thread has not yet renamed into place."""
+    """Orbax's manager with the tests' pause (`pause_for_test`) before each write is finalised."""
 
     def _finalize(self, step: int, steps_to_remove: list[int]) -> None:
         pause_for_test(f"checkpoint {pathlib.Path(self.directory).parent.name}/{step}",
@@ -37,20 +35,11 @@ class UnreadableCheckpoints(UserError):
 
 
 class Checkpointer:
-    """Saves {state, data iterator} every `save_every` steps and restores the latest.
-
-    Saves run in the background. Used as a context manager (`with checkpointer:`), it waits for
-    the save under way and closes on the way out; when the block raises, the save under way
-    may fail too, which is logged and never hides the block's error, and no temporary step
-    folder is left behind; those a killed run left are removed when the next one opens the
-    folder. A write that fails for want of disk raises `DiskWriteError` naming the folder and
-    the space a checkpoint needs.
-
-    Args:
-      directory: where step folders are written (created if absent).
-      save_every: steps between saves (the final step is always saved with `force`).
-      max_to_keep: how many recent checkpoints stay on disk.
-    """
+    """Saves {state, data iterator} to `directory` every `save_every` steps (in the background;
+    `force` saves any step), restores the latest, keeps the newest `max_to_keep`. As a context
+    manager it waits for the save under way and closes; a save failing while the block raises is
+    only logged. Removes temporary step folders of failed or killed writes. DiskWriteError if the
+    disk refuses."""
 
     def __init__(self, directory: pathlib.Path, *, save_every: int, max_to_keep: int = 2):
         options = ocp.CheckpointManagerOptions(save_interval_steps=save_every,
@@ -88,10 +77,8 @@ class Checkpointer:
 
     def restore(self, abstract_state: TrainState, data_iter: grain.DatasetIterator | None = None,
                 step: int | None = None) -> TrainState:
-        """Restore `step` (default: latest) into the structure/shardings of `abstract_state`.
-
-        `data_iter`, when given, is moved to the saved position in place.
-        """
+        """Restore `step` (default: latest) into `abstract_state`'s structure and shardings, moving
+        `data_iter` to the saved position; FileNotFoundError when there is no checkpoint."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
@@ -109,11 +96,8 @@ class Checkpointer:
 
     def resume(self, abstract_state: TrainState, data_iter: grain.DatasetIterator | None = None,
                *, stage: str) -> TrainState | None:
-        """The newest checkpoint that can be read, restored as `restore` does; None when there
-        is none. Newer ones that cannot be (cut short, deleted in part: `damaged.is_damage`)
-        are set aside in `<directory>.unreadable/`, each logged with why, so that the stage's
-        next save of that step is a new one. When every checkpoint is unreadable,
-        `UnreadableCheckpoints` names the folder and each step's reason, and nothing moves."""
+        """The newest readable checkpoint (as `restore`) or None; damaged newer ones move to
+        `<directory>.unreadable/`; `UnreadableCheckpoints` (naming why) if none is readable."""
         failed: list[tuple[int, Exception]] = []
         for step in sorted(self.kept_steps(), reverse=True):
             try:

@@ -1,5 +1,4 @@
-"""Saved state that cannot be read back: which errors mean the files are damaged, and where a
-damaged folder is set aside (kept for a look, never loaded, out of the way of a new save)."""
+"""Restore errors that mean damaged files, and setting damaged folders aside (never loaded)."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ _NOT_DAMAGE_TEXT = ("RESOURCE_EXHAUSTED", "Out of memory", "PERMISSION_DENIED")
 
 
 def is_damage(error: Exception) -> bool:
-    """Whether a failed restore means the saved files are damaged (cut short, deleted in part,
-    unparsable) rather than that the machine could not read them now."""
+    """Whether a failed restore means damaged files, not a lack of memory or permission."""
     if isinstance(error, _NOT_DAMAGE):
         return False
     return not any(text in str(error) for text in _NOT_DAMAGE_TEXT)
@@ -31,8 +29,7 @@ def reason(error: Exception) -> str:
 
 
 def set_aside(folder: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
-    """Move `folder` to `into/<its name>` (replacing what an earlier move left there); process 0
-    moves, every process returns the new path."""
+    """Move `folder` into `into/` (replacing an earlier copy) on process 0; the new path."""
     target = into / folder.name
     if jax.process_index() == 0:
         into.mkdir(parents=True, exist_ok=True)

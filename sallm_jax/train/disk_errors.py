@@ -1,10 +1,5 @@
-"""A checkpoint or parameter write that fails for want of disk (no space, no permission, a
-read-only file system) reported as one line naming the path and the space the write needs.
-
-Orbax writes through TensorStore in background threads: the failure reaches the caller as a
-ValueError whose text quotes the OS error (`[os_error_code='28']`), and each thread it passed
-through logs it first with its own traceback. `DiskWriteError` is raised once instead, and
-`orbax_log_filter` keeps those logged copies out."""
+"""Checkpoint and parameter writes that fail for want of disk (no space, no permission, read-only),
+raised once as `DiskWriteError`; `orbax_log_filter` drops the copies Orbax's threads log."""
 
 from __future__ import annotations
 
@@ -24,13 +19,11 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
 class DiskWriteError(UserError, OSError):
-    """A checkpoint or parameters could not be written: no space, or the path cannot be
-    written. The message names the path and the space the write needs (one line, exit 2)."""
+    """The disk refused a checkpoint or parameters; the one line names the path and space needed."""
 
 
 def os_error_code(error: BaseException | None) -> int | None:
-    """The OS error number behind `error` or one of its causes: an OSError's, or the one
-    TensorStore quotes in the text of the error Orbax raises; None when there is none."""
+    """The errno behind `error` or its causes (OSError's, TensorStore's quoted one); else None."""
     while error is not None:
         if isinstance(error, OSError) and error.errno:
             return error.errno
@@ -52,8 +45,7 @@ def free_bytes(path: pathlib.Path) -> int:
 
 
 def write_failure(what: str, path: pathlib.Path, needed: int, code: int) -> str:
-    """The one line for a write of `what` (`needed` bytes) to `path` that failed with OS error
-    `code`."""
+    """The message for a write of `what` (`needed` bytes) to `path` failed with OS error `code`."""
     return (f"cannot write {what} to {path}: {os.strerror(code)}; it needs about "
             f"{megabytes(needed)}, and {megabytes(free_bytes(path))} is free there. Free some "
             "space (or give a --workdir on a disk that has it) and run the same command again: "
@@ -67,8 +59,7 @@ def tree_bytes(tree) -> int:
 
 @contextlib.contextmanager
 def naming_the_disk(what: str, path: pathlib.Path, needed: int) -> Iterator[None]:
-    """Turn an error of the writes inside into `DiskWriteError` when an OS error lies behind
-    it; other errors pass unchanged."""
+    """Re-raise an error inside as `DiskWriteError` when an OS error is behind it."""
     try:
         yield
     except Exception as error:
@@ -79,7 +70,6 @@ def naming_the_disk(what: str, path: pathlib.Path, needed: int) -> Iterator[None
 
 
 def orbax_log_filter(record: logging.LogRecord) -> bool:
-    """Drop the copies Orbax's threads log of a failed write (with their tracebacks): the
-    caller raises that error once, as `DiskWriteError`."""
+    """Drop Orbax threads' logs of a failed write (the caller raises it as `DiskWriteError`)."""
     return not ("orbax" in record.pathname and record.exc_info
                 and os_error_code(record.exc_info[1]) is not None)

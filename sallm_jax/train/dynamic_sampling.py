@@ -1,14 +1,5 @@
-"""Filling one GRPO batch by dynamic sampling (`grpo.dynamic_sampling`): draw batches of prompts,
-roll out and score each, and stop once the groups with a reward spread fill the batch or
-`grpo.dynamic_sampling_max_draws` draws are spent (the choice itself: `rl/dynamic_sampling.py`).
-
-Every process draws its share of each global batch, as without dynamic sampling; the draws'
-host batches, rollouts and rewards are gathered, so every process decides on the same global
-rewards and the filled batch is the one a single process would fill (a process may train on
-groups another process sampled). The filled batch's statistics travel with it as host arrays
-(`DRAWN_KEYS`): the data iterator's position after the draws is the checkpoint's, and a
-generation kept beside a checkpoint keeps them, so a resumed stage logs the same.
-"""
+"""Filling one GRPO batch by dynamic sampling (`grpo.dynamic_sampling`; which groups:
+`rl/dynamic_sampling.py`), the same global batch on every process."""
 
 from __future__ import annotations
 
@@ -38,17 +29,12 @@ def fill_batch(draw: Callable[[], Host], rollout: Callable[[Host, jax.Array], Ro
                score: Callable[[Rollout, Host], ScoredGroups], rng: jax.Array, *,
                max_draws: int, group_size: int, per_reward: bool, reward_names: Sequence[str],
                partitioner: Partitioner, pad_id: int) -> tuple[Host, Rollout]:
-    """This process's part of a batch filled by dynamic sampling: (host batch, its sampled rows).
+    """This process's part of a batch filled by dynamic sampling: (host batch, its rollout rows).
 
-    `draw` returns the next host batch (B prompts of this process), `rollout` its sampled rows
-    (`local_rollout`) under a key, `score` their `ScoredGroups`, at most `max_draws` times
-    (grpo.dynamic_sampling_max_draws); groups of `group_size`, a group's signal read per
-    reward function with `per_reward` (GDPO), failures counted per name of `reward_names`
-    (grpo.reward_fns). Draw d is sampled with
-    `rng` folded with d, except draw 0, which uses `rng` as a step without dynamic sampling
-    does. The host batch carries the statistics (`DRAWN_KEYS`): prompts drawn and the shortfall
-    over all processes, drawn groups whose rewards are all equal, and each reward function's
-    failures over all drawn samples (with the number of samples scored).
+    Draws at most `max_draws` host batches (`draw`), rolls out each (`rng` folded with the draw's
+    number; draw 0: `rng`), scores it, and keeps groups of `group_size` with a reward spread (per
+    reward with `per_reward`: GDPO). The host batch carries `DRAWN_KEYS`: prompts drawn, shortfall,
+    flat groups drawn, failures per name of `reward_names`, samples scored (over all processes).
     """
     local_size, processes = None, jax.process_count()
     hosts, rollouts, keep = [], [], []
@@ -82,18 +68,15 @@ def fill_batch(draw: Callable[[], Host], rollout: Callable[[Host, jax.Array], Ro
 
 
 def drawn_scalars(host: Host) -> dict[str, float]:
-    """The logged statistics of a filled batch: `prompts_drawn` (every process's),
-    `dynamic_sampling/shortfall` (prompts the kept groups did not fill) and
-    `frac_reward_zero_std/drawn` (the drawn groups whose rewards are all equal: what
-    `frac_reward_zero_std` would have been without dynamic sampling)."""
+    """A filled batch's logged stats: `prompts_drawn`, `dynamic_sampling/shortfall` and
+    `frac_reward_zero_std/drawn` (drawn groups whose rewards are all equal)."""
     drawn = int(host[DRAWN_PROMPTS])
     return {"prompts_drawn": drawn, "dynamic_sampling/shortfall": int(host[SHORTFALL]),
             "frac_reward_zero_std/drawn": int(host[DRAWN_FLAT]) / drawn}
 
 
 def drawn_failures(host: Host, names: list[str]) -> tuple[dict[str, int], int]:
-    """(per reward function, the drawn samples it failed on over all processes; the samples
-    scored): what the reward watch reads, so a reward that fails on every sample (and thereby
-    leaves every group flat and dropped) is still seen."""
+    """(reward function -> drawn samples it failed on, all processes; samples scored): the reward
+    watch's view, failures in the groups dropped as flat included."""
     return (dict(zip(names, np.asarray(host[DRAWN_FAILURES]).tolist(), strict=True)),
             int(host[DRAWN_SCORED]))

@@ -1,12 +1,6 @@
-"""One GRPO generation (`grpo.steps_per_generation` batches rolled out at the same parameters)
-kept beside a checkpoint taken inside it, so that the resumed stage trains its remaining steps
-on the very samples it would have trained on.
-
-Each process writes its own rows: `<directory>/<first step>/process<i>.npz`, with every host
-batch, its rollout (ids, mask, truncated, the sampler's log-probs) and the old log-probs where
-the generation computed them. The rewards are not kept: scoring them again from the same
-completions gives the same values (reward functions are functions of the text and the example).
-"""
+"""One GRPO generation (`grpo.steps_per_generation` batches at the same parameters) kept beside a
+checkpoint inside it: `<directory>/<first step>/process<i>.npz` holds this process's host batches,
+rollouts and old log-probs; rewards are scored again (they depend on text and example only)."""
 
 from __future__ import annotations
 
@@ -70,8 +64,7 @@ def load_generation(directory: pathlib.Path, first_step: int,
 
 
 def prune_generations(directory: pathlib.Path, keep_from: int) -> None:
-    """Remove the generations that start before step `keep_from` (no kept checkpoint lies in
-    them any more)."""
+    """Remove the generations that start before step `keep_from`."""
     if not directory.is_dir():
         return
     for child in directory.iterdir():

@@ -1,6 +1,5 @@
 """The GRPO stage: `GRPOStep`s in the shared `TrainingLoop`, a generation of
-`grpo.steps_per_generation` batches at a time, with the reward and sampler-gap watches, the
-completions table and checkpoints that keep the samples of a generation they fall inside."""
+`grpo.steps_per_generation` batches at a time."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ from sallm_jax.train.state import TrainState, make_optimizer
 
 def logged_completions(groups: ScoredGroups, settings: GRPOSettings,
                        partitioner: Partitioner) -> list[dict]:
-    """This process's groups as `completions_table` records, with the advantages the update
-    formed from every process's rewards."""
+    """This process's groups as `completions_table` records, with the update's advantages."""
     s = settings
     shape = (-1, s.group_size)
     per_fn = partitioner.gather(groups.per_fn)
@@ -47,9 +45,8 @@ def logged_completions(groups: ScoredGroups, settings: GRPOSettings,
 
 
 class GRPOSteps(StageSteps):
-    """GRPO's steps in a `TrainingLoop`: a generation every `cfg.steps_per_generation` steps,
-    then one batch of it per step; the reward and sampler-gap watches; the completions table;
-    checkpoints that keep the samples of a generation they fall inside."""
+    """GRPO's `StageSteps`: a generation every `cfg.steps_per_generation` steps, one batch per step;
+    the watches, the completions table, and checkpoints that keep a generation's samples."""
 
     def __init__(self, loop: TrainingLoop, grpo_step: GRPOStep, cfg: ml_collections.ConfigDict,
                  *, workdir: pathlib.Path, seed: int, partitioner: Partitioner):
@@ -107,8 +104,8 @@ class GRPOSteps(StageSteps):
                                                               self.partitioner))
 
     def save(self, step: int, *, force: bool = False, now: bool = False) -> None:
-        """The loop's checkpoint, and before one inside a generation its samples (once per
-        generation); generations no kept checkpoint lies in are pruned."""
+        """The loop's checkpoint, preceded inside a generation by its samples (once per generation);
+        generations no kept checkpoint lies in are pruned."""
         k, ckpt = self.cfg.steps_per_generation, self.loop.ckpt
         inside = step % k
         if inside and self.saved is None and (now or ckpt.will_save(step, force=force)):
@@ -123,30 +120,13 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
              frozen: nnx.State, ref_params: nnx.State | None, rows: Sequence[ManifestRow],
              chat: ChatFormat, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
              **loop_args) -> nnx.State:
-    """Run `cfg.steps` GRPO steps from `params`, resuming from the stage's latest checkpoint.
-
-    `cfg` is the `grpo` section; what the update and the scoring read from it is typed and
-    checked once here (`GRPOSettings.from_section`, a ConfigError naming the key).
-
-    `params` are what trains, `frozen` the rest of the model state. The reference policy
-    (beta > 0) is `ref_params` with any LoRA adapters switched off; `ref_params=None` means the
-    policy's own parameters with adapters off, which is the base model when only adapters train
-    (no second copy). `params` stay untouched (the train state starts from a copy, whose buffers
-    each update donates), so they can serve as `ref_params`. With `cfg.sync_ref_model` the
-    reference starts there and moves toward the policy every `cfg.ref_model_sync_steps`
-    updates (`sallm_jax.rl.reference`), kept in the train state's extras and its checkpoints.
-
-    A step trains on one batch. Every `cfg.steps_per_generation` steps a generation rolls out
-    that many batches at once (the first step's `step_seconds` holds their rollouts); batch j
-    of the generation starting at step s is sampled with the key of step s + j, so with one
-    step per generation this is plain GRPO. With `cfg.dynamic_sampling` each batch is filled
-    with groups whose rewards differ, drawing up to `cfg.dynamic_sampling_max_draws` batches
-    of prompts (`train/dynamic_sampling.py`; draw 0 with the step's key). A checkpoint inside
-    a generation keeps its samples in `workdir/generations/`, and a resumed stage trains on
-    them. `loop_args` (spec, skip_log,
-    validate, num_workers, health) are `TrainingLoop`'s: checkpoints, resume, metrics, best on
-    validation and the health check are the loop's.
-    """
+    """Run `cfg.steps` GRPO steps (`cfg`: the `grpo` section), resuming from the stage's latest
+    checkpoint; the final (or best) parameters. The reference (beta > 0) is `ref_params` with LoRA
+    adapters off (None: the policy's own, the base model when only adapters train); `params` stay
+    untouched, so they can serve as `ref_params`; `cfg.sync_ref_model` moves it toward the policy.
+    Batch j of the generation starting at step s uses step s + j's key; its first step's
+    `step_seconds` holds the generation's rollouts. `loop_args` go to `TrainingLoop`. ConfigError
+    names a bad key of the section."""
     settings = GRPOSettings.from_section(cfg)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,

@@ -1,14 +1,5 @@
-"""One GRPO step on the device and host: rollout -> rewards (host) -> group advantages ->
-clipped-ratio update.
-
-One step, as data: B prompts with audio -> `rollout` samples G completions each ([B * G, C], the
-prefill done once per prompt) -> decoded and scored on the host -> rewards [B, G] back to the
-device -> advantages, reference log-probs (when beta > 0) and old log-probs (when the batch is
-updated after the parameters moved: num_iterations > 1, or a later batch of a generation of
-steps_per_generation > 1) -> `grpo_loss` -> AdamW update with the state's buffers donated
-(`train/grpo_update.py`). The stage around it (generations, watches, checkpoints) is
-`train/grpo_stage.py`.
-"""
+"""One GRPO step: rollout -> rewards (host) -> group advantages -> clipped-ratio update; the
+compiled update is `train/grpo_update.py`, the stage around it `train/grpo_stage.py`."""
 
 from __future__ import annotations
 
@@ -48,20 +39,12 @@ class GenerationBatch:
 
 
 class GRPOStep:
-    """GRPO on host batches: a generation (`generate`: every batch rolled out at the same
-    parameters, decoded and scored on the host, old log-probs where an update will come after
-    the parameters moved) and then each batch's `num_iterations` updates (`train`, reference
-    log-probs when beta > 0). Calling it runs a generation of one batch and its updates.
-
-    `settings` are the `grpo` section `cfg`'s typed settings (`GRPOSettings.from_section`);
-    `cfg` gives the sampling, the reference and the iteration keys. The compiled programs are
-    built once. `frozen` is the rest of the model state; the reference is `ref_params` with any
-    LoRA adapters off, or with `ref_params=None` the policy's own parameters with adapters off;
-    with `cfg.sync_ref_model` it is the train state's `extras[REFERENCE_KEY]`, mixed toward the
-    policy after every `cfg.ref_model_sync_steps`-th update (`rl/reference.py`). `rows` are
-    the examples the batches' "index" refers to (rewards read their answers). A batch without
-    "waveforms" holds text-only prompts.
-    """
+    """GRPO on host batches: `generate` rolls out (G completions per prompt, [B * G, C]) and scores
+    (rewards [B, G], on the host) a generation of batches at the same parameters; `train` runs a
+    batch's `num_iterations` updates; a call does both for one batch. `settings`: the `grpo` section
+    `cfg`, typed. The reference is `ref_params` (None: the policy's own) with LoRA adapters off, or
+    with `cfg.sync_ref_model` the state's `extras[REFERENCE_KEY]`. `rows`: the examples a batch's
+    "index" refers to. A batch without "waveforms" holds text-only prompts."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, *, settings: GRPOSettings,
                  graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
@@ -117,10 +100,8 @@ class GRPOStep:
 
     def generate(self, state: TrainState, hosts: Sequence[dict[str, np.ndarray]],
                  rngs: Sequence[jax.Array]) -> list[GenerationBatch]:
-        """Roll out every batch at `state`'s parameters, score them, and compute the old
-        log-probs of each batch that gets an update after the parameters moved: every batch
-        when num_iterations > 1, all but the first otherwise (its single update is at the
-        sampler's parameters, where the ratio is exactly 1 without them)."""
+        """Roll out and score each batch at `state`'s parameters; old log-probs for the batches
+        updated after the parameters moved (all if num_iterations > 1, else all but the first)."""
         batches = [self.partitioner.device_batch(host) for host in hosts]
         local = [self._rollout(state, batch, rng) for batch, rng in zip(batches, rngs, strict=True)]
         return self._with_old_logp(state, [self._scored(*b) for b in zip(hosts, local, batches,
@@ -128,9 +109,7 @@ class GRPOStep:
 
     def generate_filled(self, state: TrainState, draw: Callable[[], dict[str, np.ndarray]],
                         rngs: Sequence[jax.Array]) -> list[GenerationBatch]:
-        """`generate` with each batch filled by dynamic sampling (`fill_batch`): batches of
-        prompts from `draw` until the groups with a reward spread fill it. The kept groups are
-        scored again from their completions, as a resumed generation's are (the same values)."""
+        """`generate` with each batch filled by dynamic sampling (`fill_batch`) from `draw`."""
         def rollout(host, rng):
             return self._rollout(state, self.partitioner.device_batch(host), rng)
 
@@ -169,9 +148,8 @@ class GRPOStep:
         return generation
 
     def train(self, state: TrainState, b: GenerationBatch) -> tuple[TrainState, dict]:
-        """`num_iterations` updates on one batch of a generation: (new state, the last
-        update's metrics, with the sampler-vs-trainer gap at the sampler's parameters);
-        `state` is donated."""
+        """`num_iterations` updates on one batch: (new state, the last update's metrics with the
+        sampler gap at the sampler's parameters); `state` is donated."""
         cfg, frozen = self.cfg, self.frozen
         # Log-probs of the reference only when the KL term is on: no forward pass otherwise.
         ref = state.params if self.ref_params is None else self.ref_params

@@ -1,8 +1,5 @@
-"""The compiled programs of a GRPO step on the device: the completions' log-probs under a
-policy, and the update (advantages -> `grpo_loss` -> AdamW, micro-batched if so configured).
-
-Shapes: B prompts x G completions, prompt-major; C completion tokens.
-"""
+"""The compiled GRPO programs: completion log-probs, and the update (advantages -> `grpo_loss` ->
+AdamW). B prompts x G completions, prompt-major; C completion tokens."""
 
 from __future__ import annotations
 
@@ -35,8 +32,8 @@ from sallm_jax.train.state import TrainState, apply_gradients
 def make_logprob_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
                     frozen_shardings: nnx.State, partitioner: Partitioner, *, group_size: int,
                     temperature: float, adapters: bool = True, micro_batch_size: int = 0):
-    """jit(fn(params, frozen, batch, ids, mask) -> [B * G, C] log-probs), for the old policy
-    and (adapters=False under LoRA) the reference; `micro_batch_size` prompts at a time."""
+    """jit(fn(params, frozen, batch, ids, mask) -> [B * G, C] log-probs) for the old policy and
+    (`adapters=False` under LoRA) the reference; `micro_batch_size` prompts at a time."""
 
     def one(params, frozen, batch, ids, mask):
         model = merge_policy(graphdef, params, frozen, adapters=adapters)
@@ -58,8 +55,7 @@ def make_logprob_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
 
 
 def grpo_extras(settings: GRPOSettings) -> dict:
-    """The train state's `extras` at the start of a GRPO stage: the adaptive entropy
-    controller's initial state with grpo.use_adaptive_entropy, else none."""
+    """The GRPO train state's initial `extras`: the entropy controller if use_adaptive_entropy."""
     control = settings.entropy_control
     return ({EXTRAS_KEY: init_entropy_control(control.entropy_coef)}
             if control.use_adaptive_entropy else {})
@@ -70,19 +66,15 @@ def make_grpo_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                      state_shardings: TrainState, frozen_shardings: nnx.State):
     """jit(update(state, frozen, batch, group, old_logp, ref_logp) -> (state, metrics)).
 
-    `group` holds "ids", "mask" [B * G, C], "rewards" [B, G], "off_policy" [B * G], under
-    per_reward normalisation "per_fn" [B, G, F] (NaN: not applicable), and optionally
-    "rollout_logp" [B * G, C] (the sampler's log-probs; then the metrics hold their gap to
-    this update's, "logp_diff/mean" and "/max"; required when `settings.loss` reads them).
-    `old_logp` / `ref_logp` may be None (one update per rollout / beta == 0). With a
-    micro_batch_size the loss and gradients are accumulated over micro-batches of that many
-    prompts (a top_entropy_quantile threshold is then taken within each). "entropy" is the
-    policy's mean entropy over the sampled completion tokens.
-
-    The rollout correction logs "rollout_is/*" of its weights against `old_logp` (this
-    update's own log-probs when None). With use_adaptive_entropy the entropy coefficient is
-    the state's controller's (`grpo_extras`), moved after the update by the entropy it
-    measured; logs "entropy_coef" (the next) and "entropy_coef/applied".
+    `state` is donated. `group`: "ids", "mask" [B * G, C], "rewards" [B, G], "off_policy" [B * G];
+    "per_fn" [B, G, F] under per_reward normalisation (NaN: not applicable); "rollout_logp" [B * G,
+    C] (the sampler's; logs "logp_diff/mean", "/max") when given, required when `settings.loss`
+    reads it. `old_logp` / `ref_logp` may be None (one update per rollout / beta == 0).
+    micro_batch_size accumulates loss and gradients over micro-batches of that many prompts (each
+    its own top_entropy_quantile threshold). Logs "entropy" (sampled tokens), "rollout_is/*" against
+    `old_logp` (or this update's), and with use_adaptive_entropy "entropy_coef" (next) and
+    "entropy_coef/applied" (the controller in `extras`, moved by finite updates). ValueError when
+    "rollout_logp" or the controller is needed and missing.
     """
     s, control_settings = settings, settings.entropy_control
     adaptive, correction = control_settings.use_adaptive_entropy, s.loss.rollout_correction

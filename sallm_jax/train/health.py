@@ -1,14 +1,6 @@
-"""Training health: what happens when a step's loss or gradients are not finite, and warnings
-when the KL or the gradient norm leave their band or jump far above their recent median (a
-collapse such as a learning rate far too high gives, which can stay inside the bands).
-
-The device never applies a non-finite update (`state.apply_gradients` keeps the parameters and
-optimiser state of the last good step and reports `finite`). On the host, `HealthCheck` reads
-each step's metrics: under `train.on_nonfinite = "stop"` (the default) the run stops at the
-first such step with `TrainingDiverged`, its parameters and checkpoints those of the step
-before; under "skip" the step is counted and the run moves on, stopping after
-`train.max_nonfinite_skips` in a row.
-"""
+"""Training health: non-finite steps (`train.on_nonfinite`: "stop" raises `TrainingDiverged`, "skip"
+stops after `train.max_nonfinite_skips` in a row), and warnings when the KL or gradient norm leave
+their band or jump far above their recent median."""
 
 from __future__ import annotations
 
@@ -50,11 +42,8 @@ class HealthCheck:
         return cls(stage=stage, **train.to_dict())
 
     def after_step(self, step: int, metrics: Mapping) -> None:
-        """Check step `step`'s metrics (device arrays or numbers).
-
-        Raises:
-          TrainingDiverged: a non-finite step under "stop", or too many in a row under "skip".
-        """
+        """Check step `step`'s metrics (device arrays or numbers). Raises `TrainingDiverged` on a
+        non-finite step under "stop", or on too many in a row under "skip"."""
         values = {k: float(np.asarray(v)) for k, v in metrics.items()
                   if k in ("loss", "grad_norm", "kl")}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())

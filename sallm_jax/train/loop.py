@@ -1,17 +1,5 @@
-"""The loop every training stage runs in, written once: the train state (a copy of the starting
-parameters), the data iterator, Orbax checkpoints and the resume from the latest readable one,
-the metric writer, the best-on-validation keeper, the health check, the progress bar and the
-preemption save. A stage brings only its steps (`StageSteps`).
-
-One pass of the loop, for step s (1-based, counted as the stage's config counts them):
-  steps.step(state, s - 1) -> (state, StepResult)   the stage's own work
-  health.after_step(s, metrics)                     stop (or skip) on a non-finite update
-  steps.check(s, result)                            the stage's own watches
-  progress, and on a log step the record            result.scalars(seconds of the step)
-  steps.record(s, writer)                           the stage's own extra records
-  best-on-validation every cfg.eval_every steps
-  checkpoint every cfg.checkpoint_every steps (and the last); SIGTERM / SIGINT: save and stop
-"""
+"""The loop every training stage runs in (`TrainingLoop`): checkpoints and resume, records,
+validation, health, progress, preemption; a stage brings its `StageSteps`."""
 
 from __future__ import annotations
 
@@ -52,8 +40,7 @@ class StepResult:
 
 
 class StageSteps:
-    """A training stage's own part: `step`; `check` and `record` do nothing unless a stage
-    needs them, and `save` is the loop's unless a stage keeps more than its checkpoint."""
+    """A training stage's own part: `step`; `check` and `record` do nothing unless overridden."""
 
     def step(self, state: TrainState, step: int) -> tuple[TrainState, StepResult]:
         """Step `step + 1` from `state` (donated): (new state, its result)."""
@@ -67,23 +54,12 @@ class StageSteps:
 
 
 class TrainingLoop:
-    """The skeleton of a training stage named `name`, configured by its section `cfg` (steps,
-    batch_size, checkpoint_every, log_every, eval_every).
-
-    `params` are what trains (all parameters, or the LoRA adapters and what the config adds);
-    they stay untouched, since the train state starts from a copy. `spec.batch_size` is this
-    process's share of the batch. A step runs `updates_per_step` optimiser updates (GRPO's
-    num_iterations), so the state's counter counts updates and `step` is that over
-    `updates_per_step`; `counter` names the state's counter in the resume log line. `extras`
-    start the state's `extras`, checkpointed and resumed with it.
-
-    With `validate` (params -> score, higher is better) and `cfg.eval_every` > 0, the starting
-    parameters and those every `eval_every` steps are scored and `run` returns the best (the
-    papers keep the best checkpoint on the validation split). `health` watches every step
-    (default: stop on a non-finite one). With `wandb` the metric writer mirrors its records
-    to a W&B run of the stage. The data iterator holds `batches_per_step` batches for each
-    step (the most a step may draw: GRPO's dynamic sampling); a step takes what it needs.
-    """
+    """The skeleton of training stage `name`, configured by its section `cfg` (steps, batch_size,
+    checkpoint_every, log_every, eval_every). `params` stay untouched (the state starts from a
+    copy). `spec.batch_size` is this process's share. A step runs `updates_per_step` updates (GRPO's
+    num_iterations), named `counter` in the resume log. With `validate` (params -> score, higher is
+    better) and `cfg.eval_every` > 0, `run` returns the best of the start and every `eval_every`-th
+    step. The data holds `batches_per_step` batches per step (the most a step may draw)."""
 
     def __init__(self, name: str, cfg: ml_collections.ConfigDict, *, params: nnx.State,
                  tx: optax.GradientTransformation, rows: Sequence[ManifestRow], chat: ChatFormat,
@@ -117,8 +93,8 @@ class TrainingLoop:
         return int(self.state.step) // self.updates_per_step
 
     def save(self, step: int, *, force: bool = False, now: bool = False) -> bool:
-        """Checkpoint the state and data position after `step` when due (`force`: always;
-        `now`: always, and wait until it is on disk); whether a save started."""
+        """Checkpoint state and data position after `step` when due (`force`: always; `now`: always,
+        and wait until on disk); whether a save started."""
         if now:
             self.ckpt.save_now(step, self.state, self.data_iter)
             return True
@@ -126,8 +102,8 @@ class TrainingLoop:
 
     def run(self, steps: StageSteps,
             save: Callable[..., object] | None = None) -> nnx.State:
-        """Run the steps left up to `cfg.steps`; the final (or best) parameters. `save` (with
-        `save`'s arguments) replaces the loop's own checkpointing."""
+        """Run the steps left up to `cfg.steps`; the final (or best) parameters. `save` (same
+        signature as `TrainingLoop.save`) replaces the loop's checkpointing."""
         save = save or self.save
         try:
             with self.ckpt:  # an error stops the background writer cleanly

@@ -1,6 +1,5 @@
-"""Training feedback: one-line console logs, a metrics JSONL, TensorBoard event files (and,
-with `logging.wandb`, a W&B run receiving the same) and (GRPO) a JSONL table of logged
-completions, its long texts cut."""
+"""Training records: console lines, metrics.jsonl, TensorBoard (W&B with `logging.wandb`), and
+GRPO's completions.jsonl."""
 
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ from sallm_jax.train.wandb_mirror import WandbMirror, WandbSettings
 
 
 def truncate_records(path: pathlib.Path, last_step: int) -> None:
-    """Keep the records of `path` up to step `last_step` (and drop a line cut short by a kill),
-    rewriting the file atomically; nothing when it does not exist."""
+    """Keep `path`'s records up to `last_step`, dropping a line a kill cut; atomic."""
     if not path.exists():
         return
     kept = []
@@ -34,8 +32,7 @@ def truncate_records(path: pathlib.Path, last_step: int) -> None:
 
 
 def shown_group(group: dict) -> dict:
-    """A logged group (`completions_table` record) with its question, reference and
-    completions cut to what the log and the reports show (`long_text.shorten`)."""
+    """A logged group (`completions_table` record) with its texts cut (`long_text.shorten`)."""
     return {**group, "question": shorten(group["question"]),
             "reference": shorten(group["reference"]),
             "samples": [{**sample, "completion": shorten(sample["completion"])}
@@ -43,18 +40,12 @@ def shown_group(group: dict) -> dict:
 
 
 class MetricWriter:
-    """Writes scalars to `<directory>/metrics.jsonl` and TensorBoard, and logs a summary line;
-    logged GRPO groups go to `<directory>/completions.jsonl`. With `wandb` settings a W&B run
-    (`WandbMirror`) gets what TensorBoard gets.
-
-    Only process 0 writes (the scalars it receives are already combined over processes).
-    """
+    """Scalars to `<directory>/metrics.jsonl`, TensorBoard and a log line; GRPO groups to
+    `<directory>/completions.jsonl`; with `wandb`, the same to W&B. Only process 0 writes."""
 
     def __init__(self, directory: pathlib.Path, stage: str, resume_step: int = 0,
                  wandb: WandbSettings | None = None):
-        """`resume_step`: the step a resumed stage restarts after. Records past it (written
-        before a kill, and about to be written again) leave metrics.jsonl, and TensorBoard
-        purges its events from the step after it, so each step appears once."""
+        """`resume_step`: records after it (to be written again) are dropped."""
         self.stage = stage
         self.active = jax.process_index() == 0
         if not self.active:
@@ -86,9 +77,8 @@ class MetricWriter:
                      f" | {progress}" if progress else "")
 
     def write_completions(self, step: int, groups: list[dict]) -> None:
-        """Append the step's logged groups (`completions_table` records) to completions.jsonl,
-        and show the first group in TensorBoard text (and a W&B table), and the log; long texts
-        are cut (`shown_group`)."""
+        """Append the step's groups to completions.jsonl, texts cut (`shown_group`); the first group
+        also goes to TensorBoard text, W&B and the log."""
         if not self.active or not groups:
             return
         groups = [shown_group(group) for group in groups]

@@ -1,11 +1,7 @@
-"""Gradient accumulation over micro-batches of prompts, inside one compiled step.
-
-A batch of B prompts (each with `rows_per_prompt` rows: G completions in GRPO, one target in
-SFT) is cut into k micro-batches of B / k prompts. Micro-batch j takes prompts j, j + k, ...,
-so on a mesh every device keeps working on its own rows in every micro-batch. The losses used
-here are sums over tokens or sequences divided by a batch-wide count, so weighting each
-micro-batch's loss by its share of that count gives exactly the full-batch loss and gradient.
-"""
+"""Gradient accumulation over micro-batches of prompts inside one compiled step. B prompts
+(`rows_per_prompt` rows each: G in GRPO, 1 in SFT) are cut into k micro-batches, micro-batch j
+taking prompts j, j + k, ... (each device keeps its rows). The losses divide by a batch-wide count,
+so weighting each micro-batch by its share of it gives exactly the full-batch loss and gradient."""
 
 from __future__ import annotations
 
@@ -37,15 +33,12 @@ def join_prompts(x: jax.Array, rows_per_prompt: int = 1) -> jax.Array:
 
 def accumulate(grad_fn: Callable, params, chunks, weights: jax.Array, *,
                per_chunk: bool = False):
-    """Sum of weights[j] x (loss, metrics, grads) of grad_fn(params, chunks[j]) over j.
+    """Sum over j of weights[j] x (loss, metrics, grads) of `grad_fn(params, chunks[j])`.
 
-    Args:
-      grad_fn: (params, chunk) -> ((loss, metrics), grads), e.g. jax.value_and_grad(...,
-        has_aux=True); with `per_chunk`, (params, chunk) -> ((loss, (metrics, outputs)), grads).
-      chunks: pytree whose leaves have a leading micro-batch axis.
-      weights: [num_chunks] each micro-batch's share of the batch-wide normaliser.
-      per_chunk: `outputs` (e.g. per-token arrays) are not summed but returned stacked, each
-        leaf [num_chunks, ...]: ((loss, (metrics, outputs)), grads).
+    `grad_fn`: (params, chunk) -> ((loss, metrics), grads), e.g. `jax.value_and_grad(...,
+    has_aux=True)`; `chunks`: leaves with a leading micro-batch axis; `weights`: [num_chunks], each
+    micro-batch's share of the batch-wide normaliser. With `per_chunk`, `grad_fn` returns ((loss,
+    (metrics, outputs)), grads) and `outputs` come back stacked (leaves [num_chunks, ...]).
     """
 
     def body(acc, xs):

@@ -15,9 +15,7 @@ from sallm_jax.train.disk_errors import naming_the_disk, tree_bytes
 
 
 def save_params(directory: pathlib.Path, params: nnx.State, *, overwrite: bool = False) -> None:
-    """Write `params` to `directory` (Orbax finalises it only once complete); `overwrite`
-    replaces a directory that exists. A write that fails for want of disk raises
-    `DiskWriteError` naming the folder and the space the parameters need."""
+    """Write `params` to `directory` (`overwrite` replaces it); DiskWriteError if disk refuses."""
     with (naming_the_disk("parameters", directory.absolute(), tree_bytes(params)),
           ocp.StandardCheckpointer() as ckptr):
         ckptr.save(directory.absolute(), params, force=overwrite)
@@ -34,9 +32,8 @@ def restore_params(directory: pathlib.Path, like: nnx.State,
 
 def restore_or_set_aside(directory: pathlib.Path, like: nnx.State, partitioner: Partitioner,
                          what: str) -> nnx.State | None:
-    """`restore_params`, or None when `directory` is damaged (`damaged.is_damage`): it is then
-    moved to `<directory>.unreadable/` with a warning naming it, `what` it held and why, so that
-    the caller saves the parameters anew there. Never half the parameters."""
+    """`restore_params`, or None when `directory` is damaged (`damaged.is_damage`): it is then moved
+    to `<directory>.unreadable/` with a warning naming `what`. Never half the parameters."""
     try:
         return restore_params(directory, like, partitioner)
     except Exception as error:

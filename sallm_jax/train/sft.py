@@ -22,20 +22,11 @@ from sallm_jax.train.state import TrainState, apply_gradients, make_optimizer
 
 def transcript_ctc_loss(model: nnx.Module, batch: dict[str, jax.Array],
                         audio_embeds: jax.Array, blank_id: int) -> jax.Array:
-    """CTC of the audio embeddings, read through the LM head, against the target tokens (the end
-    token left out), per target token.
-
-    The hybrid CTC / attention objective of end-to-end ASR: the alignment-free CTC term teaches
-    the encoder and projector which token each stretch of audio holds, which the decoder's
-    attention alone learns slowly. `blank_id` is a token no target holds (the pad token).
-    Clip b's frames are its valid audio embeddings, as many as its family's processor gives it
-    placeholders.
-
-    Args:
-      batch: "num_samples" [B], "target_ids" / "target_mask" [B, T] (each row ends with the
-        end token), "valid" [B].
-      audio_embeds: [B, N, hidden] from `model.encode_batch_audio(batch)`.
-    """
+    """CTC of the audio embeddings through the LM head against the target tokens (end token left
+    out), per target token: the hybrid CTC / attention objective of end-to-end ASR. `batch`:
+    "num_samples" [B], "target_ids" / "target_mask" [B, T], "valid" [B]; `audio_embeds`: [B, N,
+    hidden] (`model.encode_batch_audio`), clip b's frames as many as its placeholders; `blank_id`: a
+    token no target holds (the pad token)."""
     logits = model.language_model.logits(audio_embeds)
     family = family_for_model(model)
     frames = family.audio_tokens(model.config, family.feature_frames(batch["num_samples"]))
@@ -52,8 +43,7 @@ def transcript_ctc_loss(model: nnx.Module, batch: dict[str, jax.Array],
 def sft_loss(params: nnx.State, frozen: nnx.State, graphdef: nnx.GraphDef,
              batch: dict[str, jax.Array], ctc_weight: float = 0.0,
              blank_id: int = 0) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean token cross-entropy of the targets given prompt and audio, plus `ctc_weight` times
-    `transcript_ctc_loss` when it is > 0 (transcription targets only)."""
+    """Mean token cross-entropy of the targets, plus `ctc_weight` x `transcript_ctc_loss` if > 0."""
     model = merge_policy(graphdef, params, frozen)
     audio_embeds = model.encode_batch_audio(batch)
     logp = completion_logprobs(model, batch, batch["target_ids"], batch["target_mask"],
@@ -87,8 +77,7 @@ def make_sft_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
 
 class SupervisedSteps(StageSteps):
-    """One supervised update per step; the logged tokens/s covers the steps since the last
-    record."""
+    """One supervised update per step; tokens/s covers the steps since the last record."""
 
     def __init__(self, loop: TrainingLoop, cfg: ml_collections.ConfigDict, *,
                  graphdef: nnx.GraphDef, tx: optax.GradientTransformation, frozen: nnx.State,
@@ -118,15 +107,9 @@ class SupervisedSteps(StageSteps):
 
 def run_sft(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
             frozen: nnx.State, chat: ChatFormat, name: str = "sft", **loop_args) -> nnx.State:
-    """Train for `cfg.steps` steps, resuming from the stage's latest checkpoint; returns params.
-
-    `params` are what trains (all parameters, or the LoRA adapters and what the config adds),
-    `frozen` the rest of the model state; they stay untouched, so another stage can start
-    from them too. `name` labels the log lines and metrics (the base and warm-up stages are
-    supervised too). `loop_args` (rows, spec, workdir, seed, partitioner, skip_log, validate,
-    num_workers, health) are `TrainingLoop`'s: checkpoints, resume, metrics, best on
-    validation and the health check are the loop's.
-    """
+    """Train `cfg.steps` steps, resuming from the stage's latest checkpoint; the final (or best)
+    params. `params` (what trains) and `frozen` (the rest) stay untouched; `name` labels logs and
+    metrics; `loop_args` go to `TrainingLoop`."""
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps, weight_decay=cfg.weight_decay,
                         max_grad_norm=cfg.max_grad_norm)

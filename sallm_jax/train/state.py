@@ -13,9 +13,8 @@ from sallm_jax.parallel.partitioner import Partitioner
 
 
 class TrainState(NamedTuple):
-    """Everything an update changes; a pytree that Orbax saves as is. `extras` holds what a
-    stage's updates carry beside the optimiser, checkpointed with it (GRPO's adaptive entropy
-    controller, `sallm_jax.rl.entropy_control`); {} when none."""
+    """Everything an update changes; a pytree Orbax saves as is. `extras`: what a stage's updates
+    carry beside the optimiser (GRPO's entropy controller, `rl.entropy_control`); {} when none."""
 
     step: jax.Array
     params: nnx.State
@@ -25,9 +24,8 @@ class TrainState(NamedTuple):
 
 def learning_rate_schedule(learning_rate: float, warmup_steps: int,
                            total_steps: int) -> optax.Schedule:
-    """Linear warm-up from 0 over `warmup_steps` updates (the first update's rate is 0), then
-    cosine decay to 10% at `total_steps`; with `warmup_steps=0` the first update has the full
-    rate."""
+    """Linear warm-up from 0 over `warmup_steps` updates (the first update's rate is 0), then cosine
+    decay to 10% at `total_steps`; with `warmup_steps=0` the first update has the full rate."""
     if warmup_steps == 0:
         return optax.cosine_decay_schedule(learning_rate, decay_steps=max(total_steps, 1),
                                            alpha=0.1)
@@ -54,11 +52,10 @@ def create_train_state(params: nnx.State, tx: optax.GradientTransformation,
 def sharded_train_state(partitioner: Partitioner, params: nnx.State,
                         tx: optax.GradientTransformation, *, copy: bool = False,
                         extras: dict[str, Any] | None = None) -> tuple[TrainState, TrainState]:
-    """(state, its shardings) on `partitioner`'s mesh: optimiser moments are sharded like their
-    parameters, `extras` replicated (small arrays), except an entry with the parameters' tree
-    structure (a second set of weights: GRPO's moving reference), which is sharded like them
-    and starts as a copy. With `copy` the state's parameters are fresh buffers, so donating
-    them leaves `params` intact."""
+    """(state, its shardings) on `partitioner`'s mesh: moments sharded like their parameters,
+    `extras` replicated except an entry with the parameters' tree structure (GRPO's moving
+    reference), sharded like them as a copy. `copy`: fresh parameter buffers (donating them keeps
+    `params`)."""
     params = partitioner.shard_params(params, copy=copy)
     param_shardings = partitioner.param_shardings(params)
     extras = dict(extras or {})
@@ -80,9 +77,7 @@ def sharded_train_state(partitioner: Partitioner, params: nnx.State,
 
 def apply_gradients(state: TrainState, grads: nnx.State, tx: optax.GradientTransformation,
                     loss: jax.Array) -> tuple[TrainState, jax.Array]:
-    """(next state, finite): the optimiser's update when `loss` and every gradient are finite;
-    otherwise the parameters and optimiser state stay those of the last good step (the step
-    counter still advances, so the run moves on to the next batch). See `train.health`."""
+    """(next state, finite); a non-finite loss or gradient keeps params and opt_state (step + 1)."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731

@@ -1,7 +1,4 @@
-"""W&B beside TensorBoard (`logging.wandb`): each training stage's run receives what its
-TensorBoard files receive, the scalars and the logged completions, at the same steps and under
-the same tags. wandb is an optional extra (`pip install 'sallm_jax[wandb]'`), imported only
-when the option is on."""
+"""W&B beside TensorBoard (`logging.wandb`; the optional extra `pip install 'sallm_jax[wandb]'`)."""
 
 from __future__ import annotations
 
@@ -17,9 +14,8 @@ COMPLETION_COLUMNS = ("id", "question", "reference", "reward", "advantage", "com
 
 @dataclasses.dataclass(frozen=True)
 class WandbSettings:
-    """Where an experiment's stages log: stage s is run `<name>/<s>` of group `name` (job type
-    s) in `project` under `entity` ("" = the account's default), with the experiment's
-    `config`."""
+    """Stage s logs to run `<name>/<s>` of group `name` (job type s) in `project` under `entity`
+    ("": the account's default), with the experiment's `config`."""
 
     project: str
     entity: str
@@ -29,8 +25,7 @@ class WandbSettings:
 
 def wandb_settings(cfg: ml_collections.ConfigDict,
                    workdir: pathlib.Path) -> WandbSettings | None:
-    """The experiment's W&B settings from `cfg.logging`; None when `logging.wandb` is off. The
-    run's name defaults to the workdir's folder name."""
+    """`cfg.logging`'s W&B settings (run name: the workdir's by default); None when off."""
     section = cfg.logging
     if not section.wandb:
         return None
@@ -50,20 +45,16 @@ def import_wandb():
 
 
 def completion_rows(group: dict) -> list[list]:
-    """A logged group (`completions_table` record) as rows of `COMPLETION_COLUMNS`, one per
-    sample: what TensorBoard's completions text shows."""
+    """A logged group (`completions_table` record) as `COMPLETION_COLUMNS` rows, one per sample."""
     return [[group["id"], group["question"], group["reference"], sample["reward"],
              sample["advantage"], sample["completion"]] for sample in group["samples"]]
 
 
 class WandbMirror:
-    """One stage's W&B run, its files under `<directory>/wandb/`. A stage resumed after a kill
-    continues the same run (wandb's `resume="auto"` keeps its id there); W&B then ignores the
-    steps it already holds, where TensorBoard drops the old ones."""
+    """One stage's W&B run (files in `<directory>/wandb/`); a resumed stage continues it."""
 
     def __init__(self, settings: WandbSettings, directory: pathlib.Path, stage: str):
-        """A ConfigError naming `logging.wandb` when W&B refuses to start the run (not logged
-        in, or a key it rejects)."""
+        """ConfigError naming `logging.wandb` if W&B refuses the run (not logged in, a bad key)."""
         self.wandb = import_wandb()
         try:
             self.run = self.wandb.init(project=settings.project, entity=settings.entity or None,

@@ -1,10 +1,5 @@
-"""One writer per work directory: an exclusive `flock` on `<workdir>/.lock`.
-
-The kernel releases the lock when its holder exits, however it dies (a SIGKILL included), so
-a lock left by a dead run is never in the way. The file records the holder's pid, host and
-start time for the message a second run gets. Only process 0 of a multi-process run takes it
-(the processes of one run share the directory).
-"""
+"""One writer per work directory: an exclusive `flock` on `<workdir>/.lock`, taken by process 0. The
+kernel releases it however the holder dies; the file names the holder (pid, host, start)."""
 
 from __future__ import annotations
 
