@@ -1,9 +1,8 @@
-"""What happens to an example that cannot be used: stop with a precise error, or skip it with a
-record. Nothing is dropped without a trace.
+"""The bad-input policy: stop with a precise error, or skip the example with a record.
 
-Policy "error" (default) raises at the first bad example, naming the manifest line or the audio
-file and what was wrong. Policy "skip" leaves the example out, counts it by reason, logs it, and
-appends it to `<workdir>/skipped.jsonl` as {"id", "source", "reason", "detail"}.
+"error" (default) raises at the first bad example, naming the manifest line or audio file;
+"skip" leaves it out, counts it by reason, logs it, and appends {"id", "source", "reason",
+"detail"} to `<workdir>/skipped.jsonl`.
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ class Skip(NamedTuple):
 
 
 class BadInputError(UserError, ValueError):
-    """An example that cannot be used under the "error" policy (one line and exit status 2 from
-    the commands, `user_errors`)."""
+    """An example that cannot be used under "error" (one line, exit status 2: `user_errors`)."""
 
 
 class SkipLog:
@@ -50,8 +48,7 @@ class SkipLog:
         self._lock = threading.Lock()
 
     def handle(self, example_id: str, source: str, reason: str, detail: str) -> None:
-        """Raise (policy "error") or record the skip (policy "skip"), once per example; a long
-        `detail` is cut (`long_text.shorten`)."""
+        """Raise (policy "error") or record the skip once per example; a long `detail` is cut."""
         detail = shorten(detail)
         if self.policy == "error":
             raise BadInputError(f"{source}: {reason}: {detail} (example {example_id!r}; set "
@@ -73,11 +70,7 @@ class SkipLog:
         return any(seen_id == example_id for seen_id, _ in self.seen)
 
     def absorb(self, loaded: tuple[dict, tuple[Skip, ...]]) -> dict:
-        """Apply the policy to the skips a worker found while loading a batch; the batch.
-
-        Input workers (other processes) cannot raise or write on the run's behalf, so they hand
-        their findings over with each batch and the main process handles them here, in order.
-        """
+        """The batch of a worker's (batch, skips), after the policy has handled the skips."""
         batch, skips = loaded
         for skip in skips:
             self.handle(*skip)

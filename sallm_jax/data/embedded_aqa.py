@@ -1,17 +1,10 @@
 """The embedded multiple-choice audio QA (AQA) set, in R1-AQA's format: synthesised, cached.
 
-The spoken-QA passages (`sallm_jax.data.embedded_sqa.TEMPLATES`) with one question per clip about
-what was said (who, where, what, how many, which day, when) or about who said it (which of four
-voices: American or British, man or woman). Four choices: the right slot value and three others
-from the same slot's vocabulary, none of which occurs in the passage or the question (so no wrong
-choice was also heard, and the question never gives an option away), shuffled by the seed. It
-plays the role of AVQA / MMAU's speech category at a size a tiny model on a CPU can learn from.
-
-One manifest row per clip: task "aqa", question = the bare question (the prompt adds the options,
-see `sallm_jax.data.prompts.user_text`), choices, answer_index, answer = the right choice,
-meta["category"] = "speech" (MMAU's category names). Layout on disk and caching as in
-`sallm_jax.data.embedded_common`. Speaking rate is not asked about: the speakers' rates are close
-and a clip's duration also depends on its word count, so no label for it would be reliable.
+A stand-in for AVQA / MMAU's speech category: one question per spoken-QA passage
+(`embedded_sqa.TEMPLATES`) about what was said or which of four `VOICES` said it, with four
+shuffled choices (`make_choices`). Rows: task "aqa", the bare question (`prompts.user_text` adds
+the options), choices, answer_index, answer, meta["category"] = "speech". Layout and caching:
+`embedded_common`.
 """
 
 from __future__ import annotations
@@ -75,8 +68,7 @@ def _mentions(text: str, value: str) -> bool:
 def make_choices(rng: random.Random, qa: QA, heard: str) -> MultipleChoice:
     """`qa`'s answer and three distractors from its kind's vocabulary, in a shuffled order.
 
-    A distractor never occurs in `heard` (the passage text) or in the question: a wrong option the
-    clip also says would be a second defensible answer, and one the question says gives itself away.
+    No distractor occurs in `heard` (the passage text) or in the question.
     """
     candidates = [
         value

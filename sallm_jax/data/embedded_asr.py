@@ -1,11 +1,8 @@
 """The embedded speech recognition (ASR) corpus the base model learns to hear from.
 
-Passages from the spoken-QA templates and the English side of the translation templates (the
-same slot vocabularies), read by the six speakers of the task sets and four more; one row per clip:
-task "asr", question = `INSTRUCTION`, answer = the passage. Its training split never holds a
-passage of any embedded set's validation or test split (`embedded_common.held_out`), so the base
-model has heard no passage it is evaluated on. Its validation split gives the held-out WER. Layout
-on disk and caching as in `sallm_jax.data.embedded_common`.
+Spoken-QA and translation-set English passages read by `CORPUS_SPEAKERS`; rows: task "asr",
+question `INSTRUCTION`, answer the passage. Its train split holds no passage of any embedded set's
+validation or test split (`embedded_common.held_out`). Layout and caching: `embedded_common`.
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
 """The embedded English -> German speech translation (AST) set: synthesised on first use, cached.
 
-English passages (one or two sentences, ~2-4 s) from four templates over the slot vocabularies
-shared with the spoken-QA set, read by the same six eSpeak NG speakers; each German reference is
-composed from the hand-made phrase table in `sallm_jax.data.phrase_table` (articles and cases,
-contractions, verb-second order after a fronted time phrase, separable particles at the clause end,
-dative plurals), so BLEU against it measures translation rather than noise. It plays the role of
-CoVoST2 En->De at a size a tiny model on a CPU can learn from.
-
-As in CoVoST2, whose one reference per sentence is one translator's choice, the references vary:
-German may open a sentence with its subject or with the time phrase (the verb second either way),
-and each template's two word orders are both correct translations. A passage's reference takes
-the template's usual order in `WORD_ORDER_WEIGHTS[0]` of passages and the other in the rest,
-picked by a hash of the English (`reference_order`), so the passage draws, and the ASR corpus that
-the base model hears them in, stay those of the set without variation.
-
-One manifest row per clip: task "ast", question = `INSTRUCTION`, answer = the German reference,
-source_lang "en", target_lang "de", meta["passage"] = the English text, meta["word_order"] = which
-rendering the reference is (0: the template's usual order). Layout on disk and caching as in
-`sallm_jax.data.embedded_common`.
+A stand-in for CoVoST2 En->De: English passages (~2-4 s) from four templates over the spoken-QA
+vocabularies, read by the six `SPEAKERS`; German references from the hand-made `phrase_table`.
+Each template has two correct German word orders; a passage's reference is the usual one (0) in
+a `WORD_ORDER_WEIGHTS[0]` share, by a hash of the English (`reference_order`). Rows: task "ast",
+question `INSTRUCTION`, answer the German, source_lang "en", target_lang "de", meta["passage"]
+(the English), meta["word_order"]. Layout and caching: `embedded_common`.
 """
 
 from __future__ import annotations
@@ -64,8 +52,7 @@ WORD_ORDER_WEIGHTS = (0.6, 0.4)
 
 
 def reference_order(english: str) -> int:
-    """Which rendering is the reference of `english`: 0 (the usual order) with probability
-    `WORD_ORDER_WEIGHTS[0]`, else 1; a fixed function of the text, uniform over hash values."""
+    """0 (the usual word order) for a `WORD_ORDER_WEIGHTS[0]` share of texts, else 1, by hash."""
     u = int.from_bytes(hashlib.sha256(english.encode()).digest()[:8], "big") / 2**64
     return 0 if u < WORD_ORDER_WEIGHTS[0] else 1
 
@@ -88,8 +75,7 @@ class Translation:
 
 
 def _front(when_phrase: str, rest: str) -> str:
-    """A clause opened by its time phrase: "am Dienstag" + "nahm Maria ..." -> "Am Dienstag
-    nahm Maria ..." (German keeps the finite verb second)."""
+    """"am Dienstag" + "nahm Maria ..." -> "Am Dienstag nahm Maria ..." (the verb stays second)."""
     return f"{capitalize_first(when_phrase)} {rest}"
 
 

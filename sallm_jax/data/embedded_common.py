@@ -1,12 +1,7 @@
-"""What the embedded data sets (spoken QA, En->De translation, multiple-choice audio QA, the ASR
-corpus) share.
+"""What the embedded data sets (spoken QA, En->De translation, audio multiple choice, ASR) share.
 
-All four are synthesised on first use from short template passages read by eSpeak NG, then cached:
-the slot vocabularies and speakers, the split plan (no passage in two splits), clip synthesis, the
-record of one set (`EmbeddedSet`; `embedded_sets` registers them by name) and its atomic cached
-build, and the text corpus a tokenizer for them is trained on.
-
-On disk (under a set's `root`):
+Slot vocabularies and speakers, the split plan, eSpeak NG clip synthesis, `EmbeddedSet` (named in
+`embedded_sets`) with its atomic cached build, and the tokenizer corpus. Under a set's `root`:
   build.json                      parameters + format version; written last, marks a full build
   {train,validation,test}.jsonl   manifests (see `sallm_jax.data.manifest`)
   audio/{split}/{passage_id}.wav  16 kHz mono PCM-16, shared by the rows of its passage
@@ -120,11 +115,10 @@ def held_out(text: str) -> bool:
 def plan_splits(
     seed: int, sizes: Mapping[str, int], draw: Draw
 ) -> dict[str, list[tuple[Clip, Item]]]:
-    """(clip, item) pairs per split with `sizes[split]` rows each; no clip text is used twice,
-    and validation and test texts come from the evaluation pool (`held_out`), train texts never.
+    """(clip, item) pairs per split with `sizes[split]` rows each, no clip text used twice.
 
-    Splits are drawn test first, then validation and train, from one generator, so the evaluation
-    sets of a given seed do not change when `num_train` changes.
+    Validation and test texts are `held_out`, train texts never; test is drawn first, so a seed's
+    evaluation sets do not depend on `num_train`. ValueError if distinct passages run out.
     """
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -186,12 +180,10 @@ def _build_into(
 class EmbeddedSet:
     """One embedded data set: how its clips are drawn and written as rows, and its default sizes.
 
-    Attributes:
-      dataset: what build.json records and the synthesis progress names ("sqa").
-      format_version: raised whenever the same parameters would build other files.
-      draw, to_rows: see `Draw` and `ToRows`.
-      sizes: the default manifest rows per split.
-      base_corpus: the base stage's own corpus, which `data.name` cannot name.
+    `dataset`: its name in build.json and the synthesis progress ("sqa"); `format_version`: raised
+    whenever the same parameters would build other files; `draw`, `to_rows`: see `Draw`, `ToRows`;
+    `sizes`: default manifest rows per split; `base_corpus`: the base stage's own corpus, which
+    `data.name` cannot name.
     """
 
     dataset: str
@@ -218,17 +210,13 @@ class EmbeddedSet:
 def build_embedded(
     embedded: EmbeddedSet, root: str | os.PathLike, *, seed: int, sizes: Mapping[str, int]
 ) -> dict[str, Path]:
-    """Build (or reuse) the set `embedded` under `root`; `sizes` count manifest rows.
+    """Build (or reuse) the set under `root`; {split: manifest path} for train, validation, test.
 
-    A cached build is reused when `root/build.json` records the same parameters and format version.
-    A new build is written to a temporary sibling folder and renamed into place, so an interrupted
-    build leaves either the previous complete set or nothing; a stop signal ends it before the next
-    clip (`stop_signal.Preempted`), its temporary folder removed. A folder holding another embedded
-    set, or anything without a build.json, is never replaced. The same seed gives the same
-    manifests and audio, byte for byte, and no passage is in two splits (`plan_splits`).
-
-    Returns:
-      {"train": path, "validation": path, "test": path} of the JSONL manifests.
+    `sizes` count manifest rows (ValueError if < 1). A build whose `root/build.json` records the
+    same parameters and format version is reused; a new one is staged beside `root` and renamed
+    into place; a stop signal ends it before the next clip (`stop_signal.Preempted`). A folder
+    holding another set, or anything without build.json, raises FileExistsError. The same seed
+    gives the same files, byte for byte.
     """
     root, dataset = Path(root), embedded.dataset
     for split, size in sizes.items():
@@ -277,11 +265,7 @@ def build_embedded(
 def embedded_corpus_texts(rows: Iterable[ManifestRow]) -> Iterator[str]:
     """Every text a tokenizer for these rows should see, whatever their task.
 
-    Each passage (the spoken English) once; then per row the prompt's user text (the SQA question,
-    the translation instruction, or the multiple-choice question with its options and answer-tag
-    instruction) and the target (answer, German translation, or `<answer>choice</answer>`), exactly
-    as the model reads and writes them. The raw question and answer fields are yielded too, so a
-    manifest's text is covered even where the prompt rewrites it.
+    Each passage once, then per row its question, answer, `user_text` and `target_text`.
     """
     seen_passages: set[str] = set()
     for row in rows:

@@ -1,16 +1,9 @@
 """The embedded spoken question answering (SQA) data set: synthesised on first use, then cached.
 
-Short spoken passages (one or two sentences, ~2-4 s) built from templates over small slot
-vocabularies (people, objects, numbers, places, days, times of day), each read by one of six eSpeak
-NG speaker variants; one to three open questions per passage whose answers need the audio: a
-question never contains the value of the slot its answer asks for. Each answer is one of four
-phrasings of its question kind (the full sentence that restates the question, 55% of rows; a
-pronoun sentence, a bare phrase, or a sentence with other words), so that, as in LibriSQA, the
-single reference is one of several right answers and the phrasing a policy picks matters to
-BLEU. It plays the role of
-LibriSQA "Part I" at a size a tiny model on a CPU can learn from. The layout on disk, the cache and
-the vocabularies are shared with the other embedded sets (`sallm_jax.data.embedded_common`); the
-manifests hold one row per question.
+A stand-in for LibriSQA Part I: template passages (~2-4 s) over the `embedded_common` slot
+vocabularies, read by one of six eSpeak NG voices, with one to three open questions each (the
+answer's slot value never in the question). A reference is one of four phrasings of its kind
+(`PHRASING_WEIGHTS`). One row per question; layout and caching: `embedded_common`.
 """
 
 from __future__ import annotations
@@ -172,10 +165,10 @@ PHRASING_WEIGHTS = (0.55, 0.2, 0.15, 0.1)
 
 
 def sample_passage(rng: random.Random) -> Passage:
-    """A passage from a random template, with 1..3 of its questions (distinct kinds), each with
-    one phrasing of its answer drawn by `PHRASING_WEIGHTS`: like LibriSQA's free-form
-    references, the answer a row holds is one of several right sentences, most often the one
-    that restates the question."""
+    """A random template's passage, 1..3 of its questions (distinct kinds), one phrasing each.
+
+    Phrasings are drawn by `PHRASING_WEIGHTS`.
+    """
     passage = rng.choice(TEMPLATES)(rng)
     chosen = rng.sample(passage.questions, rng.randint(1, 3))
     drawn = []

@@ -1,9 +1,6 @@
 """Text of every embedded set's kind, drawn from their generators without synthesising audio.
 
-A base model's tokenizer is trained on this beside its own transcripts, as a general tokenizer is
-trained on broad text: the spoken-QA questions and every phrasing of their answers, the German
-translations, the multiple-choice prompt frame and `<answer>` targets and the task instructions
-each then take few tokens. Only the vocabulary sees this text; no model trains on it.
+Tokenizer training text only (beside the base corpus's transcripts); no model trains on it.
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ FORMAT_VERSION = 1
 
 
 def embedded_texts(seed: int, draws: int) -> Iterator[str]:
-    """`draws` passages of each embedded set's kind with their questions, answers, translations
-    and prompts, from a generator seeded with `seed`."""
+    """`draws` seeded passages of each set's kind with questions, answers, translations, prompts."""
     rng = random.Random(seed)
     yield from (embedded_asr.INSTRUCTION, embedded_ast.INSTRUCTION)
     for _ in range(draws):

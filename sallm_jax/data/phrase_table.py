@@ -1,17 +1,9 @@
 """A hand-made English -> German phrase table for the embedded translation set's slot vocabulary.
 
-Only the grammar the templates need, stated as data plus a few rules, so that every German
-reference is correct and BLEU against it is meaningful:
-
-- definite articles by gender and case, and the usual preposition + article contractions
-  (zu dem -> zum, in das -> ins, an dem -> am, von dem -> vom, ...);
-- places: noun, gender and the preposition each takes for "to the X" (zu -> dative; in/an/auf are
-  two-way prepositions -> accusative for a direction) and "at the X" (dative: a location); "from
-  the X" is `aus` after `in` places and `von` otherwise, with the dative;
-- objects: plural nouns, used with a number and no article; the dative plural adds -n unless the
-  plural already ends in -n or -s ("mit sieben Äpfeln");
-- times of day and weekdays: prepositional phrases in the dative ("am Dienstag", "nach der Arbeit");
-- numbers as words; past-tense verbs in the third person singular with their separable particle.
+Only the grammar the templates need: definite articles by gender and case with the usual
+contractions (zum, ins, am, vom, ...); per place, the prepositions for "to the X" (accusative
+after a two-way preposition), "at the X" and "from the X" (dative); plural objects and their
+dative plural; dative time phrases; numbers; past-tense verbs with their separable particles.
 """
 
 from __future__ import annotations
@@ -39,10 +31,7 @@ def article(gender: str, case: str) -> str:
 
 
 def prepositional_phrase(preposition: str, noun: str, gender: str | None, case: str) -> str:
-    """`preposition` + definite article (contracted where German does) + `noun`.
-
-    gender None means the noun takes no article ("um Mitternacht").
-    """
+    """`preposition` + article (contracted as German does) + `noun`; gender None: no article."""
     if gender is None:
         return f"{preposition} {noun}"
     det = article(gender, case)
@@ -69,10 +58,7 @@ class Place:
         return prepositional_phrase(self.at, self.noun, self.gender, "dat")
 
     def origin(self) -> str:
-        """The German for "from the X": "aus der Bibliothek" (one goes *in*to it), "vom Bahnhof".
-
-        `aus` leaves an enclosed space one enters with `in`; `von` leaves any other place.
-        """
+        """The German for "from the X": `aus` for `in` places ("aus der Bibliothek"), else `von`."""
         preposition = "aus" if self.to == "in" else "von"
         return prepositional_phrase(preposition, self.noun, self.gender, "dat")
 
@@ -157,8 +143,5 @@ PRONOUNS_DE = {"He": "Er", "She": "Sie", "They": "Sie"}
 
 
 def capitalize_first(text: str) -> str:
-    """Upper-case the first letter only: "am Montag" -> "Am Montag".
-
-    Not `str.capitalize`, which would lower-case the German nouns after it.
-    """
+    """Upper-case the first letter only, unlike `str.capitalize`: "am Montag" -> "Am Montag"."""
     return text[:1].upper() + text[1:]

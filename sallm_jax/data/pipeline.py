@@ -1,12 +1,11 @@
 """grain input pipeline: manifest rows -> padded, length-bucketed batches of audio prompts.
 
-A batch holds one audio-length bucket (one compiled program per bucket): waveforms zero-padded
-to the bucket's duration, prompts (the model's `ChatFormat`) left-padded to its audio-token count
-plus `max_prompt_text_tokens`, targets (answer + end-of-turn token) right-padded to
-`max_target_tokens`. Training is a `grain.MapDataset` over a seeded plan of index batches, so its
-iterator state is one position; loading runs in prefetch threads or `num_workers` processes.
-Log-mel features are made in the jitted step (`SpeechLM.audio_features`). Workers return bad
-examples as `bad_input.Skip`; the main process applies the policy (`SkipLog.absorb`).
+A batch holds one audio-length bucket: waveforms zero-padded to its duration, `ChatFormat`
+prompts left-padded to its audio tokens + `max_prompt_text_tokens`, targets (answer + end of turn)
+right-padded to `max_target_tokens`. Training batches follow a seeded plan (iterator state: one
+position), loaded by threads or `num_workers` processes; log-mel features are made in the jitted
+step (`SpeechLM.audio_features`). Workers return `bad_input.Skip`s; `SkipLog.absorb` applies the
+policy in the main process.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""The user turn and the reference completion of each speech task.
-
-A manifest row becomes one user turn (`user_text`), which the model's chat format wraps in its
-chat template with the row's clip (`sallm_jax.data.chat_format`), and one reference completion
-(`target_text`):
+"""The user turn (`user_text`) and the reference completion (`target_text`) of each task.
 
   task  user text                                             target
   sqa   the question                                          the answer
@@ -35,11 +31,7 @@ def _unknown_task(row: ManifestRow) -> ValueError:
 
 
 def user_text(row: ManifestRow) -> str:
-    """The text of the user turn for `row` (see the module docstring for each task).
-
-    For "aqa" this is R1-AQA's prompt text verbatim, the options rendered as a Python list
-    (`str(list)`, quotes and all), because that is what their checkpoints were trained on.
-    """
+    """User-turn text of `row`; for "aqa", R1-AQA's prompt verbatim (options as `str(list)`)."""
     if row.task in ("sqa", "ast", "asr"):
         return row.question
     if row.task == "aqa":

@@ -1,8 +1,7 @@
 """Offline text-to-speech with eSpeak NG, loaded from the `espeakng-loader` wheel through ctypes.
 
-The wheel ships `libespeak-ng.so` and its voice data, so speech can be made with no network and no
-system package. eSpeak NG keeps one synthesiser per loaded library (voice, rate, pitch and the synth
-callback are C globals), so every call here runs under one module-level lock.
+The wheel ships `libespeak-ng.so` and its voice data (no network, no system package). The
+library's synthesiser state is C globals, so every call runs under one module-level lock.
 """
 
 from __future__ import annotations
@@ -35,11 +34,9 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
 class Speaker:
     """One eSpeak NG speaker variant.
 
-    Attributes:
-      voice: eSpeak NG voice, optionally with a variant after '+', e.g. "en-us", "en-gb",
-        "en-us+f3", "en-gb-scotland" (variants live in espeak-ng-data/voices/!v).
-      rate: speaking rate in words per minute (eSpeak accepts 80..450).
-      pitch: base pitch, 0..99 (eSpeak's default is 50).
+    `voice`: e.g. "en-us", "en-gb", "en-gb-scotland", a variant after '+' ("en-us+f3", from
+    espeak-ng-data/voices/!v); `rate`: words per minute, 80..450; `pitch`: base pitch, 0..99
+    (eSpeak's default 50). ValueError outside those ranges.
     """
 
     voice: str = "en-us"
@@ -56,11 +53,9 @@ class Speaker:
 class _Engine:
     """One freshly loaded copy of libespeak-ng; use as a context manager around one utterance.
 
-    eSpeak NG keeps wave-generator state in C statics (pitch flutter index, glottal phase, echo
-    buffer) that neither espeak_Initialize nor espeak_Terminate resets, so a second utterance
-    in the same library instance differs from the first. Loading the library, speaking once and
-    unloading it (dlclose) costs a few milliseconds and makes every clip a pure function of its
-    inputs. This holds as long as nothing else in the process keeps libespeak-ng loaded.
+    eSpeak keeps wave-generator state in C statics that espeak_Terminate does not reset; a fresh
+    load per utterance (dlclose after) makes each clip a pure function of its inputs, as long as
+    nothing else in the process keeps libespeak-ng loaded.
     """
 
     def __enter__(self) -> _Engine:
@@ -136,8 +131,7 @@ _LOCK = threading.Lock()
 def synthesize(text: str, speaker: Speaker = Speaker(), seed: int = 0) -> tuple[np.ndarray, int]:
     """Speak `text` with `speaker`; the same (text, speaker, seed) always gives the same samples.
 
-    Returns:
-      (waveform [samples] float32 in [-1, 1), sample_rate) -- eSpeak NG produces 22,050 Hz.
+    Returns (waveform [samples] float32 in [-1, 1), sample_rate: eSpeak NG's 22,050 Hz).
     """
     if not text.strip():
         raise ValueError("synthesize: text is empty")

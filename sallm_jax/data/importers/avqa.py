@@ -69,14 +69,10 @@ def import_avqa(input_file: str | os.PathLike, output_dir: str | os.PathLike, *,
                 on_missing: str = "error", on_invalid: str = "error") -> ImportReport:
     """Write `output_dir/{split}.jsonl` (and validation.jsonl with a validation fraction).
 
-    Args:
-      input_file: the R1-AQA AVQA JSONL file.
-      audio_root: where relative (and, by file name, stale absolute) audio paths are found;
-        None: the input file's folder, with no look-up by file name.
-      validation_fraction: share of the audio clips (with all their questions) held out as
-        "validation", chosen by `seed` (R1-AQA has no validation set).
-      video_to_audio: replace "video" by "audio" in questions.
-      on_missing, on_invalid: "error" or "skip" (see `ImportReport`).
+    `audio_root`: where relative (and, by file name, stale absolute) audio paths are found (None:
+    the input file's folder, no look-up by name). A `validation_fraction` of the clips, with all
+    their questions, goes to "validation", chosen by `seed`. `video_to_audio`: "video" -> "audio"
+    in questions. `on_missing`, `on_invalid`: "error" or "skip" (see `ImportReport`).
     """
     input_file = Path(input_file)
     splits = (split, "validation") if validation_fraction > 0 else (split,)

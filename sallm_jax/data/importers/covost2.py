@@ -100,11 +100,9 @@ def import_covost2(tsv_dir: str | os.PathLike, audio_root: str | os.PathLike,
                    on_invalid: str = "error") -> ImportReport:
     """Write `output_dir/{train,validation,test}.jsonl` from the three split TSVs.
 
-    Args:
-      tsv_dir: folder with covost_v2.{source_lang}_{target_lang}.{train,dev,test}.tsv.
-      audio_root: the Common Voice `clips` folder of the source language.
-      source_lang, target_lang: CoVoST 2 language codes; they choose the files and the prompt.
-      on_missing, on_invalid: "error" or "skip" (see `ImportReport`).
+    `tsv_dir` holds covost_v2.{source_lang}_{target_lang}.{train,dev,test}.tsv; `audio_root` is
+    the source language's Common Voice `clips` folder. `ImporterError` for a language outside
+    `LANGUAGE_NAMES` or a missing TSV; `on_missing`, `on_invalid`: see `ImportReport`.
     """
     question = translation_question(source_lang, target_lang)
     tsvs = {split: Path(tsv_dir) / f"covost_v2.{source_lang}_{target_lang}.{name}.tsv"

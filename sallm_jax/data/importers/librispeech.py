@@ -174,14 +174,9 @@ def import_librispeech_tfds(data_dir: str | os.PathLike, output_dir: str | os.Pa
                             on_invalid: str = "error") -> ImportReport:
     """Import the prepared TFDS `librispeech` data under `data_dir`; never downloads.
 
-    Needs tensorflow-datasets and TensorFlow (`ImporterError` without them or for a split that
-    is not prepared).
-
-    Args:
-      data_dir: the TFDS data directory that holds `librispeech/` (or the version folder).
-      output_dir: see `import_librispeech_examples`.
-      splits: TFDS split -> output split name (default: `DEFAULT_SPLITS`).
-      on_invalid: "error" or "skip" (see `ImportReport`).
+    `data_dir` holds `librispeech/` (or is the version folder); `splits`: TFDS split -> output
+    name (default `DEFAULT_SPLITS`). `ImporterError` without tensorflow-datasets and TensorFlow,
+    or for a split that is not prepared.
     """
     builder_dir = find_prepared(data_dir)
     try:

@@ -120,13 +120,9 @@ def import_librisqa(train_json: str | os.PathLike, test_json: str | os.PathLike 
                     on_invalid: str = "error") -> ImportReport:
     """Write `output_dir/{train,validation,test}.jsonl` (no test without `test_json`).
 
-    Args:
-      train_json, test_json: LibriSQA Part I metadata files.
-      audio_root: the LibriSpeech folder (holding train-clean-360/ and test-clean/, directly
-        or under LibriSpeech/).
-      validation_fraction: share of the train *clips* moved, with all their questions, to
-        validation; chosen by `seed`.
-      on_missing, on_invalid: "error" or "skip" (see `ImportReport`).
+    `audio_root`: the LibriSpeech folder (train-clean-360/ and test-clean/, directly or under
+    LibriSpeech/). A `validation_fraction` of the train *clips*, with all their questions, goes to
+    validation, chosen by `seed`. `on_missing`, `on_invalid`: see `ImportReport`.
     """
     splits = ("train", "validation") + (("test",) if test_json is not None else ())
     report = ImportReport(splits, on_missing=on_missing, on_invalid=on_invalid)
