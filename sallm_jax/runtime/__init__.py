@@ -1,2 +1,1 @@
-"""What every layer of a run shares: user errors, stop signals, progress bars, host memory,
-record files and shortened long fields."""
+"""Shared by every layer of a run: errors, stop signals, progress, host memory, record files."""

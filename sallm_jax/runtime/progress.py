@@ -1,14 +1,5 @@
-"""Progress of a long phase (a training stage, data synthesis, an evaluation pass): steps done,
-rate and time left, shown as a live tqdm bar when stderr is a terminal and in log lines when not.
-
-A training stage puts `describe` at the end of its own metric lines; a phase without log lines
-of its own (`track`) logs "[phase] describe" at its first and last step and every
-LOG_EVERY_S seconds between.
-
-The rate leaves out the first step of each start (it compiles the step's programs) and the
-steps a resumed stage ran before it restarted. While a bar is drawn, the log lines meant for the
-terminal go through `tqdm.write`, so they print above the bar instead of through it.
-"""
+"""Progress of a long phase: steps, rate (each start's compiling first step left out) and ETA, as a
+tqdm bar on a terminal (log lines printed above it), as log lines otherwise."""
 
 from __future__ import annotations
 
@@ -63,10 +54,8 @@ def duration(seconds: float) -> str:
 
 
 class StageProgress:
-    """Call `step_done(step, scalars)` after each step; `describe(step)` for a log line.
-
-    `unit` names a step ("step", "clip", "batch"); `leave` is tqdm's: False clears the bar when
-    it closes, None clears it only when nested in another (a validation pass in a stage)."""
+    """`step_done(step, scalars)` after each step, `describe(step)` for a log line; `unit`: "step",
+    "clip", "batch"; `leave`: tqdm's (None: clear the bar only when nested)."""
 
     def __init__(self, stage: str, total: int, start_step: int = 0,
                  clock: Callable[[], float] = time.perf_counter, bar: bool | None = None,
@@ -106,8 +95,7 @@ class StageProgress:
         return f"{text}, {rate:.3g} {units}/s, ETA {duration((self.total - step) / rate)}"
 
     def log_if_due(self, step: int, every_s: float = LOG_EVERY_S) -> None:
-        """Without a bar, log "[stage] describe(step)" at the first and the last step and when
-        `every_s` seconds have passed since the last line."""
+        """Without a bar: log "[stage] describe(step)" first, last and every `every_s` seconds."""
         if self.bar is not None:
             return
         now = self.clock()
@@ -127,8 +115,7 @@ class StageProgress:
 
 def track(items: Iterable[T], stage: str, total: int, unit: str = "step",
           leave: bool | None = True, bar: bool | None = None) -> Iterator[T]:
-    """`items` (`total` of them), each counted as a step of `stage` once the loop body that
-    took it has run: a bar on a terminal, log lines (`log_if_due`) otherwise."""
+    """`items`, each a step of `stage` (of `total`) once its loop body ran; bar or log lines."""
     progress = StageProgress(stage, total, bar=bar, unit=unit, leave=leave)
     try:
         for step, item in enumerate(items, 1):

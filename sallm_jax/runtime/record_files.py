@@ -1,10 +1,4 @@
-"""Record files that a kill must not leave half written, and those it may have cut short.
-
-A JSON record (results.json, base.json, an evaluation's metrics.json) is written whole or not at
-all: `write_atomically` writes a sibling file and renames it over the record. A JSONL file that
-grows a line at a time (skipped.jsonl, metrics.jsonl) may end in a line a kill cut short;
-`mend_jsonl` drops it before the file grows again, so the next line starts on a line of its own.
-"""
+"""Record files a kill must not leave half written, and JSONL files it may have cut short."""
 
 from __future__ import annotations
 
@@ -16,8 +10,7 @@ from typing import Any
 
 
 def write_atomically(path: pathlib.Path, text: str) -> None:
-    """Write `text` to `path` through a sibling temporary file renamed over it: a reader (or
-    the next start after a kill) finds the old file or the new one, never part of either."""
+    """Write `text` to `path` via a sibling renamed over it: readers see old or new, never part."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(temporary, "w", encoding="utf-8") as f:
@@ -44,9 +37,8 @@ def read_json(path: pathlib.Path) -> Any | None:
 
 
 def mend_jsonl(path: pathlib.Path) -> None:
-    """End `path` after its last whole line: a last line without its newline (a write a kill
-    cut short) is dropped, with a warning naming the file, or completed when it is whole JSON.
-    Nothing when the file does not exist or ends in a newline."""
+    """End `path` after its last whole line: an unterminated last line (cut by a kill) is dropped
+    with a warning, or completed when it is whole JSON; nothing if absent or newline-terminated."""
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -1,20 +1,7 @@
-"""Stop signals: SIGTERM (what schedulers send before they take a machine back) or SIGINT asks
-the run to stop, and every phase honours it at its next item.
-
-`with StopSignal():` installs the handlers (main thread only); they only record the request. A
-phase calls `check(phase)` before each item of its work (a clip to synthesise, a text the
-tokenizer learns from, a batch to evaluate), which raises `Preempted` once a stop was requested:
-the phase's `finally` clauses remove what it had half written, and its cache is never marked
-complete. Training stages instead save their checkpoint first (`train.preemption.stop_here`). A
-second SIGINT stops at once (KeyboardInterrupt), for a user who does not want to wait.
-
-Tests pause a phase where it starts: with SALLM_JAX_PAUSE_AT=<phase name, or its start>, the
-first `check` of that phase (of a training stage: after its first step, or the step "@<step>"
-names; of a checkpoint write, "checkpoint <stage>/<step>": before Orbax renames its temporary
-folder) logs "[<phase>] paused ..." and waits (at most PAUSE_LIMIT_S) until a stop is requested,
-so that a signal sent on that line lands inside the phase on any machine (`pause_for_test`).
-In a multi-process run, a phase that process 0 runs alone (a cache build) stops there only.
-"""
+"""Stop signals: SIGTERM (a scheduler taking the machine back) or SIGINT asks the run to stop, and
+each phase honours it at its next item: `check(phase)` raises `Preempted`, the phase's `finally`
+removes what it half wrote (its cache is never marked complete); training stages save first
+(`train.preemption`). A second SIGINT stops at once (KeyboardInterrupt)."""
 
 from __future__ import annotations
 
@@ -32,13 +19,11 @@ PAUSE_LIMIT_S = 120.0
 
 
 class Preempted(RuntimeError):
-    """The run stopped on a stop signal; what it finished is kept, and running the same command
-    again resumes."""
+    """The run stopped on a stop signal; what it finished is kept, and the same command resumes."""
 
 
 class StopSignal:
-    """`with StopSignal():` installs handlers for SIGTERM and SIGINT (main thread only) that
-    record the request, and makes `check` (and `train.preemption`) honour it."""
+    """`with StopSignal():` SIGTERM / SIGINT handlers (main thread only) recording the request."""
 
     def __init__(self):
         self.received: str | None = None
@@ -87,9 +72,8 @@ def received() -> str:
 
 
 def check(phase: str, *, collective: bool = False) -> None:
-    """Raise `Preempted` naming `phase` if a stop was requested. `collective`: the processes
-    agree (every process must call it at the same point: a phase they run in step, such as an
-    evaluation); phases that process 0 runs alone (building a cache) look at their own."""
+    """Raise `Preempted` naming `phase` if a stop was requested. `collective`: at any process (every
+    process must call it at the same point); else at this one (phases process 0 runs alone)."""
     pause_for_test(phase)
     if requested(collective):
         raise Preempted(f"[{phase}] stopped by {received()} before it finished; nothing of it "
@@ -97,10 +81,11 @@ def check(phase: str, *, collective: bool = False) -> None:
 
 
 def pause_for_test(phase: str, step: int | None = None, where: str = "") -> None:
-    """SALLM_JAX_PAUSE_AT's pause (module docstring), once per process. Its value is
-    "<phase or its start>[@<step>][:hold]": with "@<step>" only the call at that `step` pauses;
-    with ":hold" the pause outlasts a first signal, as a long step would (a second SIGINT ends
-    it). `where` ends the log line ("after step 3")."""
+    """Under SALLM_JAX_PAUSE_AT="<phase or its start>[@<step>][:hold]", log "[<phase>] paused" at
+    that phase's first call (with "@<step>": at `step`; a checkpoint write is "checkpoint
+    <stage>/<step>") and wait for a stop signal (at most PAUSE_LIMIT_S, once per process), so it
+    lands inside the phase; ":hold" outlasts a first signal (a second SIGINT ends it). `where` ends
+    the log line."""
     wanted, _, mode = os.environ.get(PAUSE_VARIABLE, "").partition(":")
     wanted, _, at = wanted.partition("@")
     if (not wanted or not phase.startswith(wanted) or not _ACTIVE or wanted in _PAUSED

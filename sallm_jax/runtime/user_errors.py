@@ -1,10 +1,5 @@
-"""Errors a user can fix, and how the absl commands (train, compare) report them.
-
-A mistake on the command line, in a config value or in the data a run is given (a `UserError`,
-a flag absl cannot parse, an unknown `--config.<key>`) prints one line on stderr, naming the key
-or file, and exits with `EXIT_USER_ERROR`; `--debug` or SALLM_JAX_DEBUG=1 prints the traceback
-instead. Any other exception is a fault of the program: Python prints its traceback and exits 1.
-"""
+"""Errors a user can fix: the absl commands (train, compare) print one line naming the key or file
+and exit `EXIT_USER_ERROR` (`--debug` or SALLM_JAX_DEBUG=1: the traceback); other errors exit 1."""
 
 from __future__ import annotations
 
@@ -51,16 +46,14 @@ def renamed_section_error(old: str) -> ConfigError:
 
 
 def show_traceback(argv: Sequence[str]) -> bool:
-    """Whether the user asked for tracebacks: SALLM_JAX_DEBUG=1, or --debug (as parsed, or as
-    typed when the flags could not be parsed)."""
+    """Whether tracebacks were asked for: SALLM_JAX_DEBUG=1, or --debug (parsed, or as typed)."""
     if os.environ.get("SALLM_JAX_DEBUG", "") not in ("", "0"):
         return True
     return _DEBUG.value if flags.FLAGS.is_parsed() else "--debug" in argv
 
 
 def one_line(message: str) -> str:
-    """`message` on one line; a Python traceback quoted in it (ml_collections quotes one when a
-    config file fails) is cut to its last line, the exception."""
+    """`message` on one line; a quoted Python traceback is cut to its last line (the exception)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     if any(line.startswith("Traceback (most recent call last)") for line in lines):
         head = lines[:next(i for i, line in enumerate(lines) if line.startswith("Traceback"))]
@@ -69,11 +62,8 @@ def one_line(message: str) -> str:
 
 
 def unknown_override(error: LookupError | AttributeError, argv: Sequence[str]) -> str:
-    """The line for a `--config.<key>` override naming no key. ml_collections raises a
-    KeyError or AttributeError whose text is "'name'" and, when one is close, "Did you mean ...";
-    the override is the command-line flag whose key path holds that name. A section renamed
-    since a release (`RENAMED_SECTIONS`) is named with its new name, whether an override or
-    the config file itself reads it."""
+    """The line for a `--config.<key>` naming no key: the flag holding ml_collections' missing name,
+    with its "Did you mean" hint; a renamed section (`RENAMED_SECTIONS`) is told its new name."""
     inner = error
     while inner.args and isinstance(inner.args[0], BaseException):
         inner = inner.args[0]
