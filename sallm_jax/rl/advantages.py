@@ -1,19 +1,8 @@
-"""Advantage estimators: a batch's rewards -> one advantage per completion, registered by name.
+"""Advantage estimators by name (`grpo.advantage_estimator`): rewards [B, G] -> advantages [B, G].
 
-An estimator is a pure function `(rewards [B, G], lengths [B, G], *, scale) -> [B, G]`: B
-prompts, G completions each (prompt-major), `lengths` each completion's token count in the loss
-(its mask's sum; 0 for a completion the loss leaves out), `scale` the `grpo.scale_rewards`
-setting. Adding one is a function and its entry in `ADVANTAGE_ESTIMATORS`;
-`grpo.advantage_estimator` names the entry (`AdvantageSettings`). Rewards are outcome rewards
-(one per completion), so a return is the reward at every token (discount 1).
-
-Mixed-policy groups: the ground-truth rows are members of their group like the sampled ones, in
-every estimator: they enter the group mean, the leave-one-out baselines and the batch
-statistics (with their own token counts). GDPO (`multi_reward_normalization="per_reward"`)
-normalises each reward on its own and is an estimator of its own (`per_reward_advantages`),
-so it runs with "grpo" only; `grpo.scale_rewards` is grpo's setting, "none" with the others
-(`AdvantageSettings` refuses the other combinations).
-"""
+`(rewards, lengths, *, scale)`: B prompts x G completions, prompt-major, ground-truth rows
+included; `lengths` are token counts in the loss (0: left out); `scale` is `grpo.scale_rewards`,
+"none" except with "grpo", the only estimator that allows GDPO's per_reward normalisation."""
 
 from __future__ import annotations
 
@@ -34,26 +23,26 @@ WHITEN_EPS = 1e-8  # verl's `masked_whiten`: x * rsqrt(var + 1e-8)
 
 
 def grpo_advantages(rewards: jax.Array, lengths: jax.Array, *, scale: str) -> jax.Array:
-    """GRPO (Shao et al. 2024, arXiv 2402.03300; verl's `compute_grpo_outcome_advantage`):
-    A_i = (r_i - mean_group r) / (std_group r + 1e-4), the std as `scale` says
-    (`group_advantages`). With scale "none" this is Dr. GRPO's unscaled A_i = r_i - mean_group r
-    (Liu et al. 2025, arXiv 2503.20783; verl's `norm_adv_by_std_in_grpo=False`)."""
+    """GRPO (Shao et al. 2024, arXiv 2402.03300; verl's `compute_grpo_outcome_advantage`).
+
+    A = `group_advantages(rewards, scale)`; scale "none" is Dr. GRPO (Liu et al. 2025, arXiv
+    2503.20783; verl's `norm_adv_by_std_in_grpo=False`)."""
     return group_advantages(rewards, scale)
 
 
 def rloo_advantages(rewards: jax.Array, lengths: jax.Array, *, scale: str) -> jax.Array:
-    """RLOO (Ahmadian et al. 2024, arXiv 2402.14740; verl's `compute_rloo_outcome_advantage`):
-    each completion's baseline is the mean of the other G - 1 in its group,
+    """RLOO (Ahmadian et al. 2024, arXiv 2402.14740; verl's `compute_rloo_outcome_advantage`).
+
     A_i = r_i - 1/(G - 1) sum_{j != i} r_j = G / (G - 1) (r_i - mean_group r)."""
     g = rewards.shape[-1]
     return (rewards - rewards.mean(-1, keepdims=True)) * (g / (g - 1))
 
 
 def token_whiten(values: jax.Array, lengths: jax.Array) -> jax.Array:
-    """verl's `masked_whiten` of a value repeated over each completion's tokens:
-    (x_i - mu) / sqrt(var + 1e-8) with mu = sum_i n_i x_i / N and the unbiased
-    var = sum_i n_i (x_i - mu)^2 / (N - 1), n_i = `lengths`, N = sum_i n_i, over the whole
-    batch (every prompt and process of the update's batch)."""
+    """verl's `masked_whiten` of per-completion `values` [B, G] repeated over their tokens.
+
+    (x_i - mu) / sqrt(var + 1e-8), mu = sum_i n_i x_i / N, unbiased var = sum_i n_i (x_i - mu)^2 /
+    (N - 1), n_i = `lengths`, N = sum_i n_i, over the whole update batch (every process)."""
     n = lengths.astype(jnp.float32)
     total = n.sum()
     mean = (n * values).sum() / jnp.maximum(total, 1.0)
@@ -63,19 +52,17 @@ def token_whiten(values: jax.Array, lengths: jax.Array) -> jax.Array:
 
 def reinforce_plus_plus_advantages(rewards: jax.Array, lengths: jax.Array, *,
                                    scale: str) -> jax.Array:
-    """REINFORCE++ (Hu 2025, arXiv 2501.03262; verl's
-    `compute_reinforce_plus_plus_outcome_advantage`, gamma = 1): the return r_i at each token,
-    whitened over the batch's completion tokens, A_i = (r_i - mu) / sqrt(var + 1e-8)
-    (`token_whiten`); no group baseline."""
+    """REINFORCE++ (Hu 2025, arXiv 2501.03262): `token_whiten`(r), no group baseline.
+
+    verl's `compute_reinforce_plus_plus_outcome_advantage` with gamma = 1."""
     return token_whiten(rewards, lengths)
 
 
 def reinforce_plus_plus_baseline_advantages(rewards: jax.Array, lengths: jax.Array, *,
                                             scale: str) -> jax.Array:
-    """REINFORCE++ with the group baseline (Hu 2025, arXiv 2501.03262; verl's
-    `compute_reinforce_plus_plus_baseline_outcome_advantage`): x_i = r_i - mean_group r, then
-    whitened over the batch's completion tokens, A_i = (x_i - mu) / sqrt(var + 1e-8)
-    (`token_whiten`)."""
+    """REINFORCE++-baseline (Hu 2025, arXiv 2501.03262): `token_whiten`(r - mean_group r).
+
+    verl's `compute_reinforce_plus_plus_baseline_outcome_advantage`."""
     return token_whiten(rewards - rewards.mean(-1, keepdims=True), lengths)
 
 
@@ -89,8 +76,7 @@ ADVANTAGE_ESTIMATORS = {
 
 @dataclasses.dataclass(frozen=True)
 class AdvantageSettings:
-    """How a batch's rewards become advantages; each field is the `grpo` key of its name.
-    A ConfigError names the first key that cannot work."""
+    """The advantages' `grpo` keys; a ConfigError names the first key that cannot work."""
 
     advantage_estimator: str = "grpo"
     scale_rewards: str = "group"
@@ -121,9 +107,7 @@ class AdvantageSettings:
 
 def batch_advantages(settings: AdvantageSettings, rewards: jax.Array, per_fn: jax.Array | None,
                      lengths: jax.Array) -> jax.Array:
-    """Advantages [B, G] of a batch's rewards [B, G] by `settings.advantage_estimator`, or
-    under per_reward normalisation GDPO's of each reward function's values `per_fn`
-    [B, G, F]; `lengths` [B, G] the completions' token counts in the loss."""
+    """Advantages [B, G] of `rewards` [B, G], or under per_reward GDPO's of `per_fn` [B, G, F]."""
     if settings.per_reward:
         weights = jnp.asarray(settings.reward_weights, jnp.float32)
         return per_reward_advantages(per_fn, weights, settings.scale_rewards)

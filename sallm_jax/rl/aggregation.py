@@ -1,8 +1,4 @@
-"""Loss aggregations (`grpo.loss_aggregation`): a per-token loss [N, C] under a completion mask
-[N, C] -> the scalar loss, and the share of it each micro-batch carries.
-
-Shapes: N = batch x group completions, C = completion length.
-"""
+"""Loss aggregations (`grpo.loss_aggregation`) of a per-token loss [N rows, C tokens]."""
 
 from __future__ import annotations
 
@@ -28,9 +24,9 @@ def _aggregate_dr_grpo(per_token: jax.Array, mask: jax.Array, max_len: int) -> j
 
 @dataclasses.dataclass(frozen=True)
 class Aggregation:
-    """A loss aggregation: `reduce(per_token [N, C], mask [N, C], max_len)` -> the loss, and
-    whether its normaliser is the batch's token count (`per_token`: a micro-batch's share of
-    the loss is then its share of the tokens) or a fixed count per row (an equal share)."""
+    """`reduce(per_token [N, C], mask [N, C], max_len)` -> the scalar loss.
+
+    `per_token`: normalised by tokens (a micro-batch's share is its token share), else by rows."""
 
     reduce: Callable[[jax.Array, jax.Array, int], jax.Array]
     per_token: bool
@@ -46,9 +42,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
 
 
 def micro_batch_weights(aggregation: str, masks: jax.Array) -> jax.Array:
-    """[k] each micro-batch's share of the whole batch's loss under `aggregation`, from the
-    micro-batches' completion masks [k, rows, C]: the weights that make the weighted sum of
-    their losses the loss of the batch."""
+    """[k] weights making the sum of micro-batch losses the batch's; `masks` [k, rows, C]."""
     if AGGREGATIONS[aggregation].per_token:
         return masks.sum((1, 2)) / jnp.maximum(masks.sum(), 1)
     return jnp.full((masks.shape[0],), 1.0 / masks.shape[0])

@@ -1,8 +1,4 @@
-"""Diagnostics of a GRPO step that catch a broken run: the policy's entropy, the gap between
-the sampler's and the trainer's log-probs of the same tokens, and the completion lengths.
-
-Shapes: N = batch x group completions, C = completion length.
-"""
+"""GRPO step diagnostics: the sampler-vs-trainer log-prob gap, the completion lengths."""
 
 from __future__ import annotations
 
@@ -22,29 +18,20 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 def logp_difference(rollout_logp: jax.Array, logp: jax.Array,
                     mask: jax.Array) -> dict[str, jax.Array]:
-    """Mean and max over `mask` of |rollout_logp - logp|, both [N, C].
-
-    `rollout_logp` is what the sampler drew each token with, `logp` the trainer's log-prob of
-    the same token at the same parameters and temperature. They differ only by numerics (the
-    decode step's cached attention against the training forward pass): a large gap means the
-    trainer optimises a policy other than the one that sampled (stale weights, a mismatched
-    temperature, a broken cache), which silently biases every ratio.
-    """
+    """"logp_diff/mean" and "/max" over `mask` of |rollout_logp - logp|, all [N, C]."""
     diff = jnp.abs(rollout_logp - logp) * (mask > 0)
     return {"logp_diff/mean": masked_mean(diff, mask), "logp_diff/max": diff.max()}
 
 
 def completion_length_range(lengths: np.ndarray) -> dict[str, float]:
-    """min and max of the completion lengths [N] (tokens, the end token included) over the
-    rows that hold a completion (length > 0: a skipped prompt's rows hold none)."""
+    """min and max of completion lengths [N] (tokens, end included) over rows of length > 0."""
     held = lengths[lengths > 0]
     return {"completion_length/min": float(held.min()) if held.size else 0.0,
             "completion_length/max": float(held.max()) if held.size else 0.0}
 
 
 class LogpDiffWatch:
-    """Warns once per stage when the mean sampler-vs-trainer log-prob gap ("logp_diff/mean")
-    passes `threshold` (grpo.warn_logp_diff_above; 0 never warns)."""
+    """Warns once per stage when "logp_diff/mean" > `threshold` (warn_logp_diff_above; 0: off)."""
 
     def __init__(self, threshold: float, stage: str = "grpo"):
         self.threshold, self.stage, self.warned = threshold, stage, False

@@ -1,14 +1,8 @@
-"""Adaptive entropy control: an entropy-bonus coefficient that rises while the policy's entropy
-is at or below a target and falls while it is above, within bounds.
+"""Adaptive entropy control (He et al. 2025, arXiv 2505.22312; TRL's `use_adaptive_entropy`).
 
-Skywork-OR1 (He et al. 2025, arXiv 2505.22312, "adaptive entropy control"), in the form of
-TRL's `use_adaptive_entropy` (`entropy_coef` the initial coefficient, `entropy_target`,
-`entropy_coef_min`, `entropy_coef_max`, `entropy_coef_delta`): update k applies
-a_k = c_k if H_{k-1} <= target else 0, the entropy measured at the previous update (none
-before the first: +inf, so the first update applies nothing), and after it
-c_{k+1} = min(c_k + delta, c_max) if H_k <= target else max(c_k - delta, c_min). The state
-lives in the train state (`TrainState.extras["entropy_control"]`), so a resume continues it.
-"""
+Update k applies a_k = c_k if H_{k-1} <= target else 0 (H_{-1} = +inf), then
+c_{k+1} = min(c_k + delta, c_max) if H_k <= target else max(c_k - delta, c_min). The state is
+`TrainState.extras["entropy_control"]`, so a resume continues it."""
 
 from __future__ import annotations
 
@@ -25,10 +19,7 @@ EXTRAS_KEY = "entropy_control"
 
 @dataclasses.dataclass(frozen=True)
 class EntropyControlSettings:
-    """The controller's settings; each field is the `grpo` key of its name. With
-    `use_adaptive_entropy` off the others are not read. A ConfigError names the first key that
-    cannot work: 0 <= entropy_coef_min <= entropy_coef <= entropy_coef_max, a target and a
-    step > 0."""
+    """The controller's `grpo` keys, checked only with `use_adaptive_entropy`."""
 
     use_adaptive_entropy: bool = False
     entropy_coef: float = 0.0  # c_0
@@ -76,9 +67,7 @@ def applied_coefficient(control: EntropyControl, target: float) -> jax.Array:
 
 def next_entropy_control(control: EntropyControl, entropy: jax.Array, *, target: float,
                          delta: float, coef_min: float, coef_max: float) -> EntropyControl:
-    """The state after an update that measured mean entropy `entropy` (nats, a scalar):
-    c + delta (at most `coef_max`) when `entropy` <= `target`, else c - delta (at least
-    `coef_min`); `entropy` becomes the last measurement."""
+    """The state after an update that measured mean entropy `entropy` (nats): c_{k+1} above."""
     entropy = jax.lax.stop_gradient(jnp.asarray(entropy, jnp.float32))
     coef = jnp.where(entropy <= target, jnp.minimum(control.coef + delta, coef_max),
                      jnp.maximum(control.coef - delta, coef_min))

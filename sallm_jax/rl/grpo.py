@@ -1,9 +1,4 @@
-"""GRPO: group-relative advantages, and the loss: a registered policy term
-(`policy_terms.POLICY_TERMS`), a k3 KL penalty, token selection and bonus by entropy, the
-off-policy sequence mask and the rollout correction, as its `LossSettings` say.
-
-Shapes: N = batch x group completions, C = completion length.
-"""
+"""GRPO: group-relative advantages and the loss (`grpo_loss`); N rows x C completion tokens."""
 
 from __future__ import annotations
 
@@ -26,11 +21,9 @@ def check_scale(scale: str) -> None:
 
 
 def group_advantages(rewards: jax.Array, scale: str = "group") -> jax.Array:
-    """Advantages A = (r - mean_group) / (std + 1e-4) for rewards [batch, group].
+    """A = (r - mean_group r) / (std + 1e-4) of rewards [batch, group], same shape.
 
-    The standard deviation is the unbiased (ddof=1) one over the group (`scale="group"`), over the
-    whole batch (`"batch"`), or not applied (`"none"`), as in common GRPO trainers.
-    """
+    std (ddof=1) over the group ("group"), the batch ("batch"), or none ("none": A = r - mean)."""
     check_scale(scale)
     centred = rewards - rewards.mean(axis=-1, keepdims=True)
     if scale == "none":
@@ -43,8 +36,7 @@ def group_advantages(rewards: jax.Array, scale: str = "group") -> jax.Array:
 
 
 def _masked_moments(x: jax.Array, valid: jax.Array, axis) -> tuple[jax.Array, jax.Array]:
-    """Mean and unbiased (ddof=1) std of `x` over `axis`, counting only the `valid` entries;
-    a mean over none is 0 and a std over fewer than two is 0."""
+    """Mean and ddof=1 std of `x` over `axis` among `valid` entries (0 when too few)."""
     n = valid.sum(axis, keepdims=True)
     mean = jnp.where(valid, x, 0.0).sum(axis, keepdims=True) / jnp.maximum(n, 1)
     sq = jnp.where(valid, (x - mean) ** 2, 0.0).sum(axis, keepdims=True)
@@ -53,16 +45,11 @@ def _masked_moments(x: jax.Array, valid: jax.Array, axis) -> tuple[jax.Array, ja
 
 def per_reward_advantages(per_fn: jax.Array, weights: jax.Array,
                           scale: str = "group") -> jax.Array:
-    """GDPO advantages (Liu et al. 2026, arXiv 2601.05242) for per-function rewards
-    [batch, group, F], NaN where a reward does not apply: each reward is normalised within its
-    group on its own, A_k = (r_k - mean_group r_k) / (std_group r_k + 1e-4) (over the samples
-    it applies to; 0 on the others; `scale` as in `group_advantages`), the weighted sum
-    S = sum_k w_k A_k is formed, and S is normalised over the batch,
-    A = (S - mean_batch S) / (std_batch S + 1e-4). Rewards of different scale and difficulty
-    thus keep their own resolution instead of collapsing into the few values of their sum.
+    """GDPO advantages (Liu et al. 2026, arXiv 2601.05242) [batch, group] of per_fn [.., F].
 
-    Returns [batch, group] advantages.
-    """
+    Per reward k over the samples it applies to (NaN: not; A_k = 0), `scale` as `group_advantages`:
+    A_k = (r_k - mean_group r_k) / (std_group r_k + 1e-4); S = sum_k w_k A_k;
+    A = (S - mean_batch S) / (std_batch S + 1e-4)."""
     check_scale(scale)
     valid = ~jnp.isnan(per_fn)
     rewards = jnp.where(valid, per_fn, 0.0)
@@ -84,8 +71,7 @@ def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
 
 def log_importance_weights(logp: jax.Array, old_logp: jax.Array, mask: jax.Array,
                            level: str) -> jax.Array:
-    """[N, C] log pi_theta / pi_old per token ("token"), or the mask-weighted mean over each
-    sequence broadcast to its tokens ("sequence", the geometric-mean sequence ratio)."""
+    """[N, C] log pi_theta / pi_old per token, or ("sequence") each sequence's masked mean."""
     log_ratio = logp - old_logp
     if level == "token":
         return log_ratio
@@ -97,13 +83,10 @@ def log_importance_weights(logp: jax.Array, old_logp: jax.Array, mask: jax.Array
 
 
 def high_entropy_mask(entropy: jax.Array, mask: jax.Array, top_quantile: float) -> jax.Array:
-    """[N, C] bool: the completion tokens whose entropy is at least the (1 - top_quantile)
-    quantile (linear interpolation, as `np.quantile`) of the entropies under `mask`.
+    """[N, C] bool: tokens under `mask` with entropy >= the (1 - top_quantile) quantile.
 
-    The loss then keeps the top `top_quantile` fraction of tokens by entropy, the "forking"
-    tokens that carry the learning signal (Wang et al. 2025, "Beyond the 80/20 Rule"; TRL's
-    `top_entropy_quantile`); ties at the threshold are kept. The threshold carries no gradient.
-    """
+    TRL's `top_entropy_quantile` (Wang et al. 2025, "Beyond the 80/20 Rule"); linear interpolation
+    (`np.quantile`), ties kept, no gradient through the threshold."""
     values = jnp.where(mask > 0, jax.lax.stop_gradient(entropy), jnp.nan)
     threshold = jnp.nanquantile(values, 1.0 - top_quantile)
     return (entropy >= threshold) & (mask > 0)
@@ -111,16 +94,10 @@ def high_entropy_mask(entropy: jax.Array, mask: jax.Array, top_quantile: float) 
 
 def off_policy_sequence_mask(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
                              mask: jax.Array, threshold: float) -> jax.Array:
-    """[N, 1] 1.0 for the sequences kept by DeepSeek-V3.2's off-policy sequence masking
-    (arXiv 2512.02556, eq. 9; TRL's `off_policy_mask_threshold`), 0.0 for those dropped:
-    a sequence is dropped when its advantage is negative and the mean over its tokens of
-    log pi_old - log pi_theta exceeds `threshold`, i.e. stale samples the policy has moved away
-    from cannot push it further. The mask carries no gradient.
+    """[N, 1] 0.0 for sequences with A < 0 and mean(old_logp - logp) > `threshold`, else 1.0.
 
-    Args:
-      logp / old_logp: [N, C] log-probs under the policy being trained / the sampling policy.
-      advantages: [N]; mask: [N, C] completion tokens.
-    """
+    DeepSeek-V3.2's off-policy sequence masking (arXiv 2512.02556, eq. 9; TRL's
+    `off_policy_mask_threshold`). `logp`, `old_logp`, `mask` [N, C], `advantages` [N]."""
     drift = (old_logp - jax.lax.stop_gradient(logp)) * mask
     mean_drift = drift.sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
     keep = (advantages >= 0) | (mean_drift <= threshold)
@@ -131,7 +108,7 @@ DEFAULT_LOSS = LossSettings()  # GRPO's clipped surrogate, no KL term, DAPO's ag
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-    """The mean of `values` (broadcast to `mask`'s [N, C]) over the tokens under `mask`."""
+    """Mean of `values` (broadcast to `mask` [N, C]) over the tokens under `mask`."""
     return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
@@ -139,38 +116,22 @@ def grpo_loss(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array | None,
               advantages: jax.Array, mask: jax.Array, settings: LossSettings = DEFAULT_LOSS,
               *, off_policy: jax.Array | None = None, entropy: jax.Array | None = None,
               rollout_logp: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The GRPO objective as a loss to minimise, a pure function of arrays and `settings`.
+    """The GRPO objective as a loss to minimise: (scalar loss, metrics).
 
     per_token = keep * w * term + beta * k3(logp, ref_logp) - entropy_coef * H, aggregated by
-    `settings.loss_aggregation`. The term is `settings.loss_type`'s (`POLICY_TERMS`; by
-    default -min(r A, clip(r, 1 - eps, 1 + eps_high) A)). keep is 1, times the
-    `high_entropy_mask` with top_entropy_quantile < 1 and the `off_policy_sequence_mask` with
-    off_policy_mask_threshold > 0 (the normaliser still counts every completion token, as
-    TRL's). w are the rollout correction's weights (1 without; a term that folds them uses them
-    itself). With use_bias_correction_kl the k3 term is weighted by the ratio, its gradient
-    kept. Off-policy rows (mixed-policy GRPO) take -exp(logp) A unclipped as their term.
+    `loss_aggregation`; term: `POLICY_TERMS[loss_type]` (default -min(r A, clip(r, 1 - eps,
+    1 + eps_high) A)); keep: `high_entropy_mask`, `off_policy_sequence_mask` (the normaliser still
+    counts every token, as TRL's); w: rollout-correction weights unless the term folds them;
+    use_bias_correction_kl: k3 x r. Off-policy (ground-truth) rows take -exp(logp) A, unclipped.
 
     Args:
-      logp: [N, C] log-probs of the completion tokens under the policy being trained.
-      old_logp: [N, C] under the policy that sampled them (`logp` with its gradient stopped
-        when the batch gets one update).
-      ref_logp: [N, C] under the reference policy; None when beta == 0.
-      advantages: [N]; mask: [N, C] 1.0 on completion tokens.
-      settings: the loss's settings (`LossSettings`).
-      off_policy: [N] bool, the rows not sampled from the policy; None: none.
-      entropy: [N, C] the policy's entropy at each position, needed with top_entropy_quantile
-        < 1 or an entropy bonus.
-      rollout_logp: [N, C] the sampler's own log-probs, needed when
-        `settings.needs_rollout_logp` (the rollout correction's weights against `old_logp`;
-        with rollout_dtype set, the off-policy mask's drift).
-    Returns:
-      (scalar loss, metrics: clip_fraction (= clip_fraction/region), clip_fraction/low and
-      /high (ratio below / above 1), ratio_mean and the term's own statistics, each a mean
-      over the sampled tokens; kl with beta > 0; entropy_kept_fraction with tokens selected by
-      entropy; off_policy_masked_fraction, the sampled sequences dropped, with the mask).
-    Raises:
-      ValueError naming the key when an array the settings need is None.
-    """
+      logp, old_logp, ref_logp: [N, C] under the policy trained, the one that sampled (`logp`
+        stop-gradient for one update per batch), the reference (None when beta == 0).
+      advantages: [N]; mask: [N, C] 1.0 on completion tokens; off_policy: [N] bool or None.
+      entropy, rollout_logp: [N, C], needed with an entropy selection or bonus / when
+        `settings.needs_rollout_logp`; else ValueError naming the key.
+    Metrics (means over sampled tokens): clip_fraction (= /region), /low and /high (r < 1, r > 1),
+    ratio_mean, the term's stats; kl, entropy_kept_fraction, off_policy_masked_fraction when on."""
     s, term = settings, settings.policy_term
     if s.needs_rollout_logp and rollout_logp is None:
         raise ValueError("grpo.rollout_correction / grpo.rollout_dtype: the loss needs the "

@@ -1,5 +1,4 @@
-"""What a GRPO update and the scoring of its rollouts read from the `grpo` config section,
-typed and checked once (`GRPOSettings.from_section`)."""
+"""The `grpo` config section, typed and checked once (`GRPOSettings.from_section`)."""
 
 from __future__ import annotations
 
@@ -16,9 +15,7 @@ from sallm_jax.rl.settings import check, finite, read_settings
 
 @dataclasses.dataclass(frozen=True)
 class GRPOSettings:
-    """The update's settings: the loss, the advantages, the rewards, the entropy controller,
-    and the `grpo` keys of the other fields' names. A ConfigError names the first key that
-    cannot work."""
+    """A GRPO update's settings; the scalar fields are the `grpo` keys of their names."""
 
     loss: LossSettings = LossSettings()
     advantages: AdvantageSettings = AdvantageSettings()
@@ -42,8 +39,7 @@ class GRPOSettings:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> GRPOSettings:
-        """The settings `section` (the `grpo` config section, or any mapping of its keys)
-        holds; keys it lacks keep their defaults."""
+        """The settings in `section` (the `grpo` mapping); missing keys keep defaults."""
         return read_settings(
             cls, section, loss=LossSettings.from_section(section),
             advantages=read_settings(AdvantageSettings, section),

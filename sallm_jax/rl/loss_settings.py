@@ -1,6 +1,4 @@
-"""The GRPO loss's settings: the policy term (`grpo.loss_type` and its own settings), the KL
-weight, the aggregation, the token selection and bonus by entropy, the off-policy sequence mask
-and the rollout correction; typed and checked once, read from the `grpo` section."""
+"""The GRPO loss's settings (`LossSettings`), read from the `grpo` section and checked once."""
 
 from __future__ import annotations
 
@@ -21,15 +19,10 @@ ROLLOUT_DTYPES = ("", "float32", "bfloat16")  # `grpo.rollout_dtype`; "": the tr
 
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
-    """What `grpo_loss` does besides its arrays; each field but `term` is the `grpo` key of its
-    name.
+    """What `grpo_loss` does besides its arrays; fields but `term` are `grpo` keys.
 
-    `term` holds the settings of `loss_type`'s term (`POLICY_TERMS[loss_type].settings`; None:
-    its defaults). `entropy_coef` is a float, or the adaptive controller's applied coefficient
-    (a scalar array, `entropy_control`), which the bonus applies whatever its value. Bounds of
-    the rollout correction of 0 are none on that side. A ConfigError names the first key that
-    cannot work.
-    """
+    `term`: `POLICY_TERMS[loss_type].settings` (None: defaults); `entropy_coef` may be the adaptive
+    controller's scalar array; a rollout-correction bound of 0 is none."""
 
     loss_type: str = "grpo"
     term: Any = None
@@ -86,8 +79,7 @@ class LossSettings:
               "0 (no upper bound) or a ratio > 1 (TRL's 3.0)", high)
 
     def _check_term_needs(self) -> None:
-        """The level and aggregation the term needs, and for a term that folds the rollout
-        correction's weights into its own, a correction by token."""
+        """The level and aggregation the term needs; a token correction for a term that folds it."""
         term, name = self.policy_term, repr(self.loss_type)
         check(term.level in (None, self.importance_sampling_level), "importance_sampling_level",
               f"{term.level!r} with grpo.loss_type={name}", self.importance_sampling_level)
@@ -100,8 +92,7 @@ class LossSettings:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> LossSettings:
-        """The settings `section` (the `grpo` config section, or any mapping of its keys)
-        holds; keys it lacks keep their defaults."""
+        """The settings in `section` (the `grpo` mapping); missing keys keep defaults."""
         term = POLICY_TERMS.get(section.get("loss_type", "grpo"))
         return read_settings(cls, section, term=None if term is None
                              else read_settings(term.settings, section))
@@ -113,15 +104,13 @@ class LossSettings:
 
     @property
     def needs_rollout_logp(self) -> bool:
-        """Whether the loss reads the sampler's own log-probs: for the rollout correction, or
-        for the off-policy mask's drift when the sampler computes in another dtype."""
+        """Whether the loss reads `rollout_logp` (a correction, or rollout_dtype with the mask)."""
         return bool(self.rollout_correction) or (
             bool(self.rollout_dtype) and self.off_policy_mask_threshold > 0)
 
     def rollout_weights(self, old_logp: jax.Array, rollout_logp: jax.Array,
                         mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(weights [N, C], outside [N, C] bool) of `rollout_correction_weights` under
-        `rollout_correction` and its bounds, from log-probs and mask [N, C]."""
+        """(weights, outside) [N, C] of `rollout_correction_weights` under this mode and bounds."""
         return rollout_correction_weights(old_logp, rollout_logp, mask, self.rollout_correction,
                                           low=self.rollout_correction_min or None,
                                           high=self.rollout_correction_max or None)

@@ -1,14 +1,7 @@
-"""The policy terms of the GRPO loss, registered by name (`grpo.loss_type`): the clipped
-surrogate (GRPO, DAPO, GSPO), CISPO, SAPO, LUSPO and VESPO.
+"""The GRPO loss's policy terms by `grpo.loss_type`: clipped surrogate, CISPO, SAPO, LUSPO, VESPO.
 
-A term is a function `(inputs: TermInputs, settings) -> TermOutput` and the frozen dataclass of
-its own settings, whose fields are keys of the `grpo` config section with their defaults (the
-section gains any it lacks, `term_defaults`) and whose checks run as it is built. `grpo_loss`
-aggregates the term. Adding a loss: one function, its settings dataclass and one
-`register_policy_term` line.
-
-Shapes: N = batch x group completions, C = completion length.
-"""
+A term is `(TermInputs, settings) -> TermOutput` plus a frozen settings dataclass of `grpo` keys;
+adding one is a function, its dataclass and a `register_policy_term` line. N rows x C tokens."""
 
 from __future__ import annotations
 
@@ -26,10 +19,7 @@ VESPO_LOG_FLOOR = math.log(1e-8)  # VESPO's floor of log W (and of a token's log
 
 
 class TermInputs(NamedTuple):
-    """What a term reads: log-probs of the policy being trained [N, C], the log importance
-    ratio at the configured level [N, C], the advantages [N, 1], the completion mask [N, C]
-    (float), and the rollout correction's log weights [N, C] for a term that folds them into
-    its own weight (None: none, or the loss weighs the term by them)."""
+    """logp, log_ratio, mask [N, C]; adv [N, 1]; the correction's log_weights [N, C] or None."""
 
     logp: jax.Array
     log_ratio: jax.Array
@@ -39,9 +29,7 @@ class TermInputs(NamedTuple):
 
 
 class TermOutput(NamedTuple):
-    """A term's per-token loss [N, C], where it cut the ratio's gradient [N, C] bool, and its
-    own statistics (name -> [N, C] or [N, 1] values, logged as their mean over the sampled
-    completion tokens)."""
+    """per_token loss, `cut` (ratio gradient cut, bool) [N, C]; stats [N, C] or [N, 1] (logged)."""
 
     per_token: jax.Array
     cut: jax.Array
@@ -50,9 +38,7 @@ class TermOutput(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class PolicyTerm:
-    """A registered term: its function, its settings dataclass, the importance-sampling level
-    and loss aggregation it needs (None: any), and whether it folds the rollout correction's
-    weights into its own weight (`TermInputs.log_weights`) instead of being weighed by them."""
+    """A term: the `level`/`aggregation` it needs (None: any); whether it folds rollout weights."""
 
     fn: Callable[[TermInputs, Any], TermOutput]
     settings: type
@@ -66,14 +52,12 @@ POLICY_TERMS: dict[str, PolicyTerm] = {}
 
 def register_policy_term(name: str, fn: Callable[[TermInputs, Any], TermOutput],
                          settings: type, **needs: Any) -> None:
-    """Make `fn` with its settings dataclass `settings` the loss `grpo.loss_type=name`;
-    `needs` are `PolicyTerm`'s level, aggregation and folds_rollout_weights."""
+    """Register `fn` and its settings class as `grpo.loss_type=name`; `needs`: `PolicyTerm`'s."""
     POLICY_TERMS[name] = PolicyTerm(fn, settings, **needs)
 
 
 def term_defaults() -> dict[str, Any]:
-    """Every registered term's settings field -> its default (the first term's, for a field
-    two terms share): the keys the `grpo` section holds for them."""
+    """Every term's settings field -> its default (the first term's): the section's keys."""
     defaults: dict[str, Any] = {}
     for term in POLICY_TERMS.values():
         for field in dataclasses.fields(term.settings):
@@ -83,8 +67,7 @@ def term_defaults() -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class ClipRange:
-    """The clipped surrogate's ratio range [1 - epsilon, 1 + epsilon_high] (epsilon_high None:
-    epsilon) and `delta`, the cap of the unclipped ratio (0: none)."""
+    """Ratio range [1 - epsilon, 1 + epsilon_high] (None: epsilon); `delta` caps r (0: none)."""
 
     epsilon: float = 0.2
     epsilon_high: float | None = None
@@ -130,8 +113,7 @@ class SapoTemperatures:
 
 @dataclasses.dataclass(frozen=True)
 class VespoKernel:
-    """VESPO's gamma kernel W^k exp(lambda (1 - W)): k, lambda where the advantage is >= 0
-    (_pos) and < 0 (_neg)."""
+    """VESPO's kernel W^k exp(lambda (1 - W)): k, lambda for A >= 0 (_pos) and A < 0 (_neg)."""
 
     vespo_k_pos: float = 2.0
     vespo_lambda_pos: float = 3.0
@@ -158,19 +140,15 @@ def _clipped(log_ratio: jax.Array, adv: jax.Array, s: ClipRange) -> TermOutput:
 
 
 def clipped_term(x: TermInputs, s: ClipRange) -> TermOutput:
-    """PPO's clipped surrogate (GRPO, DAPO, GSPO):
-    -min(min(r, delta) A, clip(r, 1 - eps, 1 + eps_high) A), r = exp(log_ratio).
+    """PPO's clipped surrogate (GRPO, DAPO, GSPO), r = exp(log_ratio).
 
-    `delta` (0: no cap) is the upper bound of two-sided GRPO clipping (INTELLECT-2; TRL's
-    `delta`): it caps the unclipped ratio, which only binds for negative advantages. It is
-    dual-clip PPO (Ye et al. 2020; verl's `clip_ratio_c`) with c = delta: for
-    c >= 1 + eps_high the two are the same function. Tokens it caps count as cut."""
+    -min(min(r, delta) A, clip(r, 1 - eps, 1 + eps_high) A). `delta` (0: none; INTELLECT-2, TRL's
+    `delta`) is dual-clip PPO (Ye et al. 2020; verl's `clip_ratio_c`); capped tokens are cut."""
     return _clipped(x.log_ratio, x.adv, s)
 
 
 def cispo_term(x: TermInputs, s: CispoCap) -> TermOutput:
-    """CISPO (MiniMax-M1, 2025; TRL's `loss_type="cispo"`): -sg(min(r, eps_high)) A log pi.
-    The weight is capped and its gradient stopped, so every token keeps a gradient."""
+    """CISPO (MiniMax-M1, 2025; TRL's `loss_type="cispo"`): -sg(min(r, eps_high)) A log pi."""
     ratio = jnp.exp(x.log_ratio)
     weight = jax.lax.stop_gradient(jnp.minimum(ratio, s.epsilon_high))
     return TermOutput(-weight * x.adv * x.logp, ratio > s.epsilon_high)
@@ -186,15 +164,15 @@ def sapo_term(x: TermInputs, s: SapoTemperatures) -> TermOutput:
 
 
 def luspo_term(x: TermInputs, s: ClipRange) -> TermOutput:
-    """LUSPO (arXiv 2602.05261; TRL's `loss_type="luspo"`): GSPO's clipped surrogate on the
-    sequence ratio, times the sequence's length |o_i| on each of its tokens. Under the "grpo"
-    aggregation the loss is 1/N sum_i |o_i| x GSPO's term. Needs the sequence-level ratio."""
+    """LUSPO (arXiv 2602.05261; TRL's `loss_type="luspo"`): GSPO's term x |o_i| per token.
+
+    Under the "grpo" aggregation the loss is 1/N sum_i |o_i| x GSPO's term; sequence-level ratio."""
     out = _clipped(x.log_ratio, x.adv, s)
     return out._replace(per_token=out.per_token * x.mask.sum(-1, keepdims=True))
 
 
 def vespo_phi(x: TermInputs, s: VespoKernel) -> jax.Array:
-    """[N, 1] VESPO's kernel phi(W_i) of each sequence (see `vespo_term`), no gradient."""
+    """[N, 1] VESPO's kernel phi(W_i) of each sequence (`vespo_term`), no gradient."""
     log_w = (jnp.clip(x.log_ratio, -20.0, 20.0) * x.mask).sum(-1, keepdims=True)
     if x.log_weights is not None:
         log_w = log_w + (jnp.clip(x.log_weights, VESPO_LOG_FLOOR, 20.0) * x.mask).sum(
@@ -207,11 +185,11 @@ def vespo_phi(x: TermInputs, s: VespoKernel) -> jax.Array:
 
 
 def vespo_term(x: TermInputs, s: VespoKernel) -> TermOutput:
-    """VESPO (arXiv 2602.10693; TRL's `loss_type="vespo"`): -sg(phi(W_i)) A_i log pi with
-    W_i = exp(sum_t log ratio) (not length-normalised) and phi(W) = W^k exp(lambda (1 - W)),
-    phi(1) = 1. As TRL, a token's log ratio is clamped to [-20, 20], log W to [log 1e-8, 20],
-    lambda to >= 1e-4, and the rollout correction's token weights (`log_weights`) multiply W.
-    Needs the token-level ratio; nothing is cut. Logs vespo/phi_mean."""
+    """VESPO (arXiv 2602.10693; TRL's `loss_type="vespo"`): -sg(phi(W_i)) A_i log pi.
+
+    W_i = exp(sum_t log ratio), not length-normalised; phi(W) = W^k exp(lambda (1 - W)). As TRL,
+    token log ratios are clamped to [-20, 20], log W to [log 1e-8, 20], lambda to >= 1e-4, and
+    `log_weights` multiply W. Token-level ratio; nothing is cut; logs vespo/phi_mean."""
     phi = vespo_phi(x, s)
     return TermOutput(-phi * x.adv * x.logp, jnp.zeros_like(x.log_ratio, bool),
                       {"vespo/phi_mean": phi})

@@ -1,16 +1,7 @@
-"""Reward functions, registered by name so that a config lists the ones it uses.
+"""Reward functions by name (`grpo.reward_fns`: registered or "package.module:function").
 
-A reward function maps one completion and its example (a mapping with at least "answer"; for
-multiple choice also "choices" and "answer_index") to a float, higher is better. A config names
-registered rewards ("bleu", "chrf", "rouge1", "rouge2", "rouge_l", "meteor", "wer", "cer",
-"accuracy", "format", "mmau") or user functions by import path ("package.module:function").
-`compute_rewards` applies the configured functions and their weights to a whole rollout, and a
-function that raises on a sample costs that sample its reward, never the run. A function may be
-`async def` (its calls for the whole rollout, and those of the other async functions, are
-awaited together: a reward that waits on a judge model or a sandbox costs one round trip, not
-N) and may return None for "not applicable" to this sample (neither a failure nor a zero: the
-sample is left out of that reward's statistics).
-"""
+A reward is `fn(completion, example) -> float | None` (None: not applicable), sync or async; the
+example holds "answer" (multiple choice: "choices", "answer_index" too)."""
 
 from __future__ import annotations
 
@@ -59,12 +50,7 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
 
 def make_bleu_reward(tokenize: str = "13a", smooth_method: str = "exp",
                      smooth_value: float | None = None, lowercase: bool = False) -> RewardFn:
-    """Sentence BLEU / 100 with the given sacrebleu tokeniser and smoothing.
-
-    The defaults are `sacrebleu.sentence_bleu`'s (13a, exp smoothing, effective order). The
-    metric object is built once here, so a bad option fails when the config is read, not
-    mid-run.
-    """
+    """Sentence BLEU / 100 (defaults: `sacrebleu.sentence_bleu`'s); ValueError on a bad option."""
     # sacrebleu reports bad options as a bare KeyError / AssertionError; say what is allowed.
     if tokenize not in BLEU.TOKENIZERS:
         raise ValueError(f"BLEU reward: tokenize={tokenize!r}, expected one of "
@@ -172,11 +158,7 @@ def _import_reward(path: str) -> RewardFn:
 
 
 def get_reward_fns(names: Sequence[str]) -> list[RewardFn]:
-    """Look up reward functions by registered name or import them from "module:function".
-
-    Raises ValueError naming `grpo.reward_fns`: for unknown names (listing the registered ones)
-    and for import paths that do not resolve to a callable.
-    """
+    """Reward functions by registered name or "module:function"; ValueError names the bad one."""
     unknown = [n for n in names if ":" not in n and n not in REWARD_FNS]
     if unknown:
         raise ValueError(f"grpo.reward_fns: unknown reward(s) {unknown}; registered: "
@@ -203,9 +185,7 @@ class Rewards(NamedTuple):
 
 
 def _run_together(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Await the coroutines made by `calls` concurrently; each result is its value or the
-    exception it raised. Runs in a fresh event loop (in a worker thread when the caller is
-    itself inside one, e.g. a notebook)."""
+    """Await the coroutines of `calls` together; each result is a value or its exception."""
 
     async def gather():
         async def one(call):
@@ -234,8 +214,7 @@ def _is_real_number(value: Any) -> bool:
 
 
 def _as_reward(value: Any) -> float | None:
-    """A reward's return value as a finite float, or None (not applicable); raises otherwise
-    (a numeric string included: it is a bug in the reward, not a score)."""
+    """A reward's value as a finite float or None; raises otherwise (numeric strings too)."""
     if value is None:
         return None
     if not _is_real_number(value):
@@ -256,26 +235,12 @@ def compute_rewards(
     failure_value: float = 0.0,
     names: Sequence[str] | None = None,
 ) -> Rewards:
-    """Score every completion with every reward function.
+    """Score every completion with every reward: Rewards(total [N], per_fn [N, F], ...).
 
-    A function that raises on a sample, or returns something that is not a finite number or
-    None, gives that sample `failure_value` (a NaN reward would turn the whole group's
-    advantages into NaN); failures are counted per function and logged once per function per
-    call, with the first exception's traceback. None means the reward does not apply to the
-    sample: `per_fn` holds NaN there, and the total sums only the rewards that apply. Async
-    functions' calls are all awaited together.
-
-    Args:
-      reward_fns: F functions fn(completion, example) -> float | None, or async ones.
-      weights: F weights (the config's grpo.reward_weights).
-      completions: N decoded completions.
-      examples: N examples (the prompt's example repeated for each of its samples).
-      failure_value: the reward of a failed sample.
-      names: F names for `failures` and the log; by default the registry name or import path,
-        made unique with "#k" when a function appears twice.
-    Returns:
-      Rewards(total [N], per_fn [N, F], failures {name: count}, first_errors {name: error}).
-    """
+    F `reward_fns` (async ones awaited together) with their `weights`; N `completions`, `examples`.
+    A raise, or a value not a finite number or None, scores `failure_value` (a NaN would spread to
+    the group's advantages), counted per function and logged with the first traceback. None: NaN in
+    `per_fn`, out of `total`. `names` default to registry names or import paths, "#k" on repeats."""
     if len(weights) != len(reward_fns):
         raise ValueError(f"grpo.reward_weights has {len(weights)} entries for "
                          f"{len(reward_fns)} reward functions")
@@ -334,9 +299,9 @@ def _unique(names: list[str]) -> list[str]:
 
 
 class RewardWatch:
-    """Stops a run whose reward function fails on more than `fraction` of the samples for
-    `steps` steps in a row (grpo.reward_failure_stop_fraction / _steps), with its first error;
-    below that, failures are scored `grpo.reward_failure_value` and logged."""
+    """Raises RewardFailing when a reward fails >= `fraction` of samples `steps` steps in a row.
+
+    `fraction`, `steps`: grpo.reward_failure_stop_fraction, grpo.reward_failure_stop_steps."""
 
     def __init__(self, fraction: float, steps: int):
         self.fraction, self.steps = fraction, steps
@@ -344,11 +309,7 @@ class RewardWatch:
 
     def after_step(self, step: int, failures: Mapping[str, int], num_samples: int,
                    first_errors: Mapping[str, BaseException]) -> None:
-        """`failures`: per reward, samples it failed on this step (over all processes).
-
-        Raises:
-          RewardFailing: a reward failed too often for too long.
-        """
+        """Count this step's `failures` (per reward, all processes) out of `num_samples`."""
         for name, count in failures.items():
             failing = count > 0 and count >= self.fraction * num_samples
             self.in_a_row[name] = self.in_a_row.get(name, 0) + 1 if failing else 0

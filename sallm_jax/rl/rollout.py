@@ -1,10 +1,4 @@
-"""Rollout: sample `group` completions per audio prompt in one compiled program.
-
-Audio is encoded and each prompt pre-filled once; its keys and values stay one copy per prompt
-(`SharedPrefix`) that the group's samples all read, each sample writing only its own completion
-slots, and all samples decode together in a `lax.while_loop` that stops as soon as every sample
-has ended.
-"""
+"""Rollout: sample `group` completions per prompt in one compiled program (`SharedPrefix`)."""
 
 from __future__ import annotations
 
@@ -28,8 +22,7 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """How completions are drawn (`sample_token`). temperature 0 is greedy decoding; min_p 0
-    and repetition_penalty 1 are off."""
+    """How to sample (`sample_token`): temperature 0: greedy; min_p 0, repetition_penalty 1: off."""
 
     max_new_tokens: int = 32
     temperature: float = 1.0
@@ -66,19 +59,12 @@ def rollout(
     eos_ids: tuple[int, ...],
     pad_id: int,
 ) -> Rollout:
-    """Sample `group_size` completions for each prompt of `batch`.
+    """Sample `group_size` completions for each prompt of `batch`: a Rollout, C = max_new_tokens.
 
-    Args:
-      batch: "waveforms" [B, W], "num_samples" [B], "prompt_ids" [B, P] (left-padded),
-        "prompt_mask" [B, P]; without "waveforms" the prompts are text only.
-      rng: PRNG key.
-    Returns:
-      Rollout with C = sampling.max_new_tokens; `logp` is log_softmax(logits / T) at each
-      sampled token (T = sampling.temperature, or 1 for greedy decoding), the distribution the
-      trainer's `completion_logprobs` scores, got from the decode step's logits with no extra
-      forward pass. A repetition penalty counts each row's prompt (without its padding) and its
-      completion so far, tracked on the device as a [B * group, vocab] bool.
-    """
+    `batch`: "waveforms" [B, W] (absent: text only), "num_samples" [B], "prompt_ids" [B, P]
+    (left-padded), "prompt_mask" [B, P]. `logp`: log_softmax(logits / T) of each sampled token (T =
+    temperature, 1 if greedy), what `completion_logprobs` scores. The repetition penalty counts the
+    prompt (no padding) and the completion so far."""
     c = sampling.max_new_tokens
     n = batch["prompt_ids"].shape[0] * group_size
     last_logits, prefix = model.prefill(batch)
@@ -133,9 +119,9 @@ def make_rollout_fn(graphdef: nnx.GraphDef, param_shardings: nnx.State,
                     frozen_shardings: nnx.State, partitioner: Partitioner, *,
                     sampling: SamplingConfig, group_size: int, eos_ids: tuple[int, ...],
                     pad_id: int, compute_dtype: str = ""):
-    """jit(fn(params, frozen, batch, rng) -> Rollout), completions split along the batch axis;
-    with `compute_dtype` ("bfloat16", `grpo.rollout_dtype`) the sampler computes in it whatever
-    the trainer's dtype ("": the model's own)."""
+    """jit(fn(params, frozen, batch, rng) -> Rollout), sharded along the batch axis.
+
+    `compute_dtype` ("bfloat16", `grpo.rollout_dtype`; "": the model's own) is the sampler's."""
 
     def fn(params, frozen, batch, rng):
         model = merge_policy(graphdef, params, frozen)

@@ -1,6 +1,4 @@
-"""Next-token sampling: repetition penalty, temperature, top-k, top-p (nucleus), min-p and greedy,
-as one pure function, in transformers' order (its `RepetitionPenaltyLogitsProcessor` on the raw
-logits, then the warpers temperature, top-k, top-p, min-p)."""
+"""Next-token sampling in transformers' order: repetition penalty, temperature, top-k/p, min-p."""
 
 from __future__ import annotations
 
@@ -11,37 +9,27 @@ import jax.numpy as jnp
 
 
 def seen_tokens(ids: jax.Array, mask: jax.Array, vocab: int) -> jax.Array:
-    """[batch, vocab] bool: which tokens occur in each row of ids [batch, T] where mask is set
-    (left padding is not a token of the row, as transformers' `prompt_ignore_length`)."""
+    """[batch, vocab] bool: the tokens in each row of `ids` [batch, T] where `mask` is set."""
     rows = jnp.arange(ids.shape[0])[:, None]
     at = jnp.where(mask.astype(bool), ids, vocab)
     return jnp.zeros((ids.shape[0], vocab), bool).at[rows, at].set(True, mode="drop")
 
 
 def penalise_repetitions(logits: jax.Array, seen: jax.Array, penalty: float) -> jax.Array:
-    """transformers' `RepetitionPenaltyLogitsProcessor` (Keskar et al. 2019, CTRL): the logit of
-    each token already seen (`seen_tokens`: the prompt and the completion so far), once per
-    token however often it occurred, is divided by `penalty` where positive and multiplied by it
-    where negative; the others are unchanged. [batch, vocab] -> [batch, vocab]."""
+    """transformers' `RepetitionPenaltyLogitsProcessor` (CTRL, Keskar et al. 2019) [batch, vocab].
+
+    `seen` tokens' logits are divided by `penalty` where positive, multiplied where negative."""
     penalised = jnp.where(logits < 0, logits * penalty, logits / penalty)
     return jnp.where(seen, penalised, logits)
 
 
 def filter_logits(logits: jax.Array, *, top_k: int = 0, top_p: float = 1.0,
                   min_p: float = 0.0) -> jax.Array:
-    """Set the logits outside the top-k / top-p / min-p set to -inf, in that order.
+    """[batch, vocab] logits with tokens outside top-k, then top-p, then min-p set to -inf.
 
-    Args:
-      logits: [batch, vocab] float32, already divided by the temperature.
-      top_k: keep the k largest logits; 0 keeps all.
-      top_p: keep the smallest set of tokens, taken in order of probability, whose mass reaches
-        top_p (the most likely token is always kept); 1.0 keeps all.
-      min_p: then keep the tokens whose probability (softmax of what top-k / top-p kept) is at
-        least min_p x the most likely one's (transformers' `MinPLogitsWarper`, Nguyen et al.
-        2024, arXiv 2407.01082); 0.0 keeps all.
-    Returns:
-      [batch, vocab] logits with the excluded entries at -inf.
-    """
+    `logits` float32, already divided by the temperature; `top_k` 0, `top_p` 1.0, `min_p` 0.0 keep
+    all. top-p always keeps the most likely token; min-p is transformers' `MinPLogitsWarper`
+    (arXiv 2407.01082)."""
     neg_inf = jnp.asarray(-jnp.inf, logits.dtype)
     if top_k and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
@@ -61,21 +49,10 @@ def filter_logits(logits: jax.Array, *, top_k: int = 0, top_p: float = 1.0,
 
 
 def inverse_cdf(probs: jax.Array, u: jax.Array) -> jax.Array:
-    """For each row, the first index whose cumulative mass exceeds u x the row's total.
+    """[batch] int32: per row, the first index whose cumulative mass exceeds u x the row total.
 
-    Two levels, O(vocab) work: the vocabulary is cut into about sqrt(vocab) blocks; the block
-    holding the target comes from the cumulative block sums, then the index from the
-    cumulative sum inside that block alone (one full-length prefix sum costs far more on the
-    CPU than a sum per block). A zero-probability entry is never returned: the target inside
-    the chosen block is clamped below the block's own total and at or above zero, so the entry
-    found always adds mass.
-
-    Args:
-      probs: [batch, vocab] non-negative, each row with positive total.
-      u: [batch] uniform numbers in [0, 1).
-    Returns:
-      [batch] int32 indices.
-    """
+    `probs` [batch, vocab] >= 0 with positive row totals; `u` [batch] in [0, 1). Two-level search
+    over about sqrt(vocab) blocks, O(vocab); a zero-probability entry is never returned."""
     batch, vocab = probs.shape
     block = math.isqrt(vocab - 1) + 1
     num_blocks = -(-vocab // block)
@@ -104,18 +81,10 @@ def sample_token(
     repetition_penalty: float = 1.0,
     seen: jax.Array | None = None,
 ) -> jax.Array:
-    """Draw one token per row from [batch, vocab] float32 logits; temperature 0 means greedy.
+    """[batch] int32 tokens drawn from [batch, vocab] float32 logits; temperature 0 is greedy.
 
-    With `repetition_penalty` != 1 the logits of the `seen` [batch, vocab] tokens are first
-    penalised (`penalise_repetitions`, greedy decoding included, as in transformers); then
-    temperature, top-k, top-p and min-p (`filter_logits`) shape the distribution drawn from.
-    By inversion of the cumulative distribution (`inverse_cdf`): one uniform number per row
-    rather than the vocabulary-sized Gumbel noise of `jax.random.categorical` (the same
-    distribution, drawn several times faster in the decode loop). Excluded (zero-probability)
-    tokens are never drawn.
-
-    Returns [batch] int32 token ids.
-    """
+    Repetition penalty on `seen` [batch, vocab] first (greedy too), then temperature and
+    `filter_logits`; drawn by `inverse_cdf`. Excluded tokens are never drawn."""
     if repetition_penalty != 1.0:
         logits = penalise_repetitions(logits, seen, repetition_penalty)
     if temperature == 0.0:

@@ -1,9 +1,4 @@
-"""A GRPO rollout on the host: decode, add the ground-truth rows (mixed-policy GRPO), score
-every completion, and the reward and length statistics the stage logs.
-
-Shapes: B prompts x G completions, prompt-major (row b * G + g is sample g of prompt b), C
-completion tokens.
-"""
+"""A GRPO rollout on the host: decode, add ground-truth rows, score; the logged statistics."""
 
 from __future__ import annotations
 
@@ -33,16 +28,13 @@ def decode_completions(tokenizer, ids: np.ndarray, mask: np.ndarray) -> list[str
 
 
 def local_rollout(out: Rollout, partitioner: Partitioner) -> Rollout:
-    """This process's rows of a rollout, as NumPy arrays (what `score_groups` reads and a
-    checkpoint inside a generation keeps)."""
+    """This process's rows of a rollout as NumPy arrays (what `score_groups` reads)."""
     return Rollout(*(None if x is None else partitioner.to_local(x) for x in out))
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardSettings:
-    """The configured rewards; each field is the `grpo` key of its name. `fns` are the reward
-    functions `reward_fns` names, resolved once; a ConfigError names grpo.reward_fns (a name
-    or import path that does not resolve) or grpo.reward_weights (not one per function)."""
+    """The reward `grpo` keys; `fns` resolved once (a ConfigError names the bad key)."""
 
     reward_fns: tuple[str, ...] = ("bleu",)
     reward_weights: tuple[float, ...] = (1.0,)
@@ -77,8 +69,7 @@ class ScoredGroups:
     rollout_logp: np.ndarray | None = None  # [B * G, C] the sampler's; 0 on off-policy rows
 
     def loss_mask(self, mask_truncated: bool) -> np.ndarray:
-        """[B * G, C] the tokens in the loss: with `mask_truncated`
-        (grpo.mask_truncated_completions) the truncated samples leave it."""
+        """[B * G, C] the loss tokens, without truncated samples when `mask_truncated`."""
         return self.mask * ~self.truncated[:, None] if mask_truncated else self.mask
 
     def device_group(self, group_size: int, *, mask_truncated: bool, per_reward: bool,
@@ -98,9 +89,9 @@ class ScoredGroups:
 def score_groups(local: Rollout, host_batch: dict, rows: Sequence[ManifestRow], tokenizer,
                  rewards: RewardSettings, *, group_size: int,
                  num_off_policy: int = 0) -> ScoredGroups:
-    """Add `num_off_policy` ground-truth rows (mixed-policy GRPO) to each group of this
-    process's rows of a rollout (`local_rollout`), decode, and score every completion with
-    `rewards`; groups of `group_size` rows, ground truth included."""
+    """Score this process's rows (`local_rollout`) after adding `num_off_policy` ground truths.
+
+    Groups of `group_size` rows, ground truth included; a skipped prompt's rows get mask 0."""
     ids, mask, truncated, logp = local
     off_policy = np.zeros(len(ids), bool)
     if num_off_policy:
@@ -132,19 +123,14 @@ def gathered_failures(groups: ScoredGroups,
 
 
 def frac_equal_reward_groups(rewards: np.ndarray, group_size: int) -> float:
-    """The fraction of groups whose rewards [B * G] are all equal: their advantages are zero,
-    so they teach nothing (TRL's `frac_reward_zero_std`)."""
+    """Fraction of groups whose rewards [B * G] are all equal (TRL's `frac_reward_zero_std`)."""
     groups = rewards.reshape(-1, group_size)
     return float((groups.max(1) == groups.min(1)).mean())
 
 
 def rollout_scalars(groups: ScoredGroups, group_size: int, reward_names: Sequence[str],
                     partitioner: Partitioner) -> dict[str, float]:
-    """Reward and completion statistics of the sampled (on-policy) rows of every process, over
-    the groups in the loss (a prompt the bad-input policy skipped, or a slot dynamic sampling
-    could not fill, has no completion tokens and no part in them; with none in the loss, over
-    every group). Groups of `group_size`; `reward_names` (grpo.reward_fns) label
-    reward/<name>."""
+    """Reward and length statistics of the sampled rows of the groups in the loss (all if none)."""
     mask = partitioner.gather(groups.mask)
     in_loss = mask.reshape(-1, group_size * mask.shape[1]).any(1)
     in_loss |= not in_loss.any()  # none in the loss: the statistics of what was scored
@@ -170,11 +156,10 @@ def rollout_scalars(groups: ScoredGroups, group_size: int, reward_names: Sequenc
 
 def completions_table(groups: ScoredGroups, advantages: np.ndarray, reward_names: Sequence[str],
                       group_size: int) -> list[dict]:
-    """This process's groups of a step as table records (TRL's completions table): the
-    prompt's id, question and reference, and for each sample its completion, reward (the
-    weighted sum), each reward function's value (None: not applicable), the advantage [B * G]
-    the update weighted it by, and whether it is a ground-truth row. A prompt the "skip"
-    bad-input policy left out (no completion tokens) has no record."""
+    """This process's groups as records of TRL's completions table (none for a skipped prompt).
+
+    Each: id, question, reference, and per sample completion, reward (weighted sum), per-function
+    rewards (None: not applicable), advantage (`advantages` [B * G]) and off_policy."""
     records = []
     for first in range(0, len(groups.texts), group_size):
         rows = range(first, first + group_size)

@@ -1,9 +1,6 @@
-"""Typed settings of the GRPO stage: frozen dataclasses whose fields are keys of the config's
-`grpo` section, read from it once (`read_settings`) and checked as they are built (`check`).
+"""Typed `grpo` settings: frozen dataclasses read once (`read_settings`), checked as built.
 
-An error names the key as the user writes it, `grpo.<field>`, and is a `ConfigError` (one line,
-exit status 2 from the commands).
-"""
+A bad value raises ConfigError (one line, exit status 2) naming the key as `grpo.<field>`."""
 
 from __future__ import annotations
 
@@ -30,8 +27,7 @@ def finite(value: Any) -> bool:
 
 
 def read_settings(cls: type[T], section: Mapping[str, Any], **given: Any) -> T:
-    """`cls` (a dataclass) with each field that `section` holds a key of read from it, the
-    fields in `given` as given, and the others at their defaults."""
+    """`cls` with the fields `section` holds read from it, `given` as given, others default."""
     values = {f.name: section[f.name] for f in dataclasses.fields(cls)
               if f.init and f.name in section}
     return cls(**{**values, **given})
