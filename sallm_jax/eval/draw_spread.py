@@ -1,17 +1,10 @@
-"""How concentrated a policy's sampled answers are: the evidence for or against the papers'
-account of why a sequence-level reward beats SFT on free-form references (SFT learns to sample
-every phrasing it saw; the reward moves the policy onto the answers the metric scores highest).
+"""How concentrated a policy's sampled answers are, from a sampled evaluation's predictions.jsonl.
 
-Reads the predictions.jsonl that a sampled evaluation writes (one record per question, "draws"
-holding its `eval.num_samples` answers) and reports, over questions:
-  distinct_draws   mean number of different answers among a question's draws (1 = always the
-                   same answer, num_samples = all different)
-  modal_share      mean share of a question's draws that give its most frequent answer
-  short_answers    share of draws of at most `SHORT_WORDS` words (a bare phrase rather than a
-                   sentence), and the same share among the references (`short_references`)
+Over questions: distinct_draws (mean number of distinct answers among a question's draws),
+modal_share (mean share of its draws giving its most frequent answer), short_answers (share of
+draws of <= `SHORT_WORDS` words) and short_references (the same among the references).
 
-  python -m sallm_jax.eval.draw_spread RUN/eval/grpo/test/predictions.jsonl [...]
-"""
+  python -m sallm_jax.eval.draw_spread RUN/eval/grpo/test/predictions.jsonl [...]"""
 
 from __future__ import annotations
 
@@ -24,7 +17,7 @@ SHORT_WORDS = 3
 
 
 def draw_spread(records: list[dict]) -> dict[str, float]:
-    """The statistics above for `records` (each with "draws" [num_samples] and "reference")."""
+    """The statistics above of `records` (each with "draws" and "reference"); ValueError if none."""
     if not records or any("draws" not in r for r in records):
         raise ValueError("draw_spread: every record needs its 'draws' (a sampled evaluation)")
     counts = [collections.Counter(r["draws"]) for r in records]

@@ -1,10 +1,7 @@
 """Evaluation: decode a split with the policy and score the answers against the references.
 
-Greedy decoding gives one answer per question. A sampled protocol (the papers': top-p 0.9,
-temperature 0.9) gives `num_samples` answers per question, drawn together from one prefill like
-a GRPO group; each draw is scored as a whole evaluation, and the metrics are the mean over the
-draws with their spread (`<metric>_std`, population std) beside them.
-"""
+Greedy decoding gives one answer per question; sampling gives `num_samples`, drawn from one
+prefill like a GRPO group, each draw scored as a whole evaluation."""
 
 from __future__ import annotations
 
@@ -41,14 +38,10 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
                      partitioner: Partitioner, seed: int = 0,
                      skip_log: SkipLog | None = None,
                      num_samples: int = 1, name: str = "eval") -> list[list[str] | None]:
-    """`num_samples` decoded answers per row, in row order, on every process; None for a row
-    that the "skip" bad-input policy left out.
+    """`num_samples` decoded answers per row, in row order, on every process (None: skipped row).
 
-    `spec.batch_size` is each process's share; every process decodes its own batches and the
-    answers are gathered. The batches show their progress as phase `name` (a bar that stays
-    unless it is nested in a training stage's, or a log line every 30 s). A stop signal ends
-    the pass before its next batch (`stop_signal.Preempted`).
-    """
+    `spec.batch_size` is per process; `name` labels the progress. A stop signal ends the pass before
+    its next batch (`stop_signal.Preempted`); RuntimeError if a row not skipped has no answer."""
     skip_log = skip_log or SkipLog("error")
     params, frozen = partitioner.shard_params(params), partitioner.shard_params(frozen)
     generate = make_rollout_fn(graphdef, partitioner.param_shardings(params),
@@ -78,8 +71,7 @@ def generate_answers(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.Stat
 
 
 def task_metrics(rows: Sequence[ManifestRow], answers: Sequence[str]) -> dict[str, float]:
-    """Multiple-choice rows: accuracy by the MMAU rule, per category and overall (percent);
-    open-format rows: BLEU, chrF, ROUGE, METEOR, WER (`text_metrics`)."""
+    """Multiple choice: MMAU accuracy (percent), overall and per category; else `text_metrics`."""
     metrics: dict[str, float] = {}
     choice = [i for i, row in enumerate(rows) if row.task == "aqa"]
     free = [i for i, row in enumerate(rows) if row.task != "aqa"]
@@ -94,8 +86,7 @@ def task_metrics(rows: Sequence[ManifestRow], answers: Sequence[str]) -> dict[st
 
 
 def mean_over_draws(draws: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Each metric's mean over the draws, and its population std as `<metric>_std` when there
-    are several draws."""
+    """Each metric's mean over `draws`; with several, its population std as `<metric>_std`."""
     metrics = {name: float(np.mean([d[name] for d in draws])) for name in draws[0]}
     if len(draws) > 1:
         metrics.update({f"{name}_std": float(np.std([d[name] for d in draws]))
@@ -109,17 +100,12 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
              partitioner: Partitioner, out_dir: pathlib.Path | None = None,
              seed: int = 0, skip_log: SkipLog | None = None,
              num_samples: int = 1, name: str = "eval") -> dict[str, float]:
-    """Decode `rows` (`num_samples` draws each; 1 for greedy decoding), score every draw
-    (`task_metrics`), and write predictions.jsonl + metrics.json; `name` labels its progress.
+    """Decode `rows` (`num_samples` draws; 1 if greedy), score each draw; the metrics.
 
-    Returns the mean over draws of each metric, with `<metric>_std` when there are several.
-    Rows that the "skip" bad-input policy left out are not scored; "num_skipped" counts them.
-
-    With `out_dir`, each file is written whole or not at all, and `done.json` last names what
-    the pass evaluated (`pass_key`): a pass already written for the same parameters, rows and
-    decoding is read back instead of decoded again, so a run stopped during its evaluation
-    reruns only the passes it had not written.
-    """
+    `mean_over_draws` of `task_metrics`, with "num_examples", "num_skipped" (rows the "skip"
+    bad-input policy left out) and "num_samples". With `out_dir`: predictions.jsonl, metrics.json,
+    then done.json (`pass_key`), each atomic; a pass written with the same key is read back.
+    ValueError for greedy decoding with `num_samples` != 1, or when every row was skipped."""
     if sampling.temperature == 0 and num_samples != 1:
         raise ValueError(f"num_samples: greedy decoding gives one answer, got {num_samples}")
     key = (pass_key(params, rows, sampling, num_samples, seed, partitioner)
@@ -157,8 +143,7 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State,
 
 @functools.cache
 def _moments(replicated: jax.sharding.Sharding) -> Callable[[nnx.State], list[jax.Array]]:
-    """params -> per leaf, the sum and the sum of squares of its values in float32, compiled
-    with its outputs `replicated`."""
+    """Compiled: params -> per leaf [sum, sum of squares] in float32, `replicated`."""
     return jax.jit(lambda params: [
         jnp.stack([jnp.sum(x), jnp.sum(jnp.square(x))])
         for x in (leaf.astype(jnp.float32) for leaf in jax.tree.leaves(params))],
@@ -167,8 +152,7 @@ def _moments(replicated: jax.sharding.Sharding) -> Callable[[nnx.State], list[ja
 
 def pass_key(params: nnx.State, rows: Sequence[ManifestRow], sampling: SamplingConfig,
              num_samples: int, seed: int, partitioner: Partitioner) -> str:
-    """What an evaluation pass depends on, hashed: the parameters (their values' moments per
-    leaf, replicated to every process), the rows' ids, the decoding, the draws and the seed."""
+    """SHA-256 of a pass's inputs: parameter moments, row ids, sampling, num_samples, seed."""
     moments = _moments(partitioner.replicated)(partitioner.shard_params(params))
     values = np.concatenate([np.asarray(m).ravel() for m in moments]).astype(np.float32)
     described = json.dumps({"rows": [row.id for row in rows], "num_samples": num_samples,
