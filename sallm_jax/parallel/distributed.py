@@ -15,14 +15,11 @@ def _cluster_detected() -> bool:
 
 
 def initialize(cfg: ml_collections.ConfigDict) -> None:
-    """Join the other processes: explicit `parallel.coordinator_address` (with num_processes and
-    process_id); else, with `parallel.initialize` "always" (multi-host TPU VM slices, whose
-    topology JAX reads from the metadata server) or "auto" when SLURM or GKE describe several
-    tasks, whatever JAX detects; a single process otherwise ("never", or "auto" alone).
+    """Join the other processes as `parallel.initialize` ("auto", "always", "never") says.
 
-    On CPU the collectives go through gloo, so several processes on one machine (or several
-    CPU hosts) run the same programs as a GPU or TPU cluster.
-    """
+    "never": one process. Else an explicit `parallel.coordinator_address` (with num_processes,
+    process_id), or JAX's detection with "always" (multi-host TPU slices) or "auto" when SLURM or
+    TPU workers are detected. On CPU (or `parallel.cpu_collectives`) the collectives use gloo."""
     if jax.distributed.is_initialized():
         return
     explicit = bool(cfg.coordinator_address)

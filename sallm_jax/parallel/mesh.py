@@ -14,9 +14,7 @@ AXES = ("data", "fsdp", "tensor")
 
 
 def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
-    """Axis sizes in AXES order; at most one -1, filled so the product is `num_devices`.
-
-    Raises ConfigError naming parallel.mesh for sizes that cannot cover the devices."""
+    """Sizes in AXES order, one -1 filled to `num_devices`; else ConfigError (parallel.mesh)."""
     unknown = [a for a in sizes if a not in AXES]
     if unknown:
         raise ConfigError(f"parallel.mesh: unknown axes {unknown}; expected a subset of {AXES}")

@@ -1,9 +1,7 @@
 """Placement of parameters, train states and batches on a mesh, for one or many processes.
 
-Each process loads its own slice of every batch; `to_global` assembles the slices into one
-array sharded over `data` x `fsdp`, and `to_local` / `gather` bring results back to the host.
-With one process these are plain transfers, so the same training code runs everywhere.
-"""
+Each process loads its slice of a batch: `to_global` assembles arrays sharded over `data` x
+`fsdp`; `to_local` / `gather` bring results back. With one process these are plain transfers."""
 
 from __future__ import annotations
 
@@ -45,17 +43,12 @@ class Partitioner:
         return param_shardings(params, self.mesh, self.rules)
 
     def shard_params(self, params: nnx.State, *, copy: bool = False) -> nnx.State:
-        """Parameters laid out by the rules; with `copy`, in fresh buffers (safe to donate while
-        the originals live on, e.g. as the reference policy).
+        """Parameters laid out by the rules; with `copy`, in fresh buffers (safe to donate).
 
-        Host-local values (every process holds the whole array) are placed with device_put;
-        arrays already spread over processes are re-laid out by a compiled identity, since a
-        direct transfer between global layouts is not available on every backend (CPU). Arrays
-        already in their layout are returned as they are, not copied, unless `copy`: the
-        frozen weights of a model are shared by the stage that trains it, its evaluation and
-        the reference policy, once in memory.
-        """
+        Arrays already laid out come back as they are unless `copy` (frozen weights are shared by
+        training, evaluation and the reference policy)."""
         shardings = self.param_shardings(params)
+        # Host-local: device_put; already global: a compiled identity (CPU has no direct relayout).
         if all(x.is_fully_addressable for x in jax.tree.leaves(params)
                if isinstance(x, jax.Array)):
             params = jax.device_put(params, shardings)
@@ -73,8 +66,7 @@ class Partitioner:
                 for k, v in local.items()}
 
     def device_batch(self, batch: dict) -> dict[str, jax.Array]:
-        """The arrays a jitted step consumes (`DEVICE_KEYS`), as global arrays split along the
-        batch axis; host-only bookkeeping such as "index" stays behind."""
+        """`batch`'s `DEVICE_KEYS` arrays as global arrays split along the batch axis."""
         return self.to_global({k: batch[k] for k in DEVICE_KEYS if k in batch})
 
     def to_local(self, array: jax.Array) -> np.ndarray:

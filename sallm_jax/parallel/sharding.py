@@ -1,6 +1,4 @@
-"""Logical-axis rules: parameters name their axes (`embed`, `mlp`, `heads`, ...); a few rules in
-the config map those names onto mesh axes, and batches split along `data` x `fsdp`.
-"""
+"""Logical-axis rules (`embed`, `mlp`, ...) -> mesh axes; batches split over `data` x `fsdp`."""
 
 from __future__ import annotations
 
@@ -33,9 +31,7 @@ def _axis_size(axis_sizes: Mapping[str, int], axes) -> int:
 
 
 def logical_to_mesh(spec: PartitionSpec, rules: Rules) -> PartitionSpec:
-    """Replace logical names by mesh axes; names without a rule stay unsharded, and so does a
-    dimension whose mesh axis an earlier dimension already took (a projector kernel maps
-    ('audio_embed', 'embed'), both onto fsdp: only the first is split)."""
+    """`spec` with logical names mapped to mesh axes; unmapped or already-used axes unsharded."""
     table, used, out = dict(rules), set(), []
     for name in spec:
         axes = table.get(name) if name is not None else None
@@ -50,10 +46,7 @@ def logical_to_mesh(spec: PartitionSpec, rules: Rules) -> PartitionSpec:
 def mesh_specs(params: nnx.State, axis_sizes: Mapping[str, int], rules: Rules) -> nnx.State:
     """Mesh PartitionSpec of every parameter, checking that each sharded dimension divides.
 
-    The error names the parameter, its dimension and the rule, e.g. "language_model/layers/0/
-    mlp/gate_proj/kernel: dimension 1 ('mlp', size 36) does not divide over mesh axis tensor
-    of size 8".
-    """
+    ValueError otherwise, naming the parameter, its dimension and the rule (`parallel.rules`)."""
 
     def one(path, spec, leaf):
         mesh_spec = logical_to_mesh(spec, rules)
