@@ -38,7 +38,9 @@ def rollout_correction_weights(old_logp: jax.Array, rollout_logp: jax.Array, mas
 
 def rollout_correction_stats(weights: jax.Array, outside: jax.Array, mask: jax.Array,
                              mode: str) -> dict[str, jax.Array]:
-    """rollout_is/mean, /min, /max, /outside_fraction over tokens, or sequences (TRL's)."""
+    """rollout_is/mean, /min, /max and /outside_fraction over the tokens under `mask` [N, C].
+
+    Over the sequences in sequence modes; TRL's `sampling/importance_sampling_ratio/*`."""
     if mode.startswith("sequence"):
         units, weights, outside = mask.max(-1) > 0, weights[:, 0], outside[:, 0]
     else:
