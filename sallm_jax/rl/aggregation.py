@@ -42,7 +42,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
 
 
 def micro_batch_weights(aggregation: str, masks: jax.Array) -> jax.Array:
-    """[k] each micro-batch's share of the batch's loss under `aggregation`; `masks` [k, rows, C]."""
+    """[k] each micro-batch's share of the batch loss under `aggregation`; `masks` [k, rows, C]."""
     if AGGREGATIONS[aggregation].per_token:
         return masks.sum((1, 2)) / jnp.maximum(masks.sum(), 1)
     return jnp.full((masks.shape[0],), 1.0 / masks.shape[0])
