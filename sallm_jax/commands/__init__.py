@@ -1,2 +1,1 @@
-"""The commands beside the main run: the GRPO-vs-SFT comparison, parity against transformers,
-memory plans and measurements, random checkpoints laid out like the published ones."""
+"""Commands beside the run: GRPO vs SFT, transformers parity, memory, random checkpoints."""

@@ -1,25 +1,18 @@
-"""The papers' comparison in one command: every arm starts from the same base model and sees the
-same training split and budget of training examples; each arm's learning rate is chosen on the
-validation split from a grid of the same size; the chosen setting then runs over several seeds.
+"""The papers' GRPO-vs-SFT comparison: every arm starts from the same base model with the same
+training split and example budget; its learning rate is chosen on the validation split (seed 0, its
+configured rate x each of --lr_factors), then run on the other --seeds.
 
   python -m sallm_jax.commands.grpo_vs_sft --config=configs/sqa_grpo.py --seeds=0,1,2 \\
       --workdir=runs/gvs_sqa
 
-Arms (the config's stages `base` and `warmup` run once, in <workdir>/start):
+Arms (stages `base` and `warmup` run once, in <workdir>/start):
   sft          the SFT warm start, then more SFT (sft.steps x sft.batch_size examples)
   grpo         the SFT warm start, then GRPO (grpo.steps x grpo.batch_size prompts)
   mp_grpo      the same with mixed-policy GRPO (one reference answer in each group)
-  grpo_base    GRPO from the base model alone, for as many prompts as the others' examples
-               (warm start included); only when --arms names it (it costs the most)
+  grpo_base    GRPO from the base, as many prompts as the others' examples; only if in --arms
 
-Learning rates: the arm's configured rate times each of --lr_factors, seed 0; the one whose
-best validation score (the score each run selects its checkpoint on) is highest is kept, and
-the other seeds run with it. Nothing is chosen on the test split.
-
-Work directory: start/ (base, warm start and their evaluation), <arm>/lr<rate>-seed<k>/ (each
-run, resumable like any run; a finished one is read from its results.json, so running the
-command again with more --arms or --seeds only runs what is new), table.md (mean +- std over
-seeds, population std, under each evaluation protocol) and table.json.
+Work directory: start/, <arm>/lr<rate>-seed<k>/ (a finished run is read from its results.json: a
+rerun runs only what is new), table.md (mean +- population std over seeds) and table.json.
 """
 
 from __future__ import annotations
@@ -83,8 +76,7 @@ def validation_score(workdir: pathlib.Path, arm: str) -> float:
 
 
 def finished_or_run(cfg, workdir: pathlib.Path) -> dict:
-    """The results of a run that finished (its results.json), or of running it now (a run that
-    stopped part way resumes)."""
+    """The results of a finished run (its results.json), or of running it now (resuming)."""
     results = read_json(workdir / "results.json")  # None when absent or cut short
     return results if isinstance(results, dict) else run_experiment(cfg, workdir)
 
@@ -114,8 +106,7 @@ def summarise(results: dict[str, list[dict]]) -> tuple[str, dict]:
 
 def compare(base_config, workdir: pathlib.Path, seeds: list[int], arms: list[str],
             lr_factors: list[float]) -> str:
-    """Run the start (base + warm start), every arm's learning-rate search on seed `seeds[0]`,
-    then its chosen rate on the other seeds; returns the markdown table."""
+    """The start, each arm's rate search on `seeds[0]`, then the other seeds; the markdown table."""
     start = copy.deepcopy(base_config)
     start.stages = ("base", "warmup", "eval")
     start_dir = workdir / "start"

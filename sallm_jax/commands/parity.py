@@ -3,20 +3,10 @@
     python -m sallm_jax.commands.parity --checkpoint DIR [--tolerance 1e-4] [--dtype float32]
                                [--adapter ADAPTER_DIR] [--seed 0]
 
-Random log-mel features and random prompt tokens (with the audio placeholders expanded) go
-through both `sallm_jax.models.hub.load.load_checkpoint` and the transformers class of the
-checkpoint; the command prints the largest absolute logit difference over the non-padding
-positions and exits 0 when it is at most the tolerance, 1 above it, and 2 when it cannot run
-(no torch / transformers, unreadable checkpoint). A PEFT adapter in the checkpoint directory, or
-given with --adapter, is applied on both sides.
-
-The two sides run one after the other, and sallm_jax's model is freed before transformers
-loads: host memory holds one copy of the weights at a time. sallm_jax's side peaks at about 1.0x
-the parameters' bytes in the requested dtype plus the runtime (benchmarks/loading_memory.py
-measured 1.01x for 1.5 B parameters), so an 8.4 B Qwen2-Audio-7B needs about 34 GB in float32
-and 17 GB in bfloat16; transformers' side then needs what its own loading takes (not measured
-here). With --dtype bfloat16 expect differences near 1e-2 (bfloat16 rounding) and pass a
-tolerance to match.
+Prints the largest |logit difference| on random features and prompts (a PEFT adapter in DIR or
+--adapter applied on both sides); exits 0 within the tolerance, 1 above, 2 when it cannot run. The
+sides load one after the other (sallm_jax's peak: about the parameters' bytes, 34 GB for
+Qwen2-Audio-7B in float32). bfloat16 differs by about 1e-2: pass a matching tolerance.
 """
 
 from __future__ import annotations
@@ -39,15 +29,9 @@ from sallm_jax.models.hub.load import Checkpoint, load_checkpoint
 
 @dataclasses.dataclass(frozen=True)
 class ParityInputs:
-    """A left-padded batch of two prompts, each with one clip (the second clip shorter).
-
-    Attributes:
-      features: [2, frames, feature_size] float32, time-major (sallm_jax layout).
-      lengths: [2] int32 valid frames per clip.
-      input_ids: [2, seq] int32 with audio placeholders expanded.
-      attention_mask: [2, seq] int32.
-      audio_tokens: [2] int32 placeholders per row.
-    """
+    """A left-padded batch of two prompts with one clip each (the second shorter): `features` [2,
+    frames, feature_size] float32, time-major; `lengths` [2] int32 valid frames; `input_ids`,
+    `attention_mask` [2, seq] int32 (placeholders expanded); `audio_tokens` [2] int32 per row."""
 
     features: np.ndarray
     lengths: np.ndarray
@@ -105,8 +89,7 @@ def transformers_logits(
     dtype: str,
     adapter_dir: str | None = None,
 ) -> np.ndarray:
-    """transformers logits [2, seq, vocab] as float32; positions are passed explicitly
-    (cumsum of the mask - 1), as sallm_jax counts them under left padding."""
+    """transformers logits [2, seq, vocab] float32, positions passed as sallm_jax counts them."""
     import torch
     import transformers
 

@@ -3,26 +3,12 @@
     sallm-jax random-checkpoint --preset granite_speech_2b --dtype bfloat16 --out DIR
     sallm-jax random-checkpoint --preset qwen2_audio_7b --layers 8 --out DIR
 
-The directory holds every file the published one does, so that a run, `load_checkpoint` and
-transformers read it as they read the real one:
-  config.json, model.safetensors   the preset's architecture (`--layers` decoder layers and
-                                   `--encoder_layers` encoder layers if given), random weights
-                                   written block by block (N(0, 0.02), norm scales 1, BatchNorm
-                                   statistics 0 and 1) in `--dtype`
-  tokenizer.json, tokenizer_config.json, chat_template.jinja
-                                   a byte-level BPE over the embedded sets' text with the
-                                   family's special tokens (`family_tokenizer`) and the family's
-                                   published chat template
-  preprocessor_config.json, processor_config.json, generation_config.json
-                                   the family's processor settings and end ids
-The tokenizer is small (the model's embedding keeps the published vocabulary size); the
-config's audio_token_id is its id of the family's placeholder. Memory holds one block at a time.
-
-The chat templates are the published texts, verbatim: models/qwen2_audio/chat_template.jinja is
-`Qwen2AudioProcessor.default_chat_template` in transformers (models/qwen2_audio/
-processing_qwen2_audio.py); models/granite_speech/chat_template.jinja is the Granite 3.3 instruct
-template, as in the public llama.cpp file models/templates/
-ibm-granite-granite-3.3-2B-Instruct.jinja.
+Every file the published one holds, read alike by a run, `load_checkpoint` and transformers:
+config.json, model.safetensors (N(0, 0.02) weights, norm scales 1, BatchNorm statistics 0 and 1, in
+`--dtype`, one block in memory at a time; the published vocabulary size), a small byte-level BPE
+over the embedded sets' text with the family's special tokens, the family's chat template verbatim
+(transformers' `Qwen2AudioProcessor.default_chat_template`; Granite 3.3 instruct's, as llama.cpp's
+models/templates/ibm-granite-granite-3.3-2B-Instruct.jinja), processor and generation configs.
 """
 
 from __future__ import annotations
@@ -46,8 +32,7 @@ _BLOCK_ELEMENTS = 16 << 20  # random values drawn per block
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerLayout:
-    """A family's published special tokens: `leading` take ids 0... (Granite's end of text),
-    `roles` name bos / eos / pad / unk, `extra` follow the ordinary vocabulary."""
+    """Special tokens: `leading` (ids 0..), `roles` (bos / eos / pad / unk), `extra` (after)."""
 
     leading: tuple[str, ...]
     roles: dict[str, str]
@@ -75,8 +60,7 @@ def chat_template(model_type: str) -> str:
 
 
 def family_tokenizer(model_type: str):
-    """A byte-level BPE over the embedded sets' text with the family's special tokens and
-    chat template (`LAYOUTS`), as a transformers fast tokenizer."""
+    """A byte-level BPE over the embedded sets' text with the family's `LAYOUTS` tokens."""
     import tokenizers
     import transformers
     from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -105,8 +89,7 @@ def _write_json(path: pathlib.Path, value: dict) -> None:
 
 def write_processor_files(path: pathlib.Path, model_type: str, tokenizer,
                           num_mel_bins: int) -> None:
-    """The tokenizer and chat template, the feature extractor's and processor's settings and
-    the generation config of a `model_type` checkpoint, as the published folders hold them."""
+    """The tokenizer, chat template, processor and generation configs of a `model_type` folder."""
     tokenizer.save_pretrained(path)
     (path / "chat_template.jinja").write_text(tokenizer.chat_template)
     ids = tokenizer.convert_tokens_to_ids
@@ -148,8 +131,7 @@ def _normal(shape: tuple[int, ...], seed: int) -> Iterator[np.ndarray]:
 
 
 def _values(key: str, shape: tuple[int, ...], seed: int):
-    """What a tensor named `key` is drawn from: norm scales 1, BatchNorm statistics 0 and 1
-    (so that activations keep their size through 40 layers), the rest N(0, 0.02)."""
+    """The draw for tensor `key`: norm scales 1, BatchNorm statistics 0 and 1, else N(0, 0.02)."""
     name = key.rsplit(".", 1)[-1]
     if name == "running_var" or (name == "weight" and "norm" in key.lower()):
         return functools.partial(_filled, 1.0, shape)
@@ -159,8 +141,7 @@ def _values(key: str, shape: tuple[int, ...], seed: int):
 
 
 def write_random_weights(path: pathlib.Path, config, dtype: str, seed: int = 0) -> int:
-    """config.json and model.safetensors of `config` with random weights in `dtype` in `path`
-    (made if missing), written block by block; returns the number of parameters."""
+    """Random `dtype` weights of `config` to `path` (config.json, model.safetensors); # params."""
     from flax import nnx
 
     from sallm_jax.models.families import family_for_config
@@ -186,8 +167,7 @@ def write_random_weights(path: pathlib.Path, config, dtype: str, seed: int = 0) 
 
 
 def preset_config(preset: str, layers: int | None = None, encoder_layers: int | None = None):
-    """The preset's config with `layers` decoder layers and `encoder_layers` audio-encoder
-    layers when given."""
+    """The preset's config with `layers` decoder and `encoder_layers` encoder layers when given."""
     from sallm_jax.models.presets import get_preset
 
     config = get_preset(preset)
@@ -206,8 +186,7 @@ def preset_config(preset: str, layers: int | None = None, encoder_layers: int | 
 def write_random_checkpoint(out: str | pathlib.Path, preset: str, *, layers: int | None = None,
                             encoder_layers: int | None = None, dtype: str = "bfloat16",
                             seed: int = 0) -> dict:
-    """Writes the whole directory (module docstring); returns what was written: parameters,
-    bytes on disk and seconds."""
+    """Writes the whole directory (module docstring); returns parameters, bytes and seconds."""
     from sallm_jax.models.families import family_for_config
 
     start = time.perf_counter()

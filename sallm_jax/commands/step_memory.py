@@ -1,46 +1,19 @@
-"""Per-device memory of a GRPO step, from shapes alone (nothing is allocated); `python -m
-sallm_jax.commands.plan_memory` prints it as a table.
-
-Rows of the table, all in bytes per device:
-  parameters      every parameter's shard under the logical-axis rules (`mesh_specs`), in the
-                  plan's dtype; a dimension whose rule maps it to no mesh axis is replicated.
-  gradients       one gradient per trainable parameter, sharded and typed like it (the update
-                  holds all of them at once before the optimiser step).
-  optimiser       AdamW: two float32 moments per trainable parameter, sharded like it.
-  reference       the GRPO reference policy: a second copy of the parameters, except with LoRA
-                  (the base weights with adapters off) or beta 0 (no KL term, no reference).
-  kv cache        the rollout cache: one copy of each prompt's keys and values that its group
-                  shares (layers x B x prompt) and each sample's own (layers x B x G x
-                  completion), x kv_heads x head_dim x 2 (keys, values) in the plan's dtype;
-                  rows split over data x fsdp, kv heads over tensor, each only when it divides.
-  activations     what the decoder keeps for the backward pass of the update, which runs each
-                  of the B prompts once and the B x G completions against them (see
-                  `activation_bytes_per_token`; a prompt token's attention sees the prompt, a
-                  completion token's the prompt and its completion), plus one layer's worth of
-                  their gradients while that layer's backward runs; with remat "full" only each
-                  layer's input, plus one layer's recomputed set and its gradients.
-  logits          the float32 logits of the completion positions [B x G, completion, vocab]
-                  (`completion_logprobs` projects no other prompt position onto the
-                  vocabulary), their gradient, and the float32 log-softmax its backward keeps.
-
-On the CPU (`PlanInputs.backend = "cpu"`, where the device's memory is the process's) two
-more rows:
-  float32 layer copies  XLA's CPU backend computes a bfloat16 (or float16) matmul in float32:
-                  the scanned decoder converts one layer's weights at a time inside its loops
-                  (`layer_scan.compiler_options`), so the forward loop and the backward loop
-                  each hold one decoder layer in float32.
-  process         the Python interpreter, JAX, XLA and the libraries before any array
-                  (`CPU_PROCESS_BYTES`, measured: 0.43 GB resident on this project's
-                  2-core CPU machine before the checkpoint loads).
-
-Check against XLA's own figure (`compiled.memory_analysis().temp_size_in_bytes`) for the
-gradient of `completion_logprobs`, on CPU in float32: tests/test_plan_memory.py keeps the
-activations + logits rows of a small case within 25% of it.
-
-Not counted: the audio encoder's activations (it runs once per clip, B clips rather than B x G
-sequences), the reference and old-policy forward passes (no gradient, so only transient
-buffers), XLA's scratch space and fragmentation, and the framework's own reservation.
-"""
+"""Per-device memory of a GRPO step from shapes alone (nothing is allocated), in bytes per device;
+`python -m sallm_jax.commands.plan_memory` prints it as a table. Rows:
+  parameters   each parameter's shard under the logical-axis rules (`mesh_specs`), plan's dtype
+  gradients    one per trainable parameter, sharded and typed like it, all live at once
+  optimiser    AdamW: two float32 moments per trainable parameter, sharded like it
+  reference    a copy of the parameters; none under LoRA (base, adapters off) or with beta 0
+  kv cache     the rollout cache (`kv_cache_bytes`)
+  activations  what the update's backward keeps (`activation_bytes_per_token`) plus one layer's
+               gradients; remat "full": each layer's input, one layer's set and its gradients
+  logits       float32 completion logits [B x G, completion, vocab], gradient and log-softmax
+On the CPU (`PlanInputs.backend = "cpu"`) two more:
+  float32 layer copies  one decoder layer in float32 in each of the forward and backward loops
+               (XLA's CPU backend computes bfloat16 matmuls in float32)
+  process      the interpreter and libraries before any array (`CPU_PROCESS_BYTES`: 0.43 GB)
+Not counted: the audio encoder's activations, the no-gradient reference and old-policy passes, XLA
+scratch and fragmentation. tests/test_plan_memory.py: activations + logits within 25% of XLA."""
 
 from __future__ import annotations
 
@@ -68,11 +41,7 @@ BACKENDS = ("accelerator", "cpu")
 
 
 def abstract_params(config: ModelConfig, *, dtype=jnp.bfloat16, lora_rank: int = 0) -> nnx.State:
-    """Every nnx.Param of the model (LoRA factors included) as ShapeDtypeStructs in `dtype`.
-
-    LoRA adapters go where `abstract_model` puts them (the language model's q_proj and v_proj);
-    their alpha scales the update, not the shapes.
-    """
+    """Every nnx.Param, LoRA factors included, as `dtype` ShapeDtypeStructs (`abstract_model`)."""
     model = abstract_model(config, dtype=dtype, lora_rank=lora_rank)
     return nnx.state(model, nnx.Param)
 
@@ -93,11 +62,7 @@ def _shard_factor(spec: PartitionSpec, axis_sizes: Mapping[str, int]) -> int:
 
 
 def sharded_bytes(params: nnx.State, axis_sizes: Mapping[str, int], rules: Rules) -> int:
-    """Bytes one device holds of `params` under `rules` on a mesh of `axis_sizes`.
-
-    Raises the sharding module's ValueError (naming the parameter, dimension and rule) when a
-    sharded dimension does not divide over its mesh axes.
-    """
+    """Per-device bytes of `params` under `rules` on `axis_sizes`; ValueError if a split fails."""
     specs = mesh_specs(params, axis_sizes, rules)
     leaves = jax.tree.leaves(params)
     spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
@@ -114,13 +79,10 @@ def _split(size: int, ways: int) -> int:
 def kv_cache_bytes(text: TextConfig | GraniteTextConfig, *, batch_size: int, group_size: int,
                    prompt_len: int, completion_len: int, dtype_bytes: int,
                    axis_sizes: Mapping[str, int]) -> int:
-    """Per-device bytes of the rollout KV cache.
-
-    The prompts' [layers, batch, prompt_len, kv_heads, head_dim] (one copy per group, the
-    `SharedPrefix`) and the samples' own [layers, batch x group, completion_len, kv_heads,
-    head_dim], for keys and again for values; rows split over data x fsdp and KV heads over
-    tensor, each only when the split divides.
-    """
+    """Per-device bytes of the rollout KV cache: keys and values of the prompts [layers, B,
+    prompt_len, kv_heads, head_dim] (shared per group) and the samples [layers, B x G,
+    completion_len, kv_heads, head_dim]; rows split over data x fsdp, KV heads over tensor, each
+    only when it divides."""
     per_slot = text.num_hidden_layers * text.num_key_value_heads * text.head_dim * 2 * dtype_bytes
     data_parallel = math.prod(axis_sizes[a] for a in BATCH_AXES)
     head_split = _split(text.num_key_value_heads, axis_sizes["tensor"])
@@ -134,14 +96,11 @@ def activation_bytes_per_token(text: TextConfig | GraniteTextConfig, *, num_keys
                                dtype_bytes: int, tensor: int) -> int:
     """Bytes one decoder layer keeps for the backward pass, per token, without remat.
 
-    Counted (in the compute dtype unless noted), with the head and MLP parts split over
-    `tensor` when it divides them:
-      residual stream: the layer input, the residual after attention, and the two RMSNorm
-        outputs (4 x hidden; not split over tensor);
-      attention: q, k, v projections and RoPE'd q, k (2 x (hidden + kv_heads x head_dim) +
-        kv_heads x head_dim), the attention output before o_proj (hidden), and the softmax
-        weights of every query over its num_keys keys (heads x num_keys, once in float32 and once
-        cast: `dot_product_attention` materialises the full score matrix);
+    In the compute dtype unless noted; head and MLP parts split over `tensor` where it divides them:
+      residual: layer input, residual after attention, two RMSNorm outputs (4 x hidden; unsplit);
+      attention: q, k, v, RoPE'd q, k (2 x (hidden + kv_heads x head_dim) + kv_heads x head_dim),
+        the output before o_proj (hidden), softmax weights over num_keys keys (heads x num_keys,
+        float32 and cast: `dot_product_attention` materialises the scores);
       MLP: gate, up, SiLU(gate) and their product (4 x intermediate).
     """
     hidden, kv = text.hidden_size, text.num_key_value_heads * text.head_dim
