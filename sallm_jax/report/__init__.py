@@ -2,12 +2,9 @@
 
   python -m sallm_jax.report WORKDIR [WORKDIR ...] [--out DIR] [--preset configs/X.py:PRESET]
 
-writes `<out>/plots/<family>.png` (one plot per scalar family, the runs' curves overlaid) and
-`<out>/report.md`, which embeds them and holds the results table with each evaluation's
-decoding protocol, logged GRPO groups with their rewards and advantages, test answers, the
-config's difference from its preset, stage timings and skipped-input counts. `<out>` is the
-work directory when one is given. A directory that is no run itself but holds runs below it
-(`grpo_vs_sft`'s `start/`, `<arm>/lr<rate>-seed<k>/`) stands for all of them.
+writes `<out>/plots/<family>.png` (one per scalar family, runs overlaid) and `<out>/report.md`
+(`markdown.report_markdown`); `<out>` defaults to the one work directory. A directory holding runs
+below it (`grpo_vs_sft`'s) stands for all of them.
 """
 
 from __future__ import annotations
@@ -51,8 +48,7 @@ def write_report(workdirs: list[pathlib.Path], out: pathlib.Path | None = None,
 
 
 def write_report_or_warn(workdir: pathlib.Path) -> Report | None:
-    """`write_report(workdir)` at the end of a run: a failure is a logged warning, never the
-    run's end."""
+    """`write_report(workdir)` at a run's end; a failure is a logged warning, not the run's end."""
     try:
         report = write_report([workdir])
     except Exception as error:  # noqa: BLE001 - the run's results are already written

@@ -1,10 +1,5 @@
-"""Training curves as PNG files: one plot per scalar family (SFT-like loss, GRPO reward mean
-with its std, KL, clip fraction, completion length, validation score, ...), every run and
-stage that logged the scalar drawn in it, so several runs overlay.
-
-Figures are drawn with matplotlib's object API on the Agg canvas: nothing touches pyplot's
-global backend, so this runs headless and inside a notebook alike.
-"""
+"""Training curves as PNG files, one per scalar family, every run and stage that logged it overlaid;
+drawn on matplotlib's Agg canvas (never pyplot's global backend), so headless or in a notebook."""
 
 from __future__ import annotations
 
@@ -59,9 +54,8 @@ def family(stage: str, key: str) -> str:
 
 
 def collect_plots(metrics: dict[str, dict[str, list[dict]]]) -> list[Plot]:
-    """Plots of every scalar in `metrics` (run label -> stage -> metrics.jsonl records): known
-    families first, in KNOWN's order, then the rest by name. A line is labelled by its stage,
-    prefixed by its run when several runs are given."""
+    """Plots of every scalar in `metrics` (run label -> stage -> metrics.jsonl records), KNOWN
+    families first; a line is labelled by its stage, prefixed by its run when there are several."""
     lines: dict[str, list[Line]] = {}
     several = len(metrics) > 1
     for run, by_stage in metrics.items():

@@ -31,9 +31,8 @@ class Run:
 
 
 def find_runs(workdirs: list[pathlib.Path]) -> list[Run]:
-    """The runs under each given directory: the directory itself when it holds a config.json,
-    else every run below it up to two levels deep (`grpo_vs_sft`'s `start/` and
-    `<arm>/lr<rate>-seed<k>/`), labelled by their path below it."""
+    """The runs in `workdirs`: a directory with a config.json, else every run up to two levels below
+    it (`grpo_vs_sft`'s), labelled by its path below it."""
     runs = []
     for workdir in workdirs:
         # Several directories: their paths tell the runs apart.
@@ -139,9 +138,8 @@ def stage_events(directory: pathlib.Path) -> list:
 
 @dataclasses.dataclass
 class LoggedGroup:
-    """The first group of a GRPO step as the stage logged it (`grpo.log_completions_every`,
-    `<stage>/completions.jsonl`): the prompt and its reference, and each sample's completion,
-    reward, reward by function, advantage and whether it is a ground-truth row."""
+    """The first group of a logged GRPO step (`<stage>/completions.jsonl`): prompt, reference, and
+    each sample's completion, reward, reward by function, advantage and ground-truth flag."""
 
     step: int
     id: str

@@ -1,12 +1,9 @@
-"""The stages a config's `stages` can list, each registered here once: its runner, the defaults
-of its config section (named after the stage) and that section's checks. `run_experiment` walks
-the configured ones through `STAGES`; `configs/base.py` builds the sections from them, config
-validation runs their checks, and the start-up summary reads their names.
+"""The stages a config's `stages` can list, each registered here once: runner, section defaults (the
+section is named after the stage) and checks; `run_experiment` walks them through `STAGES`.
 
-Adding a stage (pretraining, say) is one file and one line here: the file holds a runner that
-calls a `train.loop.TrainingLoop` with its own `StageSteps` (`kept_in_workdir` saves and reuses
-its parameters; `stage_inputs` gives what a stage on the task's training split needs), a
-function building its section's defaults, and its checks; the line registers the three.
+A new stage is one file and one `register_stage` line: a runner calling `train.loop.TrainingLoop`
+with its own `StageSteps` (`kept_in_workdir` saves and reuses its parameters, `stage_inputs` gives
+what a stage on the training split needs), its section's defaults, and its checks.
 """
 
 from sallm_jax.stages import base_model, evaluation, grpo, grpo_section, supervised

@@ -14,9 +14,8 @@ from sallm_jax.train.wandb_mirror import wandb_settings
 
 
 def kept_in_workdir(train: Callable) -> Callable:
-    """A runner whose trained parameters are saved in <workdir>/<stage>/params, and loaded from
-    there instead of training again once they exist; when they cannot be read, the stage runs
-    again (resuming from its last checkpoint) and saves them anew."""
+    """A runner whose result is saved in <workdir>/<stage>/params and loaded from there once it
+    exists (unreadable: the stage runs again, resuming from its last checkpoint)."""
 
     def run(experiment, name: str, start: nnx.State) -> nnx.State:
         directory = experiment.workdir / name / "params"

@@ -1,5 +1,4 @@
-"""The registry of the stages a config's `stages` can list: each stage's runner, the defaults
-of its config section (named after the stage) and the checks of that section."""
+"""The registry of stages: each one's runner, config-section defaults and section checks."""
 
 from __future__ import annotations
 
@@ -13,14 +12,10 @@ Check = Callable[[ml_collections.ConfigDict, str], None]
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One entry of `stages`.
-
-    `run` is a training stage's runner (experiment, stage name, starting parameters) -> the
-    trained parameters, or for a stage that does not train (`trains` False: the evaluation)
-    experiment -> its results. `defaults()` builds the config section `cfg[name]`;
-    `check(cfg, name)` raises ConfigError naming the first key of that section that cannot
-    work (it may read other sections where they constrain it).
-    """
+    """One entry of `stages`: `run` (experiment, name, start parameters) -> trained parameters,
+    or for a stage that does not train (`trains` False) experiment -> results; `defaults()`
+    builds `cfg[name]`; `check(cfg, name)` raises ConfigError naming the first key of it that
+    cannot work."""
 
     name: str
     run: Callable

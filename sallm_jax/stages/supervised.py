@@ -42,10 +42,8 @@ def warmup_section() -> ml_collections.ConfigDict:
 
 
 def sft_arm_section() -> ml_collections.ConfigDict:
-    """The SFT arm: as many training examples as the GRPO arm's prompts (steps x batch_size),
-    from the warm start, its checkpoints selected on validation as the GRPO arm's are. Its
-    learning rate is what `sallm_jax.commands.grpo_vs_sft` chose on the validation split from
-    {0.5, 1, 2} x 5e-4."""
+    """The SFT arm: as many examples as the GRPO arm's prompts, from the warm start, selected on
+    validation; its learning rate is `commands.grpo_vs_sft`'s choice from {0.5, 1, 2} x 5e-4."""
     return sft_section(steps=100, batch_size=16, learning_rate=1e-3, warmup_steps=5,
                        start="warmup", eval_every=25, select_on="bleu")
 
