@@ -1,8 +1,4 @@
-"""A model built from shapes alone (every array a ShapeDtypeStruct), and its parameter count.
-
-Parameter counts of the presets from `count_params` equal transformers' `sum(p.numel())` for the
-same config (tests/models/test_presets.py).
-"""
+"""A model built from shapes alone (every array a ShapeDtypeStruct), and its parameter count."""
 
 from __future__ import annotations
 
@@ -18,12 +14,8 @@ from sallm_jax.models.lora import apply_lora
 
 def abstract_model(config, *, dtype=jnp.float32, lora_rank: int = 0,
                    lora_alpha: float = 0.0) -> nnx.Module:
-    """The model of `config`'s family built under `nnx.eval_shape`, parameters in `dtype`.
-
-    With `lora_rank` > 0 the language model's q_proj / v_proj get adapters (`apply_lora`'s
-    defaults, the layers the released Granite Speech adapters use) with `lora_alpha`
-    (`lora_rank` when 0).
-    """
+    """The model of `config`'s family built under `nnx.eval_shape`, parameters in `dtype`;
+    `lora_rank` > 0 adds `apply_lora`'s default adapters with `lora_alpha` (`lora_rank` when 0)."""
     model_class = family_for_config(config).model_class
 
     def build() -> nnx.Module:
@@ -36,11 +28,8 @@ def abstract_model(config, *, dtype=jnp.float32, lora_rank: int = 0,
 
 
 def count_params(config, *, lora_rank: int = 0, filter: nnx.filterlib.Filter = nnx.Param) -> int:
-    """Number of parameters selected by `filter`, from shapes alone (nothing is allocated).
-
-    The default counts every `nnx.Param` (BatchNorm statistics are not parameters, as torch's
-    `parameters()` leaves out buffers), LoRA factors included when `lora_rank` > 0; pass
-    `filter=LoRAParam` to count only the adapters.
-    """
+    """Parameters selected by `filter`, counted from shapes alone (as torch's `sum(p.numel())`): by
+    default every `nnx.Param` (BatchNorm statistics are not), LoRA factors too when `lora_rank` is
+    set; `filter=LoRAParam` counts only the adapters."""
     state = nnx.state(abstract_model(config, lora_rank=lora_rank), filter)
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state))

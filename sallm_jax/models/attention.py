@@ -15,30 +15,19 @@ INIT_STD = 0.02
 
 
 def normal_init(names: tuple[str | None, ...]) -> nnx.Initializer:
-    """N(0, 0.02) initialiser that records logical axis `names` for sharding rules.
-
-    The names land in the variable metadata as `out_sharding` (read them with
-    `nnx.get_partition_spec`). Eager sharding is off so that a model can be built without a mesh
-    (tests, CPU); the training code shards the state through its jit's out_shardings.
-    """
+    """N(0, 0.02) initialiser with logical axis `names` (`out_sharding`), not sharded eagerly."""
     return nnx.with_partitioning(nnx.initializers.normal(INIT_STD), names, eager_sharding=False)
 
 
 def dot_product_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, scale: float
 ) -> jax.Array:
-    """Grouped-query attention with a boolean mask; softmax in float32.
+    """Grouped-query attention with a boolean mask, softmax in float32.
 
-    Args:
-      q: queries [batch, q_len, num_heads, head_dim].
-      k: keys [batch, kv_len, num_kv_heads, head_dim]; num_heads is a multiple of num_kv_heads and
-        query head h reads key head h // (num_heads // num_kv_heads), as transformers' `repeat_kv`.
-      v: values [batch, kv_len, num_kv_heads, head_dim].
-      mask: [batch, q_len, kv_len] bool, True where query i may attend to key j.
-      scale: multiplies the logits (1.0 when the queries are already scaled).
-
-    Returns:
-      [batch, q_len, num_heads * head_dim] in the dtype of `v`.
+    q [batch, q_len, heads, head_dim]; k, v [batch, kv_len, kv_heads, head_dim] (query head h reads
+    key head h // (heads // kv_heads), as transformers' `repeat_kv`); mask [batch, q_len, kv_len]
+    bool, True where query i may attend to key j; `scale` multiplies the logits (1.0 for pre-scaled
+    queries). Returns [batch, q_len, heads * head_dim] in v's dtype.
     """
     batch, q_len, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[2]
@@ -55,12 +44,7 @@ def dot_product_attention(
 def fused_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, scale: float
 ) -> jax.Array:
-    """`dot_product_attention` through `jax.nn.dot_product_attention`: cuDNN's fused kernel on
-    a GPU for bfloat16 / float16 inputs, JAX's XLA reference path everywhere else.
-
-    Same arguments and result. The XLA path matches `dot_product_attention` to float rounding
-    (tests/models/test_fused_attention.py); cuDNN accumulates in float32 but in another order.
-    """
+    """`dot_product_attention` via `jax.nn.dot_product_attention` (cuDNN: bf16 / f16 on a GPU)."""
     batch, q_len, num_heads, head_dim = q.shape
     cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
     out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale,
@@ -69,8 +53,7 @@ def fused_attention(
 
 
 def set_fused_attention(model: nnx.Module, enabled: bool) -> nnx.Module:
-    """Switch `fused_attention` on or off for every decoder attention (a module with
-    `.fused`); passes that attend to a shared prompt (`prefix_attention`) keep their own."""
+    """Switches `fused_attention` for every module with a bool `.fused`; prefix passes ignore it."""
     for _, module in nnx.iter_modules(model):
         if hasattr(module, "fused") and isinstance(module.fused, bool):
             module.fused = enabled
@@ -88,24 +71,12 @@ def prefix_attention(
     *,
     scale: float,
 ) -> jax.Array:
-    """`dot_product_attention` of rows that continue shared prompts: row n = b * G + g attends
-    to prompt b's keys (`prefix_k[b]` where `prefix_mask[b]`) and to its own (`k[n]` where
-    `mask[n]`), in one softmax over both.
+    """`dot_product_attention` of row n = b * G + g over prompt b's keys and its own, one softmax.
 
-    Equal to `dot_product_attention` on each row's prompt keys concatenated with its own, but
-    the prompt is read once per group: its logits are one [G * q_len * groups, head_dim] x
-    [head_dim, prefix_len] matmul per prompt and key head rather than G small ones.
-
-    Args:
-      q: [batch * G, q_len, num_heads, head_dim].
-      k, v: [batch * G, kv_len, num_kv_heads, head_dim], the rows' own keys and values.
-      mask: [batch * G, q_len, kv_len] bool.
-      prefix_k, prefix_v: [batch, prefix_len, num_kv_heads, head_dim].
-      prefix_mask: [batch, prefix_len] bool.
-      scale: multiplies the logits.
-
-    Returns:
-      [batch * G, q_len, num_heads * head_dim] in the dtype of `v`.
+    q [batch * G, q_len, heads, head_dim] -> [batch * G, q_len, heads * head_dim] in v's dtype. The
+    rows' own k, v: [batch * G, kv_len, kv_heads, head_dim], mask: [batch * G, q_len, kv_len]; the
+    prompts' prefix_k, prefix_v: [batch, prefix_len, kv_heads, head_dim], prefix_mask: [batch,
+    prefix_len]. Equal to attending to the concatenated keys; each prompt is read once per group.
     """
     rows, q_len, num_heads, head_dim = q.shape
     batch, prefix_len, num_kv_heads, _ = prefix_k.shape

@@ -1,5 +1,5 @@
-"""Key/value caches for incremental decoding with the Qwen2 decoder: each row's own slots
-(`KVCache`), and prompts whose keys and values a group of rows shares (`SharedPrefix`)."""
+"""Qwen2 decoder KV caches: per-row slots (`KVCache`) and prompts a group of rows shares
+(`SharedPrefix`)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,9 @@ from sallm_jax.models.qwen2_config import TextConfig
 
 
 class KVCache(NamedTuple):
-    """Keys and values of every decoder layer, written slot by slot.
-
-    k: [num_layers, batch, max_length, num_key_value_heads, head_dim] (post-RoPE keys).
-    v: [num_layers, batch, max_length, num_key_value_heads, head_dim].
-
-    The cache does not track its fill level: callers pass `cache_index` (the first slot to
-    write) and a key mask over all `max_length` slots to `forward_embeds`. A NamedTuple is a
-    pytree, so a cache can be donated or sharded like any array.
-    """
+    """Keys and values of every decoder layer, written slot by slot: k (post-RoPE), v [num_layers,
+    batch, max_length, num_key_value_heads, head_dim]; callers pass `cache_index` and a key mask
+    over all slots (the fill level is not tracked)."""
 
     k: jax.Array
     v: jax.Array
@@ -43,17 +37,9 @@ def init_cache(text_config: TextConfig, batch: int, max_length: int, dtype=jnp.f
 
 
 class SharedPrefix(NamedTuple):
-    """Keys and values of B prompts, each continued by a group of G rows (row n continues
-    prompt n // G: the prompt-major layout of GRPO groups).
-
-    cache: KVCache [num_layers, B, prefix_length, num_key_value_heads, head_dim].
-    mask: [B, prefix_length] bool, True on the prompt's real (not padding) tokens.
-
-    Passed as `prefix` to `forward_embeds`, every query also attends to all unmasked keys of
-    its prompt, which come before any of its own keys; the prompt is stored and read once per
-    group instead of G times (a group's rows decode against one copy of, say, 750 audio
-    positions).
-    """
+    """Keys and values of B prompts, each continued by G rows (row n continues prompt n // G): cache
+    [num_layers, B, prefix_length, num_key_value_heads, head_dim], mask [B, prefix_length] bool
+    (True on real tokens); as `forward_embeds`'s `prefix`, every query also attends to it."""
 
     cache: KVCache
     mask: jax.Array

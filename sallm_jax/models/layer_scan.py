@@ -1,21 +1,9 @@
-"""Layer stacks as one `lax.scan` over their stacked weights: XLA compiles one layer's program
-instead of one copy per layer (the unrolled loop of a 40-layer decoder gives each program that
-runs it, the prefill, every decode step, the log-prob pass and its gradient, forty bodies to
-optimise; a 16-block conformer or a 32-layer Whisper encoder adds its own to every program that
-encodes audio), with the same arithmetic.
+"""Layer stacks run as one `lax.scan` over weights stored stacked: XLA compiles one layer's body.
 
-`set_scan_layers(model, True)` turns it on for every decoder and audio encoder in `model`
-(`StackedStorage`): each then stores its layers stacked (`LayerStack`), one module whose every
-variable has a leading layer axis, so the programs read the weights where they lie. A stack
-built inside a program would be a second copy of the weights it stacks, and XLA's CPU backend
-keeps it in float32 for a bfloat16 model of 16 layers or more (granite_speech_2b at 16 layers:
-an SFT step peaked at 10.6 GB with 3.0 GB of weights; its 16-block conformer, 0.88 GB, took
-1.0 GB of temporaries to encode one clip with its stack built in the program).
-
-Stored stacked, a module's layer parameters are named `layers/layer/...` with the layer axis
-first (their sharding names lead with None); checkpoints of the training state follow the
-layout, and `models.hub` reads and writes the per-layer layout (`layers_unstacked` for an
-export). Apply LoRA before stacking.
+`set_scan_layers` moves every decoder's and audio encoder's layers into a `LayerStack` (variables
+`layers/layer/...` with a leading layer axis, sharding names led by None), the layout of
+training-state checkpoints; `models.hub` uses the per-layer one (`layers_unstacked`). Apply LoRA
+first.
 """
 
 from __future__ import annotations
@@ -36,18 +24,8 @@ from sallm_jax.models.kv_cache import KVCache, SharedPrefix
 
 
 def compiler_options() -> dict[str, str]:
-    """XLA options for the programs that run the model (rollout, log-probs, the SFT step and
-    the GRPO update).
-
-    On the CPU, XLA computes a bfloat16 matmul in float32, and its while-loop invariant code
-    motion converts each scanned weight stack to float32 once, before the loop, rather than one
-    layer per iteration: every bfloat16 weight of the scanned layers then lives a second time at
-    twice its bytes for the whole program. Without that pass the conversion stays inside the
-    loop, one layer at a time (granite_speech_2b's widths with 8 decoder layers, 1.36 GB in
-    bfloat16: the SFT step's peak resident memory fell from 7.27 to 6.25 GB; on the f32 tiny
-    model the GRPO stage ran no slower). Accelerators compute in bfloat16, so there the
-    programs keep every pass.
-    """
+    """XLA options for the programs running the model: on the CPU, no loop-invariant code motion."""
+    # The pass gives each scanned bfloat16 weight stack a float32 copy outside the loop.
     if jax.default_backend() == "cpu":
         return {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
     return {}
@@ -78,8 +56,7 @@ def _common_graphdef(layers: Sequence[nnx.Module], what: str) -> nnx.GraphDef:
 
 
 class LayerStack(nnx.Module):
-    """Layers stored stacked: `layer` has one layer's structure, every variable a leading axis
-    of `len(self)` layers."""
+    """Layers stored stacked: `layer` is one layer's structure, each variable with a layer axis."""
 
     def __init__(self, layer: nnx.Module):
         self.layer = layer
@@ -88,7 +65,7 @@ class LayerStack(nnx.Module):
         return jax.tree.leaves(nnx.state(self.layer))[0].shape[0]
 
     def __getitem__(self, index: int) -> nnx.Module:
-        """Layer `index` as a module of its own (a copy of its slices)."""
+        """Layer `index` as a module of its own (a copy of its slices); IndexError past the end."""
         if not 0 <= index < len(self):
             raise IndexError(f"layer {index} of a stack of {len(self)}")
         graphdef, state = nnx.split(self.layer)
@@ -103,8 +80,7 @@ class LayerStack(nnx.Module):
 
 
 def _take(module: nnx.Module, path: tuple) -> jax.Array:
-    """The array of `module`'s variable at `path`; the module gives the variable up, so that
-    the array is freed once the caller lets go of it."""
+    """The array of `module`'s variable at `path`, deleted from the module so it can be freed."""
     parent = module
     for part in path[:-1]:
         parent = parent[part] if isinstance(part, int) else getattr(parent, part)
@@ -138,23 +114,19 @@ PAGE_BYTES = 4096
 
 
 def _stacked_sharding(sharding) -> jax.sharding.Sharding | None:
-    """The sharding of a stack of arrays laid out as `sharding`: the same, with the new
-    leading (layer) axis unsplit."""
+    """`sharding` with a new, unsplit leading (layer) axis."""
     if isinstance(sharding, NamedSharding):
         return NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
     return sharding
 
 
 def _tracing() -> bool:
-    """Whether a JAX trace (jit, eval_shape, make_jaxpr) is under way: every new array is then
-    a tracer. A stack built there is part of the traced program, never a constant of it."""
+    """Whether a JAX trace (jit, eval_shape, make_jaxpr) is under way."""
     return isinstance(jnp.zeros(()), jax.core.Tracer)
 
 
 def _page_aligned_empty(shape: tuple, dtype) -> np.ndarray:
-    """An uninitialised host array whose data starts on a page boundary: XLA's CPU client then
-    takes it as a device buffer without copying (`device_put`), where an unaligned one is
-    copied whole."""
+    """An uninitialised host array on a page boundary, which XLA's CPU client adopts uncopied."""
     dtype = np.dtype(dtype)
     size = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(size + PAGE_BYTES, np.uint8)
@@ -163,9 +135,7 @@ def _page_aligned_empty(shape: tuple, dtype) -> np.ndarray:
 
 
 def _fill_on_host(values: Iterator[jax.Array], shape: tuple, dtype) -> np.ndarray:
-    """A host array of `shape` filled from one leading slice of `values` at a time. The
-    operating system gives the array's pages only as they are written, so the stack grows as
-    the slices are freed."""
+    """A host array of `shape` filled one leading slice of `values` at a time."""
     stack = _page_aligned_empty(shape, dtype)
     for index, value in enumerate(values):
         stack[index] = np.asarray(value)
@@ -177,9 +147,7 @@ def _fill_on_host(values: Iterator[jax.Array], shape: tuple, dtype) -> np.ndarra
 
 
 def _fill_in_place(values: Iterator[jax.Array], shape: tuple, dtype, out) -> jax.Array:
-    """A stack of `shape` allocated on the devices, then filled one leading slice at a time
-    (XLA's CPU backend computes a bfloat16 concatenation in float32, several times the stack's
-    bytes)."""
+    """A device stack of `shape` filled one leading slice at a time (no concatenation)."""
     stack = jax.jit(functools.partial(jnp.zeros, shape, dtype), out_shardings=out)()
     put = jax.jit(_put, donate_argnums=0, out_shardings=out)
     for index, value in enumerate(values):
@@ -188,11 +156,9 @@ def _fill_in_place(values: Iterator[jax.Array], shape: tuple, dtype, out) -> jax
 
 
 def store_stacked(layers: Sequence[nnx.Module], what: str = "decoder") -> LayerStack:
-    """`layers` moved into one LayerStack, variable by variable and layer by layer: each layer
-    gives up a variable once it is in its stack. An array on one device is stacked on the
-    host and handed to the device as it is (`_fill_on_host`), so the move holds the weights
-    plus one layer's variable; a sharded or traced one is stacked on its devices
-    (`_fill_in_place`), which holds the weights plus one variable's whole stack."""
+    """`layers` moved into one LayerStack, variable by variable (ValueError if structures differ);
+    peak memory is the weights plus one layer's variable for arrays on one device (stacked on the
+    host), or plus one variable's stack for sharded or traced ones (stacked on the devices)."""
     graphdef = _common_graphdef(layers, what)
     # Each variable's path and metadata, from layer 0; the arrays are taken from each layer
     # by path as they are stacked (a flat state of every layer would hold them all).
@@ -224,8 +190,7 @@ def store_stacked(layers: Sequence[nnx.Module], what: str = "decoder") -> LayerS
 
 
 def store_per_layer(stack: LayerStack) -> nnx.List:
-    """The inverse of `store_stacked`, variable by variable (the stack gives each up once it is
-    split)."""
+    """The inverse of `store_stacked`, variable by variable."""
     graphdef = nnx.graphdef(stack.layer)
     template = [(path, variable.replace(None))
                 for path, variable in nnx.to_flat_state(nnx.state(stack.layer))]
@@ -238,8 +203,7 @@ def store_per_layer(stack: LayerStack) -> nnx.List:
 
 
 class StackedStorage:
-    """A decoder or audio encoder whose `layers` are a list, or with the layer scan on a
-    `LayerStack`; `stack_name` names the stack in errors."""
+    """A decoder or encoder whose `layers` are a list or a `LayerStack`; `stack_name` in errors."""
 
     layers: nnx.List | LayerStack
     stack_name = "decoder"
@@ -257,9 +221,8 @@ class StackedStorage:
 
 
 def scan_stack(layers: StackedLayers, carry: Any, step: Callable, remat: bool = False) -> Any:
-    """`carry = step(layer, carry, index)` for every layer in turn, as one `lax.scan` (index is
-    the layer's int32 position); with `remat` each step's activations are recomputed in the
-    backward pass."""
+    """`carry = step(layer, carry, index)` for each layer (index int32) as one `lax.scan`; with
+    `remat` each step's activations are recomputed in the backward pass."""
 
     def body(carry, slice_):
         state, index = slice_
@@ -293,11 +256,8 @@ def scan_layers(
     prefix: SharedPrefix | None,
     remat: bool,
 ) -> tuple[jax.Array, KVCache | None]:
-    """Every layer in turn on x [batch, seq, hidden], as `qwen2.run_layers`'s loop: layer i
-    reads and writes row i of `cache` and reads row i of `prefix`. With `remat` each layer's
-    activations are recomputed in the backward pass, as `remat.remat_layer`, in a pass without
-    a cache and in one that writes a cache and reads no prefix (a prompt's pass,
-    `scan_writing_rows`); a decode step (cache and prefix) keeps them."""
+    """`qwen2.run_layers`'s loop as one scan (layer i uses row i of `cache` and of `prefix`); with
+    `remat`, activations are recomputed backward except in a decode step (cache and prefix)."""
     if remat and cache is not None and prefix is None:
         return scan_writing_rows(layers, x, cos, sin, mask, cache, cache_index)
 
@@ -311,10 +271,8 @@ def scan_layers(
 def scan_writing_rows(layers: StackedLayers, x: jax.Array, cos: jax.Array, sin: jax.Array,
                       mask: jax.Array, cache: KVCache,
                       cache_index: jax.Array | int) -> tuple[jax.Array, KVCache]:
-    """`scan_layers` for a pass that writes `cache` and reads no prefix, each layer
-    rematerialised: layer i's cache row goes into the scan as its slice and comes out as its
-    output, so the backward pass keeps each layer's input and row, not a whole cache per
-    layer (which a cache carried through the scan would make it keep)."""
+    """`scan_layers` for a rematerialised pass that writes `cache` and reads no prefix: each layer's
+    cache row is a scan slice, so the backward pass keeps one row per layer, not a whole cache."""
 
     def body(x, slice_):
         state, k, v = slice_
@@ -327,8 +285,7 @@ def scan_writing_rows(layers: StackedLayers, x: jax.Array, cos: jax.Array, sin: 
 
 
 def set_scan_layers(model: nnx.Module, enabled: bool) -> nnx.Module:
-    """Switch the layer scan on or off for every decoder and audio encoder in `model`, moving
-    their layers' storage."""
+    """Switches the layer scan on or off for every decoder and audio encoder in `model`."""
     for _, module in list(nnx.iter_modules(model)):
         if isinstance(module, StackedStorage):
             module.store_layers(enabled)
@@ -336,9 +293,8 @@ def set_scan_layers(model: nnx.Module, enabled: bool) -> nnx.Module:
 
 
 def stacked_node(model: nnx.Module, path: tuple) -> tuple[Any, bool]:
-    """The node at a per-layer `path` of `model` (an int after a `LayerStack` picks a layer),
-    read where it lies: for a path through a stack, the stacked node (every layer's values,
-    the layer axis first) and True; else the node itself and False."""
+    """The node at a per-layer `path` and whether it lies in a `LayerStack` (it then holds every
+    layer's values, layer axis first)."""
     node, stacked = model, False
     for part in path:
         if isinstance(node, LayerStack) and isinstance(part, int):
@@ -349,9 +305,7 @@ def stacked_node(model: nnx.Module, path: tuple) -> tuple[Any, bool]:
 
 
 class LayerViews:
-    """Nodes of `model` at per-layer paths, a stacked layer taken out one at a time: the layer
-    last asked for is kept (a copy of its slices, `LayerStack[index]`), so reading a layer's
-    variables in turn copies that layer once and never the whole stack."""
+    """Nodes of `model` at per-layer paths; a stacked layer is copied once, kept until the next."""
 
     def __init__(self, model: nnx.Module):
         self.model = model
@@ -373,8 +327,7 @@ class LayerViews:
 
 @contextlib.contextmanager
 def layers_unstacked(model: nnx.Module) -> Iterator[nnx.Module]:
-    """`model` with every stacked decoder in per-layer storage for the block, stacked again
-    after it (the Hub layout's per-layer names, e.g. for an export)."""
+    """`model` with its stacked decoders and encoders stored per layer in the block (Hub names)."""
     stacked = [module for _, module in nnx.iter_modules(model)
                if isinstance(module, StackedStorage) and module.scan_layers]
     for module in stacked:

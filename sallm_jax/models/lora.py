@@ -1,34 +1,9 @@
-"""Low-rank adapters (LoRA) on the `nnx.Linear` layers of any model in this package.
+"""Low-rank adapters (LoRA) on the `nnx.Linear` layers of any model here, matched by attribute name.
 
-W' = W + (alpha / r) B A in PEFT's PyTorch layout (lora_A [r, in], lora_B [out, r]); here, in
-Flax layout, y = x W + (alpha / r) (x lora_a) lora_b with lora_a [in, r] = lora_A.T and
-lora_b [r, out] = lora_B.T. Nothing here knows a model family: `apply_lora` matches submodules by
-attribute name, so it wraps Qwen2-Audio's and Granite Speech's `q_proj` / `v_proj` alike.
-
-Adapters are `LoRAParam`s, a subclass of `nnx.Param`, so the trainer splits them from the frozen
-base weights with a filter (`trainable_filter`) and optax sees only what it should train.
-
-Switching adapters off (the GRPO reference policy) needs no second copy of the base weights:
-`LoRALinear.enabled` is a static Python attribute that the forward reads at trace time, and
-`set_lora_enabled(model, False)` flips it (`rl.policy.merge_policy` does, for the reference).
-Inside a jitted pure function:
-
-    def ref_logits(graphdef, state, batch):
-        model = nnx.merge(graphdef, state)      # the same arrays the policy uses
-        set_lora_enabled(model, False)          # on this merged copy of the modules only
-        return model(*batch)
-
-Because the flag is static, the reference program contains no adapter matmuls at all; because it
-lives on the module, it is part of the graphdef that `nnx.jit` keys its cache on, so a function
-called once with adapters on and once off compiles two programs instead of reusing a stale one.
-
-Training config knobs this module serves (names proposed for the experiment configs):
-  model.lora.rank (0 = no LoRA), model.lora.alpha, model.lora.target_modules (attribute names,
-  default ("q_proj", "v_proj")), model.lora.scope ("language_model" or None for the whole
-  model), model.lora.adapter_dir (start from a PEFT adapter: `peft.load_peft_adapter`), and
-  model.trainable, one of `trainable_filter`'s modes ("adapters", "adapters+projector",
-  "adapters+projector+encoder", "all"). "adapters" on a model without LoRA selects nothing,
-  which the config validation should reject.
+PEFT's W' = W + (alpha / r) B A in Flax layout: y = x W + (alpha / r) (x lora_a) lora_b, lora_a [in,
+r] = lora_A.T, lora_b [r, out] = lora_B.T. `LoRAParam`s are split off by `trainable_filter`.
+`set_lora_enabled(model, False)` (a static flag) on a merged copy gives the GRPO reference policy
+without adapter matmuls (`rl.policy.merge_policy`).
 """
 
 from __future__ import annotations
@@ -58,15 +33,9 @@ def _kaiming_uniform_a_sqrt5(key: jax.Array, shape: tuple[int, int], dtype) -> j
 
 
 class LoRALinear(nnx.Module):
-    """An `nnx.Linear` plus a rank-`rank` update scaled by alpha / rank.
-
-    Attributes:
-      base: the wrapped nnx.Linear (kernel [in, out], optional bias [out]), frozen in training.
-      lora_a: LoRAParam [in, rank], PEFT-style uniform init.
-      lora_b: LoRAParam [rank, out], zeros, so a fresh adapter leaves the output unchanged.
-      rank, alpha: Python numbers (static).
-      enabled: static bool read by the forward; see `set_lora_enabled`.
-    """
+    """An `nnx.Linear` (`base`, frozen) plus a rank-`rank` update scaled by alpha / rank: float32
+    `LoRAParam`s lora_a [in, rank] (PEFT's kaiming-uniform init) and lora_b [rank, out] (zeros);
+    `enabled` is static. ValueError when rank <= 0."""
 
     def __init__(self, base: nnx.Linear, *, rank: int, alpha: float, rngs: nnx.Rngs):
         if rank <= 0:
@@ -103,7 +72,7 @@ class LoRALinear(nnx.Module):
 
     @property
     def kernel(self) -> nnx.Param:
-        """The base kernel [in, out], so that weight maps written for `nnx.Linear` paths resolve."""
+        """The base kernel [in, out], so that weight maps written for `nnx.Linear` resolve."""
         return self.base.kernel
 
     @property
@@ -146,10 +115,8 @@ def lora_modules(model: nnx.Module) -> Iterator[tuple[ParamPath, LoRALinear]]:
 def wrap_linear(
     model: nnx.Module, path: ParamPath, *, rank: int, alpha: float, rngs: nnx.Rngs
 ) -> LoRALinear:
-    """Replaces the nnx.Linear at `path` with a LoRALinear around it (in place) and returns it.
-
-    A path that already holds a LoRALinear gets fresh adapters of the new rank/alpha.
-    """
+    """Replaces the nnx.Linear at `path` by a LoRALinear around it, in place, and returns it (a
+    LoRALinear there gets fresh adapters; anything else: TypeError)."""
     module = node_at(model, path)
     if isinstance(module, LoRALinear):
         module = module.base
@@ -169,20 +136,13 @@ def apply_lora(
     rngs: nnx.Rngs,
     scope: str | None = "language_model",
 ) -> nnx.Module:
-    """Wraps every nnx.Linear whose attribute name is in `target_modules` with a LoRALinear.
+    """Wraps every nnx.Linear named in `target_modules` (PEFT's list semantics) with a LoRALinear.
 
-    Args:
-      model: any module (SpeechLM, GraniteSpeechLM, ...); changed in place and returned.
-      rank, alpha: adapter rank r and alpha (the update is scaled by alpha / r).
-      target_modules: attribute names to match anywhere in the tree (PEFT's list semantics).
-      rngs: supplies the lora_a initialisation.
-      scope: only match below this top-level attribute; the default keeps adapters off the
-        audio encoder, whose Whisper layers also have q_proj / v_proj. None means the whole model.
-
-    Raises:
-      ValueError when nothing matches, a target is `lm_head` (the LMs read its kernel directly
-      for the float32 logits einsum, so an adapter there would be silently ignored), or the
-      layers are stored stacked (`set_scan_layers`; apply LoRA first).
+    Changes `model` in place and returns it; the update is scaled by `alpha` / `rank`; `rngs` draws
+    lora_a. Only attributes under `scope` match (the default keeps adapters off the audio encoder's
+    q_proj / v_proj; None: the whole model). ValueError when nothing matches, a target is `lm_head`
+    (its kernel is read directly), or the layers are stored stacked (apply before
+    `set_scan_layers`).
     """
     if "lm_head" in target_modules:
         raise ValueError("lm_head cannot take a LoRA adapter: the LM reads its kernel directly")
@@ -210,19 +170,15 @@ def apply_lora(
 
 
 def set_lora_enabled(model: nnx.Module, enabled: bool) -> None:
-    """Switches every adapter of `model` on or off (a static flag; see the module docstring)."""
+    """Switches every adapter of `model` on or off (a static flag, see the module docstring)."""
     for _, module in lora_modules(model):
         module.enabled = bool(enabled)
 
 
 
 def merge_lora(model: nnx.Module) -> nnx.Module:
-    """Folds every adapter into its base kernel (W + (alpha / r) B A) and unwraps it, in place.
-
-    The fold is computed in float32 and cast to the kernel's dtype. A disabled adapter is
-    dropped without folding, so the merged model computes what the model computed before.
-    Returns `model`, now free of LoRALinear.
-    """
+    """Folds each enabled adapter into its kernel (W + (alpha / r) B A in float32, cast back) and
+    unwraps it, in place; disabled ones are dropped. Returns `model`."""
     for path, module in list(lora_modules(model)):
         base = module.base
         if module.enabled:
@@ -240,19 +196,11 @@ def _under(names: Sequence[str]) -> nnx.filterlib.Filter:
 
 
 def trainable_filter(mode: TrainableMode) -> nnx.filterlib.Filter:
-    """nnx filter selecting the parameters a training run updates.
+    """nnx filter of the parameters a training run updates, for the `lora.trainable` config key.
 
-    Modes (the `model.trainable` config knob):
-      "adapters": LoRAParam leaves only (the base model is frozen).
-      "adapters+projector": also the projector (each family's `ModelFamily.projector`:
-        `multi_modal_projector` / `projector`).
-      "adapters+projector+encoder": also the audio encoder (`ModelFamily.encoder`:
-        `audio_tower` / `encoder`).
-      "all": every nnx.Param (full fine-tuning; LoRAParam is a Param, so adapters are included).
-
-    Use it as `trainable, frozen = nnx.state(model, trainable_filter(mode), ...)` or with
-    `nnx.split(model, trainable_filter(mode), ...)`; non-Param state (BatchNorm statistics) is
-    never selected.
+    "adapters": LoRAParam only; "adapters+projector": also each family's `ModelFamily.projector`;
+    "adapters+projector+encoder": also `ModelFamily.encoder`; "all": every nnx.Param. BatchNorm
+    statistics are never selected; another mode is a ValueError.
     """
     projectors = tuple(f.projector for f in families().values())
     encoders = tuple(f.encoder for f in families().values())

@@ -1,5 +1,4 @@
-"""Paths into a model's module tree: the (attribute or index, ...) tuples that weight maps and
-LoRA use to name a layer or a variable."""
+"""Paths into a model's module tree: (attribute or index, ...) tuples naming a layer or variable."""
 
 from __future__ import annotations
 

@@ -1,17 +1,11 @@
-"""Architectures of the published checkpoints this project trains, by name.
+"""Architectures of the published checkpoints this project trains, by name (config.json values).
 
-Values are those of the checkpoints' config.json files (Qwen2-Audio-7B-Instruct,
-granite-speech-3.3-2b, granite-speech-3.3-8b). Parameter counts from `abstract.count_params`
-(shapes only, nothing allocated; equal to transformers' `sum(p.numel())` for the same config, see
-tests/models/test_presets.py):
+Parameter counts (`abstract.count_params`, equal to transformers' `sum(p.numel())`):
 
     preset              total          encoder   projector  language model  LoRA r=64 (q, v)
     qwen2_audio_7b      8,397,094,912  637.0 M     5.2 M      7,754.9 M       33.6 M
     granite_speech_2b   3,009,408,348  440.2 M    35.7 M      2,533.5 M       17.0 M
     granite_speech_8b   8,648,834,396  440.2 M    37.8 M      8,170.9 M       34.1 M
-
-"7B" names Qwen2-Audio's decoder class; the Whisper-large-sized encoder (0.64 B) and the
-untied 156,032-row lm_head (0.64 B) take the whole model to 8.4 B, the figure the Hub shows.
 """
 
 from __future__ import annotations
@@ -57,8 +51,7 @@ def _granite_speech(text: GraniteTextConfig) -> GraniteSpeechConfig:
 
 def _granite_33_text(hidden_size: int, intermediate_size: int, attention_multiplier: float,
                      logits_scaling: float) -> GraniteTextConfig:
-    """A granite-3.3 instruct decoder: 40 layers, 32 query / 8 KV heads, tied embeddings and
-    mu-P style multipliers; the sizes differ in width, attention multiplier and logit scale."""
+    """A granite-3.3 instruct decoder: 40 layers, 32 query / 8 KV heads, tied, mu-P multipliers."""
     return GraniteTextConfig(
         vocab_size=49160,
         hidden_size=hidden_size,

@@ -1,12 +1,6 @@
-"""Qwen2 decoder-only language model (`Qwen2ForCausalLM` in transformers) in Flax NNX.
-
-Pre-RMSNorm layers with grouped-query attention (biases on q, k, v only), rotate-half RoPE and a
-SiLU-gated MLP; final RMSNorm and an lm_head that is `embed_tokens` transposed when
-`tie_word_embeddings`. RMSNorm and the attention softmax run in float32; logits are float32.
-
-The layers take the options Granite differs by (no q/k/v biases, its attention scale and residual
-multiplier), so `GraniteLM` (granite_speech/lm.py) is a `Qwen2LM` built with them.
-"""
+"""Qwen2 decoder-only language model (`Qwen2ForCausalLM` in transformers) in Flax NNX: pre-RMSNorm
+layers, grouped-query attention (q/k/v biases), rotate-half RoPE, SiLU-gated MLP, final RMSNorm,
+lm_head (`embed_tokens`.T when tied); norms, softmax and logits in float32."""
 
 from __future__ import annotations
 
@@ -67,11 +61,8 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class Qwen2Attention(nnx.Module):
-    """Grouped-query self-attention; o_proj without bias.
-
-    Qwen2 has biases on q/k/v and scales the logits by head_dim**-0.5 (the defaults); Granite
-    passes `qkv_bias=False` and `scale=attention_multiplier`.
-    """
+    """Grouped-query self-attention (o_proj without bias), logits scaled by `scale` (default
+    head_dim**-0.5); ValueError unless num_key_value_heads divides num_attention_heads."""
 
     def __init__(
         self,
@@ -113,22 +104,12 @@ class Qwen2Attention(nnx.Module):
         cache_index: jax.Array | int = 0,
         prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """Attends the new tokens to themselves, or to the cache once they are written into it,
-        and, with a `prefix`, to their prompt's keys before those.
+        """Attends new tokens x [batch, seq, hidden] to themselves or the cache, and to `prefix`.
 
-        Args:
-          x: [batch, seq, hidden].
-          cos, sin: RoPE tables [batch, seq, head_dim].
-          mask: [batch, seq, keys] bool (keys = seq without a cache, max_length with one).
-          cache: the whole model's KVCache (updated in place at `layer_index` so that XLA can
-            alias the buffer when it is donated), or None.
-          layer_index: this layer's row in the cache.
-          cache_index: first cache slot the `seq` new keys/values go to.
-          prefix: prompts shared by groups of rows (`SharedPrefix`; batch = prompts x group),
-            or None.
-
-        Returns:
-          output [batch, seq, hidden] and the updated cache (None without one).
+        cos, sin: [batch, seq, head_dim]; mask: [batch, seq, keys] bool (keys = seq, or the cache's
+        max_length); `cache` (the model's, or None) takes the new keys/values in row `layer_index`
+        from slot `cache_index`; `prefix` (`SharedPrefix`) comes before the rows' own keys. Returns
+        ([batch, seq, hidden], cache or None).
         """
         batch, seq, _ = x.shape
         q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
@@ -169,11 +150,7 @@ class Qwen2MLP(nnx.Module):
 
 
 class Qwen2DecoderLayer(nnx.Module):
-    """x + attn(RMSNorm(x)) * r, then x + mlp(RMSNorm(x)) * r.
-
-    r = `residual_multiplier` (1 in Qwen2, an exact no-op); `qkv_bias` and `attention_scale` go
-    to `Qwen2Attention` (its `scale`).
-    """
+    """x + attn(RMSNorm(x)) * r, then x + mlp(RMSNorm(x)) * r (r = `residual_multiplier`)."""
 
     def __init__(
         self,
@@ -215,11 +192,8 @@ class Qwen2DecoderLayer(nnx.Module):
 
 
 def decoder_mask(key_mask: jax.Array, seq: int, cache_index: jax.Array | int = 0) -> jax.Array:
-    """Causal and padding mask [batch, seq, keys] bool.
-
-    Query i sits at absolute slot cache_index + i and may attend to key slot j iff
-    j <= cache_index + i and key_mask[b, j]; key_mask is [batch, keys].
-    """
+    """Causal and padding mask [batch, seq, keys] bool: query i (slot cache_index + i) may attend to
+    key slot j iff j <= cache_index + i and key_mask[b, j] (key_mask [batch, keys])."""
     query_slots = cache_index + jnp.arange(seq)
     key_slots = jnp.arange(key_mask.shape[1])
     causal = key_slots[None, :] <= query_slots[:, None]
@@ -235,11 +209,9 @@ def run_layers(
     cache_index: jax.Array | int,
     prefix: SharedPrefix | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
-    """The decoder layers of `lm` (a Qwen2LM: `.layers`, `.config`, `.dtype`, `.remat`,
-    `.scan_layers`) on hidden states x [batch, seq, hidden], with RoPE, the causal/key mask,
-    the optional KV cache and the optional shared prompt prefix; layers are rematerialised in
-    cache-free passes when `lm.remat`. With `lm.scan_layers` they run as one `lax.scan`
-    (models/layer_scan.py) over the layers as stored (`StackedStorage`)."""
+    """The decoder layers of `lm` (a `Qwen2LM`) on x [batch, seq, hidden] -> (x, cache): remat in
+    cache-free passes when `lm.remat`, one scan when `lm.scan_layers`; ValueError when key_mask does
+    not cover seq (no cache) or the cache's max_length slots."""
     seq = x.shape[1]
     if cache is None and key_mask.shape[1] != seq:
         raise ValueError(
@@ -265,12 +237,8 @@ def run_layers(
 
 
 class Qwen2LM(StackedStorage, nnx.Module):
-    """Token embeddings, decoder layers, final norm and LM head (tied or not); the layers are
-    stored stacked with the layer scan on (`StackedStorage`).
-
-    `qkv_bias`, `attention_scale` and `residual_multiplier` configure every `Qwen2DecoderLayer`;
-    the defaults are Qwen2's (`GraniteLM` passes its own).
-    """
+    """Token embeddings, decoder layers (`StackedStorage`), final norm and LM head (tied or not);
+    `qkv_bias`, `attention_scale` and `residual_multiplier` go to every layer."""
 
     def __init__(
         self,
@@ -341,22 +309,8 @@ class Qwen2LM(StackedStorage, nnx.Module):
         last_only: bool = False,
         prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """Runs the decoder on embeddings; see `SpeechLM.forward_embeds` for the contract.
-
-        Args:
-          inputs_embeds: [batch, seq, hidden].
-          positions: [batch, seq] int RoPE positions.
-          key_mask: [batch, keys] bool; keys = seq without a cache, cache.max_length with one.
-          cache: KVCache or None.
-          cache_index: int32 scalar, first cache slot written.
-          last_only: project only the last position onto the vocabulary (a prefill needs no
-            other logit).
-          prefix: SharedPrefix the rows continue (batch = its prompts x a group), or None.
-
-        Returns:
-          logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
-          without one).
-        """
+        """Decoder on embeddings -> (float32 logits [batch, seq or 1 with last_only, vocab], cache
+        or None), the contract of `SpeechLMForward.forward_embeds`."""
         x, cache = run_layers(self, inputs_embeds.astype(self.dtype), positions, key_mask, cache,
                               cache_index, prefix)
         if last_only:

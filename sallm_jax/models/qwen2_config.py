@@ -1,5 +1,4 @@
-"""Hyper-parameters of the Qwen2-style decoder (`Qwen2Config` in transformers), which Qwen2-Audio
-uses as its language model; field names follow its config.json `text_config`."""
+"""Qwen2 decoder hyper-parameters (`Qwen2Config`), named as config.json's `text_config`."""
 
 from __future__ import annotations
 

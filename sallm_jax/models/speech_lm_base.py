@@ -1,11 +1,8 @@
-"""What every speech-aware LM here shares: the `SpeechLM` protocol that training and RL code
-is typed against, placing audio embeddings into the token sequence, and the full forward from
-token ids and audio features.
+"""The `SpeechLM` protocol that training and RL code is typed against, and the forward it shares.
 
-A family's model (`qwen2_audio.model.SpeechLM`, `GraniteSpeechLM`) provides `audio_features`,
-`encode_audio`, `embed` and a `language_model` whose call takes (inputs_embeds, positions,
-key_mask, cache, cache_index); the `SpeechLMForward` mixin adds `encode_batch_audio`, `prefill`,
-`forward_embeds` and `__call__` on top.
+A family's model provides `audio_features`, `encode_audio`, `embed` and a `language_model` taking
+`forward_embeds`'s arguments; the `SpeechLMForward` mixin adds `encode_batch_audio`, `prefill`,
+`forward_embeds` and `__call__`.
 """
 
 from __future__ import annotations
@@ -58,8 +55,8 @@ def positions_from_mask(mask: jax.Array) -> jax.Array:
 
 
 def scatter_audio(embeds: jax.Array, is_audio: jax.Array, audio_embeds: jax.Array) -> jax.Array:
-    """Token embeddings [B, S, H] with the k-th audio placeholder of row b (is_audio [B, S])
-    replaced by audio_embeds[b, k] ([B, N, H])."""
+    """Token embeddings [B, S, H] with row b's k-th audio placeholder (is_audio [B, S]) replaced by
+    audio_embeds[b, k] ([B, N, H])."""
     # Running count of placeholders = index of the audio row each placeholder takes; clipping
     # keeps the gather in range for the non-audio positions, which `where` discards.
     index = jnp.clip(jnp.cumsum(is_audio, axis=1) - 1, 0, audio_embeds.shape[1] - 1)
@@ -68,8 +65,7 @@ def scatter_audio(embeds: jax.Array, is_audio: jax.Array, audio_embeds: jax.Arra
 
 
 class SpeechLMForward:
-    """`forward_embeds`, the full forward `__call__`, `encode_batch_audio` and `prefill`,
-    shared by the model families."""
+    """`forward_embeds`, `__call__`, `encode_batch_audio` and `prefill`, shared by the families."""
 
     def encode_batch_audio(self, batch: dict[str, jax.Array]) -> jax.Array | None:
         """Audio embeddings [B, N, H] of a batch's zero-padded 16 kHz clips ("waveforms" [B, W],
@@ -81,17 +77,12 @@ class SpeechLMForward:
 
     def prefill(self, batch: dict[str, jax.Array],
                 audio_embeds: jax.Array | None = None) -> tuple[jax.Array, SharedPrefix]:
-        """Encode a batch's audio and run each prompt through the decoder once.
+        """Encodes a batch's audio and runs each prompt through the decoder once.
 
-        Args:
-          batch: "prompt_ids" [B, P] (left-padded), "prompt_mask" [B, P], and "waveforms"
-            [B, W] / "num_samples" [B] unless the prompts are text only.
-          audio_embeds: the batch's audio embeddings when the caller has them already
-            (`encode_batch_audio(batch)`); encoded here otherwise.
-        Returns:
-          the float32 logits of each prompt's last position [B, vocab] (they predict the first
-          completion token), and the prompts' keys and values as the `SharedPrefix` of the
-          rows that continue them.
+        batch: "prompt_ids" [B, P] (left-padded), "prompt_mask" [B, P], and "waveforms" [B, W] /
+        "num_samples" [B] unless text only; `audio_embeds`: its `encode_batch_audio` when known.
+        Returns float32 logits of each prompt's last position [B, vocab] and the prompts' keys and
+        values as the `SharedPrefix` of the rows that continue them.
         """
         prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"].astype(bool)
         if audio_embeds is None:
@@ -117,22 +108,16 @@ class SpeechLMForward:
         Args:
           inputs_embeds: [batch, seq, hidden] (from `embed`).
           positions: [batch, seq] int32 RoPE positions (`positions_from_mask`).
-          key_mask: [batch, keys] bool; keys = seq without a cache (the sequence itself), or
-            cache.max_length with one (every cache slot).
-          cache: KVCache or None. With one, the seq new keys/values are written at slots
-            [cache_index, cache_index + seq).
-          cache_index: int32 scalar. Query i (slot cache_index + i) attends to slot j iff
+          key_mask: [batch, keys] bool; keys = seq without a cache, cache.max_length with one.
+          cache: KVCache or None; the new keys/values go to slots [cache_index, cache_index + seq).
+          cache_index: int32 scalar; query i (slot cache_index + i) attends to slot j iff
             j <= cache_index + i and key_mask[b, j].
-          last_only: logits of the last position only (all a prefill needs from a prompt pass:
-          no vocabulary projection of the other positions).
-          prefix: SharedPrefix (prompts continued by groups of rows; batch = its prompts x
-            G), or None. With one, every query also attends to the unmasked keys of its
-            prompt, which precede all of cache's (or, without a cache, the sequence's) keys;
-            positions must continue the prompt's.
+          last_only: project only the last position onto the vocabulary (a prefill).
+          prefix: SharedPrefix (batch = its prompts x G) or None; each query also attends to its
+            prompt's unmasked keys, which precede all others; positions must continue the prompt's.
 
-        Returns:
-          logits [batch, seq (1 with last_only), vocab] float32 and the updated cache (None
-          without one).
+        Returns float32 logits [batch, seq (1 with last_only), vocab] and the updated cache (or
+        None).
         """
         return self.language_model(inputs_embeds, positions, key_mask, cache, cache_index,
                                    last_only, prefix)
@@ -144,16 +129,11 @@ class SpeechLMForward:
         features: jax.Array | None = None,
         feature_lengths: jax.Array | None = None,
     ) -> jax.Array:
-        """Full forward without a cache.
+        """Full forward without a cache -> float32 logits [batch, seq, vocab].
 
-        Args:
-          input_ids: [batch, seq] int32, audio placeholders already expanded.
-          attention_mask: [batch, seq] (1 = token, 0 = padding; left or right padding).
-          features: [batch, frames, feature size] (from `audio_features`) or None.
-          feature_lengths: [batch] int32 or None.
-
-        Returns:
-          logits [batch, seq, vocab] float32.
+        input_ids [batch, seq] int32 with audio placeholders expanded; attention_mask [batch, seq]
+        (1 = token; left or right padding); features [batch, frames, feature size]
+        (`audio_features`) with feature_lengths [batch] int32 (ValueError without), or None.
         """
         audio_embeds = None
         if features is not None:

@@ -1,13 +1,5 @@
-"""The projection of hidden states onto the vocabulary, with float32 logits from
-compute-dtype operands and a backward pass in the compute dtype.
-
-Autodiff of `einsum(hidden, kernel, preferred_element_type=float32)` multiplies the float32
-cotangent of the logits by the bfloat16 kernel, so XLA converts the whole [hidden, vocab] kernel
-to float32 for the backward pass (granite_speech_2b's tied embedding: 0.4 GB, live while the
-decoder's backward runs). Here the cotangent is cast to the operands' dtype first, as every
-other layer's backward pass receives its cotangent in the compute dtype, and both products
-accumulate in float32. In float32 nothing changes.
-"""
+"""Hidden states onto the vocabulary: float32 logits from compute-dtype operands, whose backward
+pass casts the cotangent to their dtype (no float32 copy of the [hidden, vocab] kernel)."""
 
 from __future__ import annotations
 
