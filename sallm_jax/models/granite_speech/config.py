@@ -1,10 +1,5 @@
-"""Architecture hyper-parameters of Granite Speech (`GraniteSpeechConfig` in transformers).
-
-Field names follow the Hugging Face config.json: `encoder_config` (`GraniteSpeechEncoderConfig`),
-`projector_config` (`Blip2QFormerConfig`) and `text_config` (`GraniteConfig`), so a checkpoint's
-file maps onto these dataclasses one to one. Every default equals the transformers 5.23 class
-default, so a field a config.json leaves out takes the value transformers would give it.
-"""
+"""Granite Speech hyper-parameters (`GraniteSpeechConfig` in transformers): `encoder_config`,
+`projector_config`, `text_config` of config.json, one to one; defaults are transformers 5.23's."""
 
 from __future__ import annotations
 
@@ -15,10 +10,8 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class GraniteEncoderConfig:
-    """CTC conformer encoder (`GraniteSpeechEncoderConfig`).
-
-    `dim_head` None means hidden_dim // num_heads, resolved on construction as transformers does.
-    """
+    """CTC conformer encoder (`GraniteSpeechEncoderConfig`); dim_head None: hidden_dim // num_heads.
+    ValueError unless 0 < context_size <= max_pos_emb."""
 
     input_dim: int = 160
     num_layers: int = 10
@@ -64,13 +57,9 @@ class GraniteProjectorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GraniteTextConfig:
-    """Granite decoder (`GraniteConfig`).
-
-    `num_key_value_heads` None means num_attention_heads, resolved on construction.
-    `tie_word_embeddings` is the effective tie: in transformers 5.23 the speech wrapper owns the
-    LM head and ties it by the *top-level* `tie_word_embeddings` of `GraniteSpeechConfig`.
-    `apply_logits_scaling` is ours, not a transformers field: see `GraniteLM`.
-    """
+    """Granite decoder (`GraniteConfig`); num_key_value_heads None: num_attention_heads.
+    `tie_word_embeddings` is the effective tie (5.23 ties by `GraniteSpeechConfig`'s top-level
+    flag); `apply_logits_scaling` is not a transformers field (see `GraniteLM`)."""
 
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -115,9 +104,8 @@ class GraniteSpeechConfig:
     @classmethod
     def from_sizes(cls, audio: Mapping[str, Any], text: Mapping[str, Any], vocab_size: int,
                    audio_token_id: int) -> GraniteSpeechConfig:
-        """The model of a config's `model.audio` ({"encoder": ..., "projector": ...,
-        "window_size", "downsample_rate"}, each part optional) and `model.text` sizes, with a
-        vocabulary; the projector reads the encoder's width unless told otherwise."""
+        """The model of a config's `model.audio` (optional "encoder", "projector", "window_size",
+        "downsample_rate"; the projector reads the encoder's width) and `model.text` sizes."""
         audio = dict(audio)
         encoder = GraniteEncoderConfig(**audio.pop("encoder", {}))
         projector = GraniteProjectorConfig(**{"encoder_hidden_size": encoder.hidden_dim,
@@ -128,9 +116,7 @@ class GraniteSpeechConfig:
 
 
 def granite_audio_token_count(feature_frames, window_size: int = 15, num_queries: int = 3):
-    """Audio tokens for `feature_frames` valid stacked (160-dim) frames; ints or arrays.
-
+    """Audio tokens for `feature_frames` valid stacked (160-dim) frames (ints or arrays):
     ceil(frames / window_size) * num_queries, as `GraniteSpeechFeatureExtractor`'s
-    `_get_num_audio_features` (which counts frames as (samples // 160 + 1) // 2).
-    """
+    `_get_num_audio_features` (frames = (samples // 160 + 1) // 2)."""
     return (-(-feature_frames // window_size)) * num_queries

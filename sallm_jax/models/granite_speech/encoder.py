@@ -1,26 +1,11 @@
-"""CTC conformer encoder of Granite Speech (`GraniteSpeechCTCEncoder` in transformers) in Flax NNX.
+"""CTC conformer encoder of Granite Speech (transformers 5.23's `GraniteSpeechCTCEncoder`).
 
-input_linear (input_dim -> D), then `num_layers` conformer blocks:
+input_linear (input_dim -> D), then `num_layers` blocks
   x += 0.5 * FF1(x); x += Attn(x); x += Conv(x); x += 0.5 * FF2(x); x = LayerNorm(x)
-with FF = LN -> Linear(D, mult * D) -> SiLU -> Linear, and after block num_layers // 2 (counting
-from 1) the self-conditioning step x += out_mid(softmax(out(x))).
-
-Attention is block-local: the pre-normed sequence is zero-padded to a multiple of context_size C
-and each block of C frames attends only to itself. Logits are (q.k + q.r_ij) * dim_head**-0.5 with
-Shaw relative embeddings r_ij = rel_pos_emb[clamp(i - j, -C, C) + max_pos_emb]. In the last block
-of a padded sequence everything outside the valid [rem, rem] square is masked (rem = T % C).
-
-Conv module: LN -> 1x1 conv (D -> 2 * inner) -> GLU over channels -> depthwise conv (kernel K,
-padding (K // 2, K // 2 - (K + 1) % 2)) -> BatchNorm with running statistics -> SiLU -> 1x1 conv.
-
-Read against transformers 5.23 (`modeling_granite_speech.py`), whose source settles these details:
-the relative logits are scaled by dim_head**-0.5 like q.k (torch's SDPA adds the pre-scaled
-`pos_attn` to the scaled q.k); masked entries of the last block get -finfo.max, so its padding query
-rows come out uniform, and they are cut off before `to_out`; padding is applied after the attention
-pre-norm (the padded rows are exact zeros); to_q and to_kv have no bias (to_kv's output is [k | v]
-along features) while to_out does; every LayerNorm uses torch's eps 1e-5 and BatchNorm1d eps 1e-5;
-there is no padding mask, so frames past a clip's end (whatever the batch padding holds) take part
-in attention and convolution exactly as transformers lets them.
+and, after block num_layers // 2 (counting from 1), x += out_mid(softmax(out(x))). Attention is
+local to blocks of context_size C: logits (q.k + q.r_ij) * dim_head**-0.5, Shaw embeddings r_ij =
+rel_pos_emb[clamp(i - j, -C, C) + max_pos_emb]; a padded last block is masked outside its valid
+[T % C, T % C] square. No padding mask: frames past a clip's end count, as in transformers.
 """
 
 from __future__ import annotations
@@ -45,12 +30,7 @@ def attention_dists(context_size: int, max_pos_emb: int) -> np.ndarray:
 
 
 class InferenceBatchNorm(nnx.Module):
-    """BatchNorm1d in inference mode: (x - mean) / sqrt(var + eps) * scale + bias over channels.
-
-    The running statistics are `nnx.BatchStat` variables, not `nnx.Param`: an optimiser built on
-    `nnx.Param` state never updates them, and there is no train mode that would replace them with
-    batch statistics (the encoder of a released checkpoint is used with its frozen statistics).
-    """
+    """BatchNorm1d in inference mode; mean and var are float32 `nnx.BatchStat`s, never trained."""
 
     def __init__(self, dim: int, eps: float, *, dtype, param_dtype):
         self.eps = eps
@@ -137,7 +117,8 @@ class ConformerAttention(nnx.Module):
 
 
 class ConformerConvModule(nnx.Module):
-    """LN -> 1x1 up -> GLU -> depthwise conv -> BatchNorm -> SiLU -> 1x1 down, channels-last."""
+    """LN -> 1x1 up -> GLU -> depthwise conv (K, padding (K // 2, K // 2 - (K + 1) % 2)) ->
+    BatchNorm -> SiLU -> 1x1 down, channels-last."""
 
     def __init__(self, config: GraniteEncoderConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
         d = config.hidden_dim
@@ -222,22 +203,12 @@ class GraniteConformerEncoder(StackedStorage, nnx.Module):
         self.out_mid = linear(config.output_dim, d, (None, "audio_embed"), **kw)
 
     def __call__(self, features: jax.Array) -> jax.Array:
-        """Encodes features.
-
-        Args:
-          features: [batch, frames, input_dim] (Granite: 160 = two stacked 80-bin log-mel frames).
-
-        Returns:
-          [batch, frames, hidden_dim] in the compute dtype. No padding mask is applied (as in
-          transformers): padding frames influence valid ones within a block and through the
-          convolution, so parity needs the same padded input on both sides.
-        """
+        """[batch, frames, input_dim] -> [batch, frames, hidden_dim] (no padding mask)."""
         x = self.input_linear(features.astype(self.dtype))
         return run_layers(self.layers, x, lambda block, x, index: block(self._condition(x, index)))
 
     def _condition(self, x: jax.Array, index) -> jax.Array:
-        """Before block num_layers // 2 (none for one block), the self-conditioning step: the
-        CTC head's softmax mapped back and added to x."""
+        """x, plus the self-conditioning step (CTC softmax mapped back) at block num_layers // 2."""
         mid = self.config.num_layers // 2
         if not mid:
             return x

@@ -1,16 +1,8 @@
-"""Load Hugging Face Granite Speech checkpoints (config.json + safetensors) into `GraniteSpeechLM`.
+"""Granite Speech checkpoints (config.json + safetensors) -> `GraniteSpeechLM`, and its config.json.
 
-Checkpoint keys use the Hub layout that transformers 5.23's `save_pretrained` writes (its
-conversion mapping turns the in-memory names back into it): `encoder.*`, `projector.*`,
-`language_model.model.*` and `language_model.lm_head.weight` (absent when tied). The in-memory
-layout of a 5.x `state_dict()` (`model.encoder.*`, `model.projector.*`, `model.language_model.*`,
-`lm_head.weight`) is accepted too and renamed on the way in.
-
-Layout conversions: torch Linear weight [out, in] -> kernel [in, out]; Conv1d weight
-[out, in / groups, k] -> Flax conv kernel [k, in / groups, out]; LayerNorm / RMSNorm weight ->
-scale; Embedding weight -> embedding; BatchNorm1d weight/bias -> scale/bias (`nnx.Param`) and
-running_mean/running_var -> mean/var (`nnx.BatchStat`, never trained); `num_batches_tracked` is
-read by nothing at inference and skipped.
+Hub keys as transformers 5.23's `save_pretrained` writes them (5.x `state_dict()` keys renamed by
+`param_table.hub_key`); BatchNorm1d running_mean/var -> `nnx.BatchStat`s; `num_batches_tracked` is
+skipped.
 """
 
 from __future__ import annotations
@@ -54,13 +46,11 @@ def _known_fields(cls, values: Mapping, exclude: tuple[str, ...] = ()) -> dict:
 def granite_speech_config_from_hf(
     hf_config: Mapping, *, apply_logits_scaling: bool = False
 ) -> GraniteSpeechConfig:
-    """Maps a Granite Speech `config.json` dict onto `GraniteSpeechConfig`.
+    """A Granite Speech `config.json` dict as a `GraniteSpeechConfig`.
 
-    Fields the file leaves out take transformers 5.23's class defaults (the dataclass defaults).
-    rope theta is read from `text_config.rope_parameters` (5.x) or `text_config.rope_theta`
-    (4.x). The LM head is tied by the top-level `tie_word_embeddings` (default true), which is
-    what `GraniteSpeechForConditionalGeneration` reads in 5.23. `apply_logits_scaling` is not a
-    transformers field: see granite_speech/lm.py for the two logits conventions.
+    Left-out fields take transformers 5.23's defaults; rope theta comes from `rope_parameters` (5.x)
+    or `rope_theta` (4.x); the head is tied by the top-level `tie_word_embeddings` (default true).
+    NotImplementedError for a sub-model type, activation, bias, rope type or head_dim not modelled.
     """
     encoder = dict(hf_config.get("encoder_config") or {})
     for alias, name in _ENCODER_ALIASES.items():
@@ -133,8 +123,7 @@ def load_granite_config(
 
 
 def granite_speech_config_to_hf(config: GraniteSpeechConfig) -> dict:
-    """The Granite Speech `config.json` dict for `config`: the inverse of
-    `granite_speech_config_from_hf`."""
+    """The `config.json` dict of `config`: the inverse of `granite_speech_config_from_hf`."""
     text = dataclasses.asdict(config.text)
     tie = text.pop("tie_word_embeddings")
     text.pop("apply_logits_scaling")  # ours, not a transformers field
@@ -160,8 +149,7 @@ def granite_speech_config_to_hf(config: GraniteSpeechConfig) -> dict:
 
 
 def granite_param_map(config: GraniteSpeechConfig) -> dict[str, tuple[ParamPath, Transform]]:
-    """Hub key -> (path of the `GraniteSpeechLM` variable, layout conversion) for every tensor
-    the model reads (BatchNorm running statistics included, `num_batches_tracked` excluded)."""
+    """Hub key -> (`GraniteSpeechLM` variable path, layout conversion) for every tensor it reads."""
     table = ParamTable()
     table.linear("encoder.input_linear", ("encoder", "input_linear"))
     for i in range(config.encoder.num_layers):
@@ -212,17 +200,11 @@ def granite_param_map(config: GraniteSpeechConfig) -> dict[str, tuple[ParamPath,
 def load_granite_state_dict(
     model: GraniteSpeechLM, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"
 ) -> GraniteSpeechLM:
-    """Copies a transformers Granite Speech state dict into `model`'s variables, in place.
+    """Copies a transformers Granite Speech state dict into `model`, in place (as `assign_tensors`).
 
-    `model` may be concrete or abstract (from `nnx.eval_shape`); each array is cast to the
-    variable's dtype and, when the variable already has a `NamedSharding`, placed with it.
-    `state_dict` may be a `SafetensorsDir`, which is then read one tensor at a time. With tied
-    embeddings a `language_model.lm_head.weight` equal to the embeddings is ignored.
-
-    Raises:
-      ValueError naming every missing key, unexpected key and shape mismatch at once, or a
-      tied config meeting an lm_head that differs from the embeddings (set the top-level
-      `tie_word_embeddings` of config.json to false for such a checkpoint).
+    With tied embeddings a `language_model.lm_head.weight` equal to them is ignored; one that
+    differs is a ValueError (set config.json's top-level `tie_word_embeddings` to false for it), as
+    is every missing key, unexpected key and shape mismatch.
     """
     keys = {hub_key(k): k for k in state_dict if not k.endswith(".num_batches_tracked")}
     if model.config.text.tie_word_embeddings and _LM_HEAD in keys:

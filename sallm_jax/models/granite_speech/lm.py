@@ -1,25 +1,11 @@
-"""Granite decoder-only language model (transformers' `GraniteModel` + head) in Flax NNX.
+"""Granite decoder (transformers' `GraniteModel` + head): a `Qwen2LM` with Granite's options.
 
-Llama layout without biases (pre-RMSNorm, grouped-query attention, rotate-half RoPE, SiLU-gated
-MLP), plus Granite's four scalar multipliers, applied where transformers 5.23 applies them:
-  - inputs_embeds * embedding_multiplier at the top of the decoder (`GraniteModel.forward`), i.e.
-    on whatever embeddings come in: in Granite Speech the audio embeddings are merged into the
-    token embeddings first, so they are multiplied too;
-  - attention logits scaled by attention_multiplier instead of head_dim**-0.5;
-  - each residual branch: x + branch(x) * residual_multiplier;
-  - logits / logits_scaling only when `config.apply_logits_scaling` (see below).
-
-Logits convention. `GraniteForCausalLM` divides its logits by `logits_scaling`, but transformers
-5.23's `GraniteSpeechForConditionalGeneration` wraps a head-less `GraniteModel` and applies its own
-`lm_head` with no division (4.x wrapped `GraniteForCausalLM`, so it did divide). The default,
-`apply_logits_scaling=False`, matches the 5.23 speech wrapper exactly (that is what the parity
-tests pin); set it True to get `GraniteForCausalLM`'s logits (= 5.23 wrapper logits /
-logits_scaling), the distribution a sampling temperature of 1 refers to in 4.x and in text-only
-Granite. Greedy decoding is the same either way.
-
-`GraniteLM` is a `Qwen2LM` built with Granite's layer options (no q/k/v biases, attention and
-residual multipliers), so the parameter paths, `init_cache(config.text, ...)` and the cache
-contract of `Qwen2LM` hold unchanged; it adds the embedding multiplier and the logits scaling.
+No q/k/v biases; as transformers 5.23: inputs_embeds * embedding_multiplier at the decoder's top
+(merged audio embeddings included); attention logits * attention_multiplier (not head_dim**-0.5);
+each residual branch * residual_multiplier. Logits are divided by logits_scaling only with
+`config.apply_logits_scaling`: off matches 5.23's `GraniteSpeechForConditionalGeneration` (the
+parity tests), on gives `GraniteForCausalLM`'s logits, which 4.x and text-only Granite sample at
+temperature 1. Greedy decoding is the same either way.
 """
 
 from __future__ import annotations
@@ -34,10 +20,7 @@ from sallm_jax.models.qwen2 import Qwen2LM
 
 
 class GraniteLM(Qwen2LM):
-    """Token embeddings, decoder layers, final norm and LM head (tied or not).
-
-    `embed` returns embeddings *before* embedding_multiplier; `__call__` applies it.
-    """
+    """A `Qwen2LM` with Granite's options; `embed` returns them before embedding_multiplier."""
 
     def __init__(
         self,
@@ -75,10 +58,6 @@ class GraniteLM(Qwen2LM):
         last_only: bool = False,
         prefix: SharedPrefix | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """`Qwen2LM.__call__` on inputs_embeds * embedding_multiplier.
-
-        inputs_embeds [batch, seq, hidden] are unscaled, as `embed` returns them (audio merged
-        in); the multiplier is applied here, as transformers' `GraniteModel` does.
-        """
+        """`Qwen2LM.__call__` on inputs_embeds [batch, seq, hidden] * embedding_multiplier."""
         x = inputs_embeds.astype(self.dtype) * self.config.embedding_multiplier
         return super().__call__(x, positions, key_mask, cache, cache_index, last_only, prefix)

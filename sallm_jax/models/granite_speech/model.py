@@ -1,20 +1,8 @@
 """Granite Speech: conformer encoder -> windowed Q-Former projector -> Granite decoder.
 
-Numerically equal to transformers 5.23's `GraniteSpeechForConditionalGeneration` (see
-tests/models/test_granite_parity.py) and a drop-in for `SpeechLM`: the same public methods with
-the same shapes, so rollout and training code run either model unchanged.
-
-Audio placeholders. The Granite processor expands each `<|audio|>` to
-`granite_audio_token_count(frames)` = ceil(frames / 15) * 3 copies, where frames are the clip's
-valid stacked feature frames ((samples // 160 + 1) // 2). transformers then selects the first that
-many projector outputs of each clip with `input_features_mask` [batch, max tokens] and scatters
-them, in order, into the placeholder positions. `embed` does the same per row: the k-th
-placeholder of row b takes audio_embeds[b, k], so row b must hold exactly as many placeholders
-as clip b has valid audio tokens (the padding tokens of a shorter clip are never read).
-
-Unlike Qwen2-Audio, the Granite encoder has no padding mask: `feature_lengths` does not change
-the audio embeddings (it is accepted for interface parity); padding frames influence the valid
-ones, as they do in transformers for a padded batch.
+Matches transformers 5.23's `GraniteSpeechForConditionalGeneration`; implements `SpeechLM`. Row b
+must hold `granite_audio_token_count(frames)` `<|audio|>` placeholders, one per valid audio token of
+clip b. No padding mask: padding frames influence valid ones, as in transformers.
 """
 
 from __future__ import annotations
@@ -32,13 +20,8 @@ from sallm_jax.models.speech_lm_base import SpeechLMForward, check_audio_token_i
 
 
 class GraniteSpeechLM(SpeechLMForward, nnx.Module):
-    """Granite Speech with the Hugging Face submodule names.
-
-    Attributes:
-      encoder: GraniteConformerEncoder.
-      projector: GraniteProjector (query, layernorm, layers, linear).
-      language_model: GraniteLM (embed_tokens, layers, norm, lm_head or None when tied).
-    """
+    """Granite Speech with Hugging Face submodule names (encoder, projector, language_model);
+    ValueError for an audio_token_id outside the vocabulary or mismatched encoder widths."""
 
     def __init__(
         self,
@@ -63,38 +46,21 @@ class GraniteSpeechLM(SpeechLMForward, nnx.Module):
 
     def audio_features(self, waveforms: jax.Array,
                        num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Granite log-mel features (frame pairs stacked to 160) of zero-padded 16 kHz
-        waveforms [batch, samples] and their valid frame counts."""
+        """Granite log-mel features [batch, frames, 160] (frame pairs stacked) of zero-padded 16 kHz
+        waveforms [batch, samples], and their valid frame counts [batch]."""
         return granite_log_mel(waveforms, num_samples)
 
     def encode_audio(self, features: jax.Array, feature_lengths: jax.Array) -> jax.Array:
-        """Audio embeddings at the LLM width.
-
-        Args:
-          features: [batch, frames, 160] float32 stacked log-mel pairs, time-major.
-          feature_lengths: [batch] int32 valid frames per clip (unused by the computation, see
-            the module docstring; row b is valid up to granite_audio_token_count(lengths[b])).
-
-        Returns:
-          [batch, ceil(frames / window_size) * num_queries, hidden_size].
-        """
+        """Audio embeddings [batch, ceil(frames / window_size) * num_queries, hidden_size] of
+        features [batch, frames, 160] (float32 stacked log-mel pairs); `feature_lengths` is unused
+        (no padding mask): row b is valid up to granite_audio_token_count(feature_lengths[b])."""
         del feature_lengths  # no padding mask in the Granite encoder or projector
         return self.projector(self.encoder(features))
 
     def embed(self, input_ids: jax.Array, audio_embeds: jax.Array | None = None) -> jax.Array:
-        """Token embeddings with audio placeholders replaced by audio embeddings.
-
-        The k-th position of row b whose id is `audio_token_id` takes audio_embeds[b, k]. The
-        result is *not* multiplied by embedding_multiplier: `forward_embeds` does that, for
-        audio and text alike, as transformers does after its merge.
-
-        Args:
-          input_ids: [batch, seq] int32.
-          audio_embeds: [batch, num_audio, hidden] or None (text only).
-
-        Returns:
-          [batch, seq, hidden] in the compute dtype.
-        """
+        """Token embeddings [batch, seq, hidden] of input_ids [batch, seq], row b's k-th audio
+        placeholder replaced by audio_embeds[b, k] ([batch, num_audio, hidden]; None: text only);
+        not yet multiplied by embedding_multiplier (`GraniteLM.__call__` does)."""
         is_audio = input_ids == self.config.audio_token_id
         # transformers looks up id 0 at audio positions (their rows are overwritten anyway).
         embeds = self.language_model.embed(jnp.where(is_audio, 0, input_ids))

@@ -1,16 +1,12 @@
 """Windowed Q-Former projector of Granite Speech (`GraniteSpeechEncoderProjector`) in Flax NNX.
 
-The encoder output [batch, frames, D_enc] is zero-padded to a multiple of `window_size` (15) and
-cut into windows. `num_queries` (window_size // downsample_rate = 3) learned queries, shared by
-every window, pass the Q-Former's input LayerNorm and its BERT-style post-LN layers:
+Encoder states, zero-padded to whole windows of `window_size`, are read per window by
+`num_queries` (window_size // downsample_rate) learned queries through the input LayerNorm and
+BERT-style post-LN layers:
   x = LN(x + dense(self_attn(x)))
   x = LN(x + dense(cross_attn(x, window)))     on layers i with i % cross_attention_frequency == 0
   x = LN(x + dense_out(GELU(dense_in(x))))     (the `*_query` feed-forward; exact erf GELU)
-and `linear` maps each query to the LLM width: ceil(frames / 15) * 3 audio tokens per clip.
-
-As in transformers (`Blip2QFormerModel` called with `encoder_attention_mask=None`), nothing is
-masked: the zero frames that pad the last window are attended like real ones. Attention scale is
-head_dim**-0.5 on q.k, every linear has a bias, and LayerNorms use `layer_norm_eps` (1e-12).
+then `linear` maps each query to the LLM width. Nothing is masked, as in transformers.
 """
 
 from __future__ import annotations
@@ -126,14 +122,7 @@ class GraniteProjector(nnx.Module):
         )
 
     def __call__(self, encoder_states: jax.Array) -> jax.Array:
-        """Projects encoder states window by window.
-
-        Args:
-          encoder_states: [batch, frames, D_enc].
-
-        Returns:
-          [batch, ceil(frames / window_size) * num_queries, text hidden_size].
-        """
+        """[batch, frames, D_enc] -> [batch, ceil(frames / window_size) * num_queries, hidden]."""
         batch, frames, dim = encoder_states.shape
         num_windows = math.ceil(frames / self.window_size)
         pad = num_windows * self.window_size - frames

@@ -1,8 +1,4 @@
-"""Architecture hyper-parameters of the Qwen2-Audio speech LM.
-
-Field names follow the Hugging Face `Qwen2AudioConfig` (`audio_config`, `text_config`) so that a
-checkpoint's `config.json` maps onto these dataclasses one to one.
-"""
+"""Qwen2-Audio hyper-parameters, in `Qwen2AudioConfig`'s config.json names."""
 
 from __future__ import annotations
 
@@ -48,10 +44,7 @@ class SpeechLMConfig:
 
 
 def audio_token_count(mel_frames):
-    """Audio tokens produced for `mel_frames` valid log-mel frames (works on ints and arrays).
-
-    conv2 (stride 2) gives L1 = (L - 1) // 2 + 1 frames, AvgPool1d(2, 2) then gives
-    (L1 - 2) // 2 + 1: 750 tokens for 30 s (3000 frames).
-    """
+    """Audio tokens for `mel_frames` valid log-mel frames (ints or arrays), 750 for 3000 (30 s):
+    conv2 (stride 2) gives L1 = (L - 1) // 2 + 1, AvgPool1d(2, 2) then (L1 - 2) // 2 + 1."""
     conv_frames = (mel_frames - 1) // 2 + 1
     return (conv_frames - 2) // 2 + 1

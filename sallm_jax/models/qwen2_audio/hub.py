@@ -1,19 +1,8 @@
-"""Load Hugging Face Qwen2-Audio checkpoints (`config.json` + safetensors) into `SpeechLM`, and
-the config.json writer.
+"""Qwen2-Audio checkpoints (config.json + safetensors) -> `SpeechLM`, and its config.json writer.
 
-Checkpoint keys use the Hub layout that `save_pretrained` writes in transformers 5.23:
-`audio_tower.*`, `multi_modal_projector.linear.*`, `language_model.model.*` and
-`language_model.lm_head.weight`. The head is always its own tensor: transformers'
-`Qwen2AudioForConditionalGeneration` declares no tied weights (5.x), so it reads the saved head
-whatever `tie_word_embeddings` says. The in-memory layout of a
-5.x `Qwen2AudioForConditionalGeneration.state_dict()` (`model.audio_tower.*`,
-`model.language_model.*`, `lm_head.weight`) is accepted too and renamed on the way in.
-
-Layout conversions: torch Linear weight [out, in] -> Flax kernel [in, out]; Conv1d weight
-[out, in, k] -> Flax conv kernel [k, in, out]; LayerNorm weight -> scale; RMSNorm weight -> scale;
-Embedding weight -> embedding.
-
-The user-facing entry, for any family, is `hub.load.load_checkpoint`.
+Hub keys as transformers 5.23's `save_pretrained` writes them (5.x `state_dict()` keys renamed by
+`param_table.hub_key`). The head is a tensor of its own: `Qwen2AudioForConditionalGeneration` ties
+no weights, whatever `tie_word_embeddings` says.
 """
 
 from __future__ import annotations
@@ -58,10 +47,11 @@ _HF_AUDIO_TOKEN_ID = 151646
 
 
 def speech_lm_config_from_hf(hf_config: Mapping) -> SpeechLMConfig:
-    """Maps a Qwen2-Audio `config.json` dict onto `SpeechLMConfig`.
+    """A Qwen2-Audio `config.json` dict as a `SpeechLMConfig`, head untied (module docstring).
 
-    Fields the file leaves out take transformers' class defaults. rope theta is read from
-    `rope_parameters` (5.x) or the top level (4.x).
+    Left-out fields take transformers' defaults; rope theta comes from `rope_parameters` (5.x) or
+    the top level (4.x). NotImplementedError for a rope type, sliding window, head_dim, embedding
+    scale or activation not modelled.
     """
     text = {**_HF_TEXT_DEFAULTS, **dict(hf_config.get("text_config") or {})}
     audio = {**_HF_AUDIO_DEFAULTS, **dict(hf_config.get("audio_config") or {})}
@@ -116,8 +106,7 @@ def load_hf_config(path: str | os.PathLike) -> SpeechLMConfig:
 
 
 def speech_lm_config_to_hf(config: SpeechLMConfig) -> dict:
-    """The Qwen2-Audio `config.json` dict for `config`: the inverse of `speech_lm_config_from_hf`,
-    except that a tied model comes back untied (its head is exported as its own tensor)."""
+    """The `config.json` dict of `config` (untied): the inverse of `speech_lm_config_from_hf`."""
     text = dataclasses.asdict(config.text)
     text.pop("tie_word_embeddings")
     audio = dataclasses.asdict(config.audio)
@@ -158,16 +147,8 @@ def hf_param_map(config: SpeechLMConfig) -> dict[str, tuple[ParamPath, Transform
 def load_hf_state_dict(
     model: SpeechLM, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"
 ) -> SpeechLM:
-    """Copies a transformers Qwen2-Audio state dict into `model`'s parameters, in place.
-
-    `model` may be concrete or abstract (from `nnx.eval_shape`); each array is cast to the
-    parameter's dtype and, when the parameter already has a `NamedSharding`, placed with it.
-    A tied checkpoint may carry `language_model.lm_head.weight`; it is then ignored.
-    `state_dict` may be a `SafetensorsDir`, which is then read one tensor at a time.
-
-    Raises:
-      ValueError naming every missing key, unexpected key and shape mismatch at once.
-    """
+    """Copies a transformers Qwen2-Audio state dict into `model`, in place (as `assign_tensors`); a
+    tied model ignores `language_model.lm_head.weight`."""
     keys = {hub_key(k): k for k in state_dict}
     if model.config.text.tie_word_embeddings:
         keys.pop("language_model.lm_head.weight", None)

@@ -1,10 +1,6 @@
-"""The speech-aware LM: Whisper-style audio tower -> linear projector -> Qwen2 decoder.
-
-Numerically equal to transformers' `Qwen2AudioForConditionalGeneration` (see
-tests/models/test_speech_lm_parity.py). Audio embeddings replace, in order, the prompt positions
-whose id is `config.audio_token_id`; the prompt must already hold one placeholder per audio token
-(`audio_token_count(feature_lengths[b])` of them), as the Qwen2-Audio processor expands it.
-"""
+"""Qwen2-Audio (transformers' `Qwen2AudioForConditionalGeneration`): Whisper-style tower -> linear
+projector -> Qwen2 decoder; prompts hold one `config.audio_token_id` placeholder per audio token
+(`audio_token_count(feature_lengths[b])`), as the processor expands them."""
 
 from __future__ import annotations
 
@@ -21,13 +17,8 @@ from sallm_jax.models.speech_lm_base import SpeechLMForward, check_audio_token_i
 
 
 class SpeechLM(SpeechLMForward, nnx.Module):
-    """Qwen2-Audio layout with the Hugging Face submodule names.
-
-    Attributes:
-      audio_tower: WhisperEncoder.
-      multi_modal_projector: Linear d_model -> hidden_size (with bias).
-      language_model: Qwen2LM (embed_tokens, layers, norm, lm_head).
-    """
+    """Qwen2-Audio with Hugging Face submodule names (audio_tower, multi_modal_projector,
+    language_model); ValueError for an audio_token_id outside the vocabulary."""
 
     def __init__(
         self,
@@ -55,36 +46,22 @@ class SpeechLM(SpeechLMForward, nnx.Module):
 
     def audio_features(self, waveforms: jax.Array,
                        num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Whisper log-mel features of zero-padded 16 kHz waveforms [batch, samples] and their
-        valid frame counts: ([batch, samples // 160, num_mel_bins], [batch] int32)."""
+        """Whisper log-mel features [batch, samples // 160, num_mel_bins] of zero-padded 16 kHz
+        waveforms [batch, samples], and the valid frame counts [batch] int32."""
         return (log_mel_spectrogram(waveforms, self.config.audio.num_mel_bins),
                 num_feature_frames(num_samples))
 
     def encode_audio(self, features: jax.Array, feature_lengths: jax.Array) -> jax.Array:
-        """Audio embeddings at the LLM width.
+        """Audio embeddings [batch, audio_token_count(frames), hidden_size].
 
-        Args:
-          features: [batch, frames, num_mel_bins] float32 log-mel, time-major.
-          feature_lengths: [batch] int32 valid mel frames per clip.
-
-        Returns:
-          [batch, audio_token_count(frames), hidden_size]; rows at and past
-          audio_token_count(feature_lengths[b]) are padding that `embed` never reads.
+        features: [batch, frames, num_mel_bins] float32 log-mel; row b of the result is valid up to
+        audio_token_count(feature_lengths[b]).
         """
         return self.multi_modal_projector(self.audio_tower(features, feature_lengths))
 
     def embed(self, input_ids: jax.Array, audio_embeds: jax.Array | None = None) -> jax.Array:
-        """Token embeddings with audio placeholders replaced by audio embeddings.
-
-        The k-th position of row b whose id is `audio_token_id` takes audio_embeds[b, k].
-
-        Args:
-          input_ids: [batch, seq] int32.
-          audio_embeds: [batch, num_audio, hidden] or None (text only).
-
-        Returns:
-          [batch, seq, hidden] in the compute dtype.
-        """
+        """Token embeddings [batch, seq, hidden] of input_ids [batch, seq], row b's k-th audio
+        placeholder replaced by audio_embeds[b, k] ([batch, num_audio, hidden]; None: text only)."""
         embeds = self.language_model.embed(input_ids)
         if audio_embeds is None:
             return embeds

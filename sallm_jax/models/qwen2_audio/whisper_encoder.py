@@ -1,11 +1,8 @@
 """Whisper-style audio encoder of Qwen2-Audio (`Qwen2AudioEncoder` in transformers).
 
 conv1 (k3, pad 1) -> GELU -> conv2 (k3, stride 2, pad 1) -> GELU -> + learned positions -> pre-LN
-transformer layers -> AvgPool1d(2, 2) over time -> LayerNorm. GELU is the exact (erf) form.
-
-Unlike transformers, which insists on exactly 2 x max_source_positions mel frames, any frame count
-up to that is accepted: the positional table is sliced to the conv output length. Keys past each
-clip's valid conv frames are masked, as transformers does with its feature attention mask.
+transformer layers -> AvgPool1d(2, 2) over time -> LayerNorm; exact (erf) GELU. Keys past a clip's
+valid conv frames are masked, as transformers' feature attention mask does.
 """
 
 from __future__ import annotations
@@ -142,16 +139,10 @@ class WhisperEncoder(StackedStorage, nnx.Module):
         self.layer_norm = layer_norm(d, config.layer_norm_eps, dtype, param_dtype, rngs)
 
     def __call__(self, features: jax.Array, feature_lengths: jax.Array) -> jax.Array:
-        """Encodes log-mel features.
+        """Log-mel [batch, frames, num_mel_bins] -> [batch, audio_token_count(frames), d_model].
 
-        Args:
-          features: [batch, frames, num_mel_bins] log-mel, time-major; frames <= 2 x
-            max_source_positions.
-          feature_lengths: [batch] int, valid mel frames of each clip.
-
-        Returns:
-          [batch, audio_token_count(frames), d_model]; row b is valid up to
-          audio_token_count(feature_lengths[b]).
+        frames <= 2 x max_source_positions, else ValueError; row b of the result is valid up to
+        audio_token_count(feature_lengths[b]).
         """
         frames = features.shape[1]
         conv_frames = conv_output_frames(frames)
