@@ -1,5 +1,4 @@
-"""Checkpoint tensors into a model's variables: checked against a family's key map, converted
-to the model's layout and dtype, and placed by each variable's sharding, block by block."""
+"""Checkpoint tensors into a model's variables: checked, converted and placed block by block."""
 
 from __future__ import annotations
 
@@ -35,12 +34,8 @@ def _rows(tensors: Mapping[str, np.ndarray], key: str, rows: slice) -> np.ndarra
 
 def converted_block(tensors: Mapping[str, np.ndarray], key: str, transform: Transform,
                     index: tuple[slice, ...], shape: tuple[int, ...], dtype) -> np.ndarray:
-    """The block `index` of tensor `key` in the model's layout (`shape`) and `dtype`.
-
-    Both layout conversions reverse the axes, so the block's last axis is a range of the
-    stored tensor's first axis: those rows are read CHUNK_BYTES at a time and written,
-    transposed and cast, into one aligned buffer, which is all the block costs besides a chunk.
-    """
+    """Block `index` of tensor `key` in the model's layout (`shape`) and `dtype`, in an aligned
+    buffer filled from the stored rows CHUNK_BYTES at a time."""
     bounds = [range(*s.indices(n)) for s, n in zip(index, shape, strict=True)] if shape else []
     out = aligned_empty([len(b) for b in bounds], dtype)
     if not shape:
@@ -65,10 +60,8 @@ def converted_block(tensors: Mapping[str, np.ndarray], key: str, transform: Tran
 
 def placed_tensor(tensors: Mapping[str, np.ndarray], key: str, transform: Transform,
                   target) -> jax.Array:
-    """Tensor `key` as the array `target` (a parameter or its ShapeDtypeStruct) should hold:
-    its layout and dtype, laid out by its `NamedSharding` (one device without one). Each
-    device's block is built by `converted_block`, so a process reads only the rows of the
-    blocks it holds; on a CPU the aligned block becomes the array without a copy."""
+    """Tensor `key` in the layout, dtype and `NamedSharding` of `target` (one device without one),
+    each process reading only the rows of the blocks it holds."""
     sharding = getattr(target, "sharding", None)
     if not isinstance(sharding, jax.sharding.NamedSharding):
         sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -86,19 +79,12 @@ def assign_tensors(
     *,
     source: str,
 ) -> nnx.Module:
-    """Fills `model`'s variables from `tensors`, checking everything before changing anything.
+    """Fills `model`'s variables (concrete or abstract) from `tensors`, checked before any change.
 
-    Args:
-      model: concrete or abstract model, changed in place.
-      table: Hub key -> (variable path, layout conversion), e.g. `hf_param_map(config)`.
-      tensors: checkpoint key -> array; a `SafetensorsDir` is checked from its header and then
-        read, converted to the variable's dtype and placed one tensor at a time, so host memory
-        holds one tensor, not the checkpoint.
-      keys: Hub key -> key of `tensors` (the renaming of in-memory layouts).
-      source: names the checkpoint in errors.
-
-    Raises:
-      ValueError naming every missing key, unexpected key and shape mismatch at once.
+    `table`: Hub key -> (variable path, layout conversion), e.g. `hf_param_map(config)`; `keys`: Hub
+    key -> key of `tensors`; `source` names the checkpoint in errors. A `SafetensorsDir` is checked
+    from its headers, then read, cast and placed one tensor at a time. ValueError names every
+    missing key, unexpected key and shape mismatch at once.
     """
     problems = []
     missing = sorted(set(table) - set(keys))

@@ -1,13 +1,5 @@
-"""Write a model back out as a Hugging Face checkpoint directory that transformers (and PEFT) load.
-
-The inverse of the families' readers: the same per-family key map (`ModelFamily.param_map`) read
-the other way, and the same layout conversions (each reverses the axes, so it is its own
-inverse).
-LoRA adapters are either folded into the base kernels ("merged": one plain checkpoint) or
-written beside the base weights as PEFT files ("adapter": `adapter_config.json` +
-`adapter_model.safetensors`, keys `base_model.model.<Hub module name>.lora_{A,B}.weight`, which
-PEFT maps onto transformers 5.x modules as it does for the released Granite Speech adapters).
-"""
+"""A model written out as a Hugging Face checkpoint directory that transformers (and PEFT) load,
+through the families' key maps (`ModelFamily.param_map`)."""
 
 from __future__ import annotations
 
@@ -59,18 +51,9 @@ def hf_config_dict(config) -> dict:
 def hf_tensor_specs(
     model: nnx.Module, *, merge_lora: bool = True, dtype=None
 ) -> list[TensorSpec]:
-    """(Hub key, PyTorch-layout shape, dtype, blocks) for every weight.
-
-    The blocks are computed only when the file is written, about CHUNK_BYTES of PyTorch-layout
-    rows at a time, so an export holds the model plus one block (plus one merged kernel when an
-    adapter is folded in, and one layer's copy when the layers are stored stacked: `LayerViews`).
-
-    Args:
-      model: a model of a supported family, with or without LoRALinear layers.
-      merge_lora: fold enabled adapters into their kernels (W + (alpha / r) B A); otherwise the
-        base kernels are written as they are.
-      dtype: output dtype (default: each parameter's own).
-    """
+    """(Hub key, PyTorch-layout shape, dtype, blocks) for every weight of `model`, blocks of about
+    CHUNK_BYTES computed when written; `merge_lora` folds enabled adapters into their kernels (else
+    base kernels are written); `dtype` defaults to each parameter's."""
     family = family_for_model(model)
     table = family.param_map(model.config)
     if family.own_head and model.config.text.tie_word_embeddings:
@@ -92,8 +75,7 @@ def hf_tensor_specs(
 
 def _pytorch_blocks(views: LayerViews, path: tuple, merge: bool,
                     transform: str) -> Iterator[np.ndarray]:
-    """Rows of the variable at `path` in the PyTorch layout, CHUNK_BYTES at a time, with its
-    LoRA adapter's delta folded in when `merge`."""
+    """PyTorch-layout rows of `path`'s variable by CHUNK_BYTES; LoRA folded in if `merge`."""
     value = views.node(path).get_value()
     if merge:
         adapter = views.node(path[:-1])
@@ -116,9 +98,8 @@ def save_safetensors_dir(
     *,
     max_shard_bytes: int = 5 * 2**30,
 ) -> list[str]:
-    """Writes `model.safetensors`, or shards plus `model.safetensors.index.json` when the weights
-    pass `max_shard_bytes`, each tensor streamed block by block (`write_safetensors`). Returns
-    the file names."""
+    """Writes `model.safetensors`, or shards and an index past `max_shard_bytes`, each tensor
+    streamed block by block; returns the file names."""
     out_dir = os.fspath(out_dir)
     shards: list[list[TensorSpec]] = [[]]
     size = total = 0
@@ -157,23 +138,18 @@ def export_hf(
     dtype=None,
     max_shard_bytes: int = 5 * 2**30,
 ) -> str:
-    """Writes a Hugging Face checkpoint directory for `model`.
+    """Writes a Hugging Face checkpoint directory for `model`; returns `out_dir` as a string.
 
     Args:
-      model: SpeechLM or GraniteSpeechLM, with or without LoRA adapters (left unchanged; a
-        decoder stored stacked is moved to per-layer storage for the writing and back).
+      model: with or without LoRA adapters; left unchanged.
       out_dir: created if needed.
-      lora: "merged" folds adapters into the base kernels; "adapter" writes the base weights
-        plus PEFT adapter files in the same directory (`PeftModel.from_pretrained(base, out_dir)`).
+      lora: "merged" folds adapters into the kernels; "adapter" writes the base weights plus PEFT
+        files (`PeftModel.from_pretrained(base, out_dir)`); anything else is a ValueError.
       tokenizer: saved with `save_pretrained` when given.
-      source_dir: the directory the model was loaded from; its config.json is the base the
-        written one overrides (keeping fields this package does not model, such as token ids),
-        and its tokenizer files (unless `tokenizer` is given) and processor files are copied.
+      source_dir: the model's source: its config.json is updated with ours (fields we do not model
+        survive) and its processor files, and tokenizer files unless `tokenizer`, are copied.
       dtype: weight dtype on disk (default: the parameters' own).
       max_shard_bytes: shard size limit for model.safetensors.
-
-    Returns:
-      `out_dir` as a string.
     """
     if lora not in ("merged", "adapter"):
         raise ValueError(f"lora={lora!r}; expected 'merged' or 'adapter'")

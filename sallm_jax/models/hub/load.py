@@ -1,9 +1,4 @@
-"""The user-facing loader: a Hugging Face speech-LM directory -> model, tokenizer and processor
-settings, for any registered family (`families.family_for_hf_config`).
-
-Weights stream from the safetensors files (`SafetensorsDir`) block by block into the target
-dtype, through the family's reader (`ModelFamily.load_state_dict`).
-"""
+"""User-facing loader: a Hugging Face speech-LM directory -> model, tokenizer, processor."""
 
 from __future__ import annotations
 
@@ -28,16 +23,10 @@ DType = Literal["float32", "bfloat16"]
 class ProcessorSettings:
     """What turns audio and text into model inputs for a checkpoint.
 
-    Attributes:
-      num_mel_bins: log-mel bins per frame (128 Qwen2-Audio, 80 Granite Speech).
-      feature_size: model input width per frame (num_mel_bins; 2 x that for Granite's stacked
-        frame pairs).
-      sampling_rate: audio sample rate in Hz.
-      audio_token: placeholder string the processor expands to one token per audio embedding.
-      audio_token_id: its id (`config.audio_token_id`).
-      chat_template: Jinja chat template, or None when the directory holds none.
-      eos_token_ids: generation_config.json's eos ids, which end a generated answer (empty
-        without that file).
+    num_mel_bins: log-mel bins per frame (128 Qwen2-Audio, 80 Granite Speech); feature_size: model
+    input width per frame (twice num_mel_bins for Granite's pairs); sampling_rate: Hz; audio_token:
+    the placeholder the processor expands to one per audio embedding, audio_token_id its id;
+    chat_template: Jinja, or None; eos_token_ids: generation_config.json's (empty without it).
     """
 
     num_mel_bins: int
@@ -51,8 +40,7 @@ class ProcessorSettings:
 
 @dataclasses.dataclass
 class Checkpoint:
-    """A loaded checkpoint: `model`, its `tokenizer` (None when the directory has no tokenizer
-    files) and its `processor` settings; `family` names the model class."""
+    """A loaded checkpoint: model, tokenizer (None if absent), processor settings, family."""
 
     model: nnx.Module
     tokenizer: object | None
@@ -95,25 +83,18 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Loads a Hugging Face speech-LM directory: model, tokenizer and processor settings.
 
-    The family (Qwen2-Audio or Granite Speech) comes from config.json's `model_type`. The model
-    is built abstractly and its weights are converted into `dtype` tensor by tensor. The
-    tokenizer is `transformers.AutoTokenizer` on the directory.
-
     Args:
       path: checkpoint directory (config.json, model.safetensors or shards, tokenizer and
-        preprocessor files).
+        preprocessor files); the family comes from config.json.
       dtype: "float32" or "bfloat16", the parameters' storage.
-      compute_dtype: the activations' dtype, `dtype` when None; "bfloat16" over float32
-        storage is mixed precision (logits stay float32 either way).
-      adapter_dir: a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) to wrap
-        the model with; the checkpoint directory itself is used when it holds one and this is
-        None (as the released Granite Speech checkpoints do).
-      shardings: maps the abstract model state to a `NamedSharding` per variable (for example
-        `Partitioner.param_shardings`); each tensor is then placed straight into its sharding,
-        each process reading only the rows of the blocks it holds. None: one device.
+      compute_dtype: the activations' dtype (`dtype` when None); logits are float32 either way.
+      adapter_dir: a PEFT LoRA adapter directory; when None, `path` itself if it holds one.
+      shardings: abstract state -> a `NamedSharding` per variable (e.g.
+        `Partitioner.param_shardings`), each process reading only its rows; None: one device.
 
-    Returns:
-      Checkpoint(model, tokenizer or None, ProcessorSettings, family).
+    Returns Checkpoint(model, tokenizer or None, ProcessorSettings, family). Raises ValueError for
+    another dtype, FileNotFoundError without config.json or weights, NotImplementedError for an
+    unregistered model_type.
     """
     path = os.fspath(path)
     for name, value in (("dtype", dtype), ("compute_dtype", compute_dtype or dtype)):

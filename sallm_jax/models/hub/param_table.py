@@ -1,9 +1,8 @@
-"""Hub key -> (variable path, layout conversion) tables, the map every family's reader and
-writer walk, and the renaming of transformers' in-memory keys to the Hub layout.
+"""Hub key -> (variable path, layout conversion) tables, walked by every family's reader and writer.
 
-Layout conversions: torch Linear weight [out, in] -> Flax kernel [in, out] ("linear"); Conv1d
-weight [out, in, k] -> Flax conv kernel [k, in, out] ("conv"); everything else as stored
-("copy": LayerNorm / RMSNorm weight -> scale, Embedding weight -> embedding, biases).
+Conversions: torch Linear weight [out, in] -> Flax kernel [in, out] ("linear"); Conv1d weight [out,
+in, k] -> Flax conv kernel [k, in, out] ("conv"); everything else as stored ("copy": norm weight ->
+scale, Embedding weight -> embedding, biases).
 """
 
 from __future__ import annotations
@@ -17,11 +16,9 @@ Transform = Literal["copy", "linear", "conv"]
 
 
 def hub_key(key: str) -> str:
-    """Renames 5.x in-memory state-dict keys to the Hub layout; Hub keys pass unchanged.
-
-    The same renaming serves Qwen2-Audio and Granite Speech (`model.language_model.*`,
-    `model.<tower>.*`, `lm_head.weight`).
-    """
+    """A transformers 5.x in-memory state-dict key in the Hub layout, for either family (Hub keys
+    pass unchanged): `model.language_model.*` -> `language_model.model.*`, `model.<tower>.*` ->
+    `<tower>.*`, `lm_head.weight` -> `language_model.lm_head.weight`."""
     if key.startswith("model.language_model."):
         return "language_model.model." + key[len("model.language_model.") :]
     if key.startswith("model."):
@@ -54,8 +51,8 @@ class ParamTable(dict[str, tuple[ParamPath, Transform]]):
         self._weight_and_bias(hub, path, "scale", "copy", bias)
 
     def decoder(self, text: TextConfig, *, qkv_bias: bool) -> None:
-        """`language_model.*` of a Qwen2 / Granite decoder (a `Qwen2LM` at `language_model`);
-        q/k/v carry biases when `qkv_bias`, the LM head is read only when it is not tied."""
+        """`language_model.*` of a Qwen2 / Granite decoder: q/k/v biases when `qkv_bias`, the LM
+        head only when not tied."""
         lm = "language_model.model"
         embed = ("language_model", "embed_tokens", "embedding")
         self[f"{lm}.embed_tokens.weight"] = (embed, "copy")

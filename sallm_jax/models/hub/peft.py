@@ -1,10 +1,5 @@
-"""PEFT LoRA adapter files (`adapter_config.json` + `adapter_model.safetensors`): read into and
-written from this package's `LoRALinear` layers.
-
-Keys are `base_model.model.<Hub module name>.lora_{A,B}.weight`, which PEFT maps onto
-transformers 5.x modules as it does for the released Granite Speech adapters; the module names
-come from the family's key map (`ModelFamily.param_map`).
-"""
+"""PEFT LoRA adapter files (`adapter_config.json` + `adapter_model.safetensors`) <-> `LoRALinear`;
+keys `base_model.model.<Hub module name>.lora_{A,B}.weight`, names from `ModelFamily.param_map`."""
 
 from __future__ import annotations
 
@@ -32,10 +27,8 @@ _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])(?:\.default)?\.w
 
 
 def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
-    """Reads and validates `adapter_config.json` (LoRA without DoRA, bias or extra modules).
-
-    `lora_dropout` is read by nothing: it only acts while PEFT trains.
-    """
+    """`adapter_dir`'s `adapter_config.json`, checked to be plain LoRA (no DoRA, bias or extra
+    modules; else NotImplementedError listing every problem); `lora_dropout` is not read."""
     path = os.path.join(os.fspath(adapter_dir), ADAPTER_CONFIG)
     with open(path) as f:
         config = json.load(f)
@@ -64,16 +57,14 @@ def adapter_scaling(config: dict) -> tuple[int, float]:
 
 
 def linear_modules(model: nnx.Module) -> dict[str, ParamPath]:
-    """Hub module name (a Linear weight key without `.weight`) -> that layer's path in `model`,
-    from the family's key map."""
+    """Hub module name (a Linear weight key without `.weight`) -> that layer's path in `model`."""
     table = family_for_model(model).param_map(model.config)
     return {key[: -len(_WEIGHT)]: path[:-1]
             for key, (path, transform) in table.items() if transform == "linear"}
 
 
 def module_path_fn(model: nnx.Module) -> Callable[[str], ParamPath | None]:
-    """Maps a checkpoint module name (a Linear weight key without `.weight`, Hub or in-memory
-    layout) to that layer's path in `model`, or None; built from the family's key map."""
+    """Checkpoint module name (either layout, no `.weight`) -> its path in `model`, or None."""
     linears = linear_modules(model)
     return lambda name: linears.get(hub_key(name + _WEIGHT)[: -len(_WEIGHT)])
 
@@ -85,22 +76,12 @@ def load_peft_adapter(
     module_path: Callable[[str], ParamPath | None] | None = None,
     rngs: nnx.Rngs | None = None,
 ) -> nnx.Module:
-    """Wraps the modules a PEFT adapter names and loads its factors, in place.
+    """Wraps the modules a PEFT adapter names and loads its factors, in place; returns `model`.
 
-    The modules come from the keys of `adapter_model.safetensors`, not from `target_modules`,
-    so an adapter saved for the language model never touches same-named encoder layers.
-
-    Args:
-      model: the model to adapt.
-      adapter_dir: holds adapter_config.json and adapter_model.safetensors.
-      module_path: maps a checkpoint module name (a weight key without `.weight`, either layout
-        transformers uses) to the module's path in `model`, or None when it names none;
-        default `module_path_fn(model)`, which reuses the family's key map.
-      rngs: only seeds lora_a before it is overwritten (default nnx.Rngs(0)).
-
-    Raises:
-      ValueError naming every key that matches no module, lacks its partner factor, or has the
-      wrong shape.
+    The modules come from `adapter_model.safetensors`'s keys, not `target_modules`, mapped by
+    `module_path` (checkpoint module name -> path or None; default `module_path_fn(model)`); `rngs`
+    only seeds lora_a before it is overwritten. ValueError names every key that matches no module,
+    lacks its partner factor or has the wrong shape.
     """
     adapter_dir = os.fspath(adapter_dir)
     module_path = module_path or module_path_fn(model)
@@ -139,15 +120,9 @@ def load_peft_adapter(
 
 
 def save_peft_adapter(model: nnx.Module, adapter_dir: str | os.PathLike) -> None:
-    """Writes the model's LoRA adapters as PEFT `adapter_config.json` + `adapter_model.safetensors`.
-
-    lora_A [r, in] = lora_a.T and lora_B [out, r] = lora_b.T. `target_modules` is a regex that
-    PEFT full-matches against module names of either transformers layout.
-
-    Raises:
-      ValueError when the model has no adapters or their ranks / alphas differ (PEFT would need
-      rank_pattern / alpha_pattern, which this writer does not produce).
-    """
+    """Writes the model's LoRA adapters as PEFT `adapter_config.json` + `adapter_model.safetensors`
+    (lora_A = lora_a.T, lora_B = lora_b.T; `target_modules` a regex over either transformers
+    layout); ValueError when there are no adapters or their (rank, alpha) differ."""
     adapter_dir = os.fspath(adapter_dir)
     modules = list(lora_modules(model))
     if not modules:

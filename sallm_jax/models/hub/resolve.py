@@ -1,10 +1,6 @@
-"""Checkpoint names -> local directories: a directory as it is, or a Hub id (`org/name`, with an
-optional `@revision`) through huggingface_hub's cache.
-
-The cache is huggingface_hub's own (`$HF_HOME/hub`, or `$HF_HUB_CACHE`): an id already there
-resolves without the network; with `HF_HUB_OFFLINE=1` only the cache is read, and an id missing
-from it is an error that says so. Online, `snapshot_download` fetches what the cache lacks.
-"""
+"""Checkpoint names -> local directories: a directory as it is, or a Hub id (`org/name[@revision]`)
+through huggingface_hub's cache ($HF_HUB_CACHE, else $HF_HOME/hub); with `HF_HUB_OFFLINE=1` only the
+cache is read."""
 
 from __future__ import annotations
 
@@ -20,8 +16,8 @@ _TRUE = {"1", "on", "yes", "true"}
 
 
 class CheckpointNotFound(UserError, FileNotFoundError):
-    """A checkpoint name that is neither a directory nor a Hub id the cache or the Hub has (one
-    line naming the config key, exit status 2, from the commands)."""
+    """A name that is neither a directory nor a Hub id the cache or the Hub has (a `UserError`: the
+    commands print its one line and exit with status 2)."""
 
 
 def offline() -> bool:
@@ -44,17 +40,9 @@ def hub_cache() -> pathlib.Path:
 
 
 def resolve_checkpoint(name: str, key: str) -> pathlib.Path:
-    """The local directory `name` names: itself when it exists, else the snapshot of the Hub id
-    `org/name[@revision]`.
-
-    Args:
-      name: a directory, or a Hub id such as "ibm-granite/granite-speech-3.3-2b" or
-        "Qwen/Qwen2-Audio-7B-Instruct@main".
-      key: the config key that gave it, for the error.
-
-    Raises:
-      CheckpointNotFound, one line naming `key` and what was looked for.
-    """
+    """The local directory `name` names: itself when it exists, else the snapshot of a Hub id such
+    as "ibm-granite/granite-speech-3.3-2b" or "Qwen/Qwen2-Audio-7B-Instruct@main"; otherwise
+    CheckpointNotFound, one line naming the config `key` and what was looked for."""
     local = pathlib.Path(name).expanduser()
     if local.is_dir():
         return local

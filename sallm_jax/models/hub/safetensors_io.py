@@ -1,15 +1,8 @@
-"""Safetensors files read and written one block at a time, so that host memory holds the model
-once plus a bounded buffer, never a second copy of the checkpoint.
+"""Safetensors files read and written one block at a time, never a second copy of the checkpoint.
 
-The format: 8 bytes (little-endian u64) giving the header's length, a JSON header mapping each
-tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets into the data that
-follows), and the tensors' row-major bytes. Reading uses `os.pread` into fresh buffers rather
-than memory-mapping: mapped file pages count as resident memory until unmapped, which made a
-mapped load hold the checkpoint twice (the parameters and the file's pages).
-
-Blocks the loader builds are 64-byte aligned, the alignment at which `jax.device_put` on a CPU
-adopts a NumPy buffer without copying it; on accelerators the block is copied to the device and
-its host buffer freed.
+Format: an 8-byte little-endian header length, a JSON header (name -> {"dtype", "shape",
+"data_offsets"}), then row-major data. Reads use `os.pread` into fresh 64-byte-aligned buffers;
+mmap'd pages would stay resident.
 """
 
 from __future__ import annotations
@@ -45,7 +38,8 @@ def aligned_empty(shape: Sequence[int], dtype) -> np.ndarray:
 
 
 def read_header(path: str) -> tuple[dict, int]:
-    """(tensor name -> {"dtype", "shape", "data_offsets"}, byte offset of the data) of a file."""
+    """(tensor name -> {"dtype", "shape", "data_offsets"}, byte offset of the data) of a file;
+    ValueError for a short or unreadable header or an unsupported dtype."""
     with open(path, "rb") as f:
         prefix = f.read(8)
         if len(prefix) != 8:
@@ -64,12 +58,8 @@ def read_header(path: str) -> tuple[dict, int]:
 
 
 class SafetensorsDir(Mapping[str, np.ndarray]):
-    """Read-on-demand view of a checkpoint directory's tensors (single file or shards).
-
-    Only the headers are read up front. `reader[key]` reads one whole tensor; `read_rows`
-    reads a range of its first axis, so a loader can fill a parameter block by block, and a
-    process can read only the rows of the slices it holds.
-    """
+    """Read-on-demand view of a checkpoint directory's tensors (one file or shards); only headers
+    are read up front. FileNotFoundError without weights; ValueError for a tensor no shard holds."""
 
     def __init__(self, path: str | os.PathLike):
         path = os.fspath(path)
@@ -152,12 +142,8 @@ TensorSpec = tuple[str, tuple[int, ...], np.dtype, Callable[[], Iterable[np.ndar
 
 def write_safetensors(path: str, specs: Sequence[TensorSpec],
                       metadata: Mapping[str, str] | None = None) -> None:
-    """Writes one safetensors file, the header from the specs' shapes first, then each tensor's
-    blocks in turn: only one block is in memory at a time.
-
-    Raises:
-      ValueError when a tensor's blocks do not add up to its declared size.
-    """
+    """Writes one safetensors file, header first, then each tensor's blocks in turn; ValueError when
+    a tensor's blocks do not add up to its declared size."""
     header, offset = {}, 0
     for name, shape, dtype, _ in specs:
         size = math.prod(shape) * np.dtype(dtype).itemsize
@@ -184,8 +170,7 @@ def write_safetensors(path: str, specs: Sequence[TensorSpec],
 
 
 def row_blocks(array, rows_per_block: int | None = None) -> Iterator[np.ndarray]:
-    """`array` (anything NumPy can view, such as a CPU jax.Array) in blocks of whole rows of
-    about CHUNK_BYTES each."""
+    """`array` in blocks of whole rows, about CHUNK_BYTES each (or `rows_per_block` rows)."""
     array = np.asarray(array)
     if array.ndim == 0:
         yield array
