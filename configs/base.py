@@ -2,22 +2,24 @@
 
 import ml_collections
 
+from sallm_jax.models.families import families
 from sallm_jax.parallel.sharding import DEFAULT_RULES
 from sallm_jax.stages import stage_sections
 
 
-def tiny_model() -> ml_collections.ConfigDict:
-    """The sizes of the default model, a small Qwen2-Audio architecture (its vocabulary is the
-    tokenizer's, `tokenizer.vocab_size`); `python -m sallm_jax.commands.plan_memory --preset tiny`
-    plans it from here too."""
-    return ml_collections.ConfigDict({
-        "audio": {"num_mel_bins": 80, "d_model": 128, "encoder_layers": 2,
-                  "encoder_attention_heads": 4, "encoder_ffn_dim": 256,
-                  "max_source_positions": 400},
-        "text": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
-                 "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 10000.0,
-                 "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
-    })
+def tiny_model(family: str = "qwen2_audio") -> ml_collections.ConfigDict:
+    """`model.family` and the family's default new model (its `tiny_sizes`: a few layers of
+    width 64-128; the vocabulary is the tokenizer's, `tokenizer.vocab_size`);
+    `sallm-jax plan-memory --preset tiny` plans the default one."""
+    return ml_collections.ConfigDict({"family": family, **families()[family].tiny_sizes()})
+
+
+def use_family(c: ml_collections.ConfigDict, family: str) -> ml_collections.ConfigDict:
+    """A new model of `family` at its default sizes (`tiny_model`), in place of the configured
+    family and sizes: `use_family(get_config("tiny"), "granite_speech")`."""
+    for key, value in tiny_model(family).items():
+        c.model[key] = value
+    return c
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -51,10 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.system_prompt = ""
 
     c.tokenizer = ml_collections.ConfigDict({"path": "", "vocab_size": 1024})
+    # A new model: model.family ("qwen2_audio" or "granite_speech") at the sizes model.audio /
+    # model.text give, in that family's form (`tiny_model`).
     c.model = tiny_model()
     # A Hugging Face checkpoint (Qwen2-Audio or Granite Speech) to start from instead of the
-    # sizes above, with its own tokenizer, chat template and generation config: a directory,
-    # or a Hub id "org/name[@revision]" read through huggingface_hub's cache.
+    # family and sizes above, with its own tokenizer, chat template and generation config: a
+    # directory, or a Hub id "org/name[@revision]" read through huggingface_hub's cache.
     c.model.checkpoint = ""
     c.model.dtype = "float32"  # parameter storage: float32 or bfloat16
     # Activations and matmuls: "" computes in model.dtype; "bfloat16" with float32 storage is

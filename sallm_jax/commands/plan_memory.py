@@ -21,10 +21,10 @@ from sallm_jax.commands.step_memory import MemoryPlan, PlanInputs, plan_memory
 from sallm_jax.configs.base import base_config
 from sallm_jax.models.presets import PRESETS as MODEL_PRESETS
 from sallm_jax.models.presets import ModelConfig
-from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
 from sallm_jax.parallel.mesh import AXES, mesh_shape
 from sallm_jax.parallel.sharding import DEFAULT_RULES, Rules
 from sallm_jax.run.config_file import resolve_config_file
+from sallm_jax.run.new_model import new_model_config
 
 GIB = 1024**3
 
@@ -35,12 +35,11 @@ DEVICE_MEMORY_GIB = {"v5e": 16.0, "v4": 32.0, "a100": 80.0, "h100": 80.0, "h200"
                      "cpu": HOST_MEMORY_GIB}
 
 
-def tiny() -> SpeechLMConfig:
-    """The configs' default model: configs/base.py's sizes (`tiny_model`) and tokenizer
-    vocabulary. The audio placeholder's id has no bearing on memory."""
+def tiny():
+    """The configs' default new model: configs/base.py's family and sizes (`tiny_model`) and
+    tokenizer vocabulary. The audio placeholder's id has no bearing on memory."""
     c = base_config()
-    return SpeechLMConfig.from_sizes(c.model.audio.to_dict(), c.model.text.to_dict(),
-                                     vocab_size=c.tokenizer.vocab_size, audio_token_id=5)
+    return new_model_config(c, c.tokenizer.vocab_size, audio_token_id=5)
 
 
 PRESETS: dict[str, ModelConfig] = {**MODEL_PRESETS, "tiny": tiny()}

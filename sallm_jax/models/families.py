@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -57,6 +58,8 @@ class ModelFamily:
       reference_audio_inputs: (features [B, frames, width], lengths [B], audio tokens [B]) ->
         the audio keyword arguments of transformers' forward, as NumPy arrays.
       sampling_rate: audio sample rate the feature extractor expects.
+      max_audio_seconds: config -> the longest clip in seconds its encoder takes (math.inf
+        when its positions are relative).
       own_head: (head key, embedding key) when transformers' class keeps its LM head as a
         tensor of its own whatever the config says (Qwen2-Audio): an exported model whose
         head is tied to its embeddings then writes the table under both keys. None when the
@@ -84,6 +87,7 @@ class ModelFamily:
     reference_frames: Callable[[object], int]
     reference_audio_inputs: Callable[[np.ndarray, np.ndarray, np.ndarray], dict]
     sampling_rate: int = 16000
+    max_audio_seconds: Callable[[object], float] = lambda config: math.inf
     own_head: tuple[str, str] | None = None
 
 

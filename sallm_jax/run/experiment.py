@@ -38,14 +38,11 @@ from sallm_jax.data.tokenizer import load_or_train_tokenizer, load_tokenizer
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.metrics.names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
-from sallm_jax.models.families import family_for_model, num_audio_tokens
+from sallm_jax.models.families import families, family_for_model, num_audio_tokens
 from sallm_jax.models.hub.load import load_checkpoint
 from sallm_jax.models.hub.resolve import resolve_checkpoint
 from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import apply_lora, lora_modules, trainable_filter
-from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
-from sallm_jax.models.qwen2_audio.family import QWEN2_AUDIO
-from sallm_jax.models.qwen2_audio.model import SpeechLM
 from sallm_jax.models.remat import set_remat
 from sallm_jax.parallel.distributed import initialize as initialize_distributed
 from sallm_jax.parallel.mesh import make_mesh
@@ -53,6 +50,7 @@ from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.parallel.sharding import data_parallel_size
 from sallm_jax.report import write_report_or_warn
 from sallm_jax.rl.rollout import SamplingConfig
+from sallm_jax.run.new_model import new_model_config, prompt_family
 from sallm_jax.run.splits import (
     first_process_then_rest,
     manifest_paths,
@@ -91,15 +89,15 @@ def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[Man
 def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],
                 workdir: pathlib.Path, tokenizer=None,
                 partitioner: Partitioner | None = None) -> tuple[nnx.Module, ChatFormat]:
-    """(model, chat format): a Hugging Face checkpoint (model.checkpoint, a directory or a Hub
-    id) with its own tokenizer and generation config, or a new model of the configured sizes
-    with `tokenizer` (the base model's) or the configured one; LoRA adapters added when
-    lora.rank > 0. The chat format is the model family's processor over that tokenizer and its
-    chat template (`chat_format`), with data.system_prompt when set. With `partitioner`, a
-    checkpoint's tensors are placed straight into their mesh shardings as they are read (each
-    process reading only the rows it holds): a process holds only its shards of the model.
-    From here on the process returns freed arrays and the compiler's freed heap to the system
-    (`host_memory`)."""
+    """(model, chat format) of a Hugging Face checkpoint (model.checkpoint: a directory or a Hub
+    id, with its own tokenizer and generation config) or of a new model (model.family at the
+    configured sizes, with `tokenizer` or the configured one); LoRA adapters added when
+    lora.rank > 0.
+
+    The chat format is the processor format the tokenizer speaks (`prompt_family`), with
+    data.system_prompt when set. With `partitioner`, a checkpoint's tensors are read straight
+    into their shardings, each process reading only its rows. Freed arrays and the compiler's
+    freed heap go back to the system from here on (`host_memory`)."""
     return_freed_arrays()
     trim_after_compiles()
     eos_token_ids: tuple[int, ...] = ()
@@ -123,10 +121,12 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
         # With a base stage the new model is the base's starting point, which its cache key
         # names by base.seed.
         seed = cfg.base.seed if "base" in cfg.stages else cfg.seed
-        model = SpeechLM(model_config(cfg, tokenizer), rngs=nnx.Rngs(seed), dtype=dtype,
-                         param_dtype=param_dtype)
-    chat = chat_format(tokenizer, family_for_model(model), model.config.audio_token_id,
-                       system_prompt=cfg.data.system_prompt or None, eos_token_ids=eos_token_ids)
+        family = families()[cfg.model.family]
+        model = family.model_class(model_config(cfg, tokenizer), rngs=nnx.Rngs(seed),
+                                   dtype=dtype, param_dtype=param_dtype)
+    chat = chat_format(tokenizer, prompt_family(tokenizer, family_for_model(model)),
+                       model.config.audio_token_id, system_prompt=cfg.data.system_prompt or None,
+                       eos_token_ids=eos_token_ids)
     set_remat(model, cfg.model.remat)
     set_fused_attention(model, cfg.model.fused_attention)
     if cfg.lora.rank and not any(True for _ in lora_modules(model)):
@@ -136,15 +136,14 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
     return model, chat
 
 
-def model_config(cfg: ml_collections.ConfigDict, tokenizer) -> SpeechLMConfig:
-    """The configured sizes (a Qwen2-Audio architecture), with the tokenizer's vocabulary and
-    its id of the family's audio placeholder."""
-    audio_token_id = tokenizer.convert_tokens_to_ids(QWEN2_AUDIO.audio_token)
-    return SpeechLMConfig.from_sizes(cfg.model.audio.to_dict(), cfg.model.text.to_dict(),
-                                     vocab_size=len(tokenizer), audio_token_id=audio_token_id)
+def model_config(cfg: ml_collections.ConfigDict, tokenizer):
+    """The new model's config (`new_model_config`) with the tokenizer's vocabulary and its id of
+    the audio placeholder its prompts carry (`prompt_family`)."""
+    placeholder = prompt_family(tokenizer, families()[cfg.model.family]).audio_token
+    return new_model_config(cfg, len(tokenizer), tokenizer.convert_tokens_to_ids(placeholder))
 
 
-def batch_spec(cfg: ml_collections.ConfigDict, model: SpeechLMConfig, key: str,
+def batch_spec(cfg: ml_collections.ConfigDict, model, key: str,
                max_target_tokens: int, partitioner: Partitioner | None = None) -> BatchSpec:
     """Shapes of this process's batches for the global batch size at config key `key`."""
     section, name = key.split(".")

@@ -14,6 +14,7 @@ import pathlib
 import ml_collections
 
 from sallm_jax.data.bad_input import POLICIES
+from sallm_jax.run.new_model import check_new_model
 from sallm_jax.runtime.user_errors import (
     RENAMED_SECTIONS,
     ConfigError,
@@ -57,10 +58,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     require(bool(buckets) and all(b > 0 for b in buckets) and list(buckets) == sorted(buckets),
              "data.audio_buckets_s", "increasing positive durations in seconds", buckets)
     if not cfg.model.checkpoint:  # a checkpoint's own limits are checked when it loads
-        max_seconds = cfg.model.audio.max_source_positions * 2 * 160 / 16000
-        require(buckets[-1] <= max_seconds, "data.audio_buckets_s",
-                f"at most {max_seconds:g} s (2 x model.audio.max_source_positions mel frames)",
-                buckets)
+        check_new_model(cfg)
     require(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", "float32 or bfloat16",
             cfg.model.dtype)
     require(cfg.model.compute_dtype in ("", "float32", "bfloat16"), "model.compute_dtype",

@@ -40,9 +40,10 @@ from sallm_jax.runtime.record_files import read_json, write_atomically
 _BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")
 
 
-# Numerics settings hashed only when they differ from these defaults, so that the keys of
-# bases built before the settings existed stay valid.
-_NUMERICS_DEFAULTS = {"compute_dtype": "", "fused_attention": False, "scan_layers": False}
+# Model settings hashed only when they differ from these defaults, so that the keys of bases
+# built before the settings existed stay valid.
+_HASHED_WHEN_SET = {"family": "qwen2_audio", "compute_dtype": "", "fused_attention": False,
+                    "scan_layers": False}
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -53,11 +54,11 @@ def default_cache_dir() -> pathlib.Path:
 
 def base_settings(cfg: ml_collections.ConfigDict) -> dict:
     """Everything that decides the base model (what its cache key hashes)."""
-    numerics = {k: cfg.model[k] for k, default in _NUMERICS_DEFAULTS.items()
+    when_set = {k: cfg.model[k] for k, default in _HASHED_WHEN_SET.items()
                 if cfg.model[k] != default}
     return {
         "model": {"audio": cfg.model.audio.to_dict(), "text": cfg.model.text.to_dict(),
-                  "dtype": cfg.model.dtype, **numerics},
+                  "dtype": cfg.model.dtype, **when_set},
         "tokenizer_vocab_size": cfg.tokenizer.vocab_size,
         "base": {k: v for k, v in cfg.base.to_dict().items() if k not in _BOOKKEEPING},
         "audio_buckets_s": list(cfg.data.audio_buckets_s),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sallm_jax.audio.log_mel import num_feature_frames
+from sallm_jax.audio.log_mel import HOP_LENGTH, SAMPLE_RATE, num_feature_frames
 from sallm_jax.models.families import ModelFamily, register_family
 from sallm_jax.models.qwen2_audio.config import SpeechLMConfig, audio_token_count
 from sallm_jax.models.qwen2_audio.hub import (
@@ -66,5 +66,6 @@ QWEN2_AUDIO = register_family(ModelFamily(
     # transformers' Whisper encoder insists on exactly 2 x max_source_positions frames.
     reference_frames=lambda config: config.audio.max_mel_frames,
     reference_audio_inputs=reference_audio_inputs,
+    max_audio_seconds=lambda config: config.audio.max_mel_frames * HOP_LENGTH / SAMPLE_RATE,
     own_head=("language_model.lm_head.weight", "language_model.model.embed_tokens.weight"),
 ))
