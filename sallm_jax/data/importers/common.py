@@ -154,7 +154,9 @@ def iter_json_records(path: str | os.PathLike, report: ImportReport) -> Iterator
     if stripped.startswith("["):
         yield from _iter_json_array(path, text, len(text) - len(stripped))
         return
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: JSON strings may hold U+2028, U+2029 or U+0085 unescaped, where
+    # str.splitlines would also break.
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{line_number}"

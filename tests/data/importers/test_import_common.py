@@ -45,6 +45,18 @@ def test_broken_json_array_always_stops(tmp_path, text, message):
         list(iter_json_records(path, report))
 
 
+def test_json_lines_break_at_newlines_only(tmp_path):
+    """Separators that str.splitlines also breaks at stay inside their record's strings."""
+    records = [{"answer": "one\u2028two\u2029three\x85four\x0cfive"}, {"answer": "six"}]
+    path = tmp_path / "a.jsonl"
+    path.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\r\n",
+                    encoding="utf-8")
+    report = ImportReport(("train",))
+    got = list(iter_json_records(path, report))
+    assert [record for _, record in got] == records
+    assert [where for where, _ in got] == [f"{path}:1", f"{path}:2"]
+
+
 def test_empty_json_array(tmp_path):
     path = tmp_path / "a.json"
     path.write_text(" [ \n ] \n")
