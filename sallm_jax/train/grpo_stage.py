@@ -116,6 +116,18 @@ class GRPOSteps(StageSteps):
             prune_generations(self.generations, min(kept) - min(kept) % k)
 
 
+def check_reference(ref_params: nnx.State | None, params: nnx.State, frozen: nnx.State,
+                    beta: float) -> None:
+    """Raises ValueError when `ref_params` is None (the policy with its LoRA adapters off) for a
+    KL term (beta != 0) on a model without adapters: its reference would be the policy itself."""
+    if ref_params is None and beta != 0.0 and not any(
+            "lora_a" in path for state in (params, frozen)
+            for path, _ in nnx.to_flat_state(state)):
+        raise ValueError("run_grpo: ref_params=None takes the policy with its LoRA adapters off "
+                         "as the reference, and this model has no adapters: the KL term would "
+                         "be 0 at every step; pass the reference parameters")
+
+
 def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: nnx.State,
              frozen: nnx.State, ref_params: nnx.State | None, rows: Sequence[ManifestRow],
              chat: ChatFormat, workdir: pathlib.Path, seed: int, partitioner: Partitioner,
@@ -128,6 +140,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     `step_seconds` holds the generation's rollouts. `loop_args` go to `TrainingLoop`. ConfigError
     names a bad key of the section."""
     settings = GRPOSettings.from_section(cfg)
+    check_reference(ref_params, params, frozen, settings.loss.beta)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
