@@ -46,8 +46,8 @@ from benchmarks.timing import alternate
 from sallm_jax.models.families import num_audio_tokens
 from sallm_jax.models.granite_speech.config import GraniteSpeechConfig
 from sallm_jax.models.presets import get_preset
-from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.config import Qwen2AudioConfig
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig, make_rollout_fn
@@ -76,20 +76,20 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def speech_lm_config(size: str) -> SpeechLMConfig:
+def speech_lm_config(size: str) -> Qwen2AudioConfig:
     """benchmarks/checkpoints.py's `size`, its audio placeholder the last vocabulary id."""
     spec = SIZES[size]
     text = {k: v for k, v in spec["text"].items() if k != "vocab_size"}
     vocab = spec["text"]["vocab_size"]
     audio = {**spec["audio"], "max_source_positions": MAX_SOURCE_POSITIONS}
-    return SpeechLMConfig.from_sizes(audio, text, vocab_size=vocab, audio_token_id=vocab - 1)
+    return Qwen2AudioConfig.from_sizes(audio, text, vocab_size=vocab, audio_token_id=vocab - 1)
 
 
-def decode_step_seconds(config: SpeechLMConfig, prompts: int, reps: int) -> list[float]:
+def decode_step_seconds(config: Qwen2AudioConfig, prompts: int, reps: int) -> list[float]:
     """Seconds of one decode step at `prompts` x GROUP rows, one value per round: the rollout
     at STEPS[1] completion tokens less the rollout at STEPS[0], over the extra steps."""
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
     params, frozen = partitioner.shard_params(params), partitioner.shard_params(frozen)
     batch = partitioner.to_global(prompt_batch(config.text.vocab_size, prompts))
     rng = jax.random.key(0)

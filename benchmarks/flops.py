@@ -17,14 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from sallm_jax.configs.base import base_config
 
 from benchmarks.checkpoints import hf_config
 from benchmarks.rollout import COMPLETION, GROUP, prompt_batch
 from benchmarks.timing import Row, Stat, alternate, rates
-from sallm_jax.configs.base import base_config
 from sallm_jax.models.abstract import count_params
 from sallm_jax.models.qwen2_audio.hub import speech_lm_config_from_hf
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.grpo_settings import GRPOSettings
@@ -80,7 +80,7 @@ def run_size(size: str, stage: str, reps: int) -> Row:
     rate."""
     config = speech_lm_config_from_hf(hf_config(size).to_dict())
     # Full fine-tuning: every nnx.Param trains, the frozen rest is empty.
-    graphdef, params, frozen = nnx.split(SpeechLM(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
     partitioner = Partitioner(make_mesh({"data": -1}), ())
     tx = make_optimizer(learning_rate=1e-4, warmup_steps=1, total_steps=1000,
                         weight_decay=0.0, max_grad_norm=1.0)

@@ -6,10 +6,10 @@ import functools
 
 from sallm_jax.data.chat_format import ChatFormat, chat_format
 from sallm_jax.models.families import num_audio_tokens
-from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
+from sallm_jax.models.qwen2_audio.config import Qwen2AudioConfig
 from sallm_jax.models.qwen2_audio.family import QWEN2_AUDIO
 
-QWEN2_AUDIO_TOKENS = functools.partial(num_audio_tokens, SpeechLMConfig())
+QWEN2_AUDIO_TOKENS = functools.partial(num_audio_tokens, Qwen2AudioConfig())
 
 
 def qwen2_audio_chat(tokenizer) -> ChatFormat:

@@ -16,7 +16,7 @@ from sallm_jax.data.tokenizer import AUDIO_TOKEN, train_tokenizer
 from sallm_jax.models.families import families
 from sallm_jax.models.granite_speech.config import GraniteSpeechConfig
 from sallm_jax.models.granite_speech.model import GraniteSpeechLM
-from sallm_jax.models.qwen2_audio.model import SpeechLM as Qwen2AudioLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.run.experiment import build_model, run_experiment
 from sallm_jax.run.new_model import new_model_config, prompt_family
 from sallm_jax.run.validate import validate_config

@@ -10,8 +10,8 @@ from flax import nnx
 from sallm_jax.commands import plan_memory as pm
 from sallm_jax.commands import step_memory as sm
 from sallm_jax.models.abstract import count_params
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, Qwen2AudioConfig
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.sharding import DEFAULT_RULES
 from sallm_jax.rl.policy import completion_logprobs
@@ -129,7 +129,7 @@ def test_activation_and_logit_rows_track_xla_temp_memory(group):
     """XLA's buffer assignment for the gradient of the completion log-probs (the update's
     forward and backward) is an independent measure of its working set; the estimate should
     land near it."""
-    config = SpeechLMConfig(
+    config = Qwen2AudioConfig(
         audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
                                  encoder_attention_heads=2, encoder_ffn_dim=64,
                                  max_source_positions=50),
@@ -137,7 +137,7 @@ def test_activation_and_logit_rows_track_xla_temp_memory(group):
                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                         tie_word_embeddings=True), audio_token_id=5)
     prompts, prompt, completion = 8 // group, 96, 32
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0))))
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: Qwen2AudioLM(config, rngs=nnx.Rngs(0))))
 
     def neg_logp(params, prompt_ids, ids):
         model = nnx.merge(graphdef, params)
@@ -162,7 +162,7 @@ def test_the_cpu_backend_adds_two_float32_decoder_layers_and_the_process():
     forward and backward loops (the layer's parameters counted from a layer built alone) and
     the process's fixed bytes; in float32 there is nothing to convert."""
     config = pm.tiny()
-    layer = nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0)).language_model.layers[0])
+    layer = nnx.eval_shape(lambda: Qwen2AudioLM(config, rngs=nnx.Rngs(0)).language_model.layers[0])
     layer_params = sum(x.size for x in jax.tree.leaves(nnx.state(layer, nnx.Param)))
     inputs = sm.PlanInputs(batch_size=2, group_size=2, prompt_len=8, completion_len=4)
     accelerator = sm.plan_memory(config, UNSHARDED, inputs)

@@ -16,10 +16,10 @@ from sallm_jax.models.granite_speech.config import (
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, Qwen2AudioConfig
 from sallm_jax.models.qwen2_config import TextConfig
 
-ModelConfig = SpeechLMConfig | GraniteSpeechConfig
+ModelConfig = Qwen2AudioConfig | GraniteSpeechConfig
 
 
 def _granite_speech(text: GraniteTextConfig) -> GraniteSpeechConfig:
@@ -72,7 +72,7 @@ def _granite_33_text(hidden_size: int, intermediate_size: int, attention_multipl
 PRESETS: dict[str, ModelConfig] = {
     # Qwen2-Audio-7B-Instruct: Whisper-large-v3-sized encoder, Qwen2-7B decoder with an extended
     # vocabulary and an untied lm_head.
-    "qwen2_audio_7b": SpeechLMConfig(
+    "qwen2_audio_7b": Qwen2AudioConfig(
         audio=AudioEncoderConfig(
             num_mel_bins=128,
             d_model=1280,

@@ -11,7 +11,7 @@ from sallm_jax.configs.sqa_grpo import get_config
 
 from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.metrics.text import text_metrics
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig
@@ -24,7 +24,7 @@ def test_sampled_evaluation_reports_mean_and_spread_over_draws(tmp_path, small_s
     rows, tok = small_sqa
     cfg = get_config("smoke")
     mcfg = model_config(cfg, tok)
-    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     spec = batch_spec(cfg, mcfg, "eval.batch_size", 6)
     metrics = evaluate(graphdef, params, frozen, rows["test"], qwen2_audio_chat(tok), spec,
                        SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9),

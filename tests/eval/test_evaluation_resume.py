@@ -11,7 +11,7 @@ from flax import nnx
 from sallm_jax.configs.sqa_grpo import get_config
 
 from sallm_jax.eval import evaluate as evaluation
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.rollout import SamplingConfig
@@ -26,7 +26,7 @@ def test_a_written_pass_is_read_back_only_for_what_it_evaluated(tmp_path, small_
     rows, tok = small_sqa
     cfg = get_config("smoke")
     mcfg = model_config(cfg, tok)
-    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     spec = batch_spec(cfg, mcfg, "eval.batch_size", 4)
     decoded = []
     generate = evaluation.generate_answers

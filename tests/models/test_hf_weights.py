@@ -17,7 +17,7 @@ from sallm_jax.models.qwen2_audio.hub import (  # noqa: E402
     load_hf_state_dict,
     speech_lm_config_from_hf,
 )
-from sallm_jax.models.qwen2_audio.model import SpeechLM  # noqa: E402
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM  # noqa: E402
 from tests.models.hf_tiny import jax_model, read_tensors, save_checkpoint  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def checkpoint(tmp_path_factory):
 
 
 def _abstract(config):
-    return nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: Qwen2AudioLM(config, rngs=nnx.Rngs(0)))
 
 
 def test_config_json_maps_onto_dataclasses(checkpoint):

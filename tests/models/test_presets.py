@@ -15,7 +15,7 @@ import pytest
 from sallm_jax.models.abstract import count_params
 from sallm_jax.models.lora import LoRAParam
 from sallm_jax.models.presets import PRESETS, get_preset
-from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
+from sallm_jax.models.qwen2_audio.config import Qwen2AudioConfig
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -25,7 +25,7 @@ from sallm_jax.models.hub.export import hf_config_dict  # noqa: E402
 
 def _two_layers(config):
     replace = dataclasses.replace
-    if isinstance(config, SpeechLMConfig):
+    if isinstance(config, Qwen2AudioConfig):
         return replace(
             config,
             audio=replace(config.audio, encoder_layers=2),

@@ -1,4 +1,4 @@
-"""SpeechLM (Qwen2-Audio) shapes and audio-token count at full length; its comparisons with
+"""Qwen2AudioLM (Qwen2-Audio) shapes and audio-token count at full length; its comparisons with
 transformers are in test_family_parity.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from sallm_jax.models.qwen2_audio.config import audio_token_count
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from tests.models.tiny import TINY
 
 
@@ -29,7 +29,7 @@ def test_shapes_and_token_count():
     def shapes(batch, seq, frames):
         # Abstract evaluation: the 3000-frame encoder is traced, never run.
         def run():
-            model = SpeechLM(config, rngs=nnx.Rngs(0))
+            model = Qwen2AudioLM(config, rngs=nnx.Rngs(0))
             features = jnp.zeros((batch, frames, mels))
             lengths = jnp.full((batch,), frames, jnp.int32)
             audio = model.encode_audio(features, lengths)

@@ -1,4 +1,4 @@
-"""SpeechLM (Qwen2-Audio) behaviour the parity tests and test_family_units.py do not pin:
+"""Qwen2AudioLM (Qwen2-Audio) behaviour the parity tests and test_family_units.py do not pin:
 placeholders without audio, sharding names of its head and convolution, tied embeddings and the
 encoder's positions."""
 
@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from sallm_jax.models.abstract import count_params
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from tests.models.tiny import AUDIO_ID, TINY, random_model
 
 CONFIG = TINY["qwen2_audio"].config
@@ -32,7 +32,7 @@ def test_embed_without_audio_looks_every_id_up(model):
 
 
 def test_head_and_convolution_carry_logical_axis_names():
-    model = nnx.eval_shape(lambda: SpeechLM(CONFIG, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)))
     specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(model, nnx.Param)))
     assert tuple(specs["language_model"]["lm_head"]["kernel"]) == ("embed", "vocab")
     conv1 = specs["audio_tower"]["conv1"]["kernel"]
@@ -56,7 +56,7 @@ def test_tied_embeddings_share_the_table():
 def test_new_encoder_positions_are_whispers_sinusoids():
     """A model built from scratch starts from the positional table Qwen2-Audio's encoder holds:
     Whisper's sinusoids, restated here from their definition."""
-    table = np.asarray(SpeechLM(CONFIG, rngs=nnx.Rngs(0)).audio_tower.embed_positions[...])
+    table = np.asarray(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)).audio_tower.embed_positions[...])
     length, channels = CONFIG.audio.max_source_positions, CONFIG.audio.d_model
     inv = np.exp(-np.log(10000.0) / (channels // 2 - 1) * np.arange(channels // 2))
     angles = np.arange(length)[:, None] * inv[None, :]

@@ -22,7 +22,7 @@ from sallm_jax.commands import parity  # noqa: E402
 from sallm_jax.models.hub.export import export_hf  # noqa: E402
 from sallm_jax.models.hub.load import load_checkpoint  # noqa: E402
 from sallm_jax.models.qwen2_audio.hub import load_hf_state_dict  # noqa: E402
-from sallm_jax.models.qwen2_audio.model import SpeechLM  # noqa: E402
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM  # noqa: E402
 from tests.models.hf_tiny import (  # noqa: E402
     batch,
     hf_logits,
@@ -70,7 +70,7 @@ def test_tied_qwen2_audio_exports_the_head_transformers_reads(tmp_path):
     untied = load_checkpoint(tmp_path / "source").model
     config = dataclasses.replace(untied.config, text=dataclasses.replace(
         untied.config.text, tie_word_embeddings=True))
-    model = nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: Qwen2AudioLM(config, rngs=nnx.Rngs(0)))
     tensors = dict(load_file(tmp_path / "source" / "model.safetensors"))
     model = load_hf_state_dict(model, tensors)  # the saved head is ignored: tied in memory
     assert model.language_model.lm_head is None

@@ -22,7 +22,7 @@ from sallm_jax.models.granite_speech.config import (
     GraniteSpeechConfig,
     GraniteTextConfig,
 )
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, Qwen2AudioConfig
 from sallm_jax.models.qwen2_config import TextConfig
 
 AUDIO_ID = 47  # the last id of every tiny vocabulary (48)
@@ -45,7 +45,7 @@ class TinyModel:
 # model_type -> its tiny model: a 2-layer decoder of width 32 over a vocabulary of 48.
 TINY = {
     "qwen2_audio": TinyModel(
-        SpeechLMConfig(
+        Qwen2AudioConfig(
             audio=AudioEncoderConfig(num_mel_bins=8, d_model=16, encoder_layers=1,
                                      encoder_attention_heads=2, encoder_ffn_dim=32,
                                      max_source_positions=20),

@@ -11,16 +11,16 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
+from sallm_jax.configs.base import base_config  # noqa: E402
 
 from sallm_jax.audio.log_mel import num_feature_frames  # noqa: E402
-from sallm_jax.configs.base import base_config  # noqa: E402
 from sallm_jax.models.layer_scan import set_scan_layers  # noqa: E402
 from sallm_jax.models.qwen2_audio.config import (  # noqa: E402
     AudioEncoderConfig,
-    SpeechLMConfig,
+    Qwen2AudioConfig,
     audio_token_count,
 )
-from sallm_jax.models.qwen2_audio.model import SpeechLM  # noqa: E402
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM  # noqa: E402
 from sallm_jax.models.qwen2_config import TextConfig  # noqa: E402
 from sallm_jax.parallel.mesh import make_mesh  # noqa: E402
 from sallm_jax.parallel.partitioner import Partitioner  # noqa: E402
@@ -31,7 +31,7 @@ from sallm_jax.train.grpo_update import make_grpo_update  # noqa: E402
 from sallm_jax.train.sft import make_sft_step  # noqa: E402
 from sallm_jax.train.state import make_optimizer, sharded_train_state  # noqa: E402
 
-CONFIG = SpeechLMConfig(
+CONFIG = Qwen2AudioConfig(
     audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
                              encoder_attention_heads=2, encoder_ffn_dim=64,
                              max_source_positions=100),
@@ -60,7 +60,7 @@ def host_batch(seed=0):
 
 def run(mesh_sizes, devices, scan_layers=False):
     partitioner = Partitioner(make_mesh(mesh_sizes, devices), DEFAULT_RULES)
-    model = set_scan_layers(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), scan_layers)
+    model = set_scan_layers(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), scan_layers)
     graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     frozen_shardings = partitioner.param_shardings(frozen)
     tx = make_optimizer(learning_rate=1e-2, warmup_steps=1, total_steps=10, weight_decay=0.01,

@@ -12,8 +12,8 @@ import jax
 import pytest
 from flax import nnx
 
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, Qwen2AudioConfig
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.mesh import make_mesh, mesh_shape
 from sallm_jax.parallel.sharding import DEFAULT_RULES, logical_to_mesh, mesh_specs, param_shardings
@@ -56,14 +56,14 @@ def test_rules_map_logical_names_once_per_mesh_axis():
 
 
 def test_indivisible_parameter_is_named():
-    config = SpeechLMConfig(
+    config = Qwen2AudioConfig(
         audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
                                  encoder_attention_heads=2, encoder_ffn_dim=64,
                                  max_source_positions=100),
         text=TextConfig(vocab_size=64, hidden_size=32, intermediate_size=36,
                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2),
         audio_token_id=3)
-    params = nnx.state(nnx.eval_shape(lambda: SpeechLM(config, rngs=nnx.Rngs(0))))
+    params = nnx.state(nnx.eval_shape(lambda: Qwen2AudioLM(config, rngs=nnx.Rngs(0))))
     with pytest.raises(ValueError, match=r"language_model/layers/0/mlp/\w+_proj/kernel: "
                                          r"dimension \d \('mlp', size 36\)"):
         mesh_specs(params, {"data": 1, "fsdp": 1, "tensor": 8}, DEFAULT_RULES)

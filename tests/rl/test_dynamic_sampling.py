@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.rl.dynamic_sampling import groups_with_signal, padded, pick_groups, take_groups
 from sallm_jax.rl.policy import completion_logprobs
 from sallm_jax.rl.rollout import Rollout
@@ -97,7 +97,7 @@ def test_take_groups_pads_to_the_largest_picked_draw_and_marks_the_shortfall():
 def test_padding_to_a_larger_bucket_keeps_the_log_probs():
     """The filled batch's prompts may come from a smaller bucket than its shape: left-padded
     prompts and zero-padded clips give the trainer the sampler's log-probs."""
-    model = SpeechLM(CONFIG, rngs=nnx.Rngs(0))
+    model = Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0))
     host = {k: np.asarray(v) for k, v in make_batch().items()}
     wide = padded(host, host["prompt_ids"].shape[1] + 7, host["waveforms"].shape[1] + 2400,
                   PAD_ID)

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from sallm_jax.configs.base import base_config
 
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.entropy_control import (
@@ -115,7 +115,7 @@ def updates(cfg, state=None, count=1):
     """`count` GRPO updates of the tiny model (AdamW) from `state` (default: a fresh one with
     the controller's initial state); (state, [metrics], a fresh state's shapes)."""
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     tx = optax.adamw(1e-3)
     fresh, shardings = sharded_train_state(
         partitioner, params, tx, copy=True,

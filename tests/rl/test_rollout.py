@@ -10,16 +10,16 @@ from flax import nnx
 from sallm_jax.audio.log_mel import num_feature_frames
 from sallm_jax.models.qwen2_audio.config import (
     AudioEncoderConfig,
-    SpeechLMConfig,
+    Qwen2AudioConfig,
     audio_token_count,
 )
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.rl.policy import completion_logprobs
 from sallm_jax.rl.rollout import SamplingConfig, rollout
 
 AUDIO_ID, PAD_ID, EOS_ID = 3, 0, 1
-CONFIG = SpeechLMConfig(
+CONFIG = Qwen2AudioConfig(
     audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
                              encoder_attention_heads=2, encoder_ffn_dim=64,
                              max_source_positions=100),
@@ -30,7 +30,7 @@ CONFIG = SpeechLMConfig(
 
 @pytest.fixture(scope="module")
 def model():
-    return SpeechLM(CONFIG, rngs=nnx.Rngs(0))
+    return Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0))
 
 
 def make_batch(num_samples=(4000, 2500), prompt_len=40, seed=0):

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 from sallm_jax.configs.base import base_config
 
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.rl.grpo import grpo_loss
@@ -141,7 +141,7 @@ def update_at_the_sampler(cfg):
     """One GRPO update of the tiny model at the sampler's parameters, the sampler's log-probs
     the trainer's plus noise: (metrics, the group, the trainer's log-probs)."""
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     batch, group, _ = inputs()
     ps = (partitioner.param_shardings(params), partitioner.param_shardings(frozen))
     trainer = np.asarray(make_logprob_fn(graphdef, *ps, partitioner, group_size=G,
@@ -212,9 +212,9 @@ def test_rollout_at_bfloat16_is_the_bfloat16_model():
     in bfloat16 does (the same tokens and log-probs), and its log-probs differ from the
     float32 trainer's by more than float32 noise."""
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     half_def, _, _ = nnx.split(
-        SpeechLM(CONFIG, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32),
+        Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32),
         nnx.Param, ...)
     batch = partitioner.to_global(inputs()[0])
     ps = (partitioner.param_shardings(params), partitioner.param_shardings(frozen))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.run.experiment import batch_spec, model_config
@@ -22,7 +22,7 @@ def run_smoke_grpo(cfg, workdir, small_sqa):
     metrics.jsonl records without their timings)."""
     rows, tok = small_sqa
     mcfg = model_config(cfg, tok)
-    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     trained = run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,
                        ref_params=None, rows=rows["train"], chat=qwen2_audio_chat(tok),
                        spec=batch_spec(cfg, mcfg, "grpo.batch_size",

@@ -15,7 +15,7 @@ from flax import nnx
 from sallm_jax.configs.sqa_grpo import get_config
 
 from sallm_jax.data.pipeline import plan_training, screen_rows
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.run.experiment import batch_spec, model_config
@@ -51,7 +51,7 @@ def train(workdir, small_sqa, *, steps=4, max_draws=3):
     cfg.grpo.reward_fns = (f"{__name__}:flat_on_some_prompts",)
     cfg.grpo.dynamic_sampling, cfg.grpo.dynamic_sampling_max_draws = True, max_draws
     mcfg = model_config(cfg, tok)
-    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     spec = batch_spec(cfg, mcfg, "grpo.batch_size", cfg.grpo.max_completion_length)
     chat = qwen2_audio_chat(tok)
     trained = run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,

@@ -11,7 +11,7 @@ from flax import nnx
 from sallm_jax.configs.sqa_grpo import get_config
 
 from sallm_jax.models.lora import apply_lora, trainable_filter
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.run.experiment import batch_spec, model_config
@@ -28,7 +28,7 @@ def test_grpo_stage_without_reference_and_with_ground_truth(tmp_path, small_sqa)
     cfg.grpo.beta = 0.0
     cfg.grpo.num_off_policy = 1
     mcfg = model_config(cfg, tok)
-    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     # beta = 0 and a reference that cannot be used: any reference forward pass would fail.
     run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,
              ref_params=jax.tree.map(lambda x: None, params), rows=rows["train"],
@@ -74,7 +74,7 @@ def test_lora_grpo_trains_adapters_only_against_the_adapter_free_reference(tmp_p
     cfg = get_config("smoke")
     cfg.grpo.steps, cfg.grpo.log_every, cfg.grpo.beta = 3, 1, 0.04
     cfg.grpo.learning_rate, cfg.grpo.warmup_steps = 1e-2, 1
-    model = SpeechLM(model_config(cfg, tok), rngs=nnx.Rngs(0))
+    model = Qwen2AudioLM(model_config(cfg, tok), rngs=nnx.Rngs(0))
     apply_lora(model, rank=4, alpha=8.0, rngs=nnx.Rngs(1))
     graphdef, adapters, frozen = nnx.split(model, trainable_filter("adapters"), ...)
     base = jax.tree.map(np.asarray, frozen)

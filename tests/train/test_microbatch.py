@@ -5,15 +5,15 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from sallm_jax.configs.base import base_config
 
 from sallm_jax.audio.log_mel import num_feature_frames
-from sallm_jax.configs.base import base_config
 from sallm_jax.models.qwen2_audio.config import (
     AudioEncoderConfig,
-    SpeechLMConfig,
+    Qwen2AudioConfig,
     audio_token_count,
 )
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
@@ -23,7 +23,7 @@ from sallm_jax.train.microbatch import join_prompts, split_prompts
 from sallm_jax.train.state import sharded_train_state
 
 B, G, C, P = 4, 2, 5, 30
-CONFIG = SpeechLMConfig(
+CONFIG = Qwen2AudioConfig(
     audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
                              encoder_attention_heads=2, encoder_ffn_dim=64,
                              max_source_positions=100),
@@ -56,7 +56,7 @@ def one_update(cfg, batch, group) -> dict:
     """The metrics of one GRPO update (settings `cfg`, no reference log-probs) of the tiny
     model with seed 0, under plain SGD."""
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     tx = optax.sgd(1e-2)
     state, shardings = sharded_train_state(partitioner, params, tx, copy=True)
     update = make_grpo_update(graphdef, tx, GRPOSettings.from_section(cfg),
@@ -76,7 +76,7 @@ def test_split_prompts_keeps_groups_together_and_strides():
 
 def test_micro_batched_logprobs_match_whole_batch():
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     batch, group, _ = inputs()
     shardings = (partitioner.param_shardings(params), partitioner.param_shardings(frozen))
     out = [make_logprob_fn(graphdef, *shardings, partitioner, group_size=G, temperature=1.0,
@@ -90,7 +90,7 @@ def test_micro_batched_logprobs_match_whole_batch():
 @pytest.mark.parametrize("aggregation", ["dapo", "grpo", "dr_grpo"])
 def test_micro_batches_match_full_batch(aggregation):
     partitioner = Partitioner(make_mesh({"data": -1}), ())
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     # Plain SGD: the parameters move by the (accumulated) gradients themselves. (Adam would
     # divide near-zero gradients by their own scale and blow float32 summation-order noise up
     # to a fraction of the learning rate.)
@@ -131,7 +131,7 @@ def numpy_gdpo_group(per_fn, weights):
 def test_update_diagnostics_and_per_reward_advantages_with_and_without_micro_batches():
     from sallm_jax.rl.policy import completion_logprobs_and_entropy
 
-    graphdef, params, frozen = nnx.split(SpeechLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(CONFIG, rngs=nnx.Rngs(0)), nnx.Param, ...)
     batch, group, _ = inputs()
     rng = np.random.default_rng(7)
     weights = np.array([1.0, 0.5], np.float32)

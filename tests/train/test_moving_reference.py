@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 from sallm_jax.configs.sqa_grpo import get_config
 
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.parallel.mesh import make_mesh
 from sallm_jax.parallel.partitioner import Partitioner
 from sallm_jax.run.experiment import batch_spec, model_config
@@ -35,7 +35,7 @@ def train(workdir, small_sqa, *, steps, alpha, every, sync=True):
     cfg.grpo.sync_ref_model = sync
     cfg.grpo.ref_model_mixup_alpha, cfg.grpo.ref_model_sync_steps = alpha, every
     mcfg = model_config(cfg, tok)
-    graphdef, params, frozen = nnx.split(SpeechLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(Qwen2AudioLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     start = jax.tree.map(np.asarray, params)
     trained = run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,
                        ref_params=params, rows=rows["train"], chat=qwen2_audio_chat(tok),

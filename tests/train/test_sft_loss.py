@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, Qwen2AudioConfig
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.models.qwen2_config import TextConfig
 from sallm_jax.train.sft import sft_loss, transcript_ctc_loss
 from tests.models import test_granite_units as granite
@@ -38,8 +38,8 @@ def numpy_ctc(log_probs: np.ndarray, labels: list[int], blank: int) -> float:
     return -float(np.logaddexp.reduce(alpha[-2:] if labels else alpha[-1:]))
 
 
-def tiny_model() -> SpeechLM:
-    config = SpeechLMConfig(
+def tiny_model() -> Qwen2AudioLM:
+    config = Qwen2AudioConfig(
         audio=AudioEncoderConfig(num_mel_bins=80, d_model=32, encoder_layers=1,
                                  encoder_attention_heads=2, encoder_ffn_dim=64,
                                  max_source_positions=200),
@@ -47,7 +47,7 @@ def tiny_model() -> SpeechLM:
                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                         tie_word_embeddings=True),
         audio_token_id=3)
-    return SpeechLM(config, rngs=nnx.Rngs(0))
+    return Qwen2AudioLM(config, rngs=nnx.Rngs(0))
 
 
 def batch_of(rng: np.random.Generator) -> dict[str, jax.Array]:

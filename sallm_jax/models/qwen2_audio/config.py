@@ -28,7 +28,7 @@ class AudioEncoderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SpeechLMConfig:
+class Qwen2AudioConfig:
     """Audio encoder -> average pooling -> linear projector -> Qwen2 decoder."""
 
     audio: AudioEncoderConfig = dataclasses.field(default_factory=AudioEncoderConfig)
@@ -37,7 +37,7 @@ class SpeechLMConfig:
 
     @classmethod
     def from_sizes(cls, audio: Mapping[str, Any], text: Mapping[str, Any], vocab_size: int,
-                   audio_token_id: int) -> SpeechLMConfig:
+                   audio_token_id: int) -> Qwen2AudioConfig:
         """The model of a config's `model.audio` and `model.text` sizes, with a vocabulary."""
         return cls(audio=AudioEncoderConfig(**audio),
                    text=TextConfig(**text, vocab_size=vocab_size), audio_token_id=audio_token_id)

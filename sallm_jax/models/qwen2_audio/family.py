@@ -1,4 +1,4 @@
-"""The Qwen2-Audio family: `SpeechLM` and its Hub reader and writer, registered by model_type."""
+"""The Qwen2-Audio family: `Qwen2AudioLM`, its Hub reader and writer, registered by model_type."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import numpy as np
 
 from sallm_jax.audio.log_mel import HOP_LENGTH, SAMPLE_RATE, num_feature_frames
 from sallm_jax.models.families import ModelFamily, register_family
-from sallm_jax.models.qwen2_audio.config import SpeechLMConfig, audio_token_count
+from sallm_jax.models.qwen2_audio.config import Qwen2AudioConfig, audio_token_count
 from sallm_jax.models.qwen2_audio.hub import (
     hf_param_map,
     load_hf_state_dict,
     speech_lm_config_from_hf,
     speech_lm_config_to_hf,
 )
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 
 
 def reference_audio_inputs(features: np.ndarray, lengths: np.ndarray,
@@ -47,9 +47,9 @@ def user_content(text: str) -> list[dict]:
 QWEN2_AUDIO = register_family(ModelFamily(
     model_type="qwen2_audio",
     architecture="Qwen2AudioForConditionalGeneration",
-    config_class=SpeechLMConfig,
-    model_class=SpeechLM,
-    from_sizes=SpeechLMConfig.from_sizes,
+    config_class=Qwen2AudioConfig,
+    model_class=Qwen2AudioLM,
+    from_sizes=Qwen2AudioConfig.from_sizes,
     tiny_sizes=tiny_sizes,
     config_from_hf=speech_lm_config_from_hf,
     config_to_hf=speech_lm_config_to_hf,

@@ -1,4 +1,4 @@
-"""Qwen2-Audio checkpoints (config.json + safetensors) -> `SpeechLM`, and its config.json writer.
+"""Qwen2-Audio checkpoints (config.json + safetensors) -> `Qwen2AudioLM`; its config.json writer.
 
 Hub keys as transformers 5.23's `save_pretrained` writes them (5.x `state_dict()` keys renamed by
 `param_table.hub_key`). The head is a tensor of its own: `Qwen2AudioForConditionalGeneration` ties
@@ -18,8 +18,8 @@ from sallm_jax.models.hub.assign import assign_tensors
 from sallm_jax.models.hub.hf_config import hf_rope
 from sallm_jax.models.hub.param_table import ParamTable, Transform, hub_key
 from sallm_jax.models.paths import ParamPath
-from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, SpeechLMConfig
-from sallm_jax.models.qwen2_audio.model import SpeechLM
+from sallm_jax.models.qwen2_audio.config import AudioEncoderConfig, Qwen2AudioConfig
+from sallm_jax.models.qwen2_audio.model import Qwen2AudioLM
 from sallm_jax.models.qwen2_config import TextConfig
 
 # Defaults of transformers' Qwen2Config / Qwen2AudioEncoderConfig / Qwen2AudioConfig, used for
@@ -46,8 +46,8 @@ _HF_AUDIO_DEFAULTS = dict(
 _HF_AUDIO_TOKEN_ID = 151646
 
 
-def speech_lm_config_from_hf(hf_config: Mapping) -> SpeechLMConfig:
-    """A Qwen2-Audio `config.json` dict as a `SpeechLMConfig`, head untied (module docstring).
+def speech_lm_config_from_hf(hf_config: Mapping) -> Qwen2AudioConfig:
+    """A Qwen2-Audio `config.json` dict as a `Qwen2AudioConfig`, head untied (module docstring).
 
     Left-out fields take transformers' defaults; rope theta comes from `rope_parameters` (5.x) or
     the top level (4.x). NotImplementedError for a rope type, sliding window, head_dim, embedding
@@ -96,16 +96,16 @@ def speech_lm_config_from_hf(hf_config: Mapping) -> SpeechLMConfig:
         max_source_positions=audio["max_source_positions"],
     )
     token = hf_config.get("audio_token_index", hf_config.get("audio_token_id", _HF_AUDIO_TOKEN_ID))
-    return SpeechLMConfig(audio=audio_config, text=text_config, audio_token_id=token)
+    return Qwen2AudioConfig(audio=audio_config, text=text_config, audio_token_id=token)
 
 
-def load_hf_config(path: str | os.PathLike) -> SpeechLMConfig:
-    """Reads `config.json` of a checkpoint directory into a `SpeechLMConfig`."""
+def load_hf_config(path: str | os.PathLike) -> Qwen2AudioConfig:
+    """Reads `config.json` of a checkpoint directory into a `Qwen2AudioConfig`."""
     with open(os.path.join(os.fspath(path), "config.json")) as f:
         return speech_lm_config_from_hf(json.load(f))
 
 
-def speech_lm_config_to_hf(config: SpeechLMConfig) -> dict:
+def speech_lm_config_to_hf(config: Qwen2AudioConfig) -> dict:
     """The `config.json` dict of `config` (untied): the inverse of `speech_lm_config_from_hf`."""
     text = dataclasses.asdict(config.text)
     text.pop("tie_word_embeddings")
@@ -123,8 +123,8 @@ def speech_lm_config_to_hf(config: SpeechLMConfig) -> dict:
     }
 
 
-def hf_param_map(config: SpeechLMConfig) -> dict[str, tuple[ParamPath, Transform]]:
-    """Hub key -> (path of the `SpeechLM` parameter, layout conversion) for every weight."""
+def hf_param_map(config: Qwen2AudioConfig) -> dict[str, tuple[ParamPath, Transform]]:
+    """Hub key -> (path of the `Qwen2AudioLM` parameter, layout conversion) for every weight."""
     table = ParamTable()
     for conv in ("conv1", "conv2"):
         table.conv(f"audio_tower.{conv}", ("audio_tower", conv))
@@ -145,8 +145,8 @@ def hf_param_map(config: SpeechLMConfig) -> dict[str, tuple[ParamPath, Transform
 
 
 def load_hf_state_dict(
-    model: SpeechLM, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"
-) -> SpeechLM:
+    model: Qwen2AudioLM, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"
+) -> Qwen2AudioLM:
     """Copies a transformers Qwen2-Audio state dict into `model`, in place (as `assign_tensors`); a
     tied model ignores `language_model.lm_head.weight`."""
     keys = {hub_key(k): k for k in state_dict}

@@ -11,18 +11,18 @@ from flax import nnx
 from sallm_jax.audio.log_mel import log_mel_spectrogram, num_feature_frames
 from sallm_jax.models.layers import linear
 from sallm_jax.models.qwen2 import Qwen2LM
-from sallm_jax.models.qwen2_audio.config import SpeechLMConfig
+from sallm_jax.models.qwen2_audio.config import Qwen2AudioConfig
 from sallm_jax.models.qwen2_audio.whisper_encoder import WhisperEncoder
 from sallm_jax.models.speech_lm_base import SpeechLMForward, check_audio_token_id, scatter_audio
 
 
-class SpeechLM(SpeechLMForward, nnx.Module):
+class Qwen2AudioLM(SpeechLMForward, nnx.Module):
     """Qwen2-Audio with Hugging Face submodule names (audio_tower, multi_modal_projector,
     language_model); ValueError for an audio_token_id outside the vocabulary."""
 
     def __init__(
         self,
-        config: SpeechLMConfig,
+        config: Qwen2AudioConfig,
         *,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
