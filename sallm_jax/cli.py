@@ -4,11 +4,9 @@
   sallm-jax report runs/smoke
   sallm-jax COMMAND --help
 
-The dispatcher takes the command name and hands the rest of the command line, unchanged, to
-that command's module, so each keeps its own flags (absl `--flag=value` for train and compare,
-whose `--config.<key>=value` overrides need absl, argparse for the others) and `python -m
-<module>` runs the same command. `--help` after a command says what it does, shows an example
-and lists the module's flags.
+The rest of the command line goes unchanged to the command's module, which parses its own flags
+(absl for train and compare, argparse for the others): `python -m <module>` runs the same
+command. `--help` after a command shows its summary, an example and the module's flags.
 """
 
 from __future__ import annotations
@@ -99,7 +97,7 @@ def overview() -> str:
 
 @contextlib.contextmanager
 def program_name(name: str):
-    """argparse's usage line names the program from sys.argv[0]: this command's, meanwhile."""
+    """Within it, sys.argv[0] (argparse's program name in usage lines) is `sallm-jax name`."""
     saved = sys.argv[0] if sys.argv else ""
     sys.argv[:1] = [f"{PROG} {name}"]
     try:

@@ -1,14 +1,12 @@
 """Entry point: `python -m sallm_jax.main --config=configs/sqa_grpo.py[:preset] [--workdir=DIR]`.
 
-The config file is found from any directory: `configs/sqa_grpo.py` (or the bare name
-`sqa_grpo`) names the shipped `configs/sqa_grpo.py` (sallm_jax.run.config_file).
-
-Config fields can be overridden on the command line, e.g. `--config.grpo.beta=0.02`.
+The config file is found from any directory (`configs/sqa_grpo.py` or the bare name `sqa_grpo`);
+fields can be overridden on the command line, e.g. `--config.grpo.beta=0.02`.
 
 Exit status: 0 done, 1 a fault of the program (with its traceback), 2 a config or data error (one
-line naming the key or file; --debug for the traceback, `user_errors`), 3 diverged, 4 the work
-directory is in use, 5 stopped by a signal (run the same command again to resume), 130 stopped
-at once by a second SIGINT.
+line naming the key or file; --debug for the traceback), 3 diverged, 4 the work directory is in
+use, 5 stopped by a signal (run the same command again to resume), 130 stopped at once by a
+second SIGINT.
 """
 
 from __future__ import annotations

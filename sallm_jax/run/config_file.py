@@ -1,9 +1,7 @@
 """The `--config=FILE[:preset]` flag, which finds the shipped configs from any directory.
 
-FILE is tried as given (relative to the working directory), then as a shipped config: the
-repository's top-level configs/, installed as the `sallm_jax.configs` package. So
-`configs/sqa_grpo.py` names the same file from the repository root, from any other directory and
-in an installed wheel; a bare name (`sqa_grpo`) names the shipped config of that name.
+FILE is tried as given, then in configs/ (installed as `sallm_jax.configs`): `configs/sqa_grpo.py`
+or `sqa_grpo` names the shipped file from anywhere.
 """
 
 from __future__ import annotations
@@ -48,8 +46,7 @@ def resolve_config_file(spec: str, flag: str = "config") -> str:
 
 
 def config_stem(spec: str) -> str:
-    """The config file's name without directory, suffix or preset: `configs/sqa_grpo.py:smoke`
-    -> `sqa_grpo`."""
+    """The config file's bare name: `configs/sqa_grpo.py:smoke` -> `sqa_grpo`."""
     return pathlib.Path(spec.partition(":")[0]).stem
 
 

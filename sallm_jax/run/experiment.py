@@ -1,18 +1,14 @@
-"""Runs a config's stages (base -> warmup -> sft, grpo -> eval) in a work directory, resuming
-where it stopped.
+"""Runs a config's stages (base -> warmup -> sft, grpo -> eval) in a work directory; resumes.
 
 Work directory layout:
-  .lock                     held by the run using the directory (pid, host, start time)
-  config.json               the resolved config
-  tokenizer/                the tokenizer (trained on the task's training text when there is
-                            no base stage and none is given; the base model brings its own)
+  .lock, config.json        the run's lock (pid, host, start time); the resolved config
+  tokenizer/                trained on the training text when no tokenizer or base stage gives one
   <stage>/checkpoints/      Orbax checkpoints of a training stage (state + data iterator)
   <stage>/params/           the stage's final parameters; their presence marks the stage done
   <stage>/best-<step>/, best.json   the best parameters on validation so far (eval_every)
-  <stage>/metrics.jsonl     training scalars; <stage>/tensorboard/ event files
+  <stage>/metrics.jsonl, <stage>/tensorboard/   training scalars
   eval/<stage>/<split>[_greedy]/   predictions.jsonl and metrics.json
-  results.json              {"sft": {"test": {"bleu": ..., "bleu_std": ...}, "test_greedy":
-                            {...}}, "grpo": {...}, ...}: every stage under each protocol
+  results.json              {stage: {"test": {"bleu": ..., "bleu_std": ...}, "test_greedy": ...}}
 """
 
 from __future__ import annotations
@@ -89,15 +85,10 @@ def prepare_tokenizer(cfg: ml_collections.ConfigDict, splits: dict[str, list[Man
 def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestRow]],
                 workdir: pathlib.Path, tokenizer=None,
                 partitioner: Partitioner | None = None) -> tuple[nnx.Module, ChatFormat]:
-    """(model, chat format) of a Hugging Face checkpoint (model.checkpoint: a directory or a Hub
-    id, with its own tokenizer and generation config) or of a new model (model.family at the
-    configured sizes, with `tokenizer` or the configured one); LoRA adapters added when
-    lora.rank > 0.
-
-    The chat format is the processor format the tokenizer speaks (`prompt_family`), with
-    data.system_prompt when set. With `partitioner`, a checkpoint's tensors are read straight
-    into their shardings, each process reading only its rows. Freed arrays and the compiler's
-    freed heap go back to the system from here on (`host_memory`)."""
+    """(model, chat format) of model.checkpoint, or of a new model.family at the configured sizes
+    with `tokenizer` (default: tokenizer.path or one trained here); LoRA added if lora.rank > 0.
+    With `partitioner`, each process reads its rows of the checkpoint into their shardings.
+    Turns on returning freed host memory to the system (`host_memory`)."""
     return_freed_arrays()
     trim_after_compiles()
     eos_token_ids: tuple[int, ...] = ()
@@ -137,15 +128,15 @@ def build_model(cfg: ml_collections.ConfigDict, splits: dict[str, list[ManifestR
 
 
 def model_config(cfg: ml_collections.ConfigDict, tokenizer):
-    """The new model's config (`new_model_config`) with the tokenizer's vocabulary and its id of
-    the audio placeholder its prompts carry (`prompt_family`)."""
+    """`new_model_config` at the tokenizer's vocabulary and audio placeholder id."""
     placeholder = prompt_family(tokenizer, families()[cfg.model.family]).audio_token
     return new_model_config(cfg, len(tokenizer), tokenizer.convert_tokens_to_ids(placeholder))
 
 
 def batch_spec(cfg: ml_collections.ConfigDict, model, key: str,
                max_target_tokens: int, partitioner: Partitioner | None = None) -> BatchSpec:
-    """Shapes of this process's batches for the global batch size at config key `key`."""
+    """Shapes of this process's batches for the global batch size at config key `key`; with
+    `partitioner`, ConfigError unless it divides by data x fsdp and by the process count."""
     section, name = key.split(".")
     global_size = cfg[section][name]
     if partitioner is not None:
@@ -162,8 +153,7 @@ def batch_spec(cfg: ml_collections.ConfigDict, model, key: str,
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """A plain-text table: one row per (stage, evaluation), one column per metric it has (mean
-    +- std over the draws of a sampled evaluation)."""
+    """One row per (stage, evaluation), one column per metric (mean ± std over sampled draws)."""
     names = [n for n in SUMMARY
              if any(n in metrics for by_split in results.values() for metrics in by_split.values())]
     lines = [f"{'stage':<8}{'evaluation':<16}" + "".join(f"{n:>16}" for n in names)]
@@ -180,8 +170,7 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def enable_compilation_cache() -> None:
-    """Keep compiled programs on disk: a resumed run, and the evaluation of each stage's weights
-    (same program, other parameters), then skip recompiling."""
+    """Keep compiled programs under <cache>/xla for resumed runs and later evaluations."""
     jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
@@ -200,9 +189,7 @@ def sampling_protocols(cfg: ml_collections.ConfigDict) -> dict[str, tuple[Sampli
 
 
 class Experiment:
-    """What every stage of a run shares: the model split into (graphdef, params, frozen), the
-    chat format (tokenizer and prompts), the data, the mesh, and the trained parameters of each
-    finished stage."""
+    """What a run's stages share: model parts, chat format, data, mesh, trained parameters."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, workdir: pathlib.Path):
         self.cfg, self.workdir = cfg, workdir
@@ -249,6 +236,7 @@ class Experiment:
 
     def evaluate(self, params: nnx.State, rows, protocol: str = "",
                  out_dir: pathlib.Path | None = None, name: str = "eval") -> dict[str, float]:
+        """Metrics of `params` on `rows` under `protocol` ("" or "_greedy"); files in `out_dir`."""
         sampling, num_samples = self.protocols[protocol]
         return evaluate(self.graphdef, params, self.frozen, rows, self.chat, self.eval_spec,
                         sampling, partitioner=self.partitioner, out_dir=out_dir,
@@ -256,8 +244,7 @@ class Experiment:
                         name=name)
 
     def validator(self, metric: str):
-        """params -> the validation split's `metric` under the evaluation protocol, or None
-        without a validation split."""
+        """params -> the validation split's `metric`; None without a validation split."""
         if "validation" not in self.splits:
             return None
         return lambda params: self.evaluate(params, self.splits["validation"],
@@ -283,8 +270,7 @@ class NotWritable(UserError):
 
 
 def require_writable(directory: pathlib.Path, name: str, fix: str) -> None:
-    """Create `directory` if missing and write a file there; `NotWritable` naming it as `name`,
-    with `fix`, when either fails."""
+    """Create `directory` and write a file there; NotWritable naming `name`, with `fix`, if not."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=directory).close()
@@ -294,20 +280,13 @@ def require_writable(directory: pathlib.Path, name: str, fix: str) -> None:
 
 
 def run_experiment(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-    """Run every stage of `cfg.stages` in order; returns the evaluation results.
+    """Run every stage of `cfg.stages` in order; returns the evaluation results (results.json).
 
-    A training stage starts from the parameters of the stage its section's `start` names, the
-    initial ones ("init": a new model, model.checkpoint or init_params), or those of the previous
-    training stage (""); its final parameters are saved in <workdir>/<stage>/params
-    (the base's in its cache), and a finished stage is loaded instead of run again. The run
-    holds `<workdir>/.lock` throughout (`WorkdirLock`): a second run on the same directory
-    stops with `WorkdirLocked` naming the first. SIGTERM / SIGINT make a training stage save
-    its checkpoint after the step under way and raise `Preempted` (`train.preemption`), and
-    any other phase (synthesis, tokenizer training, an evaluation pass) raise it before its
-    next item, leaving nothing half written (`stop_signal`).
-    Before any of it the config is checked (`validate_config`) and the work directory and the
-    cache must take a file (`NotWritable`); an empty split stops the run before the model is
-    built, one its rows all left out before the first stage (`EmptySplit`).
+    A training stage starts where `Experiment.start_params` says and saves <workdir>/<stage>/params
+    (the base's in its cache); a finished stage is loaded, not rerun. Raises ConfigError or
+    NotWritable before anything runs; EmptySplit for a used split with no usable row;
+    WorkdirLocked when another run holds <workdir>/.lock; Preempted on SIGTERM / SIGINT, after a
+    training stage saves its checkpoint or before another phase's next item (`train.preemption`).
     """
     validate_config(cfg)
     require_writable(workdir, "work directory", "give --workdir a directory you can write")

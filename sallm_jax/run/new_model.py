@@ -1,5 +1,4 @@
-"""A new model (no `model.checkpoint`): the configured family (`model.family`) at the configured
-sizes (`model.audio`, `model.text`), and the family whose prompt format its tokenizer speaks."""
+"""A new model (no `model.checkpoint`): its config and the prompt family its tokenizer speaks."""
 
 from __future__ import annotations
 
@@ -10,12 +9,9 @@ from sallm_jax.runtime.user_errors import ConfigError, require
 
 
 def new_model_config(cfg: ml_collections.ConfigDict, vocab_size: int, audio_token_id: int):
-    """The config of `model.family` at the sizes `model.audio` / `model.text`.
-
-    Raises:
-      ConfigError naming model.family when no registered family has that name, or
-      model.audio / model.text when they are not that family's sizes.
-    """
+    """The config of `model.family` at the sizes `model.audio` / `model.text`; ConfigError
+    naming model.family when no family has that name, or model.audio / model.text when they
+    are not its sizes."""
     known = families()
     require(cfg.model.family in known, "model.family", f"one of {sorted(known)}",
             cfg.model.family)
@@ -40,13 +36,9 @@ def check_new_model(cfg: ml_collections.ConfigDict) -> None:
 
 
 def prompt_family(tokenizer, preferred: ModelFamily) -> ModelFamily:
-    """The family whose processor format `tokenizer` speaks: `preferred` when the tokenizer
-    holds its audio placeholder as one token, else the first registered family whose
-    placeholder it holds (the project's tokenizer holds Qwen2-Audio's `<|AUDIO|>`).
-
-    Raises:
-      ConfigError naming tokenizer.path when it holds no family's placeholder.
-    """
+    """The family whose placeholder `tokenizer` holds as one token, `preferred` first (the
+    project's tokenizer holds Qwen2-Audio's `<|AUDIO|>`); ConfigError naming tokenizer.path
+    when it holds none."""
     for family in (preferred, *families().values()):
         if len(tokenizer(family.audio_token, add_special_tokens=False)["input_ids"]) == 1:
             return family

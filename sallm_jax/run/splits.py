@@ -1,6 +1,5 @@
-"""The task's data splits a run reads: their manifests (configured or an embedded set, built
-once), which splits the run needs, and each read and screened at start-up, stopping with
-`EmptySplit` on one left with no usable row."""
+"""The task's data splits a run reads: their manifests, which ones it needs, and their rows,
+read and screened at start-up (`EmptySplit` for one with no usable row)."""
 
 from __future__ import annotations
 
@@ -38,14 +37,12 @@ def first_process_then_rest(name: str, fn):
 
 
 def manifest_paths(cfg: ml_collections.ConfigDict) -> dict[str, str]:
-    """The manifest of each split: the configured ones (ConfigError naming the key of one that
-    does not exist), or an embedded set's (built once, cached).
-
-    The default cache folder of an embedded set is named by its seed and sizes, so runs that
-    ask for different builds never replace the files another run is reading.
-    """
+    """Split -> manifest path of data section `cfg`: data.<split>_manifest, or an embedded set's,
+    built once under <cache>/<name>/ (or data.root). ConfigError naming data.name when unknown,
+    or data.<split>_manifest when no such file."""
     embedded_sets = task_sets()
     if cfg.name in embedded_sets:
+        # A folder per build: a run never replaces the files another run is reading.
         build = f"seed{cfg.seed}-{cfg.num_train}-{cfg.num_validation}-{cfg.num_test}"
         root = pathlib.Path(cfg.root).expanduser() if cfg.root else (
             default_cache_dir() / cfg.name / build)
@@ -73,9 +70,8 @@ class EmptySplit(UserError, ValueError):
 
 
 def scored_splits(cfg: ml_collections.ConfigDict) -> list[str]:
-    """The task's splits the run scores: eval.splits under the eval stage, and validation when
-    a training stage on the task selects its best step on it (the base stage validates on its
-    own corpus)."""
+    """The task's splits the run scores: eval.splits with the eval stage, and validation when
+    a task training stage (not base) has eval_every > 0."""
     sections = [STAGES[name].section for name in cfg.stages]
     splits = list(cfg.eval.splits) if None in sections else []
     if any(cfg[s].eval_every for s in sections if s not in (None, "base")):
@@ -84,8 +80,7 @@ def scored_splits(cfg: ml_collections.ConfigDict) -> list[str]:
 
 
 def splits_used(cfg: ml_collections.ConfigDict) -> list[str]:
-    """The task's splits the run reads: train when a stage trains on the task (the base stage
-    trains on its own corpus), and those it scores (`scored_splits`)."""
+    """The task's splits the run reads: train if a stage besides base trains; `scored_splits`."""
     trains = any(STAGES[name].section not in (None, "base") for name in cfg.stages)
     return list(dict.fromkeys((["train"] if trains else []) + scored_splits(cfg)))
 
@@ -98,8 +93,7 @@ def skips_during(skip_log: SkipLog, action: Callable[[], T]) -> tuple[T, collect
 
 def check_rows_left(split: str, manifest: str, num_rows: int, usable: int,
                     skipped: collections.Counter, skip_log: SkipLog) -> None:
-    """Raises `EmptySplit` naming the manifest, and the skips of its rows by reason, when none
-    of `split`'s `num_rows` rows is `usable`."""
+    """`EmptySplit` naming the manifest and its skips by reason when `usable` is 0."""
     if usable:
         return
     if not num_rows and not skipped:
@@ -128,8 +122,7 @@ def read_splits(manifests: dict[str, str], used: list[str], skip_log: SkipLog
 def screen_splits(splits: dict[str, list[ManifestRow]], manifests: dict[str, str],
                   skipped: dict[str, collections.Counter], used: list[str], spec: BatchSpec,
                   chat: ChatFormat, skip_log: SkipLog) -> None:
-    """`screen_rows` over each split in `used`: `EmptySplit` for one left with no row, its
-    skips counted with those of reading it (`skipped`)."""
+    """`screen_rows` over each split in `used`; `EmptySplit` for one left empty."""
     for split in used:
         buckets, screened = skips_during(skip_log, functools.partial(
             screen_rows, splits[split], spec, skip_log, chat))

@@ -1,5 +1,4 @@
-"""The screen the main job prints once its data and model are ready: model size, data sizes,
-the stages it will run (and those already done), the work directory and the cache."""
+"""The start-up screen: model size, data sizes, stages (to run or done), work directory, cache."""
 
 from __future__ import annotations
 
@@ -47,8 +46,8 @@ def run_summary(cfg: ml_collections.ConfigDict, *, workdir: pathlib.Path,
                 cache_dir: pathlib.Path, splits: Mapping[str, Sequence],
                 base_splits: Mapping[str, Sequence] | None, parameters: tuple[int, int],
                 base_dir: pathlib.Path | None, protocols: Sequence[str]) -> str:
-    """The start-up screen of a run of `cfg` (see the module docstring); `parameters` is
-    (all, trainable), `protocols` the evaluation suffixes ("" and "_greedy")."""
+    """The start-up screen of a run of `cfg`; `parameters` is (all, trainable), `protocols`
+    the evaluation suffixes ("" and "_greedy")."""
     total, trainable = parameters
     source = cfg.model.checkpoint or "a new model of model.text / model.audio's sizes"
     adapters = f", LoRA rank {cfg.lora.rank} on {cfg.lora.trainable}" if cfg.lora.rank else ""

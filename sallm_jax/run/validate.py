@@ -1,10 +1,7 @@
-"""Start-up checks of an experiment config: every error is a `ConfigError` naming the offending
-config key (one line and exit status 2 from the commands, `user_errors`).
+"""Start-up checks of an experiment config; every error is a `ConfigError` naming the key.
 
-The sections every run reads (data, model, tokenizer, lora, train, logging) are checked here,
-and what spans stages: `stages` names registered stages and each training stage's `start` one
-before it. Each configured stage checks its own section (`register_stage`'s `check`), so a typo
-in the GRPO settings fails before the SFT stage spends its minutes, not after.
+Checked here: data, model, tokenizer, lora, train, logging, `stages` and each training stage's
+`start`; each configured stage checks its own section (`register_stage`'s `check`).
 """
 
 from __future__ import annotations
@@ -43,7 +40,7 @@ def _starts(cfg: ml_collections.ConfigDict, stages: tuple[str, ...]) -> None:
 
 
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
-    """Raise ConfigError for the first setting that cannot work."""
+    """Raise ConfigError for the first setting that cannot work (see the module docstring)."""
     for old in RENAMED_SECTIONS:
         if old in cfg:
             raise renamed_section_error(old)
