@@ -4,8 +4,8 @@ table, with a verdict against the device's memory.
     python -m sallm_jax.commands.plan_memory --preset qwen2_audio_7b --mesh data=1,fsdp=8,tensor=1 \
         --group_size 8 --batch_size 16 --prompt_len 512 --completion_len 256 --device v5e
 
-Presets: the published checkpoints (`sallm_jax.models.presets`) and `tiny`, the configs' default
-model. What each row counts, and what is left out: `sallm_jax/commands/step_memory.py`.
+Presets: the published checkpoints (`models.presets`) and `tiny`, the configs' default model.
+What each row counts: `step_memory`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ DEVICE_MEMORY_GIB = {"v5e": 16.0, "v4": 32.0, "a100": 80.0, "h100": 80.0, "h200"
 
 
 def tiny():
-    """The configs' default new model: configs/base.py's family and sizes (`tiny_model`) and
-    tokenizer vocabulary. The audio placeholder's id has no bearing on memory."""
+    """The configs' default new model (configs/base.py's `tiny_model`, tokenizer.vocab_size)."""
     c = base_config()
     return new_model_config(c, c.tokenizer.vocab_size, audio_token_id=5)
 

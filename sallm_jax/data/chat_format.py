@@ -1,21 +1,11 @@
 """Prompt and target ids as a checkpoint's own processor makes them.
 
-A prompt is the user turn (`prompts.user_text`) with one clip, rendered by the tokenizer's own
-chat template (`apply_chat_template`, with the generation prompt) and its defaults: Qwen2-Audio's
-system prompt, Granite's system turn (which names today's date, as the template does). Then, as
-transformers' `Qwen2AudioProcessor` and `GraniteSpeechProcessor` do, the family's audio
-placeholder is expanded to one copy per audio embedding of the clip, and the text is tokenised.
-The model scatters the clip's embeddings into the positions of those ids.
-
-A target is the reference answer's ids followed by the token that closes an assistant turn in
-that template (`<|im_end|>` in ChatML, `<|end_of_text|>` in Granite's), so that a trained policy
-ends its turns as the template does; generation stops on generation_config.json's eos ids and
-that token.
-
-A tokenizer that would not carry the audio (no chat template, a placeholder split into ordinary
-pieces or mapped to another id than the model's audio token) is refused when the format is made,
-and a prompt whose audio ids do not match its clip is refused when its batch is built: the
-model would otherwise train without hearing.
+A prompt is the user turn (`prompts.user_text`) with one clip, rendered by the tokenizer's chat
+template with the generation prompt and the template's default system turn, its audio
+placeholder expanded to one copy per audio embedding (as transformers' `Qwen2AudioProcessor` and
+`GraniteSpeechProcessor` do). A target is the answer's ids, then the token that closes an
+assistant turn (`<|im_end|>` in ChatML, `<|end_of_text|>` in Granite's). A tokenizer that would
+not carry the audio raises `ChatFormatError` (`chat_format`).
 """
 
 from __future__ import annotations
@@ -65,8 +55,8 @@ class ChatFormat:
         return system + [{"role": "user", "content": self.user_content(text)}]
 
     def render(self, text: str, num_audio_tokens: int) -> str:
-        """The prompt string: the template's rendering of `messages(text)` with the generation
-        prompt, its one placeholder expanded to `num_audio_tokens` copies."""
+        """`messages(text)` rendered with the generation prompt, its placeholder repeated
+        `num_audio_tokens` (>= 1) times; ChatFormatError unless it holds exactly one."""
         if num_audio_tokens < 1:
             raise ValueError(f"num_audio_tokens must be >= 1, got {num_audio_tokens}")
         rendered = self.tokenizer.apply_chat_template(self.messages(text), tokenize=False,
@@ -91,8 +81,8 @@ def _source(tokenizer) -> str:
 
 
 def _turn_end_id(tokenizer, user_content: Callable[[str], object]) -> int:
-    """The first token the template writes after an assistant turn's text; it must be one of
-    the tokenizer's special tokens."""
+    """The first token the template writes after an assistant turn; ChatFormatError unless it
+    is a special token."""
     conversation = [{"role": "user", "content": user_content("question")},
                     {"role": "assistant", "content": _ANSWER_MARK}]
     rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
@@ -107,8 +97,7 @@ def _turn_end_id(tokenizer, user_content: Callable[[str], object]) -> int:
 
 def chat_format(tokenizer, family, audio_token_id: int, *, system_prompt: str | None = None,
                 eos_token_ids: Sequence[int] = ()) -> ChatFormat:
-    """The format of `family`'s processor over `tokenizer`, for a model whose audio token is
-    `audio_token_id`.
+    """The prompt format of `family`'s processor over `tokenizer`.
 
     Args:
       tokenizer: a transformers tokenizer with a chat template.
@@ -120,8 +109,9 @@ def chat_format(tokenizer, family, audio_token_id: int, *, system_prompt: str | 
         tokens and the closing token.
 
     Raises:
-      ChatFormatError naming the tokenizer when it has no chat template, or when its
-      placeholder does not encode as the single id `audio_token_id`.
+      ChatFormatError naming the tokenizer when it has no chat template, when its placeholder
+      does not encode as the single id `audio_token_id`, or when the template's turn end is
+      not a special token.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ChatFormatError(f"{_source(tokenizer)}: the tokenizer has no chat template "

@@ -1,8 +1,7 @@
 """A small byte-level BPE tokenizer with the Qwen2-Audio special tokens and chat template.
 
-Tiny models trained on CPU need a vocabulary sized to their corpus, not Qwen's 151k entries; this
-trains one with `tokenizers` and wraps it as a `transformers` fast tokenizer so that the rest of
-the code treats it exactly like a Hub checkpoint's tokenizer (`apply_chat_template`, special ids).
+Tiny models need a vocabulary sized to their corpus, not Qwen's 151k entries. It is trained with
+`tokenizers` and wrapped as a `transformers` fast tokenizer, used like a Hub checkpoint's.
 """
 
 from __future__ import annotations
@@ -70,8 +69,7 @@ _TEMPLATE_REPEATS = 200
 
 
 def _training_texts(texts: Iterable[str]) -> Iterator[str]:
-    """The template's text, then `texts`; a stop signal ends the training before the next text
-    (`stop_signal.Preempted` leaves the trainer, and nothing is saved)."""
+    """The template's text, then `texts`; raises `stop_signal.Preempted` on a stop signal."""
     for _ in range(_TEMPLATE_REPEATS):
         yield from _TEMPLATE_TEXT
     for text in texts:
@@ -80,10 +78,10 @@ def _training_texts(texts: Iterable[str]) -> Iterator[str]:
 
 
 def _with_signals_handled(train: Callable[[], object]) -> None:
-    """Run `train` in a thread while the main thread waits in Python. The trainer's Rust code
-    would otherwise hold the main thread, where Python runs signal handlers, until it ends: a
-    stop signal would go unseen by `_training_texts` (which the trainer reads from a thread of
-    its own) and a second Ctrl-C could not stop the run."""
+    """Run `train` in a thread; re-raise its exception here.
+
+    The main thread waits in Python, where signal handlers run; the Rust trainer would
+    otherwise hold it until done, and stop signals would go unseen."""
     failed: list[BaseException] = []
 
     def run() -> None:
@@ -103,15 +101,12 @@ def _with_signals_handled(train: Callable[[], object]) -> None:
 def train_tokenizer(
     texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 1024
 ) -> transformers.PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on `texts` and save it to `out_dir`.
+    """Train a byte-level BPE tokenizer on `texts` and save it to `out_dir`; returns it.
 
-    Ids 0..5 are the special tokens in `SPECIAL_TOKENS` order (pad = <|endoftext|> = 0,
-    eos = <|im_end|> = 2, <|AUDIO|> = 3); then the 256 byte symbols, then the merges, so any
-    Unicode text encodes and decodes back exactly.
-
-    Returns:
-      The tokenizer, already saved as tokenizer.json + tokenizer_config.json (with the chat
-      template) in `out_dir`; `load_tokenizer(out_dir)` gives back the same ids.
+    Ids 0..5 are `SPECIAL_TOKENS` in order (pad = <|endoftext|> = 0, eos = <|im_end|> = 2,
+    <|AUDIO|> = 3), then the 256 byte symbols, then the merges: any Unicode text round-trips.
+    Saved as tokenizer.json + tokenizer_config.json (with the chat template);
+    `load_tokenizer(out_dir)` gives back the same ids.
     """
     logging.info("[tokenizer] training a byte-level BPE of %d tokens for %s", vocab_size, out_dir)
     # GPT-2's pre-tokenisation regex and byte alphabet: every string has an exact encoding.
@@ -141,9 +136,7 @@ def train_tokenizer(
 
 
 def save_atomically(tokenizer: transformers.PreTrainedTokenizerBase, out_dir: Path) -> None:
-    """Save into a sibling folder, then rename it to `out_dir`: a run killed while saving leaves
-    no `tokenizer.json` behind (which `load_tokenizer` would take for a whole tokenizer), so the
-    next start trains it again."""
+    """Save into a sibling folder renamed to `out_dir`: a killed save leaves no tokenizer.json."""
     staging = out_dir.with_name(f"{out_dir.name}.saving-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -155,7 +148,8 @@ def save_atomically(tokenizer: transformers.PreTrainedTokenizerBase, out_dir: Pa
 
 
 def load_tokenizer(directory: str | os.PathLike) -> transformers.PreTrainedTokenizerBase:
-    """Load a tokenizer saved by `train_tokenizer` (or any local Hub-style tokenizer folder)."""
+    """Load a tokenizer saved by `train_tokenizer` (or any local Hub-style tokenizer folder);
+    FileNotFoundError when `directory` holds no tokenizer.json."""
     directory = Path(directory)
     if not (directory / "tokenizer.json").exists():
         raise FileNotFoundError(f"{directory / 'tokenizer.json'}: no tokenizer here")
@@ -164,9 +158,8 @@ def load_tokenizer(directory: str | os.PathLike) -> transformers.PreTrainedToken
 
 def load_or_train_tokenizer(out_dir: Path, texts: Callable[[], Iterable[str]],
                             vocab_size: int) -> transformers.PreTrainedTokenizerBase:
-    """The tokenizer saved in `out_dir`; else one trained on `texts()` and saved there. A saved
-    one that cannot be read (cut short, deleted in part) is trained again, with a warning naming
-    it: training is deterministic, so it is the same tokenizer."""
+    """The tokenizer saved in `out_dir`; else (or when unreadable, with a warning) one trained
+    on `texts()` and saved there. Training is deterministic: the same tokenizer again."""
     if (out_dir / "tokenizer.json").exists():
         try:
             return load_tokenizer(out_dir)

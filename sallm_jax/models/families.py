@@ -1,10 +1,8 @@
-"""Model families: everything that differs between Qwen2-Audio, Granite Speech and the next one,
-in one record per family, looked up by config object, model instance or config.json.
+"""Model families: one record per speech LM kind (Qwen2-Audio, Granite Speech), and its lookups.
 
-A family registers itself (`register_family`) in its own module; the families this package
-ships are named in `BUILTIN_FAMILIES` and imported on the first lookup, so that importing this
-module imports no model. Code that must treat families differently asks the record (`family_for_*`)
-instead of testing config or model classes itself.
+A family registers itself (`register_family`) in its own module; `BUILTIN_FAMILIES` are imported
+on the first lookup, so importing this module imports no model. Code that treats families
+differently asks the record (`family_for_*`), not the config or model class.
 """
 
 from __future__ import annotations
@@ -28,42 +26,37 @@ class ModelFamily:
     """How one kind of speech LM is configured, built, read, written and fed.
 
     Attributes:
-      model_type: the `model_type` field of config.json.
-      architecture: the transformers class that loads the same checkpoint (config.json's
-        `architectures[0]`).
-      config_class: the config dataclass of this package.
-      model_class: the nnx.Module built for it (constructor `(config, *, rngs, dtype,
-        param_dtype)`).
-      from_sizes: (audio sizes, text sizes, vocab_size, audio_token_id) -> config: a new
-        model of the sizes a config file's `model.audio` / `model.text` give.
-      tiny_sizes: () -> {"audio": ..., "text": ...}, the sizes of the family's default new
-        model (a few layers of width 64-128), in `from_sizes`'s form.
+      model_type: config.json's `model_type`.
+      architecture: config.json's `architectures[0]`, the transformers class of the checkpoint.
+      config_class: this package's config dataclass.
+      model_class: the nnx.Module; constructor `(config, *, rngs, dtype, param_dtype)`.
+      from_sizes: (audio sizes, text sizes, vocab_size, audio_token_id) -> config of a new
+        model at a config file's `model.audio` / `model.text`.
+      tiny_sizes: () -> {"audio": ..., "text": ...}: the default new model (a few layers of
+        width 64-128), in `from_sizes`'s form.
       config_from_hf: config.json dict -> config.
-      config_to_hf: config -> config.json dict (the inverse, as transformers reads it).
+      config_to_hf: config -> config.json dict, as transformers reads it.
       param_map: config -> {Hub key: (variable path, layout conversion)}.
-      load_state_dict: `(model, tensors, *, source)` -> model, filling it in place.
+      load_state_dict: `(model, tensors, *, source)` -> model, filled in place.
       feature_frames: 16 kHz samples -> valid feature frames (ints or arrays).
       audio_tokens: (config, valid feature frames) -> audio placeholders (ints or arrays).
-      input_width: config -> the model's input features per frame.
+      input_width: config -> input features per frame.
       frames_per_input: log-mel frames stacked into one input frame (input_width / mel bins).
-      encoder, projector: top-level attribute names of the audio encoder and the projector.
-      audio_token: the processor's default audio placeholder string; the processor expands
-        each one in the rendered chat to one copy per audio embedding of its clip
-        (`audio_tokens`), and config.audio_token_id is its id.
-      user_content: the text of a user turn -> the turn's `content` as the family's chat
-        template takes it with one clip (a list of typed parts for Qwen2-Audio, whose template
-        writes the placeholder; the placeholder and the text in one string for Granite
-        Speech, as its model card writes it).
+      encoder, projector: attribute names of the audio encoder and the projector.
+      audio_token: the processor's audio placeholder string (id: config.audio_token_id); a
+        prompt holds one copy per audio embedding of its clip (`audio_tokens`).
+      user_content: user-turn text -> the turn's `content` with one clip, as the family's chat
+        template takes it (Qwen2-Audio: typed parts; Granite Speech: placeholder and text in
+        one string, as its model card writes it).
       reference_frames: config -> feature frames of a clip transformers' class accepts.
       reference_audio_inputs: (features [B, frames, width], lengths [B], audio tokens [B]) ->
-        the audio keyword arguments of transformers' forward, as NumPy arrays.
-      sampling_rate: audio sample rate the feature extractor expects.
-      max_audio_seconds: config -> the longest clip in seconds its encoder takes (math.inf
-        when its positions are relative).
-      own_head: (head key, embedding key) when transformers' class keeps its LM head as a
-        tensor of its own whatever the config says (Qwen2-Audio): an exported model whose
-        head is tied to its embeddings then writes the table under both keys. None when the
-        class ties by the config (Granite Speech).
+        transformers' forward audio keyword arguments, as NumPy arrays.
+      sampling_rate: the feature extractor's sample rate in Hz.
+      max_audio_seconds: config -> the longest clip the encoder takes, in seconds (math.inf
+        for relative positions).
+      own_head: (head key, embedding key) when transformers' class always keeps its LM head as
+        a tensor of its own (Qwen2-Audio): a tied export writes the table under both keys.
+        None when the class ties by the config (Granite Speech).
     """
 
     model_type: str
@@ -95,11 +88,7 @@ _REGISTRY: dict[str, ModelFamily] = {}
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
-    """Adds `family` under its model_type and returns it.
-
-    Raises:
-      ValueError when another family already holds that model_type.
-    """
+    """Adds `family` under its model_type and returns it; ValueError when another holds it."""
     held = _REGISTRY.get(family.model_type)
     if held is not None and held != family:
         raise ValueError(f"model_type {family.model_type!r} is already registered")
@@ -152,7 +141,6 @@ def family_for_model(model: object) -> ModelFamily:
 
 
 def num_audio_tokens(config: object, num_samples: int) -> int:
-    """Audio placeholders a clip of `num_samples` 16 kHz samples takes under `config`'s family
-    (host side: prompts are built before the model runs)."""
+    """Audio placeholders a clip of `num_samples` 16 kHz samples takes, on the host."""
     family = family_for_config(config)
     return int(family.audio_tokens(config, family.feature_frames(num_samples)))

@@ -1,7 +1,5 @@
-"""The `base` stage: the configured model trained from random initialisation to transcribe
-the embedded ASR corpus (never the task), with a tokenizer trained on that corpus, cached in
-$SALLM_JAX_CACHE/base/<key of its settings and the model's>; its section's defaults and
-checks."""
+"""The `base` stage (`train/base.py`): the configured model trained from scratch on the embedded
+ASR corpus, cached by its settings; its section's defaults and checks."""
 
 from __future__ import annotations
 
@@ -32,9 +30,8 @@ def base_section() -> ml_collections.ConfigDict:
 
 
 def check_base(cfg: ml_collections.ConfigDict, name: str) -> None:
-    """The supervised keys and the corpus of `cfg[name]`; no model.checkpoint nor
-    tokenizer.path beside it (it trains the configured sizes from scratch, with its own
-    tokenizer)."""
+    """The supervised keys and corpus sizes of `cfg[name]`; ConfigError when model.checkpoint
+    or tokenizer.path is set (the stage trains from scratch, with its own tokenizer)."""
     check_sft_keys(cfg[name], name)
     require(not cfg.model.checkpoint, "model.checkpoint",
             f"'' with the {name} stage (it trains the configured sizes from scratch; drop "
@@ -46,10 +43,8 @@ def check_base(cfg: ml_collections.ConfigDict, name: str) -> None:
 
 
 def train_base(experiment, name: str, start: nnx.State) -> nnx.State:
-    """The base model, from its cache when it is built (the cache key names its settings):
-    supervised on the ASR corpus, then scored greedily on the corpus's held-out split. A cache
-    whose parameters or base.json cannot be read is built again (resuming from its checkpoints),
-    never loaded in part."""
+    """The base model from its cache, else supervised on the ASR corpus and scored greedily on
+    its held-out split. An unreadable cache is built again, resuming from its checkpoints."""
     cfg, directory = experiment.cfg, experiment.base_dir
     if is_built(directory):
         logging.info("[base] loading the cached base model from %s", directory)

@@ -1,19 +1,17 @@
 """Stage "base": a speech LM that hears, trained before any task and cached by its settings.
 
-The papers start SFT and GRPO from models that already hear well (Granite Speech 3.3 with its
-strong ASR, Qwen2-Audio-7B-Instruct) and were never trained on the target task. Here the base is
-the configured model trained from random initialisation to transcribe the embedded ASR corpus
-(`sallm_jax.data.embedded_asr`: no passage of any evaluation split), with a byte-level BPE
-tokenizer trained on that corpus and on the embedded sets' kinds of text
-(`sallm_jax.data.embedded_text`, vocabulary only); every task then starts from it.
+The papers start from models that already hear (Granite Speech 3.3, Qwen2-Audio-7B-Instruct)
+but never saw the task. Here the configured model is trained from random initialisation to
+transcribe the embedded ASR corpus (`data.embedded_asr`: no passage of any evaluation split),
+with a byte-level BPE tokenizer trained on that corpus and on the embedded sets' kinds of text
+(`data.embedded_text`, vocabulary only).
 
-Cache: `$SALLM_JAX_CACHE/base/<key>/`, the key a hash of everything that decides the result (the
-model's sizes and dtype, the tokenizer's size, the `base` settings, the corpus format):
-  settings.json   what the key hashes
-  tokenizer/      trained on the corpus text and the embedded sets' kinds of text
+Cache: `$SALLM_JAX_CACHE/base/<key>/`, the key a hash of `base_settings`:
+  tokenizer/      the base's tokenizer (`base_tokenizer`)
   train/          the training stage's checkpoints and metrics: an interrupted build resumes
+  heldout/        greedy transcripts of the corpus's validation split
   params/         the final parameters
-  base.json       settings + held-out WER of greedy transcripts; written last, marks a full build
+  base.json       settings + held-out WER; written last, marks a full build
 """
 
 from __future__ import annotations
@@ -47,8 +45,7 @@ _HASHED_WHEN_SET = {"family": "qwen2_audio", "compute_dtype": "", "fused_attenti
 
 
 def default_cache_dir() -> pathlib.Path:
-    """The cache root: `$SALLM_JAX_CACHE`, else ~/.cache/sallm_jax (base models, embedded data,
-    compiled programs)."""
+    """The cache root: `$SALLM_JAX_CACHE`, else ~/.cache/sallm_jax."""
     return pathlib.Path(os.environ.get("SALLM_JAX_CACHE", "~/.cache/sallm_jax")).expanduser()
 
 
@@ -97,15 +94,13 @@ def base_tokenizer(directory: pathlib.Path, train_rows: list[ManifestRow], vocab
 
 
 def is_built(directory: pathlib.Path) -> bool:
-    """Whether base.json, the build's last file, is there whole (one cut short is rewritten by
-    building again, which resumes from the checkpoints)."""
+    """Whether base.json, the build's last file, is there whole."""
     record = read_json(directory / "base.json")
     return isinstance(record, dict) and "heldout_asr" in record
 
 
 def unmark_built(directory: pathlib.Path) -> None:
-    """Remove base.json: the cache is no longer a finished build (its parameters were set
-    aside)."""
+    """Remove base.json, so the cache no longer counts as a finished build."""
     if jax.process_index() == 0:
         (directory / "base.json").unlink(missing_ok=True)
 
