@@ -8,9 +8,8 @@ from sallm_jax.stages import stage_sections
 
 
 def tiny_model(family: str = "qwen2_audio") -> ml_collections.ConfigDict:
-    """`model.family` and the family's default new model (its `tiny_sizes`: a few layers of
-    width 64-128; the vocabulary is the tokenizer's, `tokenizer.vocab_size`);
-    `sallm-jax plan-memory --preset tiny` plans the default one."""
+    """`model.family` and the family's default new model (`tiny_sizes`; vocabulary:
+    tokenizer.vocab_size). `sallm-jax plan-memory --preset tiny` plans the default one."""
     return ml_collections.ConfigDict({"family": family, **families()[family].tiny_sizes()})
 
 
@@ -146,14 +145,9 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def granite_speech_paper(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The Granite Speech paper's comparison ("Advancing Speech Understanding in Speech-Aware
-    Language Models with GRPO"), both arms: SFT and GRPO each from the checkpoint, prompts <=
-    256 and answers <= 200 tokens; GRPO with G = 8, beta = 0.02, temperature 1.0 while training,
-    DAPO aggregation and a BLEU reward; evaluation with top-p 0.9 / temperature 0.9; the
-    decoder's and encoder's layers scanned (model.scan_layers) and the decoder's activations
-    recomputed in the backward pass (model.remat). Data from
-    manifests given on the command line (data.train_manifest, ...), the model from
-    model.checkpoint. The SFT-only preset keeps the GRPO arm's settings (unused by its stages),
-    so the two presets describe the same experiment."""
+    Language Models with GRPO"), both arms, each from model.checkpoint, on manifests given on
+    the command line (data.train_manifest, ...). The SFT-only preset keeps the GRPO arm's
+    settings too, so the two presets describe the same experiment."""
     c.data.name = "manifest"
     c.model.scan_layers = True  # 40 decoder layers, 16 conformer blocks: each compiles as one
     c.model.remat = True  # each layer's activations recomputed in the backward pass
