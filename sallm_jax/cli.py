@@ -68,6 +68,11 @@ COMMANDS = {
         "sallm_jax.commands.plan_memory",
         "per-device memory of GRPO training on a mesh, from shapes alone",
         "--preset qwen2_audio_7b --mesh data=1,fsdp=4,tensor=1 --device h100"),
+    "build-base": Command(
+        "sallm_jax.commands.build_base",
+        "build a config's base model (its base stage alone) and write it as a shipped base: "
+        "a Hugging Face checkpoint with its settings, build log and held-out WER",
+        "--config=configs/sqa_grpo.py --out=sallm_jax/bases", absl=True),
     "random-checkpoint": Command(
         "sallm_jax.commands.random_checkpoint",
         "a complete random-weight checkpoint at a published config (weights, tokenizer, chat "

@@ -32,10 +32,11 @@ def installed_venv(tmp_path):
     """A venv holding only the wheel built from the checkout; its python."""
     src = tmp_path / "src"  # the build writes build/ and *.egg-info beside the sources
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(os.path.join(ROOT, name), src / name)
-    shutil.copytree(os.path.join(ROOT, "sallm_jax"), src / "sallm_jax",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("sallm_jax", "configs"):  # configs/ ships as sallm_jax.configs (setup.py)
+        shutil.copytree(os.path.join(ROOT, folder), src / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     pip("wheel", "--no-build-isolation", "-w", str(tmp_path / "wheels"), str(src))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from sallm_jax.data.bad_input import SkipLog
 from sallm_jax.data.chat_format import ChatFormat, chat_format
@@ -35,7 +36,7 @@ from sallm_jax.eval.evaluate import evaluate
 from sallm_jax.metrics.names import SUMMARY
 from sallm_jax.models.attention import set_fused_attention
 from sallm_jax.models.families import families, family_for_model, num_audio_tokens
-from sallm_jax.models.hub.load import load_checkpoint
+from sallm_jax.models.hub.load import Checkpoint, load_checkpoint
 from sallm_jax.models.hub.resolve import resolve_checkpoint
 from sallm_jax.models.layer_scan import set_scan_layers
 from sallm_jax.models.lora import apply_lora, lora_modules, trainable_filter
@@ -65,10 +66,17 @@ from sallm_jax.train.base import (
     base_tokenizer,
     build_corpus,
     default_cache_dir,
+    is_built,
     read_corpus,
 )
-from sallm_jax.train.params_io import restore_params
+from sallm_jax.train.params_io import restore_params, save_params
 from sallm_jax.train.preemption import StopSignal, stop_before
+from sallm_jax.train.shipped_base import (
+    install_params,
+    install_tokenizer,
+    load_shipped,
+    shipped_base,
+)
 from sallm_jax.train.workdir_lock import WorkdirLock
 
 
@@ -169,6 +177,24 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def shipped_to_install(cfg: ml_collections.ConfigDict, directory: pathlib.Path | None
+                       ) -> tuple[pathlib.Path, dict, Checkpoint] | None:
+    """The shipped base of `directory`'s key when the cache holds no finished base and
+    base.use_shipped is on (`train.shipped_base`), else None."""
+    if directory is None or not cfg.base.use_shipped or is_built(directory):
+        return None
+    shipped = shipped_base(directory)
+    if shipped is None:
+        return None
+    logging.info("[base] loading the shipped base %s into %s", shipped, directory)
+    return (shipped, *load_shipped(shipped))
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def enable_compilation_cache() -> None:
     """Keep compiled programs under <cache>/xla for resumed runs and later evaluations."""
     jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
@@ -200,6 +226,10 @@ class Experiment:
         used = [split for split in splits_used(cfg) if split in manifests]
         self.splits, skipped = read_splits(manifests, used, self.skip_log)
         self.base_dir = base_directory(cfg, default_cache_dir()) if "base" in cfg.stages else None
+        shipped = shipped_to_install(cfg, self.base_dir)
+        if shipped is not None:
+            install_tokenizer(shipped[2], self.base_dir)
+            _sync("shipped tokenizer")
         if self.base_dir is not None:
             self.corpus = read_corpus(first_process_then_rest(
                 "corpus", lambda: build_corpus(cfg, default_cache_dir())))
@@ -212,6 +242,9 @@ class Experiment:
         trainable = trainable_filter(cfg.lora.trainable) if cfg.lora.rank else nnx.Param
         self.parameters = parameter_counts(model, trainable)
         self.graphdef, params, self.frozen = nnx.split(model, trainable, ...)
+        if shipped is not None:
+            install_params(*shipped, self.base_dir, params, save_params)
+            _sync("shipped base")
         if cfg.init_params:
             params = restore_params(pathlib.Path(cfg.init_params).expanduser(), params,
                                     self.partitioner)

@@ -35,7 +35,7 @@ from sallm_jax.data.tokenizer import load_or_train_tokenizer
 from sallm_jax.runtime.record_files import read_json, write_atomically
 
 # Base settings that change neither the data nor the result.
-_BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start")
+_BOOKKEEPING = ("checkpoint_every", "log_every", "eval_every", "start", "use_shipped")
 
 
 # Model settings hashed only when they differ from these defaults, so that the keys of bases
@@ -64,10 +64,14 @@ def base_settings(cfg: ml_collections.ConfigDict) -> dict:
     }
 
 
+def settings_key(settings: dict) -> str:
+    """The first 16 hex digits of the SHA-256 of `settings` as sorted JSON."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def base_directory(cfg: ml_collections.ConfigDict, cache: pathlib.Path) -> pathlib.Path:
-    """`cache/base/<key>`, the key the first 16 hex digits of the settings' SHA-256."""
-    text = json.dumps(base_settings(cfg), sort_keys=True)
-    return cache / "base" / hashlib.sha256(text.encode()).hexdigest()[:16]
+    """`cache/base/<settings_key of base_settings>`."""
+    return cache / "base" / settings_key(base_settings(cfg))
 
 
 def build_corpus(cfg: ml_collections.ConfigDict, cache: pathlib.Path) -> dict[str, pathlib.Path]:
