@@ -36,7 +36,8 @@ def test_the_console_script_is_declared():
 def test_overview_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    expected = ["train", "compare", "parity", "plan-memory", "random-checkpoint", "report",
+    expected = ["train", "compare", "parity", "plan-memory", "build-base", "random-checkpoint",
+                "report",
                 "import-librisqa",
                 "import-covost2", "import-avqa", "import-mmau", "import-librispeech"]
     assert [line.split()[0] for line in out.split("commands:\n")[1].splitlines()

@@ -23,7 +23,7 @@ from sallm_jax.train.wandb_mirror import wandb_settings
 def base_section() -> ml_collections.ConfigDict:
     """The base model's supervised settings, its corpus (num_train clips; validation clips
     give the held-out WER) and seed."""
-    c = sft_section(steps=600, batch_size=20, learning_rate=2e-3, warmup_steps=50,
+    c = sft_section(steps=3000, batch_size=20, learning_rate=2e-3, warmup_steps=100,
                     max_target_tokens=20, checkpoint_every=100, ctc_weight=0.3)
     c.num_train, c.num_validation, c.seed = 4000, 100, 0
     # A base shipped under these settings' key (sallm_jax/bases/, `sallm-jax build-base`) is
