@@ -44,6 +44,12 @@ def test_summary_of_the_smoke_preset(tmp_path):
     cached = run_summary(cfg, workdir=workdir, cache_dir=pathlib.Path("c"), splits=splits,
                          base_splits=corpus, parameters=(10, 2), base_dir=base_dir,
                          protocols=("",))
-    assert f"  base    4 steps x batch 4, lr 0.002 (cached in {base_dir})" in cached
+    assert (f"  base    4 steps x batch 4, lr 0.002 (cached in {base_dir}; held-out WER 50.00 %)"
+            in cached)
+    (base_dir / "base.json").write_text('{"heldout_asr": {"wer": 0.456}, "shipped": "s"}')
+    shipped = run_summary(cfg, workdir=workdir, cache_dir=pathlib.Path("c"), splits=splits,
+                          base_splits=corpus, parameters=(10, 2), base_dir=base_dir,
+                          protocols=("",))
+    assert "(cached in " + f"{base_dir}; held-out WER 0.46 %, shipped)" in shipped
     assert "model     10 parameters, 2 trainable" in cached
     assert "  eval    test of each trained stage, batch 8" in cached

@@ -9,6 +9,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from sallm_jax.runtime.record_files import read_json
 from sallm_jax.train.base import is_built
 
 
@@ -37,8 +38,11 @@ def stage_line(cfg: ml_collections.ConfigDict, stage: str, workdir: pathlib.Path
     if s.eval_every:
         text += f", validation every {s.eval_every} steps"
     if stage == "base":
-        done = base_dir is not None and is_built(base_dir)
-        return text + (f" (cached in {base_dir})" if done else f" (built into {base_dir})")
+        if base_dir is None or not is_built(base_dir):
+            return text + f" (built into {base_dir})"
+        record = read_json(base_dir / "base.json")
+        return text + (f" (cached in {base_dir}; held-out WER {record['heldout_asr']['wer']:.2f} %"
+                       f"{', shipped' if 'shipped' in record else ''})")
     return text + (" (done)" if (workdir / stage / "params").exists() else "")
 
 
