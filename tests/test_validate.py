@@ -22,7 +22,7 @@ def test_presets_are_valid(name, preset):
 @pytest.mark.parametrize("key, value, message", [
     ("stages", ("sft", "rlhf"), "stages"),
     ("data.audio_buckets_s", (5.0, 3.0), "data.audio_buckets_s"),
-    ("data.audio_buckets_s", (30.0,), "max_source_positions"),
+    ("data.audio_buckets_s", (30.0,), "the longest clip model.audio's encoder takes"),
     ("data.num_workers", -1, "data.num_workers"),
     ("sft.steps", 0, "sft.steps"),
     ("grpo.group_size", 1, "grpo.group_size"),

@@ -117,10 +117,11 @@ class GRPOSteps(StageSteps):
 
 
 def check_reference(ref_params: nnx.State | None, params: nnx.State, frozen: nnx.State,
-                    beta: float) -> None:
+                    beta: float, moving: bool = False) -> None:
     """Raises ValueError when `ref_params` is None (the policy with its LoRA adapters off) for a
-    KL term (beta != 0) on a model without adapters: its reference would be the policy itself."""
-    if ref_params is None and beta != 0.0 and not any(
+    KL term (beta != 0) on a model without adapters and without a moving reference (`moving`,
+    grpo.sync_ref_model, which starts from `params`): its reference would be the policy."""
+    if ref_params is None and beta != 0.0 and not moving and not any(
             "lora_a" in path for state in (params, frozen)
             for path, _ in nnx.to_flat_state(state)):
         raise ValueError("run_grpo: ref_params=None takes the policy with its LoRA adapters off "
@@ -140,7 +141,7 @@ def run_grpo(cfg: ml_collections.ConfigDict, *, graphdef: nnx.GraphDef, params: 
     `step_seconds` holds the generation's rollouts. `loop_args` go to `TrainingLoop`. ConfigError
     names a bad key of the section."""
     settings = GRPOSettings.from_section(cfg)
-    check_reference(ref_params, params, frozen, settings.loss.beta)
+    check_reference(ref_params, params, frozen, settings.loss.beta, cfg.sync_ref_model)
     tx = make_optimizer(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.steps * cfg.num_iterations,
                         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)

@@ -18,13 +18,14 @@ TIMING = ("step_seconds", "tokens_per_s")
 
 
 def run_smoke_grpo(cfg, workdir, small_sqa):
-    """`run_grpo` on `cfg.grpo` and the `small_sqa` fixture's train rows: (params as NumPy,
-    metrics.jsonl records without their timings)."""
+    """`run_grpo` on `cfg.grpo` and the `small_sqa` fixture's train rows, the reference the
+    starting policy (as the stage without LoRA): (params as NumPy, metrics.jsonl records
+    without their timings)."""
     rows, tok = small_sqa
     mcfg = model_config(cfg, tok)
     graphdef, params, frozen = nnx.split(Qwen2AudioLM(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
     trained = run_grpo(cfg.grpo, graphdef=graphdef, params=params, frozen=frozen,
-                       ref_params=None, rows=rows["train"], chat=qwen2_audio_chat(tok),
+                       ref_params=params, rows=rows["train"], chat=qwen2_audio_chat(tok),
                        spec=batch_spec(cfg, mcfg, "grpo.batch_size",
                                        cfg.grpo.max_completion_length),
                        workdir=workdir, seed=0,

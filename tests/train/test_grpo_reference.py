@@ -22,6 +22,7 @@ def test_no_reference_without_adapters_is_refused_under_a_kl_term():
         check_reference(None, params, frozen, beta=0.04)
     check_reference(None, params, frozen, beta=0.0)  # no KL term: no reference at all
     check_reference(params, params, frozen, beta=0.04)  # a reference of its own
+    check_reference(None, params, frozen, beta=0.04, moving=True)  # starts from the policy
 
 
 def test_no_reference_is_the_adapter_free_policy_under_lora():
