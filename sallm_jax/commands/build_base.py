@@ -11,7 +11,6 @@ back and must hold the built parameters exactly. Exit status as `python -m sallm
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import pathlib
 import platform
@@ -104,8 +103,8 @@ def write_shipped(experiment: Experiment, out: pathlib.Path,
     if not loads_back(staging, model):
         raise ValueError(f"{staging}: the written checkpoint does not load back to the built "
                          "parameters")
-    record = read_json(experiment.base_dir / "base.json")
-    (staging / "base.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.copyfile(experiment.base_dir / "base.json", staging / "base.json")
+    record = read_json(staging / "base.json")
     shutil.copyfile(experiment.base_dir / "train" / "metrics.jsonl", staging / BUILD_LOG)
     (staging / "BUILD.md").write_text(build_record(seconds, record))
     shutil.rmtree(target, ignore_errors=True)
